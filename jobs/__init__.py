@@ -1,0 +1,1 @@
+"""Job coroutines. Each takes the typed ctx (jobs.context.JobContext) and keyword arguments."""

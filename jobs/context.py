@@ -1,0 +1,56 @@
+"""The typed ctx every job receives: arq's own fields plus the resources opened at start-up."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TypedDict
+
+import aiohttp
+from arq.connections import ArqRedis
+
+from service.database import Database
+from settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpConfig:
+    """Where and how to send mail; built once from settings in the worker's start-up."""
+
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    use_tls: bool
+    start_tls: bool
+    timeout: float
+    sender: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SmtpConfig:
+        return cls(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            username=settings.smtp_username,
+            password=settings.smtp_password,
+            use_tls=settings.smtp_tls,
+            start_tls=settings.smtp_starttls,
+            timeout=settings.smtp_timeout,
+            sender=settings.mail_from,
+        )
+
+
+class JobContext(TypedDict):
+    """What arq passes as ``ctx``; the worker's on_startup fills the resource fields."""
+
+    redis: ArqRedis  # arq's pool, JSON-serializing
+    settings: Settings
+    http: aiohttp.ClientSession  # shared by all HTTP-bound jobs
+    executor: ThreadPoolExecutor  # for Pillow and file walks, off the event loop
+    db: Database
+    smtp: SmtpConfig
+    job_id: str  # set by arq per job
+    job_try: int  # 1 on the first attempt
+    enqueue_time: datetime
+    score: int

@@ -1,0 +1,33 @@
+"""The send_email job: one message to one recipient, sent at most once per job."""
+
+from __future__ import annotations
+
+import json
+
+from jobs.context import JobContext
+from jobs.mailer import build_message, deliver, message_id_for
+from service import keys, stats
+
+
+async def send_email(ctx: JobContext, *, to: str, subject: str, body: str) -> dict[str, str]:
+    """Send the message; a re-run after it was accepted returns the first result instead.
+
+    The "sent" marker is checked before sending and written after: if the worker dies
+    between the two, the message may go out twice, but with the same Message-ID.
+    """
+    redis, settings = ctx["redis"], ctx["settings"]
+    marker = keys.email_sent(ctx["job_id"])
+    previous = await redis.get(marker)
+    if previous is not None:
+        result: dict[str, str] = json.loads(previous)
+        return result
+
+    config = ctx["smtp"]
+    message_id = message_id_for(ctx["job_id"], config)
+    message = build_message(config, to=to, subject=subject, body=body, message_id=message_id)
+    await deliver(config, message)
+
+    result = {"to": to, "message_id": message_id}
+    await redis.set(marker, json.dumps(result), ex=settings.job_result_ttl)
+    await stats.count(redis, settings.timezone, emails_sent=1)
+    return result

@@ -1,0 +1,36 @@
+"""The process_image job: a thumbnail beside the upload, resized in the worker's thread pool."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from jobs.context import JobContext
+from jobs.errors import PermanentError
+from jobs.thumbnails import ThumbnailError, make_thumbnail, thumbnail_path
+from service import stats
+
+
+def resolve_upload(uploads_dir: Path, upload: str) -> Path:
+    """The upload's path; only a bare file name is accepted, so it cannot leave the folder."""
+    if (
+        upload in {"", ".", ".."}
+        or upload != Path(upload).name
+        or any(char in upload for char in "\\/\x00")
+    ):
+        raise PermanentError(f"invalid upload name {upload!r}")
+    return uploads_dir / upload
+
+
+async def process_image(ctx: JobContext, *, upload: str) -> dict[str, str | int]:
+    """Write ``<name>_thumb.<ext>`` next to the upload; safe to run twice (atomic rename)."""
+    settings = ctx["settings"]
+    source = resolve_upload(settings.uploads_dir, upload)
+    target = thumbnail_path(source)
+    loop = asyncio.get_running_loop()
+    try:
+        width, height = await loop.run_in_executor(ctx["executor"], make_thumbnail, source, target)
+    except ThumbnailError as exc:
+        raise PermanentError(str(exc)) from None
+    await stats.count(ctx["redis"], settings.timezone, images_processed=1)
+    return {"thumbnail": target.name, "width": width, "height": height}

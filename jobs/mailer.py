@@ -1,0 +1,82 @@
+"""Building and sending one email with aiosmtplib, sorting failures into transient or permanent.
+
+Transient: the server could not be reached, timed out, dropped the line or answered 4xx.
+Permanent: it answered 5xx (bad recipient, rejected content, failed auth): retrying would
+only repeat the refusal, so the job fails at once with the server's reply in its error.
+"""
+
+from __future__ import annotations
+
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import getaddresses
+
+import aiosmtplib
+
+from jobs.context import SmtpConfig
+from jobs.errors import PermanentError, TransientError
+
+
+def build_message(
+    config: SmtpConfig, *, to: str, subject: str, body: str, message_id: str
+) -> EmailMessage:
+    """A plain-text message; the sender is always the configured MAIL_FROM."""
+    message = EmailMessage()
+    message["From"] = config.sender
+    message["To"] = to
+    message["Subject"] = subject
+    message["Message-ID"] = message_id
+    message.set_content(body)
+    return message
+
+
+def message_id_for(job_id: str, config: SmtpConfig) -> str:
+    """Derived from the job id, so a re-sent copy carries the same id and can be deduplicated."""
+    _, sender = getaddresses([config.sender])[0]
+    domain = Address(addr_spec=sender).domain if "@" in sender else "localhost"
+    return f"<{job_id}@{domain}>"
+
+
+def _reply(code: int, message: str) -> str:
+    return f"{code} {message}".strip()
+
+
+def classify(exc: aiosmtplib.SMTPException) -> TransientError | PermanentError:
+    """Map an aiosmtplib failure onto the retry policy."""
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        codes = [refused.code for refused in exc.recipients]
+        replies = "; ".join(_reply(r.code, r.message) for r in exc.recipients)
+        if codes and all(400 <= code < 500 for code in codes):
+            return TransientError(f"recipient deferred by SMTP server: {replies}")
+        return PermanentError(f"recipient refused by SMTP server: {replies}")
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        reply = _reply(exc.code, exc.message)
+        if 400 <= exc.code < 500:
+            return TransientError(f"SMTP server deferred the message: {reply}")
+        if exc.code >= 500:
+            return PermanentError(f"SMTP server refused the message: {reply}")
+        return TransientError(f"unexpected SMTP reply: {reply}")
+    if isinstance(exc, aiosmtplib.SMTPTimeoutError):
+        return TransientError(f"SMTP server timed out: {exc}")
+    if isinstance(exc, (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPServerDisconnected)):
+        return TransientError(f"SMTP server unreachable: {exc}")
+    return PermanentError(f"SMTP error: {exc}")
+
+
+async def deliver(config: SmtpConfig, message: EmailMessage) -> None:
+    """Send one message; raises TransientError or PermanentError on failure."""
+    try:
+        await aiosmtplib.send(
+            message,
+            hostname=config.host,
+            port=config.port,
+            username=config.username,
+            password=config.password,
+            use_tls=config.use_tls,
+            start_tls=config.start_tls,
+            timeout=config.timeout,
+        )
+    except aiosmtplib.SMTPException as exc:
+        raise classify(exc) from exc
+    except (OSError, TimeoutError) as exc:
+        raise TransientError(f"SMTP server unreachable: {exc}") from exc

@@ -1,0 +1,84 @@
+"""The daily_report cron job (00:00): yesterday's activity as JSON, emailed when configured."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+from jobs.context import JobContext
+from jobs.errors import PermanentError
+from jobs.files import write_atomically
+from jobs.mailer import build_message, deliver, message_id_for
+from service import keys, stats
+
+
+def jobs_by_function(counters: dict[str, int]) -> dict[str, dict[str, int]]:
+    """``{"job:send_email:success": 3}`` -> ``{"send_email": {"success": 3}}``."""
+    table: dict[str, dict[str, int]] = {}
+    for field, value in counters.items():
+        kind, _, rest = field.partition(":")
+        if kind != "job":
+            continue
+        function, _, outcome = rest.rpartition(":")
+        table.setdefault(function, {})[outcome] = value
+    return dict(sorted(table.items()))
+
+
+async def build_report(ctx: JobContext, day: date) -> dict[str, Any]:
+    tz = ctx["settings"].timezone
+    counters = await stats.read(ctx["redis"], day)
+    start = datetime.combine(day, time.min, tzinfo=tz)
+    registered = await ctx["db"].count_registered(start, start + timedelta(days=1))
+    return {
+        "date": day.isoformat(),
+        "timezone": ctx["settings"].cron_timezone,
+        "generated_at": datetime.now(tz).isoformat(timespec="seconds"),
+        "jobs": jobs_by_function(counters),
+        "emails_sent": counters.get("emails_sent", 0),
+        "images_processed": counters.get("images_processed", 0),
+        "users_registered": registered,
+    }
+
+
+def _report_day(ctx: JobContext, day: str | None) -> date:
+    if day is None:
+        return stats.today(ctx["settings"].timezone) - timedelta(days=1)
+    try:
+        return date.fromisoformat(day)
+    except ValueError:
+        raise PermanentError(f"invalid report date {day!r}") from None
+
+
+async def _email_report(ctx: JobContext, report: dict[str, Any]) -> None:
+    settings, redis = ctx["settings"], ctx["redis"]
+    marker = keys.email_sent(ctx["job_id"])
+    if not settings.report_recipients or await redis.get(marker):
+        return
+    config = ctx["smtp"]
+    message = build_message(
+        config,
+        to=", ".join(settings.report_recipients),
+        subject=f"Daily report for {report['date']}",
+        body=json.dumps(report, indent=2) + "\n",
+        message_id=message_id_for(ctx["job_id"], config),
+    )
+    await deliver(config, message)
+    await redis.set(marker, "1", ex=settings.job_result_ttl)
+    await stats.count(redis, settings.timezone, emails_sent=1)
+
+
+async def daily_report(ctx: JobContext, *, day: str | None = None) -> dict[str, str]:
+    """Write ``reports/<day>.json`` (default: yesterday) and mail it to REPORT_RECIPIENTS."""
+    report_day = _report_day(ctx, day)
+    report = await build_report(ctx, report_day)
+    path = ctx["settings"].reports_dir / f"{report_day.isoformat()}.json"
+    data = (json.dumps(report, indent=2) + "\n").encode()
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.run_in_executor(ctx["executor"], write_atomically, path, data)
+    except OSError as exc:
+        raise PermanentError(f"could not write the report: {exc.strerror or exc}") from None
+    await _email_report(ctx, report)
+    return {"path": f"reports/{path.name}", "date": report_day.isoformat()}

@@ -1,0 +1,64 @@
+"""The deliver_webhook job: POST a JSON payload with the worker's shared HTTP session."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+
+from jobs.context import JobContext
+from jobs.errors import PermanentError, TransientError
+
+MAX_RETRY_AFTER = 3600.0
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), MAX_RETRY_AFTER)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return min(max(when.timestamp() - time.time(), 0.0), MAX_RETRY_AFTER)
+
+
+async def deliver_webhook(
+    ctx: JobContext, *, url: str, payload: dict[str, Any] | list[Any]
+) -> dict[str, int]:
+    """POST ``payload`` as JSON; 2xx/3xx succeeds, 5xx/429/network errors retry, 4xx fails.
+
+    The ``Idempotency-Key`` header is the job id, the same on every attempt, so a receiver
+    can drop repeats of a delivery it already handled.
+    """
+    timeout = ctx["settings"].webhook_timeout
+    client_timeout = aiohttp.ClientTimeout(
+        total=timeout, connect=min(5.0, timeout), sock_read=timeout
+    )
+    headers = {"Idempotency-Key": ctx["job_id"], "User-Agent": "jobservice-webhooks/1"}
+    started = time.perf_counter()
+    try:
+        async with ctx["http"].post(
+            url, json=payload, headers=headers, timeout=client_timeout, allow_redirects=False
+        ) as response:
+            status = response.status
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            await response.content.read(64 * 1024)  # drain a little so the connection is reusable
+    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+        reason = "timed out" if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) else str(exc)
+        raise TransientError(f"webhook unreachable: {reason or type(exc).__name__}") from exc
+    except aiohttp.ClientError as exc:
+        raise PermanentError(f"webhook request failed: {exc}") from exc
+
+    elapsed_ms = round((time.perf_counter() - started) * 1000)
+    if status == 429 or status >= 500:
+        raise TransientError(f"webhook answered {status}", retry_after=retry_after)
+    if status >= 400:
+        raise PermanentError(f"webhook answered {status}: not retried")
+    return {"status": status, "attempts": ctx["job_try"], "elapsed_ms": elapsed_ms}

@@ -1,0 +1,22 @@
+"""Service wiring. ``arq service.WorkerSettings`` starts the worker.
+
+``WorkerSettings`` is built on first access from the environment (see settings.py), so
+importing ``service`` for its helpers reads nothing and opens nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["WorkerSettings"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "WorkerSettings":
+        from service.worker import build_worker_settings
+        from settings import load_settings
+
+        worker_settings = build_worker_settings(load_settings())
+        globals()["WorkerSettings"] = worker_settings
+        return worker_settings
+    raise AttributeError(f"module 'service' has no attribute {name!r}")

@@ -1,0 +1,114 @@
+"""The users table in SQLite, reached asynchronously through aiosqlite.
+
+The web app and the worker each open one connection at start-up; WAL mode lets both
+processes read and write the same file without blocking each other for long.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiosqlite
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    email TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL,
+    welcome_sent_at TEXT
+);
+CREATE INDEX IF NOT EXISTS users_created_at ON users (created_at);
+"""
+
+
+class EmailTakenError(Exception):
+    """The address is already registered."""
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    name: str
+    email: str
+    created_at: datetime
+    welcome_sent_at: datetime | None
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _row_to_user(row: sqlite3.Row) -> User:
+    sent = row["welcome_sent_at"]
+    return User(
+        id=row["id"],
+        name=row["name"],
+        email=row["email"],
+        created_at=datetime.fromisoformat(row["created_at"]),
+        welcome_sent_at=datetime.fromisoformat(sent) if sent else None,
+    )
+
+
+class Database:
+    """A thin typed layer over one aiosqlite connection."""
+
+    def __init__(self, connection: aiosqlite.Connection) -> None:
+        self._db = connection
+
+    @classmethod
+    async def open(cls, path: Path) -> Database:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        connection = await aiosqlite.connect(path, timeout=10)
+        connection.row_factory = sqlite3.Row
+        await connection.execute("PRAGMA journal_mode=WAL")
+        await connection.execute("PRAGMA busy_timeout=10000")
+        await connection.executescript(SCHEMA)
+        await connection.commit()
+        return cls(connection)
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def create_user(self, name: str, email: str) -> User:
+        try:
+            cursor = await self._db.execute(
+                "INSERT INTO users (name, email, created_at) VALUES (?, ?, ?)",
+                (name, email, _utc_now()),
+            )
+        except sqlite3.IntegrityError:
+            raise EmailTakenError(email) from None
+        await self._db.commit()
+        user_id = cursor.lastrowid
+        assert user_id is not None
+        user = await self.get_user(user_id)
+        assert user is not None
+        return user
+
+    async def delete_user(self, user_id: int) -> None:
+        await self._db.execute("DELETE FROM users WHERE id = ?", (user_id,))
+        await self._db.commit()
+
+    async def get_user(self, user_id: int) -> User | None:
+        async with self._db.execute("SELECT * FROM users WHERE id = ?", (user_id,)) as cursor:
+            row = await cursor.fetchone()
+        return _row_to_user(row) if row else None
+
+    async def mark_welcome_sent(self, user_id: int) -> None:
+        await self._db.execute(
+            "UPDATE users SET welcome_sent_at = ? WHERE id = ? AND welcome_sent_at IS NULL",
+            (_utc_now(), user_id),
+        )
+        await self._db.commit()
+
+    async def count_registered(self, start: datetime, end: datetime) -> int:
+        """Users created in [start, end); both bounds must be timezone-aware."""
+        async with self._db.execute(
+            "SELECT COUNT(*) FROM users WHERE created_at >= ? AND created_at < ?",
+            (start.astimezone(UTC).isoformat(), end.astimezone(UTC).isoformat()),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0

@@ -1,0 +1,96 @@
+"""``python -m service.dev`` (behind `make dev`): Redis, mail sink, web app and worker at once.
+
+Uses the Redis at REDIS_URL, or starts a private ``redis-server`` when none answers there;
+honcho runs every process with prefixed output, and one Ctrl-C stops them all.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+import redis
+from honcho.manager import Manager
+from honcho.printer import Printer
+from yarl import URL
+
+from settings import Settings, load_settings
+
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", ""}
+NO_REDIS_HELP = """\
+No Redis answers at {url}, and `redis-server` is not installed, so none can be started.
+Either install it:
+    Debian/Ubuntu:  sudo apt-get install redis-server
+    macOS:          brew install redis
+or point REDIS_URL at a running server, e.g. REDIS_URL=redis://otherhost:6379/0 make dev"""
+
+
+def redis_answers(url: str) -> bool:
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except (redis.RedisError, OSError):
+        return False
+
+
+def port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def private_redis_command(settings: Settings) -> str:
+    """A throw-away redis-server for REDIS_URL's port: loopback only, nothing saved to disk."""
+    url = URL(settings.redis_url)
+    args = [
+        "redis-server",
+        "--port", str(url.port or 6379),
+        "--bind", "127.0.0.1",
+        "--save", "",
+        "--appendonly", "no",
+        "--dir", str(settings.data_dir.resolve()),
+    ]  # fmt: skip
+    if url.password:
+        args += ["--requirepass", url.password]
+    return shlex.join(args)
+
+
+def main() -> None:
+    settings = load_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    python = shlex.quote(sys.executable)
+    bin_dir = Path(sys.executable).parent
+    manager = Manager(Printer(sys.stdout))
+
+    if redis_answers(settings.redis_url):
+        print(f"dev: using the Redis at {settings.redis_url}")
+    else:
+        host = URL(settings.redis_url).host or ""
+        if host not in LOCAL_HOSTS or shutil.which("redis-server") is None:
+            sys.exit(NO_REDIS_HELP.format(url=settings.redis_url))
+        print(f"dev: no Redis at {settings.redis_url}; starting a private redis-server")
+        manager.add_process("redis", private_redis_command(settings))
+
+    if port_open(settings.smtp_host, settings.smtp_port):
+        print(f"dev: an SMTP server already listens on {settings.smtp_host}:{settings.smtp_port}")
+    else:
+        manager.add_process("mail", f"{python} -m service.mailsink")
+    manager.add_process("web", f"{python} -m web")
+    manager.add_process("worker", f"{shlex.quote(str(bin_dir / 'arq'))} service.WorkerSettings")
+    print(
+        f"dev: web on http://{settings.web_host}:{settings.web_port}, mail in {settings.mail_dir}"
+    )
+    manager.loop()
+    sys.exit(manager.returncode)
+
+
+if __name__ == "__main__":
+    main()

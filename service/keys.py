@@ -1,0 +1,27 @@
+"""Redis key names the service adds beside arq's own."""
+
+from __future__ import annotations
+
+from datetime import date
+
+PREFIX = "jobsvc:"
+
+
+def job_meta(job_id: str) -> str:
+    """Hash: function, attempts, started_at, finished_at, outcome, last_error, retry_at."""
+    return f"{PREFIX}meta:{job_id}"
+
+
+def daily_stats(day: date) -> str:
+    """Hash of counters for one day in the cron time zone, read by the daily report."""
+    return f"{PREFIX}stats:{day.isoformat()}"
+
+
+def email_sent(job_id: str) -> str:
+    """Set once an email job's message was accepted, so a re-run does not send it again."""
+    return f"{PREFIX}sent:{job_id}"
+
+
+def welcome_lock(user_id: int) -> str:
+    """Held while one job sends a user's welcome email, so two jobs cannot both send it."""
+    return f"{PREFIX}lock:welcome:{user_id}"

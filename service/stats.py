@@ -1,0 +1,31 @@
+"""Per-day activity counters in Redis, the daily report's source."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+from redis.asyncio import Redis
+
+from service import keys
+
+STATS_TTL_SECONDS = 8 * 86_400  # a week of history, plus a day for the report to read it
+
+
+def today(tz: ZoneInfo) -> date:
+    return datetime.now(tz).date()
+
+
+async def count(redis: Redis, tz: ZoneInfo, **increments: int) -> None:
+    """Add to today's counters, e.g. ``count(redis, tz, emails_sent=1)``."""
+    key = keys.daily_stats(today(tz))
+    async with redis.pipeline(transaction=False) as pipe:
+        for field, amount in increments.items():
+            pipe.hincrby(key, field, amount)
+        pipe.expire(key, STATS_TTL_SECONDS)
+        await pipe.execute()
+
+
+async def read(redis: Redis, day: date) -> dict[str, int]:
+    raw: dict[bytes, bytes] = await redis.hgetall(keys.daily_stats(day))  # type: ignore[misc]
+    return {field.decode(): int(value) for field, value in raw.items()}

@@ -1,0 +1,125 @@
+"""The arq worker's wiring: which jobs run, on what schedule, with which shared resources."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, cast
+
+import aiohttp
+from arq import cron, func
+from arq.typing import WorkerCoroutine
+
+from jobs.cleanup import cleanup_old_files
+from jobs.context import JobContext, SmtpConfig
+from jobs.email import send_email
+from jobs.events import log_event
+from jobs.images import process_image
+from jobs.reports import daily_report
+from jobs.webhooks import deliver_webhook
+from jobs.welcome import send_welcome_email
+from service.database import Database
+from service.queue import JobName
+from service.serialization import deserialize, serialize
+from service.tracking import tracked
+from settings import Settings
+
+logger = logging.getLogger("jobservice.worker")
+
+HEALTH_CHECK_INTERVAL = 10  # seconds; /health calls a worker dead once its key is this stale
+
+
+def _startup(settings: Settings) -> Any:
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        """Open what jobs share, once per worker process."""
+        for folder in (settings.uploads_dir, settings.reports_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        ctx["settings"] = settings
+        ctx["db"] = await Database.open(settings.database_path)
+        ctx["http"] = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=settings.worker_max_jobs),
+            raise_for_status=False,
+        )
+        ctx["executor"] = ThreadPoolExecutor(
+            max_workers=settings.image_threads, thread_name_prefix="jobs"
+        )
+        ctx["smtp"] = SmtpConfig.from_settings(settings)
+        logger.info("worker ready: max_jobs=%d", settings.worker_max_jobs)
+
+    return on_startup
+
+
+async def on_shutdown(ctx: dict[str, Any]) -> None:
+    """Close what on_startup opened; tolerate a start-up that failed half way."""
+    job_ctx = cast(JobContext, ctx)
+    if "http" in ctx:
+        await job_ctx["http"].close()
+    if "executor" in ctx:
+        job_ctx["executor"].shutdown(wait=True)
+    if "db" in ctx:
+        await job_ctx["db"].close()
+
+
+def _job(fn: Callable[..., Awaitable[Any]]) -> WorkerCoroutine:
+    """A job as arq registers it: tracked, and typed as arq's coroutine protocol."""
+    return cast(WorkerCoroutine, tracked(fn))
+
+
+def worker_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for ``arq.Worker``; also the body of ``WorkerSettings``."""
+    tries = settings.job_max_tries
+    # The webhook job's own HTTP timeout keeps it far below the job timeout, and a short
+    # function timeout lets a dead worker's webhook jobs be picked up again sooner.
+    webhook_timeout = min(settings.job_timeout, settings.webhook_timeout * 2 + 5)
+    return {
+        "functions": [
+            func(_job(send_email), name=JobName.SEND_EMAIL, max_tries=tries),
+            func(_job(send_welcome_email), name=JobName.SEND_WELCOME_EMAIL, max_tries=tries),
+            func(_job(process_image), name=JobName.PROCESS_IMAGE, max_tries=tries),
+            func(
+                _job(deliver_webhook),
+                name=JobName.DELIVER_WEBHOOK,
+                max_tries=tries,
+                timeout=webhook_timeout,
+            ),
+            func(_job(log_event), name=JobName.LOG_EVENT, keep_result=0, max_tries=tries),
+            func(_job(daily_report), name=JobName.DAILY_REPORT, max_tries=tries),
+            func(_job(cleanup_old_files), name=JobName.CLEANUP_OLD_FILES, max_tries=tries),
+        ],
+        "cron_jobs": [
+            cron(
+                _job(daily_report),
+                name=f"cron:{JobName.DAILY_REPORT}",
+                hour={0},
+                minute={0},
+                second={0},
+                max_tries=tries,
+            ),
+            cron(
+                _job(cleanup_old_files),
+                name=f"cron:{JobName.CLEANUP_OLD_FILES}",
+                hour={2},
+                minute={0},
+                second={0},
+                max_tries=tries,
+            ),
+        ],
+        "on_startup": _startup(settings),
+        "on_shutdown": on_shutdown,
+        "redis_settings": settings.redis_settings,
+        "queue_name": settings.queue_name,
+        "job_serializer": serialize,
+        "job_deserializer": deserialize,
+        "max_jobs": settings.worker_max_jobs,
+        "job_timeout": settings.job_timeout,
+        "max_tries": tries,
+        "keep_result": settings.job_result_ttl,
+        "health_check_interval": HEALTH_CHECK_INTERVAL,
+        "timezone": settings.timezone,
+    }
+
+
+def build_worker_settings(settings: Settings) -> type:
+    """A ``WorkerSettings`` class; arq reads only the class's own ``__dict__``."""
+    return type("WorkerSettings", (), worker_options(settings))

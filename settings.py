@@ -1,0 +1,149 @@
+"""One typed settings object, read from environment variables once at process start.
+
+Nothing else in the project reads ``os.environ``: the web app, the worker and the dev runner
+all call :func:`load_settings` and pass the result down explicitly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from arq.connections import RedisSettings
+from email_validator import EmailNotValidError, validate_email
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+class SettingsError(SystemExit):
+    """Raised at start-up when an environment variable holds an invalid value."""
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; field names map to upper-case environment variables."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False)
+
+    redis_url: str = "redis://localhost:6379/0"
+    queue_name: str = "arq:queue"
+
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(1025, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    smtp_tls: bool = False
+    smtp_timeout: float = Field(10.0, gt=0)
+    mail_from: str = "Job Service <jobs@example.com>"
+
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(8080, ge=1, le=65535)
+
+    data_dir: Path = Path("./var")
+    max_upload_bytes: int = Field(10 * MiB, gt=0)
+    cleanup_max_age_days: float = Field(30, gt=0)
+    cron_timezone: str = "UTC"
+    report_recipients: Annotated[tuple[str, ...], NoDecode] = ()
+
+    worker_max_jobs: int = Field(50, ge=1)
+    job_timeout: float = Field(300, gt=0)
+    job_max_tries: int = Field(5, ge=1)
+    job_result_ttl: int = Field(86_400, ge=1)
+    retry_backoff_base: float = Field(2.0, gt=0)
+    retry_backoff_max: float = Field(300.0, gt=0)
+    image_threads: int = Field(2, ge=1)
+    webhook_timeout: float = Field(10.0, gt=0)
+
+    @field_validator("report_recipients", mode="before")
+    @classmethod
+    def _split_recipients(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("report_recipients")
+    @classmethod
+    def _check_recipients(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_valid_address(address) for address in value)
+
+    @field_validator("mail_from")
+    @classmethod
+    def _check_mail_from(cls, value: str) -> str:
+        if any(char in value for char in "\r\n"):
+            raise ValueError("must not contain line breaks")
+        address = value.rsplit("<", 1)[-1].rstrip(">").strip()
+        _valid_address(address)
+        return value
+
+    @field_validator("cron_timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @model_validator(mode="after")
+    def _one_tls_mode(self) -> Settings:
+        if self.smtp_starttls and self.smtp_tls:
+            raise ValueError("SMTP_STARTTLS and SMTP_TLS are exclusive: pick one")
+        return self
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.data_dir / "reports"
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.data_dir / "mail"
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "app.db"
+
+    @property
+    def timezone(self) -> ZoneInfo:
+        return ZoneInfo(self.cron_timezone)
+
+    @property
+    def redis_settings(self) -> RedisSettings:
+        """arq's connection settings; a short connect timeout keeps the web app answering."""
+        redis = RedisSettings.from_dsn(self.redis_url)
+        redis.conn_timeout = 2
+        redis.conn_retries = 5
+        redis.retry_on_timeout = True
+        return redis
+
+
+def _valid_address(address: str) -> str:
+    try:
+        return validate_email(address, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise ValueError(f"{address!r} is not a valid email address: {exc}") from None
+
+
+def load_settings() -> Settings:
+    """Read the environment; exit with a message naming each bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = "_".join(str(part) for part in error["loc"]).upper() or "settings"
+            problems.append(f"{name}: {error['msg']}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None

@@ -1,0 +1,39 @@
+"""The aiohttp application factory and the resources it opens and closes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from service.database import Database
+from service.redis import open_pool
+from settings import Settings
+from web.errors import json_errors
+from web.keys import DB, REDIS, SETTINGS
+from web.routes import setup_routes
+
+JSON_BODY_LIMIT = 1024 * 1024  # uploads are streamed and limited separately
+
+
+async def _redis(app: web.Application) -> AsyncIterator[None]:
+    app[REDIS] = await open_pool(app[SETTINGS])
+    yield
+    await app[REDIS].aclose()
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    settings.uploads_dir.mkdir(parents=True, exist_ok=True)
+    app[DB] = await Database.open(settings.database_path)
+    yield
+    await app[DB].close()
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Build the app; Redis and the database open on start-up and close on clean-up."""
+    app = web.Application(middlewares=[json_errors], client_max_size=JSON_BODY_LIMIT)
+    app[SETTINGS] = settings
+    app.cleanup_ctx.extend([_redis, _database])
+    setup_routes(app)
+    return app

@@ -1,0 +1,51 @@
+"""Every error leaves the app as JSON ``{"error": ...}``, never as a traceback."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from redis.exceptions import RedisError
+
+logger = logging.getLogger("jobservice.web")
+
+
+class ApiError(Exception):
+    """Raised by handlers for a client error; the middleware turns it into JSON."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def _message(exc: web.HTTPException) -> str:
+    text = exc.text or ""
+    prefix = f"{exc.status}: "
+    text = text[len(prefix) :] if text.startswith(prefix) else text
+    return text.strip() or exc.reason
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return web.json_response({"error": exc.message}, status=exc.status, headers=exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in {"allow", "retry-after"}}
+        return web.json_response({"error": _message(exc)}, status=exc.status, headers=headers)
+    except (TimeoutError, RedisError, ConnectionError) as exc:
+        logger.warning("redis unavailable during %s %s: %s", request.method, request.path, exc)
+        return web.json_response(
+            {"error": "the job queue is unavailable, try again shortly"},
+            status=503,
+            headers={"Retry-After": "5"},
+        )
+    except Exception:
+        logger.exception("unhandled error in %s %s", request.method, request.path)
+        return web.json_response({"error": "internal server error"}, status=500)

@@ -1,0 +1,13 @@
+"""Typed keys for what the web app shares between handlers."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from arq.connections import ArqRedis
+
+from service.database import Database
+from settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+REDIS = web.AppKey("redis", ArqRedis)
+DB = web.AppKey("db", Database)

@@ -1,0 +1,76 @@
+"""Receiving an uploaded image: streamed to disk with a byte limit, identified by content.
+
+The client's filename and Content-Type are ignored: Pillow decides what the bytes are, and the
+file is stored under a fresh server-generated name, so nothing the client sends becomes a path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from pathlib import Path
+from typing import BinaryIO
+
+from aiohttp import BodyPartReader
+from PIL import Image, UnidentifiedImageError
+
+from jobs.thumbnails import ALLOWED_FORMATS
+from web.errors import ApiError
+
+CHUNK_SIZE = 64 * 1024
+EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "WEBP": ".webp"}
+
+
+def detect_format(path: Path) -> str | None:
+    """The image format from the file's content, or None if it is not an allowed image."""
+    try:
+        with Image.open(path, formats=ALLOWED_FORMATS) as image:
+            return image.format
+    except Image.DecompressionBombError:
+        raise ApiError(413, "image dimensions are too large") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return None
+
+
+def _open_new(path: Path) -> BinaryIO:
+    return open(path, "xb")
+
+
+async def receive_image(field: BodyPartReader, uploads_dir: Path, max_bytes: int) -> str:
+    """Store the part under a new name in ``uploads_dir`` and return that name.
+
+    Raises ApiError 413 as soon as the part passes ``max_bytes`` and 415 when it is not a
+    JPEG, PNG, GIF or WebP image; either way nothing is left on disk.
+    """
+    loop = asyncio.get_running_loop()
+    temp = uploads_dir / f".incoming-{uuid.uuid4().hex}"
+    out = await loop.run_in_executor(None, _open_new, temp)
+    try:
+        size = 0
+        while chunk := await field.read_chunk(CHUNK_SIZE):
+            size += len(chunk)
+            if size > max_bytes:
+                raise ApiError(413, f"file is larger than the {max_bytes}-byte limit")
+            await loop.run_in_executor(None, out.write, chunk)
+        await loop.run_in_executor(None, out.close)
+        if size == 0:
+            raise ApiError(400, "the uploaded file is empty")
+        image_format = await loop.run_in_executor(None, detect_format, temp)
+        if image_format is None:
+            raise ApiError(415, "unsupported file type: upload a JPEG, PNG, GIF or WebP image")
+        name = f"{uuid.uuid4().hex}{EXTENSIONS[image_format]}"
+        await loop.run_in_executor(None, os.replace, temp, uploads_dir / name)
+        return name
+    except BaseException:
+        await loop.run_in_executor(None, _discard, out, temp)
+        raise
+
+
+def _discard(out: BinaryIO, temp: Path) -> None:
+    out.close()
+    temp.unlink(missing_ok=True)
+
+
+def remove_upload(uploads_dir: Path, name: str) -> None:
+    (uploads_dir / name).unlink(missing_ok=True)
