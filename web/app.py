@@ -19,7 +19,7 @@ JSON_BODY_LIMIT = 1024 * 1024  # uploads are streamed and limited separately
 async def _redis(app: web.Application) -> AsyncIterator[None]:
     app[REDIS] = await open_pool(app[SETTINGS])
     yield
-    await app[REDIS].aclose()
+    await app[REDIS].aclose(close_connection_pool=True)
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:

@@ -1,0 +1,138 @@
+"""Shared fixtures: a real Redis (flushed per test), a real SMTP server, a real arq worker."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default as default_policy
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from arq.connections import ArqRedis
+from arq.worker import Worker
+
+from service.redis import open_pool
+from service.worker import worker_options
+from settings import Settings
+from web import create_app
+
+# The tests own this database and flush it before every test.
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+RunWorker = Callable[..., Awaitable[Worker]]
+ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class ReceivedMail:
+    sender: str
+    recipients: list[str]
+    message: EmailMessage
+
+
+@dataclass
+class SmtpRecorder:
+    """aiosmtpd handler that keeps every message; queued replies refuse the next DATA."""
+
+    messages: list[ReceivedMail] = field(default_factory=list)
+    replies: list[str] = field(default_factory=list)
+    port: int = 0
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.replies:
+            return self.replies.pop(0)
+        message = message_from_bytes(envelope.original_content or b"", policy=default_policy)
+        assert isinstance(message, EmailMessage)
+        mail_from = envelope.mail_from or ""
+        self.messages.append(ReceivedMail(mail_from, list(envelope.rcpt_tos), message))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpRecorder]:
+    recorder = SmtpRecorder()
+    recorder.port = free_port()
+    controller = Controller(recorder, hostname="127.0.0.1", port=recorder.port)
+    controller.start()
+    try:
+        yield recorder
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, smtp_server: SmtpRecorder) -> Settings:
+    return Settings(
+        redis_url=TEST_REDIS_URL,
+        data_dir=tmp_path / "data",
+        smtp_host="127.0.0.1",
+        smtp_port=smtp_server.port,
+        smtp_timeout=5,
+        mail_from="Job Service <jobs@example.com>",
+        job_max_tries=3,
+        retry_backoff_base=0.01,
+        retry_backoff_max=0.05,
+        webhook_timeout=2,
+        image_threads=2,
+        report_recipients=(),
+    )
+
+
+@pytest.fixture
+async def redis(settings: Settings) -> AsyncIterator[ArqRedis]:
+    pool = await open_pool(settings)
+    await pool.flushdb()
+    yield pool
+    await pool.aclose(close_connection_pool=True)
+
+
+@pytest.fixture
+async def run_worker(settings: Settings, redis: ArqRedis) -> AsyncIterator[RunWorker]:
+    """Run a burst worker until the queue is empty; options override the service's own."""
+    workers: list[Worker] = []
+
+    async def run(use_settings: Settings | None = None, **overrides: Any) -> Worker:
+        options = worker_options(use_settings or settings)
+        options.update(burst=True, poll_delay=0.01, handle_signals=False, **overrides)
+        worker = Worker(**options)
+        workers.append(worker)
+        await worker.main()
+        return worker
+
+    yield run
+    for worker in workers:
+        await worker.close()
+
+
+@pytest.fixture
+async def client(
+    aiohttp_client: ClientFactory, settings: Settings, redis: ArqRedis
+) -> TestClient[Any, Any]:
+    return await aiohttp_client(create_app(settings))
+
+
+async def queued(redis: ArqRedis, settings: Settings) -> list[str]:
+    """Ids of the jobs waiting in the queue."""
+    return [raw.decode() for raw in await redis.zrange(settings.queue_name, 0, -1)]
+
+
+async def status_of(client: TestClient[Any, Any], task_id: str) -> dict[str, Any]:
+    response = await client.get(f"/task-status/{task_id}")
+    assert response.status == 200, await response.text()
+    body: dict[str, Any] = await response.json()
+    return body

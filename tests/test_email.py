@@ -1,0 +1,159 @@
+"""send_email end to end: API -> Redis -> real worker -> real SMTP server -> status API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from arq.connections import ArqRedis
+
+from settings import Settings
+from tests.conftest import RunWorker, SmtpRecorder, queued, status_of
+
+EMAIL = {"to": "ann@example.com", "subject": "Hello", "body": "Line one\nLine two"}
+
+
+async def test_send_email_is_queued_sent_and_reported(
+    client: TestClient[Any, Any],
+    redis: ArqRedis,
+    settings: Settings,
+    run_worker: RunWorker,
+    smtp_server: SmtpRecorder,
+) -> None:
+    response = await client.post("/send-email", json=EMAIL)
+    assert response.status == 202
+    body = await response.json()
+    assert body["message"] == "Email queued!"
+    task_id = body["task_id"]
+    assert await queued(redis, settings) == [task_id]
+    pending = await status_of(client, task_id)
+    assert pending["status"] == "PENDING"
+    assert pending["function"] == "send_email"
+    assert pending["attempts"] == 0
+
+    await run_worker()
+
+    assert len(smtp_server.messages) == 1
+    mail = smtp_server.messages[0]
+    assert mail.recipients == ["ann@example.com"]
+    assert mail.sender == "jobs@example.com"
+    assert mail.message["Subject"] == "Hello"
+    assert mail.message.get_content().replace("\r\n", "\n").strip() == "Line one\nLine two"
+    done = await status_of(client, task_id)
+    assert done["status"] == "SUCCESS"
+    assert done["attempts"] == 1
+    assert done["result"] == {"to": "ann@example.com", "message_id": mail.message["Message-ID"]}
+    assert done["enqueued_at"] <= done["started_at"] <= done["finished_at"]
+
+
+async def test_transient_smtp_reply_is_retried_until_accepted(
+    client: TestClient[Any, Any], run_worker: RunWorker, smtp_server: SmtpRecorder
+) -> None:
+    smtp_server.replies = ["451 4.3.0 try again later"]
+    task_id = (await (await client.post("/send-email", json=EMAIL)).json())["task_id"]
+
+    await run_worker()
+
+    assert len(smtp_server.messages) == 1
+    done = await status_of(client, task_id)
+    assert done["status"] == "SUCCESS"
+    assert done["attempts"] == 2
+
+
+async def test_permanent_smtp_reply_fails_at_once_with_the_reply(
+    client: TestClient[Any, Any], run_worker: RunWorker, smtp_server: SmtpRecorder
+) -> None:
+    smtp_server.replies = ["550 5.1.1 mailbox unavailable"] * 3
+    task_id = (await (await client.post("/send-email", json=EMAIL)).json())["task_id"]
+
+    await run_worker()
+
+    assert smtp_server.messages == []
+    failed = await status_of(client, task_id)
+    assert failed["status"] == "FAILURE"
+    assert failed["attempts"] == 1
+    assert "550" in failed["error"]
+    assert "mailbox unavailable" in failed["error"]
+    assert len(smtp_server.replies) == 2, "a permanent failure must not be retried"
+
+
+async def test_unreachable_server_is_retried_then_fails_with_reason(
+    client: TestClient[Any, Any],
+    settings: Settings,
+    redis: ArqRedis,
+    run_worker: RunWorker,
+) -> None:
+    from tests.conftest import free_port
+
+    nowhere = settings.model_copy(update={"smtp_port": free_port()})
+    task_id = (await (await client.post("/send-email", json=EMAIL)).json())["task_id"]
+
+    await run_worker(nowhere)
+
+    failed = await status_of(client, task_id)
+    assert failed["status"] == "FAILURE"
+    assert failed["attempts"] == settings.job_max_tries
+    assert "gave up after 3 attempts" in failed["error"]
+    assert "SMTP server unreachable" in failed["error"]
+
+
+async def test_re_running_a_sent_email_job_does_not_send_again(
+    client: TestClient[Any, Any],
+    redis: ArqRedis,
+    settings: Settings,
+    run_worker: RunWorker,
+    smtp_server: SmtpRecorder,
+) -> None:
+    task_id = (await (await client.post("/send-email", json=EMAIL)).json())["task_id"]
+    await run_worker()
+    first = await status_of(client, task_id)
+
+    # What a second delivery of the same job looks like to the worker (arq is at-least-once).
+    await redis.delete(f"arq:result:{task_id}")
+    await redis.enqueue_job("send_email", _job_id=task_id, **EMAIL)
+    await run_worker()
+
+    assert len(smtp_server.messages) == 1
+    again = await status_of(client, task_id)
+    assert again["status"] == "SUCCESS"
+    assert again["result"] == first["result"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        ({"subject": "Hi", "body": "x"}, "to: Field required"),
+        ({"to": "not-an-address", "subject": "Hi", "body": "x"}, "to: not a valid email address"),
+        ({"to": "a@example.com", "subject": "Hi\r\nBcc: x@example.com", "body": "x"}, "subject"),
+        ({"to": "a@example.com", "subject": "Hi\nthere", "body": "x"}, "control characters"),
+        ({"to": "a@example.com", "subject": 5, "body": "x"}, "subject: Input should be"),
+        ({"to": "a@example.com", "subject": "", "body": "x"}, "subject"),
+        ({"to": "a@example.com", "subject": "Hi", "body": ["x"]}, "body"),
+        ({"to": "a@example.com\r\nBcc: b@example.com", "subject": "Hi", "body": "x"}, "to"),
+        ({"to": "a@example.com", "subject": "Hi", "body": "x", "cc": "b@example.com"}, "cc"),
+    ],
+)
+async def test_bad_email_requests_are_400_and_queue_nothing(
+    client: TestClient[Any, Any],
+    redis: ArqRedis,
+    settings: Settings,
+    payload: dict[str, Any],
+    reason: str,
+) -> None:
+    response = await client.post("/send-email", json=payload)
+    assert response.status == 400
+    assert reason in (await response.json())["error"]
+    assert await queued(redis, settings) == []
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b"", b'"text"', b"\xff\xfe"])
+async def test_malformed_json_is_400(
+    client: TestClient[Any, Any], redis: ArqRedis, settings: Settings, raw: bytes
+) -> None:
+    response = await client.post(
+        "/send-email", data=raw, headers={"Content-Type": "application/json"}
+    )
+    assert response.status == 400
+    assert "error" in await response.json()
+    assert await queued(redis, settings) == []
