@@ -11,7 +11,7 @@ from arq.connections import ArqRedis
 from settings import Settings
 from tests.conftest import RunWorker, SmtpRecorder, queued, status_of
 
-EMAIL = {"to": "ann@example.com", "subject": "Hello", "body": "Line one\nLine two"}
+EMAIL: dict[str, Any] = {"to": "ann@example.com", "subject": "Hello", "body": "Line one\nLine two"}
 
 
 async def test_send_email_is_queued_sent_and_reported(
