@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -30,11 +31,15 @@ logger = logging.getLogger("jobservice.worker")
 HEALTH_CHECK_INTERVAL = 10  # seconds; /health calls a worker dead once its key is this stale
 
 
+def _make_folders(settings: Settings) -> None:
+    for folder in (settings.uploads_dir, settings.reports_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+
+
 def _startup(settings: Settings) -> Any:
     async def on_startup(ctx: dict[str, Any]) -> None:
         """Open what jobs share, once per worker process."""
-        for folder in (settings.uploads_dir, settings.reports_dir):
-            folder.mkdir(parents=True, exist_ok=True)
+        await asyncio.get_running_loop().run_in_executor(None, _make_folders, settings)
         ctx["settings"] = settings
         ctx["db"] = await Database.open(settings.database_path)
         ctx["http"] = aiohttp.ClientSession(
@@ -95,6 +100,7 @@ def worker_options(settings: Settings) -> dict[str, Any]:
                 minute={0},
                 second={0},
                 max_tries=tries,
+                keep_result=settings.job_result_ttl,
             ),
             cron(
                 _job(cleanup_old_files),
@@ -103,6 +109,7 @@ def worker_options(settings: Settings) -> dict[str, Any]:
                 minute={0},
                 second={0},
                 max_tries=tries,
+                keep_result=settings.job_result_ttl,
             ),
         ],
         "on_startup": _startup(settings),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import EmailMessage
@@ -27,7 +27,7 @@ from web import create_app
 # The tests own this database and flush it before every test.
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
-RunWorker = Callable[..., Awaitable[Worker]]
+RunWorker = Callable[..., Coroutine[Any, Any, Worker]]
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 

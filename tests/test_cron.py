@@ -1,0 +1,176 @@
+"""The two cron jobs: their schedule, their effects, and one run per schedule across workers."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from aiohttp.test_utils import TestClient
+from arq.connections import ArqRedis
+from arq.cron import CronJob
+
+from jobs.files import delete_older_than
+from service.worker import build_worker_settings
+from settings import Settings
+from tests.conftest import RunWorker, SmtpRecorder, status_of
+
+DAY = 86_400
+
+
+def cron_jobs(settings: Settings) -> dict[str, CronJob]:
+    worker_settings = build_worker_settings(settings)
+    return {job.name: job for job in worker_settings.__dict__["cron_jobs"]}
+
+
+def test_crons_are_registered_at_midnight_and_two_in_the_configured_zone() -> None:
+    settings = Settings(cron_timezone="Europe/Paris")
+    jobs = cron_jobs(settings)
+    assert set(jobs) == {"cron:daily_report", "cron:cleanup_old_files"}
+    report, cleanup = jobs["cron:daily_report"], jobs["cron:cleanup_old_files"]
+    assert (report.hour, report.minute, report.second) == ({0}, {0}, {0})
+    assert (cleanup.hour, cleanup.minute, cleanup.second) == ({2}, {0}, {0})
+    assert build_worker_settings(settings).__dict__["timezone"] == ZoneInfo("Europe/Paris")
+
+    paris = ZoneInfo("Europe/Paris")
+    report.calculate_next(datetime(2026, 11, 24, 23, 59, 30, tzinfo=paris))
+    assert report.next_run is not None
+    # arq fires a few hundred ms past the second on purpose; the minute is what matters
+    assert report.next_run.replace(microsecond=0) == datetime(2026, 11, 25, 0, 0, tzinfo=paris)
+    cleanup.calculate_next(datetime(2026, 11, 25, 0, 30, tzinfo=paris))
+    assert cleanup.next_run is not None
+    assert cleanup.next_run.replace(microsecond=0) == datetime(2026, 11, 25, 2, 0, tzinfo=paris)
+
+
+def _age(path: Path, days: float) -> None:
+    when = datetime.now().timestamp() - days * DAY
+    os.utime(path, (when, when), follow_symlinks=False)
+
+
+async def test_cleanup_cron_fires_and_deletes_only_old_regular_files(
+    settings: Settings, redis: ArqRedis, run_worker: RunWorker, tmp_path: Path
+) -> None:
+    uploads = settings.uploads_dir
+    uploads.mkdir(parents=True)
+    old, fresh = uploads / "old.jpg", uploads / "fresh.jpg"
+    old.write_bytes(b"x")
+    fresh.write_bytes(b"y")
+    _age(old, 31)
+    _age(fresh, 29)
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep me")
+    _age(outside, 90)
+    link = uploads / "link.jpg"
+    link.symlink_to(outside)
+    _age(link, 90)
+    nested = uploads / "nested"
+    nested.mkdir()
+    (nested / "deep.jpg").write_bytes(b"z")
+    _age(nested / "deep.jpg", 90)
+
+    cleanup = cron_jobs(settings)["cron:cleanup_old_files"]
+    worker = await run_worker(cron_jobs=[_due_now(cleanup, settings)])
+
+    assert worker.jobs_complete == 1
+    assert sorted(p.name for p in uploads.iterdir()) == ["fresh.jpg", "link.jpg", "nested"]
+    assert outside.read_text() == "keep me"
+    assert (nested / "deep.jpg").exists()
+    job_id = (await redis.keys("arq:result:cron:cleanup_old_files:*"))[0].decode().split(":", 2)[2]
+    result = await redis.get(f"arq:result:{job_id}")
+    assert result is not None
+    assert json.loads(result)["r"] == {"deleted": 1}
+
+
+def test_cleanup_tolerates_a_missing_folder(tmp_path: Path) -> None:
+    assert delete_older_than(tmp_path / "absent", 10) == 0
+
+
+def _due_now(job: CronJob, settings: Settings) -> CronJob:
+    """The same cron job, due at the worker's next poll instead of at 00:00 or 02:00."""
+    job.next_run = datetime.now(settings.timezone) - timedelta(seconds=1)
+    return job
+
+
+async def test_two_workers_run_a_due_cron_once(
+    settings: Settings, redis: ArqRedis, run_worker: RunWorker
+) -> None:
+    report = cron_jobs(settings)["cron:daily_report"]
+    due = datetime.now(settings.timezone) - timedelta(seconds=1)
+    first_job = _due_now(report, settings)
+    first_job.next_run = due
+    second_job = cron_jobs(settings)["cron:daily_report"]
+    second_job.next_run = due
+
+    first = await run_worker(cron_jobs=[first_job])
+    second = await run_worker(cron_jobs=[second_job])
+
+    assert first.jobs_complete + second.jobs_complete == 1
+    reports = list(settings.reports_dir.iterdir())
+    yesterday = datetime.now(settings.timezone).date() - timedelta(days=1)
+    assert [p.name for p in reports] == [f"{yesterday.isoformat()}.json"]
+
+
+async def test_daily_report_counts_the_days_activity_and_mails_it(
+    client: TestClient[Any, Any],
+    settings: Settings,
+    run_worker: RunWorker,
+    smtp_server: SmtpRecorder,
+) -> None:
+    email = {"to": "ann@example.com", "subject": "Hi", "body": "x"}
+    assert (await client.post("/send-email", json=email)).status == 202
+    smtp_server.replies = ["451 later"]  # one retry, counted as such
+    assert (await client.post("/register", json={"name": "Bo", "email": "bo@example.com"})).status
+    await run_worker()
+    smtp_server.messages.clear()
+
+    today = datetime.now(settings.timezone).date()
+    reporting = settings.model_copy(update={"report_recipients": ("ops@example.com",)})
+    response = await client.post("/reports/daily", json={"day": today.isoformat()})
+    assert response.status == 202
+    task_id = (await response.json())["task_id"]
+    await run_worker(reporting)
+
+    done = await status_of(client, task_id)
+    assert done["status"] == "SUCCESS"
+    assert done["result"] == {"path": f"reports/{today}.json", "date": today.isoformat()}
+    report = json.loads((settings.reports_dir / f"{today}.json").read_text())
+    assert report["date"] == today.isoformat()
+    assert report["emails_sent"] == 2
+    assert report["users_registered"] == 1
+    assert report["images_processed"] == 0
+    jobs = report["jobs"]
+    assert jobs["send_email"]["success"] == jobs["send_welcome_email"]["success"] == 1
+    retries = [counts.get("retry", 0) for counts in jobs.values()]
+    assert sum(retries) == 1
+    assert "failure" not in jobs["send_email"]
+    [mail] = smtp_server.messages
+    assert mail.recipients == ["ops@example.com"]
+    assert mail.message["Subject"] == f"Daily report for {today}"
+    assert json.loads(mail.message.get_content())["users_registered"] == 1
+    assert not [p for p in settings.reports_dir.iterdir() if p.name.startswith(".")]
+
+
+async def test_report_without_a_day_covers_yesterday(
+    client: TestClient[Any, Any], settings: Settings, run_worker: RunWorker
+) -> None:
+    response = await client.post("/reports/daily")
+    assert response.status == 202
+    await run_worker()
+    yesterday = datetime.now(settings.timezone).date() - timedelta(days=1)
+    report = json.loads((settings.reports_dir / f"{yesterday}.json").read_text())
+    assert report == {**report, "date": str(yesterday), "emails_sent": 0, "jobs": {}}
+
+
+@pytest.mark.parametrize(
+    "payload", [{"day": "yesterday"}, {"day": 20261124}, {"day": "2026-13-01"}, {"other": 1}]
+)
+async def test_bad_report_requests_are_400(
+    client: TestClient[Any, Any], redis: ArqRedis, settings: Settings, payload: dict[str, Any]
+) -> None:
+    response = await client.post("/reports/daily", json=payload)
+    assert response.status == 400
+    assert await redis.zcard(settings.queue_name) == 0

@@ -1,0 +1,110 @@
+"""/health reports Redis and the worker; the API answers 503 fast while Redis is away."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from arq.connections import ArqRedis
+from arq.worker import Worker
+
+from service.worker import worker_options
+from settings import Settings
+from tests.conftest import ClientFactory, free_port
+from tests.waiting import wait_until
+from web import create_app
+
+
+async def test_health_without_a_worker(client: TestClient[Any, Any]) -> None:
+    response = await client.get("/health")
+    assert response.status == 200
+    body = await response.json()
+    assert body["status"] == "ok"
+    assert body["redis"] == "ok"
+    assert body["worker"] == {"alive": False, "last_check": None}
+
+
+async def test_health_sees_a_running_worker(
+    client: TestClient[Any, Any], settings: Settings, redis: ArqRedis
+) -> None:
+    options = worker_options(settings)
+    options.update(poll_delay=0.01, handle_signals=False)
+    worker = Worker(**options)
+    task = asyncio.create_task(worker.main())
+    try:
+
+        async def worker_alive() -> bool:
+            body = await (await client.get("/health")).json()
+            return bool(body["worker"]["alive"])
+
+        await wait_until(worker_alive)
+        body = await (await client.get("/health")).json()
+        assert "j_complete=" in body["worker"]["last_check"]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await worker.close()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A redis-server of the test's own, so it can be stopped without harming others."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        yield f"redis://127.0.0.1:{port}/0", process
+    finally:
+        process.kill()
+        process.wait()
+
+
+async def test_redis_down_gives_quick_503s(
+    aiohttp_client: ClientFactory,
+    settings: Settings,
+    private_redis: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    url, process = private_redis
+    own = settings.model_copy(update={"redis_url": url})
+
+    async def reachable() -> bool:
+        return await asyncio.to_thread(_ping, url)
+
+    await wait_until(reachable)
+    client = await aiohttp_client(create_app(own))
+    assert (await client.get("/health")).status == 200
+
+    process.kill()
+    await asyncio.to_thread(process.wait)
+
+    health = await asyncio.wait_for(client.get("/health"), 10)
+    assert health.status == 503
+    assert (await health.json())["redis"] == "unreachable"
+    send = await asyncio.wait_for(
+        client.post("/send-email", json={"to": "a@example.com", "subject": "s", "body": "b"}), 15
+    )
+    assert send.status == 503
+    assert "unavailable" in (await send.json())["error"]
+
+
+def _ping(url: str) -> bool:
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.2)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()

@@ -1,0 +1,94 @@
+"""The real entry points as users start them: `arq service.WorkerSettings` and `python -m web`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from settings import Settings
+from tests.conftest import SmtpRecorder, status_of
+from tests.waiting import wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def service_env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SMTP_", "REDIS", "DATA_"))}
+    env.update(
+        REDIS_URL=settings.redis_url,
+        DATA_DIR=str(settings.data_dir),
+        SMTP_HOST=settings.smtp_host,
+        SMTP_PORT=str(settings.smtp_port),
+    )
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def worker_process(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "arq", "service.WorkerSettings"],
+        cwd=ROOT,
+        env=service_env(settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        assert process.stdout is not None
+        process.stdout.close()
+
+
+async def test_arq_cli_worker_runs_jobs_and_stops_on_sigterm(
+    client: TestClient[Any, Any],
+    worker_process: subprocess.Popen[bytes],
+    smtp_server: SmtpRecorder,
+) -> None:
+    response = await client.post(
+        "/send-email", json={"to": "ann@example.com", "subject": "From a process", "body": "hi"}
+    )
+    task_id = (await response.json())["task_id"]
+
+    async def finished() -> bool:
+        return bool((await status_of(client, task_id))["status"] == "SUCCESS")
+
+    await wait_until(finished, within=30)
+    assert [m.message["Subject"] for m in smtp_server.messages] == ["From a process"]
+    health = await (await client.get("/health")).json()
+    assert health["worker"]["alive"] is True
+
+    worker_process.send_signal(signal.SIGTERM)
+    code = await asyncio.to_thread(worker_process.wait, 30)
+    assert code == 0
+
+
+@pytest.mark.parametrize(
+    "command", [["-m", "arq", "service.WorkerSettings"], ["-m", "web"], ["-m", "service.mailsink"]]
+)
+def test_entry_points_refuse_bad_settings_naming_the_variable(
+    settings: Settings, command: list[str]
+) -> None:
+    result = subprocess.run(
+        [sys.executable, *command],
+        cwd=ROOT,
+        env=service_env(settings, SMTP_PORT="not-a-port"),
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    output = (result.stdout + result.stderr).decode()
+    assert "SMTP_PORT" in output
+    assert "Traceback" not in output
