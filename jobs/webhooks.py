@@ -20,7 +20,7 @@ def parse_retry_after(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # str.isdigit() also accepts "²", which float() refuses
         return min(float(value), MAX_RETRY_AFTER)
     try:
         when = parsedate_to_datetime(value)
@@ -32,7 +32,7 @@ def parse_retry_after(value: str | None) -> float | None:
 async def deliver_webhook(
     ctx: JobContext, *, url: str, payload: dict[str, Any] | list[Any]
 ) -> dict[str, int]:
-    """POST ``payload`` as JSON; 2xx/3xx succeeds, 5xx/429/network errors retry, 4xx fails.
+    """POST ``payload`` as JSON; 2xx succeeds, 5xx/429/network errors retry, 3xx/4xx fail.
 
     The ``Idempotency-Key`` header is the job id, the same on every attempt, so a receiver
     can drop repeats of a delivery it already handled.
@@ -61,4 +61,6 @@ async def deliver_webhook(
         raise TransientError(f"webhook answered {status}", retry_after=retry_after)
     if status >= 400:
         raise PermanentError(f"webhook answered {status}: not retried")
+    if status >= 300:
+        raise PermanentError(f"webhook answered {status}: redirects are not followed")
     return {"status": status, "attempts": ctx["job_try"], "elapsed_ms": elapsed_ms}

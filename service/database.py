@@ -6,6 +6,8 @@ processes read and write the same file without blocking each other for long.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -61,7 +63,8 @@ class Database:
 
     @classmethod
     async def open(cls, path: Path) -> Database:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        mkdir = functools.partial(path.parent.mkdir, parents=True, exist_ok=True)
+        await asyncio.get_running_loop().run_in_executor(None, mkdir)
         connection = await aiosqlite.connect(path, timeout=10)
         connection.row_factory = sqlite3.Row
         await connection.execute("PRAGMA journal_mode=WAL")
