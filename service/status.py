@@ -43,6 +43,8 @@ def _iso(ms: int | str | bytes | None) -> str | None:
 
 def _failure_reason(stored: Any, meta: dict[str, str]) -> str:
     reason = describe_exception(stored) if isinstance(stored, BaseException) else str(stored)
+    if isinstance(stored, JobError) and stored.type_name == "TimeoutError" and not stored.message:
+        reason = "TimeoutError: the job ran past its time limit and was cancelled"
     last = meta.get("last_error")
     if isinstance(stored, JobError) and stored.type_name == "JobExecutionFailed" and last:
         # arq's "max N retries exceeded" hides why the attempts failed; say both

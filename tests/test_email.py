@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 from typing import Any
 
 import pytest
@@ -155,5 +157,19 @@ async def test_malformed_json_is_400(
         "/send-email", data=raw, headers={"Content-Type": "application/json"}
     )
     assert response.status == 400
+    assert "error" in await response.json()
+    assert await queued(redis, settings) == []
+
+
+async def test_oversized_json_body_is_413_and_queues_nothing(
+    client: TestClient[Any, Any], redis: ArqRedis, settings: Settings
+) -> None:
+    huge = {"to": "a@example.com", "subject": "s", "body": "x" * (2 * 1024 * 1024)}
+    response = await client.post(
+        "/send-email",
+        data=io.BytesIO(json.dumps(huge).encode()),
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status == 413
     assert "error" in await response.json()
     assert await queued(redis, settings) == []

@@ -85,6 +85,32 @@ async def test_status_is_retry_between_attempts_with_reason_and_next_time(
     assert waiting["next_attempt_at"] > waiting["started_at"]
 
 
+async def test_job_past_its_time_limit_fails_saying_so(
+    client: TestClient[Any, Any],
+    settings: Settings,
+    run_worker: RunWorker,
+    aiohttp_server: ServerFactory,
+) -> None:
+    target = HeldTarget()
+    app = web.Application()
+    app.router.add_post("/hook", target.handle)
+    server: TestServer = await aiohttp_server(app)
+    impatient = settings.model_copy(update={"job_timeout": 0.3, "webhook_timeout": 30})
+    response = await client.post(
+        "/webhooks", json={"url": str(server.make_url("/hook")), "payload": {}}
+    )
+    task_id = (await response.json())["task_id"]
+
+    try:
+        await run_worker(impatient)
+    finally:
+        target.release.set()
+
+    failed = await status_of(client, task_id)
+    assert failed["status"] == "FAILURE"
+    assert "ran past its time limit" in failed["error"]
+
+
 async def test_fire_and_forget_event_keeps_no_result_but_reports_success(
     client: TestClient[Any, Any],
     redis: ArqRedis,
