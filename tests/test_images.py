@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import re
 import time
 import uuid
@@ -415,3 +416,13 @@ async def test_blockbuster_catches_pillow_work_on_the_loop(tmp_path: Path) -> No
     with blockbuster_ctx(), pytest.raises(BlockingError):
         make_thumbnail(source, tmp_path / "photo_thumb.jpg")
     assert not (tmp_path / "photo_thumb.jpg").exists()
+
+
+async def test_image_with_too_many_pixels_is_refused_at_the_door(
+    client: TestClient[Any, Any], redis: ArqRedis, settings: Settings
+) -> None:
+    # 400 megapixels in a 48 KB PNG: decoding it would take far more memory than the file's size.
+    out = io.BytesIO()
+    Image.new("1", (20_000, 20_000)).save(out, format="PNG")
+    response = await post_file(client, out.getvalue(), filename="bomb.png")
+    await assert_rejected(response, 413, "image dimensions are too large", redis, settings)
