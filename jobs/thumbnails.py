@@ -6,10 +6,14 @@ import os
 import tempfile
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 THUMBNAIL_SIZE = (800, 800)
 ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP")
+SAVE_OPTIONS: dict[str, dict[str, int | bool]] = {
+    "JPEG": {"quality": 85, "optimize": True},
+    "WEBP": {"quality": 85},
+}
 
 
 class ThumbnailError(Exception):
@@ -30,6 +34,7 @@ def make_thumbnail(source: Path, target: Path) -> tuple[int, int]:
         with Image.open(source, formats=ALLOWED_FORMATS) as image:
             image_format = image.format
             image.draft("RGB", THUMBNAIL_SIZE)  # JPEG: decode at a reduced scale when it can
+            ImageOps.exif_transpose(image, in_place=True)  # phone photos: honour orientation
             image.thumbnail(THUMBNAIL_SIZE)
             width, height = image.size
             fd, temp_name = tempfile.mkstemp(
@@ -37,7 +42,7 @@ def make_thumbnail(source: Path, target: Path) -> tuple[int, int]:
             )
             try:
                 with os.fdopen(fd, "wb") as out:
-                    image.save(out, format=image_format)
+                    image.save(out, format=image_format, **SAVE_OPTIONS.get(image_format or "", {}))
                 os.replace(temp_name, target)
             except BaseException:
                 Path(temp_name).unlink(missing_ok=True)

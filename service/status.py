@@ -136,10 +136,28 @@ async def task_status(redis: Redis, queue_name: str, job_id: str) -> dict[str, A
         pipe.hgetall(keys.job_meta(job_id))
         result_raw, job_raw, in_progress, tries, score, meta_raw = await pipe.execute()
     meta = {k.decode(): v.decode() for k, v in meta_raw.items()}
-    if result_raw is not None:
-        return _from_result(job_id, result_raw, meta)
-    if job_raw is not None:
-        return _from_queue(job_id, job_raw, meta, bool(in_progress), int(tries or 0), score)
+    try:
+        if result_raw is not None:
+            return _from_result(job_id, result_raw, meta)
+        if job_raw is not None:
+            return _from_queue(job_id, job_raw, meta, bool(in_progress), int(tries or 0), score)
+    except (ValueError, KeyError, TypeError):
+        return _unreadable(job_id)
     if meta.get("outcome"):
         return _from_meta(job_id, meta)
     return None
+
+
+def _unreadable(job_id: str) -> dict[str, Any]:
+    """A job whose stored form is not ours (e.g. written by another client): the worker
+    refuses to run it too, so it can only end as a failure."""
+    return {
+        "task_id": job_id,
+        "function": None,
+        "status": TaskState.FAILURE,
+        "attempts": 0,
+        "enqueued_at": None,
+        "started_at": None,
+        "finished_at": None,
+        "error": "the stored job could not be read: it is not in this service's JSON format",
+    }

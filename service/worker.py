@@ -61,7 +61,8 @@ async def on_shutdown(ctx: dict[str, Any]) -> None:
     if "http" in ctx:
         await job_ctx["http"].close()
     if "executor" in ctx:
-        job_ctx["executor"].shutdown(wait=True)
+        # waiting for running resizes blocks, so wait in a thread, not on the loop
+        await asyncio.get_running_loop().run_in_executor(None, job_ctx["executor"].shutdown)
     if "db" in ctx:
         await job_ctx["db"].close()
 

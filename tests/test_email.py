@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from typing import Any
@@ -98,6 +99,27 @@ async def test_unreachable_server_is_retried_then_fails_with_reason(
     assert failed["attempts"] == settings.job_max_tries
     assert "gave up after 3 attempts" in failed["error"]
     assert "SMTP server unreachable" in failed["error"]
+
+
+async def test_smtp_server_that_never_answers_times_out_and_is_retried(
+    client: TestClient[Any, Any], settings: Settings, run_worker: RunWorker
+) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # accept the connection, never greet
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    mute = settings.model_copy(update={"smtp_port": port, "smtp_timeout": 0.2})
+    task_id = (await (await client.post("/send-email", json=EMAIL)).json())["task_id"]
+
+    async with server:
+        await run_worker(mute)
+
+    failed = await status_of(client, task_id)
+    assert failed["status"] == "FAILURE"
+    assert failed["attempts"] == settings.job_max_tries
+    assert "timed out" in failed["error"]
 
 
 async def test_re_running_a_sent_email_job_does_not_send_again(

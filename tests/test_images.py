@@ -186,6 +186,25 @@ async def test_thumbnail_fits_800_keeps_aspect_and_never_enlarges(
         assert thumb.size == expected
 
 
+async def test_thumbnail_follows_the_photos_exif_orientation(
+    client: TestClient[Any, Any], settings: Settings, run_worker: RunWorker
+) -> None:
+    # Phones store portrait shots as landscape pixels plus "rotate 90°" (orientation 6).
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    out = io.BytesIO()
+    Image.new("RGB", (1600, 1200), (10, 120, 200)).save(out, format="JPEG", exif=exif)
+    task_id = await upload_ok(client, out.getvalue())
+
+    await run_worker()
+
+    done = await status_of(client, task_id)
+    assert (done["result"]["width"], done["result"]["height"]) == (600, 800)
+    with Image.open(settings.uploads_dir / done["result"]["thumbnail"]) as thumb:
+        assert thumb.size == (600, 800)
+        assert thumb.getexif().get(0x0112, 1) == 1, "the rotation is applied, not left as a tag"
+
+
 @pytest.mark.parametrize(
     ("data", "content_type"),
     [

@@ -92,3 +92,20 @@ def test_entry_points_refuse_bad_settings_naming_the_variable(
     output = (result.stdout + result.stderr).decode()
     assert "SMTP_PORT" in output
     assert "Traceback" not in output
+
+
+def test_make_dev_explains_how_to_get_redis_when_none_runs_or_can_start(
+    settings: Settings,
+) -> None:
+    from tests.conftest import free_port
+
+    env = service_env(settings, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    env["PATH"] = str(Path(sys.executable).parent)  # no redis-server on this PATH
+    result = subprocess.run(
+        [sys.executable, "-m", "service.dev"], cwd=ROOT, env=env, capture_output=True, timeout=60
+    )
+    assert result.returncode != 0
+    output = (result.stdout + result.stderr).decode()
+    assert "redis-server` is not installed" in output
+    assert "apt-get install redis-server" in output
+    assert "Traceback" not in output

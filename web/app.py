@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -24,7 +26,8 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    settings.uploads_dir.mkdir(parents=True, exist_ok=True)
+    make_uploads = functools.partial(settings.uploads_dir.mkdir, parents=True, exist_ok=True)
+    await asyncio.get_running_loop().run_in_executor(None, make_uploads)
     app[DB] = await Database.open(settings.database_path)
     yield
     await app[DB].close()
