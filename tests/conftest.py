@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes
@@ -13,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis as redis_py
 from aiohttp.test_utils import TestClient
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -26,6 +30,7 @@ from web import create_app
 
 # The tests own this database and flush it before every test.
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+_private_redis: subprocess.Popen[bytes] | None = None
 
 RunWorker = Callable[..., Coroutine[Any, Any, Worker]]
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
@@ -36,6 +41,47 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def _redis_answers(url: str) -> bool:
+    client = redis_py.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+    try:
+        return bool(client.ping())
+    except (redis_py.RedisError, OSError):
+        return False
+    finally:
+        client.close()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Use the Redis at TEST_REDIS_URL, or start a private one so `make test` needs no set-up."""
+    global TEST_REDIS_URL, _private_redis
+    if _redis_answers(TEST_REDIS_URL):
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.exit(
+            f"No Redis answers at {TEST_REDIS_URL} and redis-server is not installed: "
+            "install it (sudo apt-get install redis-server) or set TEST_REDIS_URL.",
+            returncode=2,
+        )
+    port = free_port()
+    _private_redis = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    TEST_REDIS_URL = f"redis://127.0.0.1:{port}/15"
+    deadline = time.monotonic() + 10
+    while not _redis_answers(TEST_REDIS_URL):
+        if time.monotonic() > deadline or _private_redis.poll() is not None:
+            pytest.exit("could not start a private redis-server for the tests", returncode=2)
+        time.sleep(0.05)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _private_redis is not None:
+        _private_redis.terminate()
+        _private_redis.wait(10)
 
 
 @dataclass
