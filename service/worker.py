@@ -10,6 +10,7 @@ from typing import Any, cast
 
 import aiohttp
 from arq import cron, func
+from arq.cron import CronJob
 from arq.typing import WorkerCoroutine
 
 from jobs.cleanup import cleanup_old_files
@@ -72,6 +73,21 @@ def _job(fn: Callable[..., Awaitable[Any]]) -> WorkerCoroutine:
     return cast(WorkerCoroutine, tracked(fn))
 
 
+def _daily(
+    fn: Callable[..., Awaitable[Any]], name: JobName, *, hour: int, settings: Settings
+) -> CronJob:
+    """A cron job at ``hour``:00:00 in CRON_TIMEZONE; its result is kept like any job's."""
+    return cron(
+        _job(fn),
+        name=f"cron:{name}",
+        hour={hour},
+        minute={0},
+        second={0},
+        max_tries=settings.job_max_tries,
+        keep_result=settings.job_result_ttl,
+    )
+
+
 def worker_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for ``arq.Worker``; also the body of ``WorkerSettings``."""
     tries = settings.job_max_tries
@@ -94,24 +110,8 @@ def worker_options(settings: Settings) -> dict[str, Any]:
             func(_job(cleanup_old_files), name=JobName.CLEANUP_OLD_FILES, max_tries=tries),
         ],
         "cron_jobs": [
-            cron(
-                _job(daily_report),
-                name=f"cron:{JobName.DAILY_REPORT}",
-                hour={0},
-                minute={0},
-                second={0},
-                max_tries=tries,
-                keep_result=settings.job_result_ttl,
-            ),
-            cron(
-                _job(cleanup_old_files),
-                name=f"cron:{JobName.CLEANUP_OLD_FILES}",
-                hour={2},
-                minute={0},
-                second={0},
-                max_tries=tries,
-                keep_result=settings.job_result_ttl,
-            ),
+            _daily(daily_report, JobName.DAILY_REPORT, hour=0, settings=settings),
+            _daily(cleanup_old_files, JobName.CLEANUP_OLD_FILES, hour=2, settings=settings),
         ],
         "on_startup": _startup(settings),
         "on_shutdown": on_shutdown,

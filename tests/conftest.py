@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import redis as redis_py
+from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -182,3 +183,13 @@ async def status_of(client: TestClient[Any, Any], task_id: str) -> dict[str, Any
     assert response.status == 200, await response.text()
     body: dict[str, Any] = await response.json()
     return body
+
+
+async def assert_refused(
+    response: ClientResponse, status: int, reason: str, redis: ArqRedis, settings: Settings
+) -> None:
+    """The request got ``status`` with ``reason`` in its JSON error, and nothing was queued."""
+    assert response.status == status, await response.text()
+    assert response.content_type == "application/json"
+    assert reason in (await response.json())["error"]
+    assert await queued(redis, settings) == []

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 from arq.connections import ArqRedis
 
 from settings import Settings
-from tests.conftest import RunWorker, SmtpRecorder, queued, status_of
+from tests.conftest import RunWorker, SmtpRecorder, assert_refused, queued, status_of
 
 EMAIL: dict[str, Any] = {"to": "ann@example.com", "subject": "Hello", "body": "Line one\nLine two"}
 
@@ -166,9 +166,7 @@ async def test_bad_email_requests_are_400_and_queue_nothing(
     reason: str,
 ) -> None:
     response = await client.post("/send-email", json=payload)
-    assert response.status == 400
-    assert reason in (await response.json())["error"]
-    assert await queued(redis, settings) == []
+    await assert_refused(response, 400, reason, redis, settings)
 
 
 @pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b"", b'"text"', b"\xff\xfe"])

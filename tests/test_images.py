@@ -27,7 +27,7 @@ from PIL import Image
 from jobs.thumbnails import make_thumbnail
 from service.serialization import deserialize
 from settings import Settings
-from tests.conftest import ClientFactory, RunWorker, queued, status_of
+from tests.conftest import ClientFactory, RunWorker, assert_refused, queued, status_of
 from tests.images import image_bytes
 from web import create_app
 
@@ -103,10 +103,8 @@ async def enqueue_upload(redis: ArqRedis, upload: str) -> str:
 async def assert_rejected(
     response: ClientResponse, status: int, reason: str, redis: ArqRedis, settings: Settings
 ) -> None:
-    assert response.status == status, await response.text()
-    assert reason in (await response.json())["error"]
+    await assert_refused(response, status, reason, redis, settings)
     assert files_in(settings.uploads_dir) == [], "a rejected upload must leave nothing on disk"
-    assert await queued(redis, settings) == []
 
 
 @pytest.fixture
