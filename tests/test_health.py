@@ -21,13 +21,18 @@ from tests.waiting import wait_until
 from web import create_app
 
 
-async def test_health_without_a_worker(client: TestClient[Any, Any]) -> None:
+async def test_health_without_a_worker_counts_what_waits(client: TestClient[Any, Any]) -> None:
     response = await client.get("/health")
     assert response.status == 200
     body = await response.json()
-    assert body["status"] == "ok"
-    assert body["redis"] == "ok"
-    assert body["worker"] == {"alive": False, "last_check": None}
+    assert body == {
+        "status": "ok",
+        "redis": "ok",
+        "worker": {"alive": False, "last_check": None},
+        "queued": 0,
+    }
+    await client.post("/events", json={"event": {"n": 1}})
+    assert (await (await client.get("/health")).json())["queued"] == 1
 
 
 async def test_health_sees_a_running_worker(

@@ -110,16 +110,19 @@ async def run_daily_report(request: web.Request) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     redis = request.app[REDIS]
-    health_key = request.app[SETTINGS].queue_name + ":health-check"
+    queue_name = request.app[SETTINGS].queue_name
     try:
         async with asyncio.timeout(HEALTH_TIMEOUT):
-            await redis.ping()
-            worker_line = await redis.get(health_key)
+            async with redis.pipeline(transaction=False) as pipe:
+                pipe.ping()
+                pipe.get(queue_name + ":health-check")
+                pipe.zcard(queue_name)
+                _, worker_line, depth = await pipe.execute()
     except (RedisError, OSError, TimeoutError):
-        body = {"status": "unavailable", "redis": "unreachable", "worker": None}
+        body = {"status": "unavailable", "redis": "unreachable", "worker": None, "queued": None}
         return web.json_response(body, status=503)
     worker = {
         "alive": worker_line is not None,
         "last_check": worker_line.decode() if worker_line is not None else None,
     }
-    return web.json_response({"status": "ok", "redis": "ok", "worker": worker})
+    return web.json_response({"status": "ok", "redis": "ok", "worker": worker, "queued": depth})
