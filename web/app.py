@@ -24,7 +24,8 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     await app[REDIS].aclose(close_connection_pool=True)
 
 
-async def _database(app: web.Application) -> AsyncIterator[None]:
+async def _storage(app: web.Application) -> AsyncIterator[None]:
+    """The uploads folder and the users database."""
     settings = app[SETTINGS]
     make_uploads = functools.partial(settings.uploads_dir.mkdir, parents=True, exist_ok=True)
     await asyncio.get_running_loop().run_in_executor(None, make_uploads)
@@ -37,6 +38,6 @@ def create_app(settings: Settings) -> web.Application:
     """Build the app; Redis and the database open on start-up and close on clean-up."""
     app = web.Application(middlewares=[json_errors], client_max_size=JSON_BODY_LIMIT)
     app[SETTINGS] = settings
-    app.cleanup_ctx.extend([_redis, _database])
+    app.cleanup_ctx.extend([_redis, _storage])
     setup_routes(app)
     return app
