@@ -174,3 +174,16 @@ async def test_bad_report_requests_are_400(
     response = await client.post("/reports/daily", json=payload)
     assert response.status == 400
     assert await redis.zcard(settings.queue_name) == 0
+
+
+def test_the_entry_point_class_carries_the_schedules() -> None:
+    import service
+
+    worker_settings = service.WorkerSettings
+    schedule = {job.name: (job.hour, job.minute) for job in worker_settings.cron_jobs}
+    assert schedule == {
+        "cron:daily_report": ({0}, {0}),
+        "cron:cleanup_old_files": ({2}, {0}),
+    }
+    # arq reads only the class's own __dict__, so the settings must live there
+    assert {"functions", "cron_jobs", "job_serializer", "on_startup"} <= set(vars(worker_settings))
