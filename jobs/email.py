@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from jobs.context import JobContext
-from jobs.mailer import build_message, deliver, message_id_for
-from service import keys, stats
+from jobs.mailer import send_mail
+from service import keys
 
 
 async def send_email(ctx: JobContext, *, to: str, subject: str, body: str) -> dict[str, str]:
@@ -22,12 +22,7 @@ async def send_email(ctx: JobContext, *, to: str, subject: str, body: str) -> di
         result: dict[str, str] = json.loads(previous)
         return result
 
-    config = ctx["smtp"]
-    message_id = message_id_for(ctx["job_id"], config)
-    message = build_message(config, to=to, subject=subject, body=body, message_id=message_id)
-    await deliver(config, message)
-
+    message_id = await send_mail(ctx, to=to, subject=subject, body=body)
     result = {"to": to, "message_id": message_id}
     await redis.set(marker, json.dumps(result), ex=settings.job_result_ttl)
-    await stats.count(redis, settings.timezone, emails_sent=1)
     return result

@@ -13,8 +13,9 @@ from email.utils import getaddresses
 
 import aiosmtplib
 
-from jobs.context import SmtpConfig
+from jobs.context import JobContext, SmtpConfig
 from jobs.errors import PermanentError, TransientError
+from service import stats
 
 
 def build_message(
@@ -80,3 +81,13 @@ async def deliver(config: SmtpConfig, message: EmailMessage) -> None:
         raise classify(exc) from exc
     except (OSError, TimeoutError) as exc:
         raise TransientError(f"SMTP server unreachable: {exc}") from exc
+
+
+async def send_mail(ctx: JobContext, *, to: str, subject: str, body: str) -> str:
+    """Send one message for the running job and count it; returns its Message-ID."""
+    config = ctx["smtp"]
+    message_id = message_id_for(ctx["job_id"], config)
+    message = build_message(config, to=to, subject=subject, body=body, message_id=message_id)
+    await deliver(config, message)
+    await stats.count(ctx["redis"], ctx["settings"].timezone, emails_sent=1)
+    return message_id

@@ -10,7 +10,7 @@ from typing import Any
 from jobs.context import JobContext
 from jobs.errors import PermanentError
 from jobs.files import write_atomically
-from jobs.mailer import build_message, deliver, message_id_for
+from jobs.mailer import send_mail
 from service import keys, stats
 
 
@@ -56,17 +56,13 @@ async def _email_report(ctx: JobContext, report: dict[str, Any]) -> None:
     marker = keys.email_sent(ctx["job_id"])
     if not settings.report_recipients or await redis.get(marker):
         return
-    config = ctx["smtp"]
-    message = build_message(
-        config,
+    await send_mail(
+        ctx,
         to=", ".join(settings.report_recipients),
         subject=f"Daily report for {report['date']}",
         body=json.dumps(report, indent=2) + "\n",
-        message_id=message_id_for(ctx["job_id"], config),
     )
-    await deliver(config, message)
     await redis.set(marker, "1", ex=settings.job_result_ttl)
-    await stats.count(redis, settings.timezone, emails_sent=1)
 
 
 async def daily_report(ctx: JobContext, *, day: str | None = None) -> dict[str, str]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from jobs.context import JobContext
 from jobs.errors import PermanentError, TransientError
-from jobs.mailer import build_message, deliver, message_id_for
-from service import keys, stats
+from jobs.mailer import send_mail
+from service import keys
 
 
 async def send_welcome_email(ctx: JobContext, *, user_id: int) -> dict[str, str]:
@@ -16,12 +16,6 @@ async def send_welcome_email(ctx: JobContext, *, user_id: int) -> dict[str, str]
     from sending again.
     """
     db, redis = ctx["db"], ctx["redis"]
-    user = await db.get_user(user_id)
-    if user is None:
-        raise PermanentError(f"user {user_id} does not exist")
-    if user.welcome_sent_at is not None:
-        return {"to": user.email, "status": "already sent"}
-
     lock = keys.welcome_lock(user_id)
     lock_ttl = int(ctx["smtp"].timeout * 3) + 10
     if not await redis.set(lock, ctx["job_id"], nx=True, ex=lock_ttl):
@@ -32,19 +26,14 @@ async def send_welcome_email(ctx: JobContext, *, user_id: int) -> dict[str, str]
             raise PermanentError(f"user {user_id} does not exist")
         if user.welcome_sent_at is not None:
             return {"to": user.email, "status": "already sent"}
-        config = ctx["smtp"]
-        message_id = message_id_for(ctx["job_id"], config)
-        message = build_message(
-            config,
+        message_id = await send_mail(
+            ctx,
             to=user.email,
             subject=f"Welcome {user.name}!",
             body=f"Hi {user.name},\n\nthanks for registering. We are glad to have you.\n",
-            message_id=message_id,
         )
-        await deliver(config, message)
         await db.mark_welcome_sent(user_id)
     finally:
         if await redis.get(lock) == ctx["job_id"].encode():
             await redis.delete(lock)
-    await stats.count(redis, ctx["settings"].timezone, emails_sent=1)
     return {"to": user.email, "message_id": message_id, "status": "sent"}
