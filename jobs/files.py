@@ -1,4 +1,4 @@
-"""Blocking file-system helpers for jobs; run them in the worker's thread pool."""
+"""Blocking file-system helpers; run them in a thread pool, never on the event loop."""
 
 from __future__ import annotations
 
@@ -6,6 +6,12 @@ import os
 import tempfile
 import time
 from pathlib import Path
+
+
+def make_folders(*folders: Path) -> None:
+    """Create each folder and its parents; fine if they exist."""
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
 
 
 def write_atomically(target: Path, data: bytes) -> None:

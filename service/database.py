@@ -7,13 +7,14 @@ processes read and write the same file without blocking each other for long.
 from __future__ import annotations
 
 import asyncio
-import functools
 import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import aiosqlite
+
+from jobs.files import make_folders
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -63,8 +64,7 @@ class Database:
 
     @classmethod
     async def open(cls, path: Path) -> Database:
-        mkdir = functools.partial(path.parent.mkdir, parents=True, exist_ok=True)
-        await asyncio.get_running_loop().run_in_executor(None, mkdir)
+        await asyncio.get_running_loop().run_in_executor(None, make_folders, path.parent)
         connection = await aiosqlite.connect(path, timeout=10)
         connection.row_factory = sqlite3.Row
         await connection.execute("PRAGMA journal_mode=WAL")

@@ -17,6 +17,7 @@ from jobs.cleanup import cleanup_old_files
 from jobs.context import JobContext, SmtpConfig
 from jobs.email import send_email
 from jobs.events import log_event
+from jobs.files import make_folders
 from jobs.images import process_image
 from jobs.reports import daily_report
 from jobs.webhooks import deliver_webhook
@@ -32,15 +33,12 @@ logger = logging.getLogger("jobservice.worker")
 HEALTH_CHECK_INTERVAL = 10  # seconds; /health calls a worker dead once its key is this stale
 
 
-def _make_folders(settings: Settings) -> None:
-    for folder in (settings.uploads_dir, settings.reports_dir):
-        folder.mkdir(parents=True, exist_ok=True)
-
-
 def _startup(settings: Settings) -> Any:
     async def on_startup(ctx: dict[str, Any]) -> None:
         """Open what jobs share, once per worker process."""
-        await asyncio.get_running_loop().run_in_executor(None, _make_folders, settings)
+        await asyncio.get_running_loop().run_in_executor(
+            None, make_folders, settings.uploads_dir, settings.reports_dir
+        )
         ctx["settings"] = settings
         ctx["db"] = await Database.open(settings.database_path)
         ctx["http"] = aiohttp.ClientSession(

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from jobs.files import make_folders
 from service.database import Database
 from service.redis import open_pool
 from settings import Settings
@@ -27,8 +27,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
 async def _storage(app: web.Application) -> AsyncIterator[None]:
     """The uploads folder and the users database."""
     settings = app[SETTINGS]
-    make_uploads = functools.partial(settings.uploads_dir.mkdir, parents=True, exist_ok=True)
-    await asyncio.get_running_loop().run_in_executor(None, make_uploads)
+    await asyncio.get_running_loop().run_in_executor(None, make_folders, settings.uploads_dir)
     app[DB] = await Database.open(settings.database_path)
     yield
     await app[DB].close()
