@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MiB = 1024 * 1024
+MIN_TOKEN_LENGTH = 16  # short tokens can be guessed; secrets.token_urlsafe() gives 43
 
 
 class SettingsError(SystemExit):
@@ -57,9 +58,12 @@ class Settings(BaseSettings):
     image_threads: int = Field(2, ge=1)
     webhook_timeout: float = Field(10.0, gt=0)
 
-    @field_validator("report_recipients", mode="before")
+    # Bearer tokens the API accepts; empty means every protected route refuses (see web/auth.py)
+    api_tokens: Annotated[tuple[str, ...], NoDecode] = ()
+
+    @field_validator("report_recipients", "api_tokens", mode="before")
     @classmethod
-    def _split_recipients(cls, value: object) -> object:
+    def _split_comma_list(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
@@ -68,6 +72,17 @@ class Settings(BaseSettings):
     @classmethod
     def _check_recipients(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(_valid_address(address) for address in value)
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _check_api_tokens(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for token in value:
+            if len(token) < MIN_TOKEN_LENGTH or not token.isascii() or not token.isprintable():
+                raise ValueError(
+                    f"each token must be at least {MIN_TOKEN_LENGTH} printable ASCII characters"
+                    " (make one: python -c 'import secrets; print(secrets.token_urlsafe())')"
+                )
+        return value
 
     @field_validator("mail_from")
     @classmethod

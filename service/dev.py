@@ -6,6 +6,7 @@ honcho runs every process with prefixed output, and one Ctrl-C stops them all.
 
 from __future__ import annotations
 
+import secrets
 import shlex
 import shutil
 import socket
@@ -63,6 +64,20 @@ def private_redis_command(settings: Settings) -> str:
     return shlex.join(args)
 
 
+def dev_token(settings: Settings) -> str:
+    """The first of API_TOKENS, else a development token kept in DATA_DIR (made on first use).
+
+    Kept in a file (mode 0600) so a token pasted into another shell survives a restart.
+    """
+    if settings.api_tokens:
+        return settings.api_tokens[0]
+    path = settings.data_dir / "dev-api-token"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(32) + "\n")
+    return path.read_text().strip()
+
+
 def main() -> None:
     settings = load_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -83,11 +98,16 @@ def main() -> None:
         print(f"dev: an SMTP server already listens on {settings.smtp_host}:{settings.smtp_port}")
     else:
         manager.add_process("mail", f"{python} -m service.mailsink")
-    manager.add_process("web", f"{python} -m web")
+    token = dev_token(settings)
+    web_env = "" if settings.api_tokens else f"API_TOKENS={shlex.quote(token)} "
+    manager.add_process("web", f"{web_env}{python} -m web")
     manager.add_process("worker", f"{shlex.quote(str(bin_dir / 'arq'))} service.WorkerSettings")
-    print(
-        f"dev: web on http://{settings.web_host}:{settings.web_port}, mail in {settings.mail_dir}"
-    )
+    base_url = f"http://{settings.web_host}:{settings.web_port}"
+    print(f"dev: web on {base_url}, mail in {settings.mail_dir}")
+    print(f"dev: API token {token}")
+    print(f"dev: try  export TOKEN={token}")
+    print(f'dev:      curl -H "Authorization: Bearer $TOKEN" {base_url}/events \\')
+    print('dev:        -H \'Content-Type: application/json\' -d \'{"event": {"type": "hello"}}\'')
     manager.loop()
     sys.exit(manager.returncode)
 

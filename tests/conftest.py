@@ -32,6 +32,9 @@ from web import create_app
 # The tests own this database and flush it before every test.
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 _private_redis: subprocess.Popen[bytes] | None = None
+# The API token the test settings accept; `client` sends it, so tests opt out to test refusals.
+TEST_API_TOKEN = "test-token-0123456789abcdef"
+AUTH_HEADERS = {"Authorization": f"Bearer {TEST_API_TOKEN}"}
 
 RunWorker = Callable[..., Coroutine[Any, Any, Worker]]
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
@@ -137,6 +140,7 @@ def settings(tmp_path: Path, smtp_server: SmtpRecorder) -> Settings:
         webhook_timeout=2,
         image_threads=2,
         report_recipients=(),
+        api_tokens=(TEST_API_TOKEN,),
     )
 
 
@@ -170,7 +174,8 @@ async def run_worker(settings: Settings, redis: ArqRedis) -> AsyncIterator[RunWo
 async def client(
     aiohttp_client: ClientFactory, settings: Settings, redis: ArqRedis
 ) -> TestClient[Any, Any]:
-    return await aiohttp_client(create_app(settings))
+    """A client of the app that sends a valid API token with every request."""
+    return await aiohttp_client(create_app(settings), headers=AUTH_HEADERS)
 
 
 async def queued(redis: ArqRedis, settings: Settings) -> list[str]:

@@ -16,7 +16,7 @@ from arq.worker import Worker
 
 from service.worker import worker_options
 from settings import Settings
-from tests.conftest import ClientFactory, free_port
+from tests.conftest import AUTH_HEADERS, ClientFactory, free_port
 from tests.waiting import wait_until
 from web import create_app
 
@@ -87,7 +87,7 @@ async def test_redis_down_gives_quick_503s(
         return await asyncio.to_thread(_ping, url)
 
     await wait_until(reachable)
-    client = await aiohttp_client(create_app(own))
+    client = await aiohttp_client(create_app(own), headers=AUTH_HEADERS)
     assert (await client.get("/health")).status == 200
 
     process.kill()

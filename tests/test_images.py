@@ -27,7 +27,14 @@ from PIL import Image
 from jobs.thumbnails import make_thumbnail
 from service.serialization import deserialize
 from settings import Settings
-from tests.conftest import ClientFactory, RunWorker, assert_refused, queued, status_of
+from tests.conftest import (
+    AUTH_HEADERS,
+    ClientFactory,
+    RunWorker,
+    assert_refused,
+    queued,
+    status_of,
+)
 from tests.images import image_bytes
 from web import create_app
 
@@ -112,7 +119,7 @@ async def small_client(
     aiohttp_client: ClientFactory, settings: Settings, redis: ArqRedis
 ) -> TestClient[Any, Any]:
     small = settings.model_copy(update={"max_upload_bytes": SMALL_LIMIT})
-    return await aiohttp_client(create_app(small))
+    return await aiohttp_client(create_app(small), headers=AUTH_HEADERS)
 
 
 @pytest.mark.parametrize("image_format", ["JPEG", "PNG", "GIF", "WEBP"])

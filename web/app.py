@@ -11,6 +11,7 @@ from jobs.files import make_folders
 from service.database import Database
 from service.redis import open_pool
 from settings import Settings
+from web.auth import require_token
 from web.errors import json_errors
 from web.keys import DB, REDIS, SETTINGS
 from web.routes import setup_routes
@@ -35,7 +36,7 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     """Build the app; Redis and the database open on start-up and close on clean-up."""
-    app = web.Application(middlewares=[json_errors], client_max_size=JSON_BODY_LIMIT)
+    app = web.Application(middlewares=[json_errors, require_token], client_max_size=JSON_BODY_LIMIT)
     app[SETTINGS] = settings
     app.cleanup_ctx.extend([_redis, _storage])
     setup_routes(app)

@@ -1,0 +1,85 @@
+"""API tokens: every route needs ``Authorization: Bearer <token>`` unless it is listed as public.
+
+Routes are protected by default, so an endpoint added later cannot be left open by mistake;
+making one public is a deliberate edit of :data:`PUBLIC_ROUTES` or :data:`PUBLIC_PREFIXES`.
+With no ``API_TOKENS`` configured the middleware refuses every protected request (it fails
+closed), and ``python -m web`` refuses to start at all (see ``web/__main__.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from web.errors import ApiError
+from web.keys import SETTINGS
+
+# (method, exact path) pairs anyone may call; HEAD counts as GET.
+# Add here: ("GET", "/metrics"), ("GET", "/openapi.json"), the dashboard's sign-in page and form.
+PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("GET", "/health"),
+    }
+)
+# Path prefixes served to anyone with GET/HEAD, e.g. the dashboard's static files ("/static/").
+PUBLIC_PREFIXES: tuple[str, ...] = ()
+
+# The caller's token fingerprint (never the token itself), for per-token rate limits and logs.
+TOKEN_ID = web.RequestKey("token_id", str)
+
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="jobservice"'}
+
+
+def is_public(method: str, path: str) -> bool:
+    """Whether ``method path`` may be called without a token."""
+    method = "GET" if method == "HEAD" else method
+    if (method, path) in PUBLIC_ROUTES:
+        return True
+    return method == "GET" and any(path.startswith(prefix) for prefix in PUBLIC_PREFIXES)
+
+
+def token_fingerprint(token: str) -> str:
+    """A short, stable id for a token that is safe to put in Redis keys and logs."""
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+def bearer_token(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header (scheme case-insensitive)."""
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return token
+
+
+def matching_token(given: str, tokens: tuple[str, ...]) -> str | None:
+    """The configured token equal to ``given``, compared in constant time against every token.
+
+    No early exit: the time taken does not tell which token (or how much of one) matched.
+    """
+    given_bytes = given.encode()
+    found = None
+    for token in tokens:
+        if hmac.compare_digest(token.encode(), given_bytes):
+            found = token
+    return found
+
+
+@web.middleware
+async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """401 without a bearer token, 403 with a wrong one; public routes pass untouched."""
+    if is_public(request.method, request.path):
+        return await handler(request)
+    given = bearer_token(request.headers.get("Authorization"))
+    if given is None:
+        raise ApiError(401, "an API token is required: Authorization: Bearer <token>", CHALLENGE)
+    token = matching_token(given, request.app[SETTINGS].api_tokens)
+    if token is None:
+        raise ApiError(403, "the API token is not valid")
+    request[TOKEN_ID] = token_fingerprint(token)
+    return await handler(request)
