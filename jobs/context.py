@@ -11,6 +11,7 @@ import aiohttp
 from arq.connections import ArqRedis
 
 from service.database import Database
+from service.progress import Progress
 from settings import Settings
 
 
@@ -50,6 +51,7 @@ class JobContext(TypedDict):
     executor: ThreadPoolExecutor  # for Pillow and file walks, off the event loop
     db: Database
     smtp: SmtpConfig
+    progress: Progress  # set per attempt by service.tracking: await ctx["progress"]("step")
     job_id: str  # set by arq per job
     job_try: int  # 1 on the first attempt
     enqueue_time: datetime

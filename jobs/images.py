@@ -7,8 +7,10 @@ from pathlib import Path
 
 from jobs.context import JobContext
 from jobs.errors import PermanentError
-from jobs.thumbnails import ThumbnailError, make_thumbnail, thumbnail_path
+from jobs.thumbnails import ThumbnailError, decode, resize, save, thumbnail_path
 from service import stats
+
+STEPS = 3  # decoded, resized, saved
 
 
 def resolve_upload(uploads_dir: Path, upload: str) -> Path:
@@ -23,13 +25,26 @@ def resolve_upload(uploads_dir: Path, upload: str) -> Path:
 
 
 async def process_image(ctx: JobContext, *, upload: str) -> dict[str, str | int]:
-    """Write ``<name>_thumb.<ext>`` next to the upload; safe to run twice (atomic rename)."""
-    settings = ctx["settings"]
+    """Write ``<name>_thumb.<ext>`` next to the upload; safe to run twice (atomic rename).
+
+    Reports progress after each step: decoded, resized, saved.
+    """
+    settings, progress = ctx["settings"], ctx["progress"]
     source = resolve_upload(settings.uploads_dir, upload)
     target = thumbnail_path(source)
     loop = asyncio.get_running_loop()
+    pool = ctx["executor"]
     try:
-        width, height = await loop.run_in_executor(ctx["executor"], make_thumbnail, source, target)
+        image = await loop.run_in_executor(pool, decode, source)
+        try:
+            image_format = image.format
+            await progress("decoded", done=1, total=STEPS)
+            width, height = await loop.run_in_executor(pool, resize, image, source)
+            await progress("resized", done=2, total=STEPS)
+            await loop.run_in_executor(pool, save, image, image_format, source, target)
+            await progress("saved", done=3, total=STEPS)
+        finally:
+            await loop.run_in_executor(pool, image.close)
     except ThumbnailError as exc:
         raise PermanentError(str(exc)) from None
     await stats.count(ctx["redis"], settings.timezone, images_processed=1)

@@ -26,11 +26,16 @@ def jobs_by_function(counters: dict[str, int]) -> dict[str, dict[str, int]]:
     return dict(sorted(table.items()))
 
 
+SECTIONS = 4  # jobs, users, file written, mailed
+
+
 async def build_report(ctx: JobContext, day: date) -> dict[str, Any]:
-    tz = ctx["settings"].timezone
+    tz, progress = ctx["settings"].timezone, ctx["progress"]
     counters = await stats.read(ctx["redis"], day)
+    await progress("jobs counted", done=1, total=SECTIONS)
     start = datetime.combine(day, time.min, tzinfo=tz)
     registered = await ctx["db"].count_registered(start, start + timedelta(days=1))
+    await progress("users counted", done=2, total=SECTIONS)
     return {
         "date": day.isoformat(),
         "timezone": ctx["settings"].cron_timezone,
@@ -51,11 +56,14 @@ def _report_day(ctx: JobContext, day: str | None) -> date:
         raise PermanentError(f"invalid report date {day!r}") from None
 
 
-async def _email_report(ctx: JobContext, report: dict[str, Any]) -> None:
+async def _email_report(ctx: JobContext, report: dict[str, Any]) -> str:
+    """Mail the report once per job; the progress step it ends with."""
     settings, redis = ctx["settings"], ctx["redis"]
     marker = keys.email_sent(ctx["job_id"])
-    if not settings.report_recipients or await redis.get(marker):
-        return
+    if not settings.report_recipients:
+        return "no recipients to mail"
+    if await redis.get(marker):
+        return "mailed"
     await send_mail(
         ctx,
         to=", ".join(settings.report_recipients),
@@ -63,6 +71,7 @@ async def _email_report(ctx: JobContext, report: dict[str, Any]) -> None:
         body=json.dumps(report, indent=2) + "\n",
     )
     await redis.set(marker, "1", ex=settings.job_result_ttl)
+    return "mailed"
 
 
 async def daily_report(ctx: JobContext, *, day: str | None = None) -> dict[str, str]:
@@ -76,5 +85,6 @@ async def daily_report(ctx: JobContext, *, day: str | None = None) -> dict[str, 
         await loop.run_in_executor(ctx["executor"], write_atomically, path, data)
     except OSError as exc:
         raise PermanentError(f"could not write the report: {exc.strerror or exc}") from None
-    await _email_report(ctx, report)
+    await ctx["progress"]("file written", done=3, total=SECTIONS)
+    await ctx["progress"](await _email_report(ctx, report), done=4, total=SECTIONS)
     return {"path": f"reports/{path.name}", "date": report_day.isoformat()}

@@ -1,9 +1,15 @@
-"""Blocking Pillow work for thumbnails; called only from the worker's thread pool."""
+"""Blocking Pillow work for thumbnails; called only from the worker's thread pool.
+
+The work is split into decode, resize and save so the job can report each step as progress;
+:func:`make_thumbnail` runs all three in one call.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -24,29 +30,11 @@ def thumbnail_path(source: Path) -> Path:
     return source.with_name(f"{source.stem}_thumb{source.suffix}")
 
 
-def make_thumbnail(source: Path, target: Path) -> tuple[int, int]:
-    """Resize ``source`` to fit 800x800 and write it to ``target`` atomically.
-
-    The image is written to a temporary file in the target's folder, then renamed over the
-    target, so readers see either no thumbnail or a whole one, never a partial file.
-    """
+@contextlib.contextmanager
+def _as_thumbnail_error(source: Path) -> Iterator[None]:
+    """Pillow's and the file system's errors, as one ThumbnailError with a client-safe reason."""
     try:
-        with Image.open(source, formats=ALLOWED_FORMATS) as image:
-            image_format = image.format
-            image.draft("RGB", THUMBNAIL_SIZE)  # JPEG: decode at a reduced scale when it can
-            ImageOps.exif_transpose(image, in_place=True)  # phone photos: honour orientation
-            image.thumbnail(THUMBNAIL_SIZE)
-            width, height = image.size
-            fd, temp_name = tempfile.mkstemp(
-                prefix=".tmp-", suffix=source.suffix, dir=target.parent
-            )
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    image.save(out, format=image_format, **SAVE_OPTIONS.get(image_format or "", {}))
-                os.replace(temp_name, target)
-            except BaseException:
-                Path(temp_name).unlink(missing_ok=True)
-                raise
+        yield
     except FileNotFoundError:
         raise ThumbnailError(f"upload {source.name!r} not found") from None
     except UnidentifiedImageError:
@@ -58,4 +46,50 @@ def make_thumbnail(source: Path, target: Path) -> tuple[int, int]:
         raise ThumbnailError(f"could not make a thumbnail: {exc.strerror or exc}") from None
     except (SyntaxError, ValueError) as exc:
         raise ThumbnailError(f"corrupt image: {exc}") from None
-    return width, height
+
+
+def decode(source: Path) -> Image.Image:
+    """Open and decode ``source``, upright (EXIF orientation applied); the caller closes it."""
+    with _as_thumbnail_error(source):
+        image = Image.open(source, formats=ALLOWED_FORMATS)
+        try:
+            image.draft("RGB", THUMBNAIL_SIZE)  # JPEG: decode at a reduced scale when it can
+            image.load()
+            ImageOps.exif_transpose(image, in_place=True)  # phone photos: honour orientation
+        except BaseException:
+            image.close()
+            raise
+    return image
+
+
+def resize(image: Image.Image, source: Path) -> tuple[int, int]:
+    """Shrink ``image`` in place to fit 800x800, aspect kept, never enlarged."""
+    with _as_thumbnail_error(source):
+        image.thumbnail(THUMBNAIL_SIZE)
+    return image.size
+
+
+def save(image: Image.Image, image_format: str | None, source: Path, target: Path) -> None:
+    """Write ``image`` to ``target`` atomically.
+
+    The image is written to a temporary file in the target's folder, then renamed over the
+    target, so readers see either no thumbnail or a whole one, never a partial file.
+    """
+    with _as_thumbnail_error(source):
+        fd, temp_name = tempfile.mkstemp(prefix=".tmp-", suffix=source.suffix, dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                image.save(out, format=image_format, **SAVE_OPTIONS.get(image_format or "", {}))
+            os.replace(temp_name, target)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
+
+
+def make_thumbnail(source: Path, target: Path) -> tuple[int, int]:
+    """Resize ``source`` to fit 800x800 and write it to ``target`` atomically."""
+    with decode(source) as image:
+        image_format = image.format
+        size = resize(image, source)
+        save(image, image_format, source, target)
+    return size

@@ -25,3 +25,18 @@ def email_sent(job_id: str) -> str:
 def welcome_lock(user_id: int) -> str:
     """Held while one job sends a user's welcome email, so two jobs cannot both send it."""
     return f"{PREFIX}lock:welcome:{user_id}"
+
+
+def job_events(job_id: str) -> str:
+    """Pub/sub channel of one job's state changes and progress, read by the SSE stream."""
+    return f"{PREFIX}events:{job_id}"
+
+
+def recent_finished() -> str:
+    """List of the latest finished job ids, newest first, capped; the dashboard's history."""
+    return f"{PREFIX}recent"
+
+
+def last_run() -> str:
+    """Hash: function name -> id of its latest finished run (cron schedules show it)."""
+    return f"{PREFIX}last-run"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from web import views
+from web import live, views
 
 
 def setup_routes(app: web.Application) -> None:
@@ -18,5 +18,7 @@ def setup_routes(app: web.Application) -> None:
             web.post("/webhooks", views.deliver_webhook),
             web.post("/reports/daily", views.run_daily_report),
             web.get("/health", views.health),
+            web.get("/jobs/{job_id}/events", live.job_events),
         ]
     )
+    live.setup_live(app)

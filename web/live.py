@@ -1,0 +1,119 @@
+"""``GET /jobs/{id}/events``: a job's state changes and progress as Server-Sent Events.
+
+The stream subscribes to the job's channel *before* reading its status, so an event published
+in between is not lost; it sends that snapshot first, then each change, and ends once the job
+has finished (SUCCESS or FAILURE). While nothing is published it re-reads the status now and
+then, which catches outcomes arq records without the tracking wrapper (a killed worker's job
+running out of tries, a timeout) and keeps proxies from closing an idle stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from aiohttp import web
+from redis.asyncio.client import PubSub
+
+from service import events, keys
+from service.progress import stored_progress
+from service.status import JOB_ID_PATTERN, TaskState, task_status
+from web.errors import ApiError
+from web.keys import REDIS, SETTINGS
+
+RECHECK_SECONDS = 3.0
+FINISHED = {TaskState.SUCCESS, TaskState.FAILURE}
+STREAMS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("event_streams")
+
+
+def sse(kind: str, data: dict[str, Any]) -> bytes:
+    """One SSE message; JSON never contains a raw newline, so one data line suffices."""
+    return f"event: {kind}\ndata: {json.dumps(data, default=str)}\n\n".encode()
+
+
+async def _snapshot(request: web.Request, job_id: str) -> tuple[dict[str, Any] | None, Any]:
+    redis = request.app[REDIS]
+    status = await task_status(redis, request.app[SETTINGS].queue_name, job_id)
+    raw: bytes | None = await redis.hget(keys.job_meta(job_id), "progress")  # type: ignore[misc]
+    progress = stored_progress({"progress": raw.decode()}) if raw else None
+    return status, progress
+
+
+async def _next_event(pubsub: PubSub) -> tuple[str, dict[str, Any]] | None:
+    """The next event from the channel; None after RECHECK_SECONDS of silence."""
+    deadline = asyncio.get_running_loop().time() + RECHECK_SECONDS
+    while (left := deadline - asyncio.get_running_loop().time()) > 0:
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
+        if message is not None and (event := events.decode(message["data"])) is not None:
+            return event
+    return None
+
+
+def _merge(status: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
+    """The status document after ``change``; a new attempt drops the last one's error."""
+    merged = {**status, **change}
+    if change.get("status") == TaskState.STARTED:
+        for stale in ("error", "next_attempt_at", "scheduled_for"):
+            merged.pop(stale, None)
+    return merged
+
+
+async def _stream(request: web.Request, job_id: str, pubsub: PubSub) -> web.StreamResponse:
+    status, progress = await _snapshot(request, job_id)
+    if status is None:
+        raise ApiError(404, f"no task with id {job_id!r}")
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",  # nginx: pass each event on at once
+        }
+    )
+    await response.prepare(request)
+    await response.write(sse("status", status))
+    if progress is not None and status["status"] not in FINISHED:
+        await response.write(sse("progress", progress))
+    while status["status"] not in FINISHED:
+        event = await _next_event(pubsub)
+        if event is None:
+            fresh, _ = await _snapshot(request, job_id)
+            if fresh is not None and fresh["status"] != status["status"]:
+                status = fresh
+                await response.write(sse("status", status))
+            else:
+                await response.write(b": still here\n\n")
+            continue
+        kind, data = event
+        if kind == "status":
+            status = data = _merge(status, data)
+        await response.write(sse(kind, data))
+    return response
+
+
+async def job_events(request: web.Request) -> web.StreamResponse:
+    job_id = request.match_info["job_id"]
+    if not JOB_ID_PATTERN.fullmatch(job_id):
+        raise ApiError(404, f"no task with id {job_id!r}")
+    task = asyncio.current_task()
+    assert task is not None
+    request.app[STREAMS].add(task)
+    pubsub = request.app[REDIS].pubsub()
+    try:
+        await pubsub.subscribe(keys.job_events(job_id))
+        return await _stream(request, job_id, pubsub)
+    finally:
+        request.app[STREAMS].discard(task)
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+async def close_streams(app: web.Application) -> None:
+    """on_shutdown: end open streams now instead of holding the shutdown for their clients."""
+    streams = app[STREAMS]
+    for task in tuple(streams):
+        task.cancel()
+
+
+def setup_live(app: web.Application) -> None:
+    app[STREAMS] = set[asyncio.Task[Any]]()
+    app.on_shutdown.append(close_streams)
