@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from arq.connections import RedisSettings
 from email_validator import EmailNotValidError, validate_email
+from limits import parse_many
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -60,6 +61,9 @@ class Settings(BaseSettings):
 
     # Bearer tokens the API accepts; empty means every protected route refuses (see web/auth.py)
     api_tokens: Annotated[tuple[str, ...], NoDecode] = ()
+    # "N/second|minute|hour|day", several joined by ";"; empty switches the limit off
+    rate_limit_per_token: str = "6000/minute"  # noqa: S105 (a rate, not a secret)
+    rate_limit_per_recipient: str = "10/hour;50/day"
 
     @field_validator("report_recipients", "api_tokens", mode="before")
     @classmethod
@@ -82,6 +86,16 @@ class Settings(BaseSettings):
                     f"each token must be at least {MIN_TOKEN_LENGTH} printable ASCII characters"
                     " (make one: python -c 'import secrets; print(secrets.token_urlsafe())')"
                 )
+        return value
+
+    @field_validator("rate_limit_per_token", "rate_limit_per_recipient")
+    @classmethod
+    def _check_rate_limit(cls, value: str) -> str:
+        if value.strip():
+            try:
+                parse_many(value)
+            except ValueError as exc:
+                raise ValueError(f"not a rate limit like '100/minute;1000/hour' ({exc})") from None
         return value
 
     @field_validator("mail_from")

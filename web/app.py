@@ -14,13 +14,18 @@ from settings import Settings
 from web.auth import require_token
 from web.errors import json_errors
 from web.keys import DB, REDIS, SETTINGS
+from web.ratelimit import RATE_LIMITS, RateLimits, limit_per_token
 from web.routes import setup_routes
 
 JSON_BODY_LIMIT = 1024 * 1024  # uploads are streamed and limited separately
 
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:
-    app[REDIS] = await open_pool(app[SETTINGS])
+    settings = app[SETTINGS]
+    app[REDIS] = await open_pool(settings)
+    app[RATE_LIMITS] = RateLimits(
+        app[REDIS], settings.rate_limit_per_token, settings.rate_limit_per_recipient
+    )
     yield
     await app[REDIS].aclose(close_connection_pool=True)
 
@@ -36,7 +41,9 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     """Build the app; Redis and the database open on start-up and close on clean-up."""
-    app = web.Application(middlewares=[json_errors, require_token], client_max_size=JSON_BODY_LIMIT)
+    app = web.Application(
+        middlewares=[json_errors, require_token, limit_per_token], client_max_size=JSON_BODY_LIMIT
+    )
     app[SETTINGS] = settings
     app.cleanup_ctx.extend([_redis, _storage])
     setup_routes(app)

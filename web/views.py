@@ -13,6 +13,7 @@ from service.queue import JobName, enqueue
 from service.status import task_status
 from web.errors import ApiError
 from web.keys import DB, REDIS, SETTINGS
+from web.ratelimit import RATE_LIMITS
 from web.schemas import (
     DailyReportRequest,
     EventRequest,
@@ -35,6 +36,7 @@ def accepted(task_id: str, message: str | None = None) -> web.Response:
 
 async def send_email(request: web.Request) -> web.Response:
     email = await parse_json(request, SendEmailRequest)
+    await request.app[RATE_LIMITS].check_recipient(email.to)
     task_id = await enqueue(
         request.app[REDIS], JobName.SEND_EMAIL, to=email.to, subject=email.subject, body=email.body
     )
@@ -74,6 +76,7 @@ async def upload(request: web.Request) -> web.Response:
 
 async def register(request: web.Request) -> web.Response:
     form = await parse_json(request, RegisterRequest)
+    await request.app[RATE_LIMITS].check_recipient(form.email)  # the welcome email's recipient
     db = request.app[DB]
     try:
         user = await db.create_user(form.name, form.email.lower())

@@ -1,0 +1,78 @@
+"""Rate limits kept in Redis, so they hold across every web process sharing it.
+
+Two kinds: per API token (every authenticated request) and per recipient address (every
+request that makes the service send email to someone, registration included), so a leaked
+token can neither flood the queue nor mail-bomb a stranger. Moving windows (``limits``), so a
+burst at a window's edge cannot double the rate, and ``Retry-After`` is exact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from limits import RateLimitItem, parse_many
+from limits.aio.storage import RedisStorage
+from limits.aio.strategies import MovingWindowRateLimiter
+from redis.asyncio import Redis
+
+from web.auth import TOKEN_ID
+from web.errors import ApiError
+
+KEY_PREFIX = "jobsvc:ratelimit"
+
+
+def parse_limits(text: str) -> list[RateLimitItem]:
+    """``"100/minute;1000/hour"`` as limit items; an empty string means no limit."""
+    return parse_many(text) if text.strip() else []
+
+
+class RateLimits:
+    """Checks the configured limits against counters in the service's Redis."""
+
+    def __init__(self, redis: Redis, per_token: str, per_recipient: str) -> None:
+        # the service's own connection pool: same password, TLS and database as the queue
+        # (limits types its pass-through options as scalars, hence the Any-typed dict)
+        shared: dict[str, Any] = {"connection_pool": redis.connection_pool}
+        storage = RedisStorage(
+            "async+redis://", implementation="redispy", key_prefix=KEY_PREFIX, **shared
+        )
+        self._limiter = MovingWindowRateLimiter(storage)
+        self._per_token = parse_limits(per_token)
+        self._per_recipient = parse_limits(per_recipient)
+
+    async def check_token(self, token_id: str) -> None:
+        """Count one request for the token; 429 when a limit is used up."""
+        await self._hit(self._per_token, "token", token_id)
+
+    async def check_recipient(self, address: str) -> None:
+        """Count one email to ``address``; 429 when a limit is used up."""
+        digest = hashlib.sha256(address.strip().lower().encode()).hexdigest()[:24]
+        await self._hit(self._per_recipient, "recipient", digest)
+
+    async def _hit(self, items: list[RateLimitItem], kind: str, who: str) -> None:
+        for item in items:
+            if not await self._limiter.hit(item, kind, who):
+                stats = await self._limiter.get_window_stats(item, kind, who)
+                wait = max(1, math.ceil(stats.reset_time - time.time()))
+                raise ApiError(
+                    429,
+                    f"too many requests for this {kind} (limit: {item}), retry in {wait} s",
+                    {"Retry-After": str(wait)},
+                )
+
+
+RATE_LIMITS = web.AppKey("rate_limits", RateLimits)
+
+
+@web.middleware
+async def limit_per_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every request made with a token counts against that token's limits."""
+    token_id = request.get(TOKEN_ID)
+    if token_id is not None:
+        await request.app[RATE_LIMITS].check_token(token_id)
+    return await handler(request)
