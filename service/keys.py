@@ -40,3 +40,8 @@ def recent_finished() -> str:
 def last_run() -> str:
     """Hash: function name -> id of its latest finished run (cron schedules show it)."""
     return f"{PREFIX}last-run"
+
+
+def wake(queue_name: str) -> str:
+    """List holding at most one token: pushed when a job is queued, popped by an idle worker."""
+    return f"{PREFIX}wake:{queue_name}"

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from enum import StrEnum
 from typing import Any
 
 from arq.connections import ArqRedis
+from arq.constants import job_key_prefix, result_key_prefix
+from arq.jobs import serialize_job
+from arq.utils import timestamp_ms
+from redis.exceptions import NoScriptError
+
+from service import keys
 
 
 class JobName(StrEnum):
@@ -25,10 +32,48 @@ class EnqueueError(RuntimeError):
     """arq refused the job (its id already exists), which a fresh uuid4 makes a bug."""
 
 
+# What arq's enqueue_job does in three round trips (WATCH, EXISTS, MULTI/EXEC), in one, plus
+# a wake-up token for an idle worker (service.wakeup). The list never holds more than one.
+# KEYS: job, result, queue, wake. ARGV: serialized job, expiry ms, score, job id.
+ENQUEUE_SCRIPT = """
+if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
+redis.call('PSETEX', KEYS[1], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+redis.call('LPUSH', KEYS[4], 1)
+redis.call('LTRIM', KEYS[4], 0, 0)
+redis.call('PEXPIRE', KEYS[4], 60000)
+return 1
+"""
+ENQUEUE_SHA = hashlib.sha1(ENQUEUE_SCRIPT.encode(), usedforsecurity=False).hexdigest()
+
+
+async def _run_script(redis: ArqRedis, keys_: list[str], args: list[Any]) -> int:
+    try:
+        return int(await redis.evalsha(ENQUEUE_SHA, len(keys_), *keys_, *args))  # type: ignore[misc]
+    except NoScriptError:
+        # first use on this Redis, or it restarted: load the script once, then run it by hash
+        await redis.script_load(ENQUEUE_SCRIPT)
+        return int(await redis.evalsha(ENQUEUE_SHA, len(keys_), *keys_, *args))  # type: ignore[misc]
+
+
+async def enqueue_job(redis: ArqRedis, function: str, job_id: str, kwargs: dict[str, Any]) -> bool:
+    """Queue a job in arq's own format and wake a worker; False when the id already exists."""
+    now = timestamp_ms()
+    payload = serialize_job(function, (), kwargs, None, now, serializer=redis.job_serializer)
+    queue_name = redis.default_queue_name
+    script_keys = [
+        job_key_prefix + job_id,
+        result_key_prefix + job_id,
+        queue_name,
+        keys.wake(queue_name),
+    ]
+    args = [payload, redis.expires_extra_ms, now, job_id]
+    return await _run_script(redis, script_keys, args) == 1
+
+
 async def enqueue(redis: ArqRedis, function: JobName, **kwargs: Any) -> str:
     """Queue ``function(**kwargs)`` under a fresh, unguessable id and return that id."""
     job_id = uuid.uuid4().hex
-    job = await redis.enqueue_job(function.value, _job_id=job_id, **kwargs)
-    if job is None:
+    if not await enqueue_job(redis, function.value, job_id, kwargs):
         raise EnqueueError(f"job id {job_id} already exists")
     return job_id

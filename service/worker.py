@@ -26,11 +26,15 @@ from service.database import Database
 from service.queue import JobName
 from service.serialization import deserialize, serialize
 from service.tracking import tracked
+from service.wakeup import waking_pool
 from settings import Settings
 
 logger = logging.getLogger("jobservice.worker")
 
 HEALTH_CHECK_INTERVAL = 10  # seconds; /health calls a worker dead once its key is this stale
+# With slots free, an idle worker waits on the wake list (service.wakeup), not on this delay;
+# it only paces re-reads while all slots are taken.
+POLL_DELAY = 0.005
 
 
 def _startup(settings: Settings) -> Any:
@@ -114,6 +118,8 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         "on_startup": _startup(settings),
         "on_shutdown": on_shutdown,
         "redis_settings": settings.redis_settings,
+        "redis_pool": waking_pool(settings.redis_settings, settings.queue_name),
+        "poll_delay": POLL_DELAY,
         "queue_name": settings.queue_name,
         "job_serializer": serialize,
         "job_deserializer": deserialize,

@@ -159,6 +159,7 @@ async def run_worker(settings: Settings, redis: ArqRedis) -> AsyncIterator[RunWo
 
     async def run(use_settings: Settings | None = None, **overrides: Any) -> Worker:
         options = worker_options(use_settings or settings)
+        options["redis_pool"].wait_for_work = False  # a burst run ends once the queue is empty
         options.update(burst=True, poll_delay=0.01, handle_signals=False, **overrides)
         worker = Worker(**options)
         workers.append(worker)

@@ -1,0 +1,122 @@
+"""Waking the worker when a job is queued, instead of letting it poll Redis twice a second.
+
+arq's worker reads the queue every ``poll_delay`` (0.5 s by default), so an idle worker starts
+a job 250 ms late on average; polling every few ms instead burns CPU while idle. Here the
+enqueuer pushes a token on a one-element wake list in the same call that queues the job
+(service.queue), and the worker, finding nothing to start, blocks on that list (BLPOP) until
+a token comes, the next deferred job is due, or half a second passes (for arq's heartbeat
+and cron, which run between reads).
+
+arq has no hook around its poll, but its Worker takes a ready-made client (``redis_pool``) and
+reads the queue with one ``zrangebyscore`` call per poll. So the waiting lives in that call of
+a client subclass that only the worker uses. It also leaves out jobs already running (arq
+keeps them in the queue until they finish and would otherwise re-check each of them, three
+round trips apiece, on every read).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from arq.connections import ArqRedis, RedisSettings
+from arq.constants import in_progress_key_prefix
+from arq.utils import timestamp_ms
+
+from service import keys
+from service.serialization import deserialize, serialize
+
+IDLE_WAIT = 0.5  # seconds; as arq's own poll, so heartbeat and cron keep their rhythm
+BUSY_WAIT = 0.1  # with jobs running: one may end with a retry, or be aborted
+# Redis checks blocking timeouts ten times a second (hz 10): shorter waits are slept instead.
+BLOCK_RESOLUTION = 0.1
+
+
+class WakingRedis(ArqRedis):
+    """arq's client whose read of the ready jobs waits for work instead of coming back empty."""
+
+    wait_for_work = True  # off for burst runs (tests), which stop once the queue is empty
+    idle_wait = IDLE_WAIT
+    busy_wait = BUSY_WAIT
+
+    async def zrangebyscore(
+        self,
+        name: Any,
+        min: Any,
+        max: Any,
+        start: int | None = None,
+        num: int | None = None,
+        withscores: bool = False,
+        score_cast_func: type | Callable[..., Any] = float,
+    ) -> Any:
+        if name != self.default_queue_name or withscores or num is None:
+            return await super().zrangebyscore(
+                name, min, max, start, num, withscores, score_cast_func
+            )
+        # the worker's read of its queue: ready jobs, oldest first
+        ready, running = await self._ready(name, start, num)
+        if ready or not self.wait_for_work:
+            return ready
+        await self._wait(name, busy=running)
+        ready, _ = await self._ready(name, start, num)
+        return ready
+
+    async def _ready(self, queue: str, start: int | None, num: int) -> tuple[list[bytes], bool]:
+        """Due job ids not running anywhere, and whether some due ones were running."""
+        due: list[bytes] = await super().zrangebyscore(
+            queue, "-inf", timestamp_ms(), start=start, num=num
+        )
+        if not due:
+            return [], False
+        running = await self.mget([in_progress_key_prefix + job_id.decode() for job_id in due])
+        ready = [job_id for job_id, flag in zip(due, running, strict=True) if flag is None]
+        return ready, len(ready) < len(due)
+
+    async def _wait(self, queue: str, *, busy: bool) -> None:
+        """Block until a job is queued, the next deferred one is due, or the wait runs out."""
+        now = timestamp_ms()
+        wait = self.busy_wait if busy else self.idle_wait
+        upcoming: list[tuple[bytes, float]] = await super().zrangebyscore(
+            queue, f"({now}", "+inf", start=0, num=1, withscores=True
+        )
+        if upcoming:
+            wait = min(wait, (upcoming[0][1] - now) / 1000)
+        if wait <= 0:
+            return
+        if wait < BLOCK_RESOLUTION:
+            await asyncio.sleep(wait)
+            return
+        await self.blpop([keys.wake(queue)], timeout=wait)  # type: ignore[arg-type, misc]
+
+
+def waking_pool(redis: RedisSettings, queue_name: str) -> WakingRedis:
+    """The worker's client, built like arq's ``create_pool`` builds one from ``redis``.
+
+    Connections open on first use, so this needs no running loop; the retry policy in
+    ``redis`` also covers Redis being down when the worker starts.
+    """
+    return WakingRedis(
+        host=redis.host,
+        port=redis.port,
+        unix_socket_path=redis.unix_socket_path,
+        db=redis.database,
+        username=redis.username,
+        password=redis.password,
+        ssl=redis.ssl,
+        ssl_keyfile=redis.ssl_keyfile,
+        ssl_certfile=redis.ssl_certfile,
+        ssl_cert_reqs=redis.ssl_cert_reqs,
+        ssl_ca_certs=redis.ssl_ca_certs,
+        ssl_ca_data=redis.ssl_ca_data,
+        ssl_check_hostname=redis.ssl_check_hostname,
+        socket_connect_timeout=redis.conn_timeout,
+        retry=redis.retry,
+        retry_on_timeout=redis.retry_on_timeout,
+        retry_on_error=redis.retry_on_error,
+        max_connections=redis.max_connections,
+        encoding="utf8",
+        job_serializer=serialize,
+        job_deserializer=deserialize,
+        default_queue_name=queue_name,
+    )
