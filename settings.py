@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     retry_backoff_max: float = Field(300.0, gt=0)
     image_threads: int = Field(2, ge=1)
     webhook_timeout: float = Field(10.0, gt=0)
+    # hosts (names or IP addresses) webhooks may reach even when they are not public
+    webhook_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
 
     # Bearer tokens the API accepts; empty means every protected route refuses (see web/auth.py)
     api_tokens: Annotated[tuple[str, ...], NoDecode] = ()
@@ -65,7 +67,7 @@ class Settings(BaseSettings):
     rate_limit_per_token: str = "6000/minute"  # noqa: S105 (a rate, not a secret)
     rate_limit_per_recipient: str = "10/hour;50/day"
 
-    @field_validator("report_recipients", "api_tokens", mode="before")
+    @field_validator("report_recipients", "api_tokens", "webhook_allowed_hosts", mode="before")
     @classmethod
     def _split_comma_list(cls, value: object) -> object:
         if isinstance(value, str):

@@ -11,8 +11,10 @@ import aiohttp
 
 from jobs.context import JobContext
 from jobs.errors import PermanentError, TransientError
+from jobs.webhook_guard import TargetRefusedError, url_refusal
 
 MAX_RETRY_AFTER = 3600.0
+MAX_RESPONSE_READ = 64 * 1024  # the answer's body is never needed; read a little, never more
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -37,7 +39,11 @@ async def deliver_webhook(
     The ``Idempotency-Key`` header is the job id, the same on every attempt, so a receiver
     can drop repeats of a delivery it already handled.
     """
-    timeout = ctx["settings"].webhook_timeout
+    settings = ctx["settings"]
+    refusal = url_refusal(url, settings.webhook_allowed_hosts)
+    if refusal is not None:  # the web app checks this too; a job may come from elsewhere
+        raise PermanentError(f"webhook target refused: {refusal}")
+    timeout = settings.webhook_timeout
     client_timeout = aiohttp.ClientTimeout(
         total=timeout, connect=min(5.0, timeout), sock_read=timeout
     )
@@ -49,7 +55,9 @@ async def deliver_webhook(
         ) as response:
             status = response.status
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            await response.content.read(64 * 1024)  # drain a little so the connection is reusable
+            await response.content.read(MAX_RESPONSE_READ)
+    except TargetRefusedError as exc:  # raised by the connector's GuardedResolver
+        raise PermanentError(f"webhook target refused: {exc}") from None
     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
         reason = "timed out" if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) else str(exc)
         raise TransientError(f"webhook unreachable: {reason or type(exc).__name__}") from exc

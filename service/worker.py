@@ -20,6 +20,7 @@ from jobs.events import log_event
 from jobs.files import make_folders
 from jobs.images import process_image
 from jobs.reports import daily_report
+from jobs.webhook_guard import GuardedResolver
 from jobs.webhooks import deliver_webhook
 from jobs.welcome import send_welcome_email
 from service.database import Database
@@ -46,7 +47,10 @@ def _startup(settings: Settings) -> Any:
         ctx["settings"] = settings
         ctx["db"] = await Database.open(settings.database_path)
         ctx["http"] = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=settings.worker_max_jobs),
+            connector=aiohttp.TCPConnector(
+                limit=settings.worker_max_jobs,
+                resolver=GuardedResolver(settings.webhook_allowed_hosts),  # SSRF guard
+            ),
             raise_for_status=False,
         )
         ctx["executor"] = ThreadPoolExecutor(

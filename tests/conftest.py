@@ -141,6 +141,8 @@ def settings(tmp_path: Path, smtp_server: SmtpRecorder) -> Settings:
         image_threads=2,
         report_recipients=(),
         api_tokens=(TEST_API_TOKEN,),
+        # webhook targets in tests are local servers: opened explicitly, like an operator would
+        webhook_allowed_hosts=("127.0.0.1",),
     )
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 from redis.exceptions import RedisError
 
+from jobs.webhook_guard import url_refusal
 from service.database import EmailTakenError
 from service.queue import JobName, enqueue
 from service.status import task_status
@@ -98,6 +99,9 @@ async def log_event(request: web.Request) -> web.Response:
 
 async def deliver_webhook(request: web.Request) -> web.Response:
     form = await parse_json(request, WebhookRequest)
+    refusal = url_refusal(form.url, request.app[SETTINGS].webhook_allowed_hosts)
+    if refusal is not None:
+        raise ApiError(400, f"url: {refusal}")
     task_id = await enqueue(
         request.app[REDIS], JobName.DELIVER_WEBHOOK, url=form.url, payload=form.payload
     )
