@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     webhook_timeout: float = Field(10.0, gt=0)
     # hosts (names or IP addresses) webhooks may reach even when they are not public
     webhook_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+    idempotency_ttl: int = Field(86_400, ge=1)
+    dead_letter_max_jobs: int = Field(10_000, ge=1)
+    dead_letter_max_age: int = Field(7 * 86_400, ge=1)
+    job_history_max: int = Field(50, ge=1)
 
     # Bearer tokens the API accepts; empty means every protected route refuses (see web/auth.py)
     api_tokens: Annotated[tuple[str, ...], NoDecode] = ()

@@ -45,3 +45,23 @@ def last_run() -> str:
 def wake(queue_name: str) -> str:
     """List holding at most one token: pushed when a job is queued, popped by an idle worker."""
     return f"{PREFIX}wake:{queue_name}"
+
+
+def job_attempts(job_id: str) -> str:
+    """List of one job's finished attempts (JSON each), oldest first, capped in length."""
+    return f"{PREFIX}attempts:{job_id}"
+
+
+def dead_letters() -> str:
+    """Sorted set: id of every job that failed for good, scored by when (ms)."""
+    return f"{PREFIX}dead"
+
+
+def dead_letter_entries() -> str:
+    """Hash: job id -> JSON of the failed job (function, arguments, attempts, reason)."""
+    return f"{PREFIX}dead:jobs"
+
+
+def idempotency(scope: str, key_digest: str) -> str:
+    """A client's Idempotency-Key (hashed), scoped to its API token, -> the job it made."""
+    return f"{PREFIX}idem:{scope}:{key_digest}"

@@ -21,6 +21,7 @@ from arq.constants import (
 from redis.asyncio import Redis
 
 from service import keys
+from service.attempts import parse_history
 from service.serialization import JobError, describe_exception, deserialize
 
 JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9:_.\-]{1,200}")
@@ -32,6 +33,7 @@ class TaskState(StrEnum):
     RETRY = "RETRY"
     SUCCESS = "SUCCESS"
     FAILURE = "FAILURE"
+    CANCELLED = "CANCELLED"
 
 
 def _iso(ms: int | str | bytes | None) -> str | None:
@@ -65,9 +67,18 @@ def _from_result(job_id: str, raw: bytes, meta: dict[str, str]) -> dict[str, Any
     }
     if data["s"]:
         status["result"] = data["r"]
+    elif _was_cancelled(data["r"], meta):
+        status["status"] = TaskState.CANCELLED
+        status["error"] = meta.get("cancel_reason") or "cancelled"
     else:
         status["error"] = _failure_reason(data["r"], meta)
     return status
+
+
+def _was_cancelled(stored: Any, meta: dict[str, str]) -> bool:
+    """Aborted through DELETE /jobs/{id} (not a shutdown or a time limit)."""
+    aborted = isinstance(stored, JobError) and stored.type_name == "CancelledError"
+    return aborted and "cancel_requested_at" in meta
 
 
 def _from_queue(
@@ -96,6 +107,8 @@ def _from_queue(
         "finished_at": None,
         "result": None,
     }
+    if "cancel_requested_at" in meta:
+        status["cancel_requested_at"] = _iso(meta["cancel_requested_at"])
     if state is TaskState.RETRY:
         status["error"] = meta.get("last_error") or "attempt interrupted"
         status["next_attempt_at"] = _iso(int(score)) if score is not None else None
@@ -107,10 +120,14 @@ def _from_queue(
 def _from_meta(job_id: str, meta: dict[str, str]) -> dict[str, Any]:
     """For jobs that keep no result (log_event): what the tracking hash remembers."""
     ok = meta.get("outcome") == "success"
+    if meta.get("outcome") == "cancelled":
+        state = TaskState.CANCELLED
+    else:
+        state = TaskState.SUCCESS if ok else TaskState.FAILURE
     status: dict[str, Any] = {
         "task_id": job_id,
         "function": meta.get("function"),
-        "status": TaskState.SUCCESS if ok else TaskState.FAILURE,
+        "status": state,
         "attempts": int(meta.get("attempts", 0)),
         "enqueued_at": None,
         "started_at": _iso(meta.get("started_at")),
@@ -134,13 +151,38 @@ async def task_status(redis: Redis, queue_name: str, job_id: str) -> dict[str, A
         pipe.get(retry_key_prefix + job_id)
         pipe.zscore(queue_name, job_id)
         pipe.hgetall(keys.job_meta(job_id))
-        result_raw, job_raw, in_progress, tries, score, meta_raw = await pipe.execute()
+        pipe.lrange(keys.job_attempts(job_id), 0, -1)
+        result_raw, job_raw, in_progress, tries, score, meta_raw, history = await pipe.execute()
     meta = {k.decode(): v.decode() for k, v in meta_raw.items()}
+    status = _status(job_id, result_raw, job_raw, meta, bool(in_progress), int(tries or 0), score)
+    if status is not None:
+        status["history"] = [_attempt_times(item) for item in parse_history(history)]
+    return status
+
+
+def _attempt_times(item: dict[str, Any]) -> dict[str, Any]:
+    """A stored attempt with its times as ISO strings, like the rest of the document."""
+    return {
+        **item,
+        "started_at": _iso(item.get("started_at")),
+        "finished_at": _iso(item.get("finished_at")),
+    }
+
+
+def _status(
+    job_id: str,
+    result_raw: bytes | None,
+    job_raw: bytes | None,
+    meta: dict[str, str],
+    in_progress: bool,
+    tries: int,
+    score: float | None,
+) -> dict[str, Any] | None:
     try:
         if result_raw is not None:
             return _from_result(job_id, result_raw, meta)
         if job_raw is not None:
-            return _from_queue(job_id, job_raw, meta, bool(in_progress), int(tries or 0), score)
+            return _from_queue(job_id, job_raw, meta, in_progress, tries, score)
     except (ValueError, KeyError, TypeError):
         return _unreadable(job_id)
     if meta.get("outcome"):

@@ -14,17 +14,20 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from arq import Retry
+from arq.constants import result_key_prefix
 
 from jobs.context import JobContext
 from jobs.errors import PermanentError, TransientError
-from service import events, keys, stats
+from service import attempts, deadletter, events, keys, stats
+from service.attempts import Outcome
 from service.backoff import backoff_delay
 from service.progress import Progress
-from service.serialization import describe_exception
+from service.serialization import JobError, describe_exception, deserialize
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -33,6 +36,7 @@ JobFunction = Callable[Concatenate[JobContext, P], Awaitable[R]]
 logger = logging.getLogger("jobservice.jobs")
 
 RECENT_KEPT = 100  # finished job ids the dashboard can list
+TIME_LIMIT_REASON = "TimeoutError: the job ran past its time limit and was cancelled"
 
 
 def _now_ms() -> int:
@@ -57,23 +61,91 @@ async def _write_meta(ctx: JobContext, **fields: str | int) -> None:
 
 
 async def _start(ctx: JobContext, name: str, attempt: int, started: int) -> None:
-    """One round trip: the attempt recorded, the last attempt's progress cleared, announced."""
+    """One round trip: the attempt recorded (and marked open), the last attempt's progress
+    cleared, announced."""
     key = keys.job_meta(ctx["job_id"])
     status = {"status": "STARTED", "attempts": attempt, "started_at": _iso(started)}
     async with ctx["redis"].pipeline(transaction=False) as pipe:
         pipe.hdel(key, "progress")
-        pipe.hset(key, mapping={"function": name, "attempts": attempt, "started_at": started})
+        pipe.hset(
+            key,
+            mapping={
+                "function": name,
+                "attempts": attempt,
+                "started_at": started,
+                "open_attempt": attempt,
+            },
+        )
         pipe.expire(key, ctx["settings"].job_result_ttl)
         pipe.publish(keys.job_events(ctx["job_id"]), events.encode("status", status))
         await pipe.execute()
 
 
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """What one attempt of a job knows about itself, for its history entry."""
+
+    name: str
+    run: int
+    attempt: int
+    started_at: int
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
+async def _open_attempt(
+    ctx: JobContext, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> _Run:
+    """Mark the attempt open; close one a dead worker left open as ``interrupted``."""
+    redis, settings = ctx["redis"], ctx["settings"]
+    meta = keys.job_meta(ctx["job_id"])
+    lost, lost_start, requeued = await redis.hmget(  # type: ignore[misc]
+        meta, ["open_attempt", "started_at", "requeued"]
+    )
+    this = _Run(name, int(requeued or 0) + 1, ctx["job_try"], _now_ms(), args, kwargs)
+    if lost is not None:
+        entry = attempts.make_attempt(
+            run=this.run,
+            attempt=int(lost),
+            started_at=int(lost_start or 0),
+            finished_at=None,
+            outcome="interrupted",
+            error=attempts.LOST_ATTEMPT,
+        )
+        await attempts.record(
+            redis, ctx["job_id"], entry, keep=settings.job_history_max, ttl=settings.job_result_ttl
+        )
+    await _start(ctx, name, this.attempt, this.started_at)
+    return this
+
+
+async def _close_attempt(ctx: JobContext, this: _Run, outcome: Outcome, error: str = "") -> None:
+    settings = ctx["settings"]
+    entry = attempts.make_attempt(
+        run=this.run,
+        attempt=this.attempt,
+        started_at=this.started_at,
+        finished_at=_now_ms(),
+        outcome=outcome,
+        error=error,
+    )
+    await attempts.record(
+        ctx["redis"],
+        ctx["job_id"],
+        entry,
+        keep=settings.job_history_max,
+        ttl=settings.job_result_ttl,
+    )
+    await ctx["redis"].hdel(keys.job_meta(ctx["job_id"]), "open_attempt")  # type: ignore[misc]
+
+
 async def _finish(
-    ctx: JobContext, name: str, outcome: str, error: str = "", result: Any = None
+    ctx: JobContext, this: _Run, outcome: Outcome, error: str = "", result: Any = None
 ) -> None:
-    finished = _now_ms()
+    name, settings, finished = this.name, ctx["settings"], _now_ms()
+    await _close_attempt(ctx, this, outcome, error)
     await _write_meta(ctx, finished_at=finished, outcome=outcome, last_error=error)
-    await stats.count(ctx["redis"], ctx["settings"].timezone, **{f"job:{name}:{outcome}": 1})
+    await stats.count(ctx["redis"], settings.timezone, **{f"job:{name}:{outcome}": 1})
     async with ctx["redis"].pipeline(transaction=False) as pipe:
         pipe.lpush(keys.recent_finished(), ctx["job_id"])
         pipe.ltrim(keys.recent_finished(), 0, RECENT_KEPT - 1)
@@ -81,8 +153,40 @@ async def _finish(
         await pipe.execute()
     if outcome == "success":
         await _announce(ctx, status="SUCCESS", result=result, finished_at=_iso(finished))
-    else:
-        await _announce(ctx, status="FAILURE", error=error, finished_at=_iso(finished))
+        return
+    failed = deadletter.DeadJob(
+        job_id=ctx["job_id"],
+        function=name,
+        args=list(this.args),
+        kwargs=this.kwargs,
+        attempts=this.attempt,
+        reason=error,
+        failed_at=finished,
+        enqueued_at=int(ctx["enqueue_time"].timestamp() * 1000),
+    )
+    await deadletter.add(
+        ctx["redis"],
+        failed,
+        max_jobs=settings.dead_letter_max_jobs,
+        max_age=settings.dead_letter_max_age,
+    )
+    await _announce(ctx, status="FAILURE", error=error, finished_at=_iso(finished))
+
+
+async def _interrupted(ctx: JobContext, this: _Run) -> None:
+    """The attempt's task was cancelled: by DELETE /jobs/{id}, a time limit or a shutdown."""
+    meta = keys.job_meta(ctx["job_id"])
+    reason = await ctx["redis"].hget(meta, "cancel_reason")  # type: ignore[misc]
+    if reason is not None:
+        await _close_attempt(ctx, this, "cancelled", reason.decode())
+        finished = _now_ms()
+        await _write_meta(
+            ctx, finished_at=finished, outcome="cancelled", last_error=reason.decode()
+        )
+        await _announce(ctx, status="CANCELLED", error=reason.decode(), finished_at=_iso(finished))
+        return
+    await _close_attempt(ctx, this, "interrupted", "attempt interrupted")
+    await _write_meta(ctx, last_error="attempt interrupted")
 
 
 def retry_delay(ctx: JobContext, exc: TransientError) -> float:
@@ -102,33 +206,74 @@ def tracked(fn: JobFunction[P, R]) -> JobFunction[P, R]:
 
     @functools.wraps(fn)
     async def run(ctx: JobContext, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        attempt, started = ctx["job_try"], _now_ms()
         ctx["progress"] = Progress(ctx["redis"], ctx["job_id"], ctx["settings"].job_result_ttl)
-        await _start(ctx, name, attempt, started)
+        this = await _open_attempt(ctx, name, args, kwargs)
+        attempt = this.attempt
         try:
             result = await fn(ctx, *args, **kwargs)
         except TransientError as exc:
             if attempt >= ctx["settings"].job_max_tries:
                 reason = f"gave up after {attempt} attempts: {exc.reason}"
-                await _finish(ctx, name, "failure", reason)
+                await _finish(ctx, this, "failure", reason)
                 raise PermanentError(reason) from None
             delay = retry_delay(ctx, exc)
             logger.info(
                 "job %s attempt %d failed, retrying in %.2fs: %s", name, attempt, delay, exc
             )
             retry_at = _now_ms() + int(delay * 1000)
+            await _close_attempt(ctx, this, "retry", exc.reason)
             await _write_meta(ctx, last_error=exc.reason, retry_at=retry_at)
             await stats.count(ctx["redis"], ctx["settings"].timezone, **{f"job:{name}:retry": 1})
             await _announce(ctx, status="RETRY", error=exc.reason, next_attempt_at=_iso(retry_at))
             raise Retry(defer=delay) from exc
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
-                await _write_meta(ctx, last_error="attempt interrupted")
+                await _interrupted(ctx, this)
             raise
         except Exception as exc:
-            await _finish(ctx, name, "failure", describe_exception(exc))
+            await _finish(ctx, this, "failure", describe_exception(exc))
             raise
-        await _finish(ctx, name, "success", result=result)
+        await _finish(ctx, this, "success", result=result)
         return result
 
     return run
+
+
+async def after_job(ctx: dict[str, Any]) -> None:
+    """arq's ``after_job_end`` hook: file failures arq decides itself (a job past its time
+    limit) in the failed-jobs list, as the wrapper cannot see them."""
+    job_ctx = cast(JobContext, ctx)
+    redis, settings, job_id = job_ctx["redis"], job_ctx["settings"], job_ctx["job_id"]
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.get(result_key_prefix + job_id)
+        pipe.hget(keys.job_meta(job_id), "outcome")
+        raw, outcome = await pipe.execute()
+    if raw is None or outcome is not None:
+        return  # not finished, or the wrapper already recorded how it ended
+    try:
+        data = deserialize(raw)
+    except ValueError:
+        return
+    error = data.get("r")
+    if data.get("s") or not isinstance(error, JobError) or error.type_name == "CancelledError":
+        return
+    reason = describe_exception(error)
+    if error.type_name == "TimeoutError":
+        reason = TIME_LIMIT_REASON
+        await attempts.relabel_last(redis, job_id, "timeout", reason)
+    await _write_meta(job_ctx, finished_at=_now_ms(), outcome="failure", last_error=reason)
+    name = str(data["f"]).removeprefix("cron:")
+    await stats.count(redis, settings.timezone, **{f"job:{name}:failure": 1})
+    failed = deadletter.DeadJob(
+        job_id=job_id,
+        function=str(data["f"]),
+        args=list(data.get("a") or []),
+        kwargs=dict(data.get("k") or {}),
+        attempts=int(data.get("t") or 0),
+        reason=reason,
+        failed_at=_now_ms(),
+        enqueued_at=data.get("et"),
+    )
+    await deadletter.add(
+        redis, failed, max_jobs=settings.dead_letter_max_jobs, max_age=settings.dead_letter_max_age
+    )

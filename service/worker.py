@@ -26,7 +26,7 @@ from jobs.welcome import send_welcome_email
 from service.database import Database
 from service.queue import JobName
 from service.serialization import deserialize, serialize
-from service.tracking import tracked
+from service.tracking import after_job, tracked
 from service.wakeup import waking_pool
 from settings import Settings
 
@@ -121,6 +121,8 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         ],
         "on_startup": _startup(settings),
         "on_shutdown": on_shutdown,
+        "after_job_end": after_job,
+        "allow_abort_jobs": True,  # DELETE /jobs/{id} on a running job
         "redis_settings": settings.redis_settings,
         "redis_pool": waking_pool(settings.redis_settings, settings.queue_name),
         "poll_delay": POLL_DELAY,

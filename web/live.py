@@ -2,7 +2,7 @@
 
 The stream subscribes to the job's channel *before* reading its status, so an event published
 in between is not lost; it sends that snapshot first, then each change, and ends once the job
-has finished (SUCCESS or FAILURE). While nothing is published it re-reads the status now and
+has finished (SUCCESS, FAILURE or CANCELLED). While nothing is published it re-reads the status now and
 then, which catches outcomes arq records without the tracking wrapper (a killed worker's job
 running out of tries, a timeout) and keeps proxies from closing an idle stream.
 """
@@ -23,7 +23,7 @@ from web.errors import ApiError
 from web.keys import REDIS, SETTINGS
 
 RECHECK_SECONDS = 3.0
-FINISHED = {TaskState.SUCCESS, TaskState.FAILURE}
+FINISHED = {TaskState.SUCCESS, TaskState.FAILURE, TaskState.CANCELLED}
 STREAMS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("event_streams")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from web import live, views
+from web import job_control, live, views
 
 
 def setup_routes(app: web.Application) -> None:
@@ -19,6 +19,9 @@ def setup_routes(app: web.Application) -> None:
             web.post("/reports/daily", views.run_daily_report),
             web.get("/health", views.health),
             web.get("/jobs/{job_id}/events", live.job_events),
+            web.get("/jobs/failed", job_control.list_failed),
+            web.post("/jobs/{task_id}/retry", job_control.retry_failed),
+            web.delete("/jobs/{task_id}", job_control.cancel),
         ]
     )
     live.setup_live(app)

@@ -1,0 +1,174 @@
+"""DELETE /jobs/{id}: a queued job never runs, a running one is aborted, finished ones stay."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from arq.connections import ArqRedis
+
+from service.control import CancelOutcome, JobFinishedError, JobNotFoundError, cancel_job
+from settings import Settings
+from tests.conftest import RunWorker, SmtpRecorder, queued, status_of
+
+EMAIL: dict[str, Any] = {"to": "ann@example.com", "subject": "Hello", "body": "Hi"}
+ServerFactory = Any
+
+
+class HeldTarget:
+    """A webhook target that holds each request until released."""
+
+    def __init__(self) -> None:
+        self.arrived = asyncio.Event()
+        self.release = asyncio.Event()
+        self.finished = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.arrived.set()
+        await self.release.wait()
+        self.finished += 1
+        return web.json_response({"ok": True})
+
+
+async def send(client: TestClient[Any, Any]) -> str:
+    response = await client.post("/send-email", json=EMAIL)
+    assert response.status == 202
+    task_id: str = (await response.json())["task_id"]
+    return task_id
+
+
+async def test_a_queued_job_is_cancelled_at_once_and_never_runs(
+    client: TestClient[Any, Any],
+    redis: ArqRedis,
+    settings: Settings,
+    run_worker: RunWorker,
+    smtp_server: SmtpRecorder,
+) -> None:
+    task_id = await send(client)
+
+    response = await client.delete(f"/jobs/{task_id}")
+
+    assert response.status == 200, await response.text()
+    body = await response.json()
+    assert body["status"] == "CANCELLED"
+    assert body["error"] == "cancelled by request"
+    assert await queued(redis, settings) == []
+
+    await run_worker()
+
+    assert smtp_server.messages == []
+    after = await status_of(client, task_id)
+    assert after["status"] == "CANCELLED"
+    assert after["function"] == "send_email"
+    assert after["history"] == []
+    failed = await (await client.get("/jobs/failed")).json()
+    assert failed["total"] == 0
+
+
+async def test_a_job_waiting_for_its_retry_can_be_cancelled(
+    client: TestClient[Any, Any],
+    settings: Settings,
+    run_worker: RunWorker,
+    smtp_server: SmtpRecorder,
+) -> None:
+    smtp_server.replies = ["451 4.3.0 try again later"]
+    slow_retry = settings.model_copy(update={"retry_backoff_base": 60, "retry_backoff_max": 60})
+    task_id = await send(client)
+    await run_worker(slow_retry, max_burst_jobs=1)
+    assert (await status_of(client, task_id))["status"] == "RETRY"
+
+    response = await client.delete(f"/jobs/{task_id}")
+
+    assert response.status == 200
+    await run_worker()
+    cancelled = await status_of(client, task_id)
+    assert cancelled["status"] == "CANCELLED"
+    assert [h["outcome"] for h in cancelled["history"]] == ["retry"]
+    assert smtp_server.messages == []
+
+
+async def test_a_running_job_is_aborted_and_says_so(
+    client: TestClient[Any, Any], run_worker: RunWorker, aiohttp_server: ServerFactory
+) -> None:
+    target = HeldTarget()
+    app = web.Application()
+    app.router.add_post("/hook", target.handle)
+    server: TestServer = await aiohttp_server(app)
+    response = await client.post(
+        "/webhooks", json={"url": str(server.make_url("/hook")), "payload": {}}
+    )
+    task_id = (await response.json())["task_id"]
+    worker = asyncio.create_task(run_worker())
+    try:
+        await asyncio.wait_for(target.arrived.wait(), 10)
+
+        response = await client.delete(f"/jobs/{task_id}")
+
+        assert response.status == 202, await response.text()
+        body = await response.json()
+        assert body["status"] == "STARTED"
+        assert body["cancel_requested_at"] is not None
+        await asyncio.wait_for(worker, 10)
+    finally:
+        target.release.set()
+        await worker
+
+    done = await status_of(client, task_id)
+    assert done["status"] == "CANCELLED"
+    assert done["error"] == "cancelled by request"
+    [attempt] = done["history"]
+    assert attempt["outcome"] == "cancelled"
+    assert attempt["duration_ms"] >= 0
+    assert target.finished == 0  # the delivery was cut, not completed
+    assert (await (await client.get("/jobs/failed")).json())["total"] == 0
+    again = await client.delete(f"/jobs/{task_id}")
+    assert again.status == 409
+
+
+async def test_cancelling_a_finished_job_is_409_and_keeps_its_result(
+    client: TestClient[Any, Any], run_worker: RunWorker, smtp_server: SmtpRecorder
+) -> None:
+    task_id = await send(client)
+    await run_worker()
+
+    response = await client.delete(f"/jobs/{task_id}")
+
+    assert response.status == 409
+    assert "already finished" in (await response.json())["error"]
+    assert (await status_of(client, task_id))["status"] == "SUCCESS"
+
+
+async def test_cancelling_a_finished_fire_and_forget_job_is_409(
+    client: TestClient[Any, Any], run_worker: RunWorker
+) -> None:
+    response = await client.post("/events", json={"event": {"type": "x"}})
+    task_id = (await response.json())["task_id"]
+    await run_worker()
+
+    assert (await client.delete(f"/jobs/{task_id}")).status == 409
+
+
+@pytest.mark.parametrize("task_id", ["0" * 32, "bad%20id", "x" * 300])
+async def test_cancelling_an_unknown_job_is_404(
+    client: TestClient[Any, Any], redis: ArqRedis, settings: Settings, task_id: str
+) -> None:
+    kept = await send(client)
+    response = await client.delete(f"/jobs/{task_id}")
+    assert response.status == 404
+    assert "no task" in (await response.json())["error"]
+    assert await queued(redis, settings) == [kept]
+
+
+async def test_cancel_job_api_for_the_dashboard(
+    redis: ArqRedis, settings: Settings, client: TestClient[Any, Any]
+) -> None:
+    task_id = await send(client)
+    outcome = await cancel_job(redis, settings.queue_name, task_id, result_ttl=60)
+    assert outcome is CancelOutcome.CANCELLED
+    with pytest.raises(JobFinishedError):
+        await cancel_job(redis, settings.queue_name, task_id, result_ttl=60)
+    with pytest.raises(JobNotFoundError):
+        await cancel_job(redis, settings.queue_name, "f" * 32, result_ttl=60)

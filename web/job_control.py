@@ -1,0 +1,106 @@
+"""HTTP handlers for job control: the failed-jobs list, retrying a failed job, cancelling one."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from service import deadletter
+from service.control import CancelOutcome, JobFinishedError, JobNotFoundError, cancel_job
+from service.deadletter import DeadJob, NotFailedError
+from service.status import JOB_ID_PATTERN, task_status
+from web.errors import ApiError
+from web.keys import REDIS, SETTINGS
+
+DEFAULT_PAGE = 20
+MAX_PAGE = 100
+
+
+def _iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
+
+
+def _describe(job: DeadJob) -> dict[str, Any]:
+    return {
+        "task_id": job.job_id,
+        "function": job.function,
+        "args": job.args,
+        "kwargs": job.kwargs,
+        "attempts": job.attempts,
+        "error": job.reason,
+        "failed_at": _iso(job.failed_at),
+        "enqueued_at": _iso(job.enqueued_at),
+    }
+
+
+def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise ApiError(400, f"{name} must be a whole number from {low} to {high}")
+    return int(raw)
+
+
+def _job_id(request: web.Request) -> str:
+    job_id = request.match_info["task_id"]
+    if not JOB_ID_PATTERN.fullmatch(job_id):
+        raise ApiError(404, f"no task with id {job_id!r}")
+    return job_id
+
+
+async def list_failed(request: web.Request) -> web.Response:
+    offset = _int_param(request, "offset", 0, 0, 10**9)
+    limit = _int_param(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+    settings = request.app[SETTINGS]
+    page = await deadletter.page(
+        request.app[REDIS], offset=offset, limit=limit, max_age=settings.dead_letter_max_age
+    )
+    after = offset + len(page.jobs)
+    body = {
+        "jobs": [_describe(job) for job in page.jobs],
+        "total": page.total,
+        "offset": offset,
+        "limit": limit,
+        "next": f"/jobs/failed?offset={after}&limit={limit}" if after < page.total else None,
+    }
+    return web.json_response(body)
+
+
+async def retry_failed(request: web.Request) -> web.Response:
+    job_id = _job_id(request)
+    redis, settings = request.app[REDIS], request.app[SETTINGS]
+    try:
+        await deadletter.retry(redis, settings.queue_name, job_id, meta_ttl=settings.job_result_ttl)
+    except NotFailedError:
+        await _known_or_404(request, job_id)
+        raise ApiError(
+            409, "this job is not in the failed-jobs list: only failed jobs can be retried"
+        ) from None
+    body = {"message": "Job re-queued", "task_id": job_id}
+    return web.json_response(body, status=202, headers={"Location": f"/task-status/{job_id}"})
+
+
+async def cancel(request: web.Request) -> web.Response:
+    job_id = _job_id(request)
+    redis, settings = request.app[REDIS], request.app[SETTINGS]
+    try:
+        outcome = await cancel_job(
+            redis, settings.queue_name, job_id, result_ttl=settings.job_result_ttl
+        )
+    except JobNotFoundError:
+        raise ApiError(404, f"no task with id {job_id!r}") from None
+    except JobFinishedError:
+        raise ApiError(409, "this job has already finished: there is nothing to cancel") from None
+    status = await task_status(redis, settings.queue_name, job_id) or {"task_id": job_id}
+    return web.json_response(status, status=200 if outcome is CancelOutcome.CANCELLED else 202)
+
+
+async def _known_or_404(request: web.Request, job_id: str) -> None:
+    known = await task_status(request.app[REDIS], request.app[SETTINGS].queue_name, job_id)
+    if known is None:
+        raise ApiError(404, f"no task with id {job_id!r}")
