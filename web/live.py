@@ -2,8 +2,8 @@
 
 The stream subscribes to the job's channel *before* reading its status, so an event published
 in between is not lost; it sends that snapshot first, then each change, and ends once the job
-has finished (SUCCESS, FAILURE or CANCELLED). While nothing is published it re-reads the status now and
-then, which catches outcomes arq records without the tracking wrapper (a killed worker's job
+has finished (SUCCESS, FAILURE or CANCELLED). While nothing is published it re-reads the status
+now and then, which catches outcomes arq records without the tracking wrapper (a killed worker's job
 running out of tries, a timeout) and keeps proxies from closing an idle stream.
 """
 
