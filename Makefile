@@ -31,7 +31,7 @@ format: install
 	$(BIN)/ruff check --fix .
 
 worker: install
-	$(BIN)/arq service.WorkerSettings
+	$(BIN)/arq service.WorkerSettings --custom-log-dict service.LOGGING
 
 web: install
 	$(BIN)/python -m web

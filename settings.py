@@ -7,7 +7,7 @@ all call :func:`load_settings` and pass the result down explicitly.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from arq.connections import RedisSettings
@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     rate_limit_per_token: str = "6000/minute"  # noqa: S105 (a rate, not a secret)
     rate_limit_per_recipient: str = "10/hour;50/day"
 
+    log_format: Literal["json", "text"] = "json"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int = Field(0, ge=0, le=65535)  # 0: the worker serves no /metrics
+
     @field_validator("report_recipients", "api_tokens", "webhook_allowed_hosts", mode="before")
     @classmethod
     def _split_comma_list(cls, value: object) -> object:
@@ -103,6 +108,16 @@ class Settings(BaseSettings):
             except ValueError as exc:
                 raise ValueError(f"not a rate limit like '100/minute;1000/hour' ({exc})") from None
         return value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
 
     @field_validator("mail_from")
     @classmethod

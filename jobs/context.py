@@ -11,6 +11,7 @@ import aiohttp
 from arq.connections import ArqRedis
 
 from service.database import Database
+from service.metrics import JobMetrics
 from service.progress import Progress
 from settings import Settings
 
@@ -52,6 +53,7 @@ class JobContext(TypedDict):
     db: Database
     smtp: SmtpConfig
     progress: Progress  # set per attempt by service.tracking: await ctx["progress"]("step")
+    metrics: JobMetrics  # this worker's Prometheus counters (service.metrics)
     job_id: str  # set by arq per job
     job_try: int  # 1 on the first attempt
     enqueue_time: datetime

@@ -89,5 +89,6 @@ async def send_mail(ctx: JobContext, *, to: str, subject: str, body: str) -> str
     message_id = message_id_for(ctx["job_id"], config)
     message = build_message(config, to=to, subject=subject, body=body, message_id=message_id)
     await deliver(config, message)
+    ctx["metrics"].emails_sent.inc()
     await stats.count(ctx["redis"], ctx["settings"].timezone, emails_sent=1)
     return message_id

@@ -1,17 +1,23 @@
 """Service wiring. ``arq service.WorkerSettings`` starts the worker.
 
 ``WorkerSettings`` is built on first access from the environment (see settings.py), so
-importing ``service`` for its helpers reads nothing and opens nothing.
+importing ``service`` for its helpers reads nothing and opens nothing. ``LOGGING`` (the
+worker's log set-up, for arq's ``--custom-log-dict``) is built the same way.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["WorkerSettings"]
+__all__ = ["LOGGING", "WorkerSettings"]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "LOGGING":  # arq service.WorkerSettings --custom-log-dict service.LOGGING
+        from service.logs import logging_config
+        from settings import load_settings
+
+        return logging_config(load_settings())
     if name == "WorkerSettings":
         from service.worker import build_worker_settings
         from settings import load_settings

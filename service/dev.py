@@ -101,7 +101,8 @@ def main() -> None:
     token = dev_token(settings)
     web_env = "" if settings.api_tokens else f"API_TOKENS={shlex.quote(token)} "
     manager.add_process("web", f"{web_env}{python} -m web")
-    manager.add_process("worker", f"{shlex.quote(str(bin_dir / 'arq'))} service.WorkerSettings")
+    arq = shlex.quote(str(bin_dir / "arq"))
+    manager.add_process("worker", f"{arq} service.WorkerSettings --custom-log-dict service.LOGGING")
     base_url = f"http://{settings.web_host}:{settings.web_port}"
     print(f"dev: web on {base_url}, mail in {settings.mail_dir}")
     print(f"dev: API token {token}")

@@ -14,6 +14,7 @@ from arq.utils import timestamp_ms
 from redis.exceptions import NoScriptError
 
 from service import keys
+from service.origin import REQUEST_ID_KWARG, current_origin
 
 
 class JobName(StrEnum):
@@ -72,8 +73,16 @@ async def enqueue_job(redis: ArqRedis, function: str, job_id: str, kwargs: dict[
 
 
 async def enqueue(redis: ArqRedis, function: JobName, **kwargs: Any) -> str:
-    """Queue ``function(**kwargs)`` under a fresh, unguessable id and return that id."""
+    """Queue ``function(**kwargs)`` under a fresh, unguessable id and return that id.
+
+    Inside a web request the request's id goes along (see service.origin) and is counted.
+    """
     job_id = uuid.uuid4().hex
+    origin = current_origin.get()
+    if origin is not None:
+        kwargs[REQUEST_ID_KWARG] = origin.request_id
     if not await enqueue_job(redis, function.value, job_id, kwargs):
         raise EnqueueError(f"job id {job_id} already exists")
+    if origin is not None:
+        origin.on_enqueued(function.value)
     return job_id

@@ -24,6 +24,10 @@ from jobs.webhook_guard import GuardedResolver
 from jobs.webhooks import deliver_webhook
 from jobs.welcome import send_welcome_email
 from service.database import Database
+from service.logs import configure_logging
+from service.metrics import JobMetrics, new_registry
+from service.metrics_server import start_metrics_server
+from service.observe import observed
 from service.queue import JobName
 from service.serialization import deserialize, serialize
 from service.tracking import after_job, tracked
@@ -57,6 +61,11 @@ def _startup(settings: Settings) -> Any:
             max_workers=settings.image_threads, thread_name_prefix="jobs"
         )
         ctx["smtp"] = SmtpConfig.from_settings(settings)
+        ctx["metrics"] = JobMetrics(new_registry())
+        if settings.worker_metrics_port:
+            ctx["metrics_server"] = await start_metrics_server(
+                ctx["metrics"].registry, settings.worker_metrics_host, settings.worker_metrics_port
+            )
         logger.info("worker ready: max_jobs=%d", settings.worker_max_jobs)
 
     return on_startup
@@ -72,11 +81,13 @@ async def on_shutdown(ctx: dict[str, Any]) -> None:
         await asyncio.get_running_loop().run_in_executor(None, job_ctx["executor"].shutdown)
     if "db" in ctx:
         await job_ctx["db"].close()
+    if ctx.get("metrics_server") is not None:
+        await ctx["metrics_server"].cleanup()
 
 
 def _job(fn: Callable[..., Awaitable[Any]]) -> WorkerCoroutine:
-    """A job as arq registers it: tracked, and typed as arq's coroutine protocol."""
-    return cast(WorkerCoroutine, tracked(fn))
+    """A job as arq registers it: observed, tracked, and typed as arq's coroutine protocol."""
+    return cast(WorkerCoroutine, observed(tracked(fn)))
 
 
 def _daily(
@@ -138,6 +149,19 @@ def worker_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _logging_first(settings: Settings, on_startup: Any) -> Any:
+    async def configure_then_start(ctx: dict[str, Any]) -> None:
+        configure_logging(settings)  # after arq's CLI set up its own, which this replaces
+        await on_startup(ctx)
+
+    return configure_then_start
+
+
 def build_worker_settings(settings: Settings) -> type:
-    """A ``WorkerSettings`` class; arq reads only the class's own ``__dict__``."""
-    return type("WorkerSettings", (), worker_options(settings))
+    """A ``WorkerSettings`` class (the CLI's entry point); arq reads only its own ``__dict__``.
+
+    Only this entry point configures logging, so in-process workers in tests leave it alone.
+    """
+    options = worker_options(settings)
+    options["on_startup"] = _logging_first(settings, options["on_startup"])
+    return type("WorkerSettings", (), options)

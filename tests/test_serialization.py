@@ -31,10 +31,13 @@ async def test_queued_jobs_and_results_are_plain_json(
 ) -> None:
     smtp_server.replies = ["550 no such user"]
     email = {"to": "a@example.com", "subject": "s", "body": "b"}
-    task_id = (await (await client.post("/send-email", json=email)).json())["task_id"]
+    response = await client.post("/send-email", json=email)
+    task_id = (await response.json())["task_id"]
     stored_job = await redis.get(f"arq:job:{task_id}")
     assert stored_job is not None
-    assert json.loads(stored_job)["k"] == email
+    # the request's id rides along for log correlation; the job wrapper strips it again
+    request_id = response.headers["X-Request-ID"]
+    assert json.loads(stored_job)["k"] == {**email, "_request_id": request_id}
 
     await run_worker()
 

@@ -9,11 +9,14 @@ from aiohttp import web
 
 from jobs.files import make_folders
 from service.database import Database
+from service.metrics import new_registry
 from service.redis import open_pool
 from settings import Settings
 from web.auth import require_token
 from web.errors import json_errors
-from web.keys import DB, REDIS, SETTINGS
+from web.keys import DB, REDIS, SETTINGS, WEB_METRICS
+from web.metrics import WebMetrics
+from web.observe import echo_request_id, observe_requests
 from web.ratelimit import RATE_LIMITS, RateLimits, limit_per_token
 from web.routes import setup_routes
 
@@ -41,10 +44,14 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     """Build the app; Redis and the database open on start-up and close on clean-up."""
+    # observe_requests first: it logs and counts the status the client finally gets
     app = web.Application(
-        middlewares=[json_errors, require_token, limit_per_token], client_max_size=JSON_BODY_LIMIT
+        middlewares=[observe_requests, json_errors, require_token, limit_per_token],
+        client_max_size=JSON_BODY_LIMIT,
     )
     app[SETTINGS] = settings
+    app[WEB_METRICS] = WebMetrics(new_registry())
+    app.on_response_prepare.append(echo_request_id)
     app.cleanup_ctx.extend([_redis, _storage])
     setup_routes(app)
     return app

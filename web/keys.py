@@ -7,7 +7,9 @@ from arq.connections import ArqRedis
 
 from service.database import Database
 from settings import Settings
+from web.metrics import WebMetrics
 
 SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", ArqRedis)
 DB = web.AppKey("db", Database)
+WEB_METRICS = web.AppKey("web_metrics", WebMetrics)

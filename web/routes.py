@@ -22,6 +22,7 @@ def setup_routes(app: web.Application) -> None:
             web.get("/jobs/failed", job_control.list_failed),
             web.post("/jobs/{task_id}/retry", job_control.retry_failed),
             web.delete("/jobs/{task_id}", job_control.cancel),
+            web.get("/metrics", views.metrics),
         ]
     )
     live.setup_live(app)

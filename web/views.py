@@ -10,10 +10,11 @@ from redis.exceptions import RedisError
 
 from jobs.webhook_guard import url_refusal
 from service.database import EmailTakenError
+from service.metrics import CONTENT_TYPE
 from service.queue import JobName, enqueue
 from service.status import task_status
 from web.errors import ApiError
-from web.keys import DB, REDIS, SETTINGS
+from web.keys import DB, REDIS, SETTINGS, WEB_METRICS
 from web.ratelimit import RATE_LIMITS
 from web.schemas import (
     DailyReportRequest,
@@ -133,3 +134,13 @@ async def health(request: web.Request) -> web.Response:
         "last_check": worker_line.decode() if worker_line is not None else None,
     }
     return web.json_response({"status": "ok", "redis": "ok", "worker": worker, "queued": depth})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format; the worker serves its own on WORKER_METRICS_PORT."""
+    body = await request.app[WEB_METRICS].render(
+        request.app[REDIS], request.app[SETTINGS].queue_name
+    )
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = CONTENT_TYPE
+    return response

@@ -1,0 +1,185 @@
+"""JSON log lines from the real processes: one per request, one per job start and end, and
+the request's id on the lines of the jobs it queued."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import aiohttp
+import pytest
+
+from service.logs import JsonFormatter, TextFormatter
+from service.origin import log_fields, request_id_from
+from settings import Settings, SettingsError, load_settings
+from tests.conftest import AUTH_HEADERS, TEST_API_TOKEN, free_port
+from tests.scraping import sample
+from tests.test_worker_process import ROOT, service_env
+from tests.waiting import wait_until
+
+
+class Process:
+    """A service process whose stderr goes to a file, read once it has stopped."""
+
+    def __init__(self, command: list[str], env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self._out: IO[bytes] = log.open("wb")
+        self.popen = subprocess.Popen(
+            [sys.executable, *command], cwd=ROOT, env=env, stdout=self._out, stderr=self._out
+        )
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(15)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self._out.close()
+
+    def lines(self) -> list[dict[str, Any]]:
+        """Every line it wrote, each of which must be one JSON object."""
+        text = self.log.read_text()
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def services(settings: Settings, tmp_path: Path) -> Iterator[tuple[str, str, Process, Process]]:
+    """``python -m web`` and the worker as `make worker` starts it, both logging JSON."""
+    web_port, metrics_port = free_port(), free_port()
+    env = service_env(
+        settings,
+        WEB_PORT=str(web_port),
+        WORKER_METRICS_PORT=str(metrics_port),
+        LOG_FORMAT="json",
+        API_TOKENS=TEST_API_TOKEN,
+    )
+    web = Process(["-m", "web"], env, tmp_path / "web.log")
+    worker_command = ["-m", "arq", "service.WorkerSettings", "--custom-log-dict", "service.LOGGING"]
+    worker = Process(worker_command, env, tmp_path / "worker.log")
+    try:
+        yield f"http://127.0.0.1:{web_port}", f"http://127.0.0.1:{metrics_port}", web, worker
+    finally:
+        web.stop()
+        worker.stop()
+
+
+async def _answers(session: aiohttp.ClientSession, url: str) -> bool:
+    try:
+        async with session.get(url) as response:
+            return response.status == 200
+    except aiohttp.ClientConnectionError:
+        return False
+
+
+async def test_one_request_id_finds_the_request_and_its_jobs_lines(
+    services: tuple[str, str, Process, Process], redis: Any
+) -> None:
+    web_url, worker_url, web, worker = services
+    request_id = "checkout-7f3a9c"
+    async with aiohttp.ClientSession(headers=AUTH_HEADERS) as session:
+        await wait_until(lambda: _answers(session, f"{web_url}/health"), within=30)
+        await wait_until(lambda: _answers(session, f"{worker_url}/metrics"), within=30)
+        async with session.post(
+            f"{web_url}/events",
+            json={"event": {"type": "signup"}},
+            headers={"X-Request-ID": request_id},
+        ) as response:
+            assert response.status == 202
+            assert response.headers["X-Request-ID"] == request_id
+            task_id = (await response.json())["task_id"]
+
+        async def finished() -> bool:
+            async with session.get(f"{web_url}/task-status/{task_id}") as status:
+                return bool((await status.json())["status"] == "SUCCESS")
+
+        await wait_until(finished, within=30)
+        async with session.get(f"{worker_url}/metrics") as response:
+            worker_metrics = await response.text()
+    assert sample(worker_metrics, "jobservice_jobs_succeeded_total", function="log_event") == 1
+
+    web.stop()
+    worker.stop()
+    web_lines, worker_lines = web.lines(), worker.lines()  # every line parses as JSON
+    assert any(line["logger"].startswith("arq") for line in worker_lines)
+
+    [request_line] = [line for line in web_lines if line.get("request_id") == request_id]
+    assert request_line["event"] == "request"
+    assert request_line["method"] == "POST"
+    assert request_line["route"] == "/events"
+    assert request_line["status"] == 202
+    assert request_line["duration_ms"] >= 0
+
+    mine = [line for line in worker_lines if line.get("request_id") == request_id]
+    events = [line.get("event") for line in mine]
+    assert events[0] == "job_start"
+    assert events[-1] == "job_end"
+    start, end = mine[0], mine[-1]
+    for line in (start, end):
+        assert line["job_id"] == task_id
+        assert line["function"] == "log_event"
+        assert line["attempt"] == 1
+    assert end["outcome"] == "success"
+    assert end["duration_ms"] >= 0
+    # the job's own line (the logged event) carries the request id too
+    assert any(line["logger"] == "jobservice.events" for line in mine)
+
+
+def test_an_unsafe_request_id_is_replaced() -> None:
+    assert request_id_from("abc-123_X.y:z") == "abc-123_X.y:z"
+    for bad in ["", "has space", "a" * 129, 'quote"', "new\nline", None]:
+        replaced = request_id_from(bad)
+        assert replaced != bad
+        assert len(replaced) == 32
+        assert int(replaced, 16) >= 0
+
+
+def _format(formatter: logging.Formatter, **extra: Any) -> str:
+    record = logging.makeLogRecord(
+        {
+            "name": "jobservice.test",
+            "levelname": "INFO",
+            "levelno": 20,
+            "msg": "hi %s",
+            "args": ("x",),
+        }
+    )
+    for key, value in extra.items():
+        setattr(record, key, value)
+    token = log_fields.set({"request_id": "r-1"})
+    try:
+        return formatter.format(record)
+    finally:
+        log_fields.reset(token)
+
+
+def test_json_lines_carry_context_and_extra_fields() -> None:
+    line = json.loads(_format(JsonFormatter(), outcome="success"))
+    assert line["message"] == "hi x"
+    assert line["level"] == "INFO"
+    assert line["logger"] == "jobservice.test"
+    assert line["request_id"] == "r-1"
+    assert line["outcome"] == "success"
+    assert line["time"].endswith("+00:00")
+
+
+def test_text_lines_append_the_fields() -> None:
+    text = _format(TextFormatter(), outcome="success")
+    assert "INFO jobservice.test hi x" in text
+    assert text.endswith("request_id=r-1 outcome=success")
+
+
+def test_log_settings_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOG_FORMAT", "TEXT")
+    monkeypatch.setenv("LOG_LEVEL", "warning")
+    loaded = load_settings()
+    assert (loaded.log_format, loaded.log_level) == ("text", "WARNING")
+    monkeypatch.setenv("LOG_FORMAT", "xml")
+    with pytest.raises(SettingsError, match="LOG_FORMAT"):
+        load_settings()

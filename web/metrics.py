@@ -1,0 +1,74 @@
+"""Prometheus metrics of the web process: HTTP requests by route, jobs enqueued, queue depth."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from service.metrics import exposition
+
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNMATCHED = "(unmatched)"  # 404s and the like: one label value, whatever the URL was
+DEPTH_TIMEOUT = 2.0
+
+
+def route_label(request: web.Request) -> str:
+    """The matched route's canonical path (``/task-status/{task_id}``), never the raw URL,
+    so a client probing random paths cannot create new time series."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else UNMATCHED
+
+
+def method_label(request: web.Request) -> str:
+    return request.method if request.method in KNOWN_METHODS else "OTHER"
+
+
+class WebMetrics:
+    """The web process's registry and the metrics in it."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "jobservice_http_requests",
+            "HTTP requests answered, by method, route and status.",
+            ["method", "route", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "jobservice_http_request_duration_seconds",
+            "Time to answer an HTTP request, by method and route.",
+            ["method", "route"],
+            registry=registry,
+        )
+        self.enqueued = Counter(
+            "jobservice_jobs_enqueued",
+            "Jobs the API queued, by function.",
+            ["function"],
+            registry=registry,
+        )
+        self.queue_depth = Gauge(
+            "jobservice_queue_depth",
+            "Jobs waiting in the queue (deferred retries included), read at scrape time; "
+            "NaN when Redis did not answer.",
+            registry=registry,
+        )
+
+    def count_enqueued(self, function: str) -> None:
+        self.enqueued.labels(function).inc()
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(method, route).observe(seconds)
+
+    async def render(self, redis: Redis, queue_name: str) -> bytes:
+        """The text exposition, with the queue depth read from Redis just now."""
+        try:
+            async with asyncio.timeout(DEPTH_TIMEOUT):
+                self.queue_depth.set(await redis.zcard(queue_name))
+        except (RedisError, OSError, TimeoutError):
+            self.queue_depth.set(float("nan"))
+        return await exposition(self.registry)
