@@ -20,6 +20,7 @@ from yarl import URL
 
 from settings import Settings, load_settings
 
+DEV_WORKER_METRICS_PORT = 9101  # unless WORKER_METRICS_PORT is set
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", ""}
 NO_REDIS_HELP = """\
 No Redis answers at {url}, and `redis-server` is not installed, so none can be started.
@@ -102,9 +103,15 @@ def main() -> None:
     web_env = "" if settings.api_tokens else f"API_TOKENS={shlex.quote(token)} "
     manager.add_process("web", f"{web_env}{python} -m web")
     arq = shlex.quote(str(bin_dir / "arq"))
-    manager.add_process("worker", f"{arq} service.WorkerSettings --custom-log-dict service.LOGGING")
+    metrics_port = settings.worker_metrics_port or DEV_WORKER_METRICS_PORT
+    manager.add_process(
+        "worker",
+        f"WORKER_METRICS_PORT={metrics_port} "
+        f"{arq} service.WorkerSettings --custom-log-dict service.LOGGING",
+    )
     base_url = f"http://{settings.web_host}:{settings.web_port}"
     print(f"dev: web on {base_url}, mail in {settings.mail_dir}")
+    print(f"dev: worker metrics on http://{settings.worker_metrics_host}:{metrics_port}/metrics")
     print(f"dev: API token {token}")
     print(f"dev: try  export TOKEN={token}")
     print(f'dev:      curl -H "Authorization: Bearer $TOKEN" {base_url}/events \\')
