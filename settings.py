@@ -46,6 +46,8 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("./var")
     max_upload_bytes: int = Field(10 * MiB, gt=0)
+    # decoding costs memory per pixel (3-4 bytes each), whatever the file's size
+    max_image_pixels: int = Field(50_000_000, gt=0)
     cleanup_max_age_days: float = Field(30, gt=0)
     cron_timezone: str = "UTC"
     report_recipients: Annotated[tuple[str, ...], NoDecode] = ()

@@ -35,7 +35,7 @@ async def process_image(ctx: JobContext, *, upload: str) -> dict[str, str | int]
     loop = asyncio.get_running_loop()
     pool = ctx["executor"]
     try:
-        image = await loop.run_in_executor(pool, decode, source)
+        image = await loop.run_in_executor(pool, decode, source, settings.max_image_pixels)
         try:
             image_format = image.format
             await progress("decoded", done=1, total=STEPS)

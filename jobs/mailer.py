@@ -7,6 +7,7 @@ only repeat the refusal, so the job fails at once with the server's reply in its
 
 from __future__ import annotations
 
+import unicodedata
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import getaddresses
@@ -21,7 +22,16 @@ from service import stats
 def build_message(
     config: SmtpConfig, *, to: str, subject: str, body: str, message_id: str
 ) -> EmailMessage:
-    """A plain-text message; the sender is always the configured MAIL_FROM."""
+    """A plain-text message; the sender is always the configured MAIL_FROM.
+
+    The web app validates ``to`` and ``subject`` already; they are checked again here because
+    a job can be queued by other code, and one bad header value must not become new headers
+    or extra recipients.
+    """
+    _check_header("recipient", to)
+    _check_header("subject", subject)
+    if len(getaddresses([to])) != 1 or "," in to or ";" in to:
+        raise PermanentError("refused: the recipient must be exactly one address")
     message = EmailMessage()
     message["From"] = config.sender
     message["To"] = to
@@ -29,6 +39,11 @@ def build_message(
     message["Message-ID"] = message_id
     message.set_content(body)
     return message
+
+
+def _check_header(name: str, value: str) -> None:
+    if any(unicodedata.category(char) in {"Cc", "Zl", "Zp"} for char in value):
+        raise PermanentError(f"refused: the {name} contains control characters or line breaks")
 
 
 def message_id_for(job_id: str, config: SmtpConfig) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +27,27 @@ class ThumbnailError(Exception):
     """The upload could not be turned into a thumbnail (corrupt, unsupported, unwritable)."""
 
 
+def configure_pillow(max_pixels: int) -> None:
+    """Pillow's own bomb check, in this process: its warning is an error, its limit not below ours.
+
+    Pillow only warns (DecompressionBombWarning) between its limit and twice it; the filter
+    turns that warning into an error. The limit that counts is checked by
+    :func:`refuse_too_many_pixels` on every image; Pillow's global limit is only raised (never
+    lowered) so that a MAX_IMAGE_PIXELS above Pillow's default still lets those images through.
+    """
+    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, max_pixels)
+    warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+
+
+def refuse_too_many_pixels(image: Image.Image, max_pixels: int) -> None:
+    """Decoding takes memory by pixel count, not file size: a 50 KB PNG can hold 400 MP."""
+    width, height = image.size
+    if width * height > max_pixels:
+        raise Image.DecompressionBombError(
+            f"image dimensions are too large: {width}x{height} is over the {max_pixels}-pixel limit"
+        )
+
+
 def thumbnail_path(source: Path) -> Path:
     return source.with_name(f"{source.stem}_thumb{source.suffix}")
 
@@ -39,7 +61,7 @@ def _as_thumbnail_error(source: Path) -> Iterator[None]:
         raise ThumbnailError(f"upload {source.name!r} not found") from None
     except UnidentifiedImageError:
         raise ThumbnailError(f"{source.name!r} is not a JPEG, PNG, GIF or WebP image") from None
-    except Image.DecompressionBombError as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ThumbnailError(f"image refused: {exc}") from None
     except OSError as exc:
         # strerror, not str(exc): the message must not show server paths to clients
@@ -48,11 +70,15 @@ def _as_thumbnail_error(source: Path) -> Iterator[None]:
         raise ThumbnailError(f"corrupt image: {exc}") from None
 
 
-def decode(source: Path) -> Image.Image:
-    """Open and decode ``source``, upright (EXIF orientation applied); the caller closes it."""
+def decode(source: Path, max_pixels: int) -> Image.Image:
+    """Open and decode ``source``, upright (EXIF orientation applied); the caller closes it.
+
+    The pixel count is checked from the header, before anything is decoded.
+    """
     with _as_thumbnail_error(source):
         image = Image.open(source, formats=ALLOWED_FORMATS)
         try:
+            refuse_too_many_pixels(image, max_pixels)
             image.draft("RGB", THUMBNAIL_SIZE)  # JPEG: decode at a reduced scale when it can
             image.load()
             ImageOps.exif_transpose(image, in_place=True)  # phone photos: honour orientation
@@ -86,9 +112,9 @@ def save(image: Image.Image, image_format: str | None, source: Path, target: Pat
             raise
 
 
-def make_thumbnail(source: Path, target: Path) -> tuple[int, int]:
+def make_thumbnail(source: Path, target: Path, max_pixels: int) -> tuple[int, int]:
     """Resize ``source`` to fit 800x800 and write it to ``target`` atomically."""
-    with decode(source) as image:
+    with decode(source, max_pixels) as image:
         image_format = image.format
         size = resize(image, source)
         save(image, image_format, source, target)

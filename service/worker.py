@@ -20,6 +20,7 @@ from jobs.events import log_event
 from jobs.files import make_folders
 from jobs.images import process_image
 from jobs.reports import daily_report
+from jobs.thumbnails import configure_pillow
 from jobs.webhook_guard import GuardedResolver
 from jobs.webhooks import deliver_webhook
 from jobs.welcome import send_welcome_email
@@ -45,6 +46,7 @@ POLL_DELAY = 0.005
 def _startup(settings: Settings) -> Any:
     async def on_startup(ctx: dict[str, Any]) -> None:
         """Open what jobs share, once per worker process."""
+        configure_pillow(settings.max_image_pixels)
         await asyncio.get_running_loop().run_in_executor(
             None, make_folders, settings.uploads_dir, settings.reports_dir
         )

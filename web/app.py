@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from jobs.files import make_folders
+from jobs.thumbnails import configure_pillow
 from service.database import Database
 from service.metrics import new_registry
 from service.redis import open_pool
@@ -36,6 +37,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
 async def _storage(app: web.Application) -> AsyncIterator[None]:
     """The uploads folder and the users database."""
     settings = app[SETTINGS]
+    configure_pillow(settings.max_image_pixels)
     await asyncio.get_running_loop().run_in_executor(None, make_folders, settings.uploads_dir)
     app[DB] = await Database.open(settings.database_path)
     yield

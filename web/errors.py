@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 from redis.exceptions import RedisError
 
@@ -39,6 +40,11 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             raise
         headers = {k: v for k, v in exc.headers.items() if k.lower() in {"allow", "retry-after"}}
         return web.json_response({"error": _message(exc)}, status=exc.status, headers=headers)
+    except HttpProcessingError as exc:
+        # a malformed body found while reading it (e.g. a NUL in a multipart part's headers);
+        # the parser's message quotes the client's bytes, so it is not echoed back
+        status = exc.code if 400 <= exc.code < 500 else 400
+        return web.json_response({"error": "malformed request body"}, status=status)
     except (TimeoutError, RedisError, ConnectionError) as exc:
         logger.warning("redis unavailable during %s %s: %s", request.method, request.path, exc)
         return web.json_response(

@@ -17,8 +17,9 @@ Model = TypeVar("Model", bound=BaseModel)
 
 
 def _no_control_characters(value: str) -> str:
-    """CR/LF and other control characters in a header would let a client inject headers."""
-    if any(unicodedata.category(char) == "Cc" for char in value):
+    """CR/LF, other control characters and Unicode line breaks in a header would let a client
+    inject headers (``str.splitlines`` also splits on U+2028/U+2029)."""
+    if any(unicodedata.category(char) in {"Cc", "Zl", "Zp"} for char in value):
         raise ValueError("must not contain control characters such as CR or LF")
     return value
 

@@ -15,20 +15,26 @@ from typing import BinaryIO
 from aiohttp import BodyPartReader
 from PIL import Image, UnidentifiedImageError
 
-from jobs.thumbnails import ALLOWED_FORMATS
+from jobs.thumbnails import ALLOWED_FORMATS, refuse_too_many_pixels
 from web.errors import ApiError
 
 CHUNK_SIZE = 64 * 1024
 EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "WEBP": ".webp"}
 
 
-def detect_format(path: Path) -> str | None:
-    """The image format from the file's content, or None if it is not an allowed image."""
+def detect_format(path: Path, max_pixels: int) -> str | None:
+    """The image format from the file's content, or None if it is not an allowed image.
+
+    Reads the header only; an image over ``max_pixels`` is refused (413) before any decoding.
+    """
     try:
         with Image.open(path, formats=ALLOWED_FORMATS) as image:
+            refuse_too_many_pixels(image, max_pixels)
             return image.format
-    except Image.DecompressionBombError:
-        raise ApiError(413, "image dimensions are too large") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ApiError(
+            413, f"image dimensions are too large: over the {max_pixels}-pixel limit"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         return None
 
@@ -37,11 +43,14 @@ def _open_new(path: Path) -> BinaryIO:
     return open(path, "xb")
 
 
-async def receive_image(field: BodyPartReader, uploads_dir: Path, max_bytes: int) -> str:
+async def receive_image(
+    field: BodyPartReader, uploads_dir: Path, max_bytes: int, max_pixels: int
+) -> str:
     """Store the part under a new name in ``uploads_dir`` and return that name.
 
     Raises ApiError 413 as soon as the part passes ``max_bytes`` and 415 when it is not a
-    JPEG, PNG, GIF or WebP image; either way nothing is left on disk.
+    JPEG, PNG, GIF or WebP image, or 413 when it has more than ``max_pixels`` pixels;
+    either way nothing is left on disk.
     """
     loop = asyncio.get_running_loop()
     temp = uploads_dir / f".incoming-{uuid.uuid4().hex}"
@@ -56,7 +65,7 @@ async def receive_image(field: BodyPartReader, uploads_dir: Path, max_bytes: int
         await loop.run_in_executor(None, out.close)
         if size == 0:
             raise ApiError(400, "the uploaded file is empty")
-        image_format = await loop.run_in_executor(None, detect_format, temp)
+        image_format = await loop.run_in_executor(None, detect_format, temp, max_pixels)
         if image_format is None:
             raise ApiError(415, "unsupported file type: upload a JPEG, PNG, GIF or WebP image")
         name = f"{uuid.uuid4().hex}{EXTENSIONS[image_format]}"

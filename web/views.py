@@ -62,7 +62,9 @@ async def upload(request: web.Request) -> web.Response:
     reader = await request.multipart()
     async for part in reader:
         if isinstance(part, BodyPartReader) and part.name == "file":
-            name = await receive_image(part, settings.uploads_dir, settings.max_upload_bytes)
+            name = await receive_image(
+                part, settings.uploads_dir, settings.max_upload_bytes, settings.max_image_pixels
+            )
             break
     else:
         raise ApiError(400, "multipart field 'file' is required")
