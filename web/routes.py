@@ -5,18 +5,19 @@ from __future__ import annotations
 from aiohttp import web
 
 from web import job_control, live, views
+from web.idempotency import idempotent, upload_fingerprint
 
 
 def setup_routes(app: web.Application) -> None:
     app.add_routes(
         [
-            web.post("/send-email", views.send_email),
+            web.post("/send-email", idempotent(views.send_email)),
             web.get("/task-status/{task_id}", views.get_task_status),
-            web.post("/upload", views.upload),
-            web.post("/register", views.register),
-            web.post("/events", views.log_event),
-            web.post("/webhooks", views.deliver_webhook),
-            web.post("/reports/daily", views.run_daily_report),
+            web.post("/upload", idempotent(views.upload, upload_fingerprint)),
+            web.post("/register", idempotent(views.register)),
+            web.post("/events", idempotent(views.log_event)),
+            web.post("/webhooks", idempotent(views.deliver_webhook)),
+            web.post("/reports/daily", idempotent(views.run_daily_report)),
             web.get("/health", views.health),
             web.get("/jobs/{job_id}/events", live.job_events),
             web.get("/jobs/failed", job_control.list_failed),

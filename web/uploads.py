@@ -10,7 +10,7 @@ import asyncio
 import os
 import uuid
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from aiohttp import BodyPartReader
 from PIL import Image, UnidentifiedImageError
@@ -43,10 +43,19 @@ def _open_new(path: Path) -> BinaryIO:
     return open(path, "xb")
 
 
+class Hasher(Protocol):
+    def update(self, data: bytes, /) -> None: ...
+
+
 async def receive_image(
-    field: BodyPartReader, uploads_dir: Path, max_bytes: int, max_pixels: int
+    field: BodyPartReader,
+    uploads_dir: Path,
+    max_bytes: int,
+    max_pixels: int,
+    digest: Hasher | None = None,
 ) -> str:
-    """Store the part under a new name in ``uploads_dir`` and return that name.
+    """Store the part under a new name in ``uploads_dir`` and return that name; ``digest``,
+    when given, is fed the content on the way (for Idempotency-Key fingerprints).
 
     Raises ApiError 413 as soon as the part passes ``max_bytes`` and 415 when it is not a
     JPEG, PNG, GIF or WebP image, or 413 when it has more than ``max_pixels`` pixels;
@@ -61,6 +70,8 @@ async def receive_image(
             size += len(chunk)
             if size > max_bytes:
                 raise ApiError(413, f"file is larger than the {max_bytes}-byte limit")
+            if digest is not None:
+                digest.update(chunk)
             await loop.run_in_executor(None, out.write, chunk)
         await loop.run_in_executor(None, out.close)
         if size == 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from typing import Any
 
 from aiohttp import BodyPartReader, web
@@ -14,6 +15,7 @@ from service.metrics import CONTENT_TYPE
 from service.queue import JobName, enqueue
 from service.status import task_status
 from web.errors import ApiError
+from web.idempotency import UPLOAD_DIGEST
 from web.keys import DB, REDIS, SETTINGS, WEB_METRICS
 from web.ratelimit import RATE_LIMITS
 from web.schemas import (
@@ -62,9 +64,15 @@ async def upload(request: web.Request) -> web.Response:
     reader = await request.multipart()
     async for part in reader:
         if isinstance(part, BodyPartReader) and part.name == "file":
+            digest = hashlib.sha256()
             name = await receive_image(
-                part, settings.uploads_dir, settings.max_upload_bytes, settings.max_image_pixels
+                part,
+                settings.uploads_dir,
+                settings.max_upload_bytes,
+                settings.max_image_pixels,
+                digest,
             )
+            request[UPLOAD_DIGEST] = digest.hexdigest()
             break
     else:
         raise ApiError(400, "multipart field 'file' is required")
