@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import unquote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from arq.connections import RedisSettings
@@ -30,6 +31,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False)
 
     redis_url: str = "redis://localhost:6379/0"
+    # rediss:// only: the CA that signed Redis's certificate (default: the system's), and a
+    # client certificate + key when Redis requires one (its tls-auth-clients default)
+    redis_tls_ca_file: Path | None = None
+    redis_tls_cert_file: Path | None = None
+    redis_tls_key_file: Path | None = None
     queue_name: str = "arq:queue"
 
     smtp_host: str = "localhost"
@@ -176,10 +182,22 @@ class Settings(BaseSettings):
     def redis_settings(self) -> RedisSettings:
         """arq's connection settings; a short connect timeout keeps the web app answering."""
         redis = RedisSettings.from_dsn(self.redis_url)
+        # arq keeps the URL's %-escapes: a password "p@ss" is written "p%40ss" in the URL
+        redis.username = unquote(redis.username) if redis.username else None
+        redis.password = unquote(redis.password) if redis.password else None
+        if redis.ssl:
+            redis.ssl_check_hostname = True  # arq's default (False) trusts any valid certificate
+            redis.ssl_ca_certs = _path_or_none(self.redis_tls_ca_file)
+            redis.ssl_certfile = _path_or_none(self.redis_tls_cert_file)
+            redis.ssl_keyfile = _path_or_none(self.redis_tls_key_file)
         redis.conn_timeout = 2
         redis.conn_retries = 5
         redis.retry_on_timeout = True
         return redis
+
+
+def _path_or_none(path: Path | None) -> str | None:
+    return str(path) if path is not None else None
 
 
 def _valid_address(address: str) -> str:
