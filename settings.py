@@ -72,6 +72,13 @@ class Settings(BaseSettings):
     dead_letter_max_jobs: int = Field(10_000, ge=1)
     dead_letter_max_age: int = Field(7 * 86_400, ge=1)
     job_history_max: int = Field(50, ge=1)
+    email_job_timeout: float = Field(60, gt=0)
+    webhook_job_timeout: float = Field(30, gt=0)
+    image_job_timeout: float = Field(120, gt=0)
+    job_lock_margin: float = Field(10, gt=0)
+    worker_shutdown_grace: int = Field(25, ge=0)
+    redis_retry_seconds: float = Field(30, ge=0)
+    redis_socket_timeout: float = Field(5, gt=0)
 
     # Bearer tokens the API accepts; empty means every protected route refuses (see web/auth.py)
     api_tokens: Annotated[tuple[str, ...], NoDecode] = ()
@@ -156,6 +163,15 @@ class Settings(BaseSettings):
     def _one_tls_mode(self) -> Settings:
         if self.smtp_starttls and self.smtp_tls:
             raise ValueError("SMTP_STARTTLS and SMTP_TLS are exclusive: pick one")
+        return self
+
+    @model_validator(mode="after")
+    def _job_timeouts_outlast_their_requests(self) -> Settings:
+        """A job cut before its own SMTP or HTTP timeout could never report that timeout."""
+        if self.email_job_timeout <= self.smtp_timeout:
+            raise ValueError("EMAIL_JOB_TIMEOUT must be longer than SMTP_TIMEOUT")
+        if self.webhook_job_timeout <= self.webhook_timeout:
+            raise ValueError("WEBHOOK_JOB_TIMEOUT must be longer than WEBHOOK_TIMEOUT")
         return self
 
     @property

@@ -27,7 +27,9 @@ from service import attempts, deadletter, events, keys, stats
 from service.attempts import Outcome
 from service.backoff import backoff_delay
 from service.progress import Progress
+from service.queue import JobName
 from service.serialization import JobError, describe_exception, deserialize
+from service.timeouts import shorten_lock
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -62,7 +64,8 @@ async def _write_meta(ctx: JobContext, **fields: str | int) -> None:
 
 async def _start(ctx: JobContext, name: str, attempt: int, started: int) -> None:
     """One round trip: the attempt recorded (and marked open), the last attempt's progress
-    cleared, announced."""
+    cleared, announced, and arq's in-progress lock bounded by this function's own timeout
+    (service.timeouts)."""
     key = keys.job_meta(ctx["job_id"])
     status = {"status": "STARTED", "attempts": attempt, "started_at": _iso(started)}
     async with ctx["redis"].pipeline(transaction=False) as pipe:
@@ -78,6 +81,7 @@ async def _start(ctx: JobContext, name: str, attempt: int, started: int) -> None
         )
         pipe.expire(key, ctx["settings"].job_result_ttl)
         pipe.publish(keys.job_events(ctx["job_id"]), events.encode("status", status))
+        shorten_lock(pipe, ctx["settings"], JobName(name), ctx["job_id"])
         await pipe.execute()
 
 

@@ -12,6 +12,7 @@ import aiohttp
 from arq import cron, func
 from arq.cron import CronJob
 from arq.typing import WorkerCoroutine
+from arq.worker import Function
 
 from jobs.cleanup import cleanup_old_files
 from jobs.context import JobContext, SmtpConfig
@@ -30,7 +31,9 @@ from service.metrics import JobMetrics, new_registry
 from service.metrics_server import start_metrics_server
 from service.observe import observed
 from service.queue import JobName
+from service.redis import worker_redis_settings
 from service.serialization import deserialize, serialize
+from service.timeouts import job_timeouts
 from service.tracking import after_job, tracked
 from service.wakeup import waking_pool
 from settings import Settings
@@ -102,6 +105,7 @@ def _daily(
         hour={hour},
         minute={0},
         second={0},
+        timeout=job_timeouts(settings)[name],
         max_tries=settings.job_max_tries,
         keep_result=settings.job_result_ttl,
     )
@@ -110,23 +114,21 @@ def _daily(
 def worker_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for ``arq.Worker``; also the body of ``WorkerSettings``."""
     tries = settings.job_max_tries
-    # The webhook job's own HTTP timeout keeps it far below the job timeout, and a short
-    # function timeout lets a dead worker's webhook jobs be picked up again sooner.
-    webhook_timeout = min(settings.job_timeout, settings.webhook_timeout * 2 + 5)
+    timeouts = job_timeouts(settings)
+    redis = worker_redis_settings(settings)
+
+    def job(fn: Callable[..., Awaitable[Any]], name: JobName, **options: Any) -> Function:
+        return func(_job(fn), name=name, max_tries=tries, timeout=timeouts[name], **options)
+
     return {
         "functions": [
-            func(_job(send_email), name=JobName.SEND_EMAIL, max_tries=tries),
-            func(_job(send_welcome_email), name=JobName.SEND_WELCOME_EMAIL, max_tries=tries),
-            func(_job(process_image), name=JobName.PROCESS_IMAGE, max_tries=tries),
-            func(
-                _job(deliver_webhook),
-                name=JobName.DELIVER_WEBHOOK,
-                max_tries=tries,
-                timeout=webhook_timeout,
-            ),
-            func(_job(log_event), name=JobName.LOG_EVENT, keep_result=0, max_tries=tries),
-            func(_job(daily_report), name=JobName.DAILY_REPORT, max_tries=tries),
-            func(_job(cleanup_old_files), name=JobName.CLEANUP_OLD_FILES, max_tries=tries),
+            job(send_email, JobName.SEND_EMAIL),
+            job(send_welcome_email, JobName.SEND_WELCOME_EMAIL),
+            job(process_image, JobName.PROCESS_IMAGE),
+            job(deliver_webhook, JobName.DELIVER_WEBHOOK),
+            job(log_event, JobName.LOG_EVENT, keep_result=0),
+            job(daily_report, JobName.DAILY_REPORT),
+            job(cleanup_old_files, JobName.CLEANUP_OLD_FILES),
         ],
         "cron_jobs": [
             _daily(daily_report, JobName.DAILY_REPORT, hour=0, settings=settings),
@@ -136,14 +138,17 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         "on_shutdown": on_shutdown,
         "after_job_end": after_job,
         "allow_abort_jobs": True,  # DELETE /jobs/{id} on a running job
-        "redis_settings": settings.redis_settings,
-        "redis_pool": waking_pool(settings.redis_settings, settings.queue_name),
+        "redis_settings": redis,
+        "redis_pool": waking_pool(redis, settings.queue_name),
         "poll_delay": POLL_DELAY,
         "queue_name": settings.queue_name,
         "job_serializer": serialize,
         "job_deserializer": deserialize,
         "max_jobs": settings.worker_max_jobs,
         "job_timeout": settings.job_timeout,
+        # SIGTERM: stop taking jobs, let running ones finish for this long, then cut them;
+        # arq re-queues a cut job (CancelledError is retried), it is not failed
+        "job_completion_wait": settings.worker_shutdown_grace,
         "max_tries": tries,
         "keep_result": settings.job_result_ttl,
         "health_check_interval": HEALTH_CHECK_INTERVAL,

@@ -1,0 +1,40 @@
+"""Per-function time limits, and the in-progress lock that follows them.
+
+arq 0.28 sets every job's in-progress lock (``arq:in-progress:<id>``) to the *longest*
+function timeout in the worker + 10 s (``Worker.in_progress_timeout_s``), so a worker killed
+during a 1-second email would hold that email for as long as the slowest report may run.
+Each tracked job therefore shortens its own lock, as its first Redis command, to its own
+timeout + JOB_LOCK_MARGIN: a killed worker's job runs again within that bound.
+"""
+
+from __future__ import annotations
+
+from arq.constants import in_progress_key_prefix
+from redis.asyncio.client import Pipeline
+
+from service.queue import JobName
+from settings import Settings
+
+
+def job_timeouts(settings: Settings) -> dict[JobName, float]:
+    """Seconds each function may run: short for mail and webhooks, longer for batch work."""
+    return {
+        JobName.SEND_EMAIL: settings.email_job_timeout,
+        JobName.SEND_WELCOME_EMAIL: settings.email_job_timeout,
+        JobName.DELIVER_WEBHOOK: settings.webhook_job_timeout,
+        JobName.PROCESS_IMAGE: settings.image_job_timeout,
+        JobName.LOG_EVENT: settings.email_job_timeout,
+        JobName.DAILY_REPORT: settings.job_timeout,
+        JobName.CLEANUP_OLD_FILES: settings.job_timeout,
+    }
+
+
+def rerun_bound(settings: Settings, function: JobName) -> float:
+    """At most this many seconds after a worker dies, its ``function`` job can start again."""
+    return job_timeouts(settings)[function] + settings.job_lock_margin
+
+
+def shorten_lock(pipe: Pipeline, settings: Settings, function: JobName, job_id: str) -> None:
+    """Queue the PEXPIRE that bounds the lock (a no-op when arq holds no lock for the job)."""
+    bound_ms = int(rerun_bound(settings, function) * 1000)
+    pipe.pexpire(in_progress_key_prefix + job_id, bound_ms)
