@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
@@ -97,13 +99,31 @@ class ReceivedMail:
 
 @dataclass
 class SmtpRecorder:
-    """aiosmtpd handler that keeps every message; queued replies refuse the next DATA."""
+    """aiosmtpd handler that keeps every message; queued replies refuse the next DATA.
+
+    With ``hold`` set to an unset Event, the reply to DATA waits until the test sets it: the
+    client is then "mid-email". A client that disconnects meanwhile cancels the handler
+    (aiosmtpd does so on connection loss), so its message is not kept, as with a real server
+    that never got to acknowledge it.
+    """
 
     messages: list[ReceivedMail] = field(default_factory=list)
     replies: list[str] = field(default_factory=list)
     port: int = 0
+    hold: threading.Event | None = None
+    data_arrived: threading.Event = field(default_factory=threading.Event)
+    waiting: int = 0  # DATA replies being held right now
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.data_arrived.set()
+        self.waiting += 1
+        try:
+            if self.hold is not None:
+                # a cancelled wait leaves this thread blocked until the hold is released,
+                # which the test or the fixture's teardown always does
+                await asyncio.to_thread(self.hold.wait)
+        finally:
+            self.waiting -= 1
         if self.replies:
             return self.replies.pop(0)
         message = message_from_bytes(envelope.original_content or b"", policy=default_policy)
@@ -122,6 +142,8 @@ def smtp_server() -> Iterator[SmtpRecorder]:
     try:
         yield recorder
     finally:
+        if recorder.hold is not None:
+            recorder.hold.set()
         controller.stop()
 
 

@@ -1,0 +1,103 @@
+"""Fixtures for the fault tests: each test owns a redis-server and starts real service processes.
+
+The settings use small timeouts so that every fault resolves in seconds, and a long JOB_TIMEOUT
+(300 s) so that arq's own in-progress lock (longest function timeout + 10 s) would be far
+longer than the per-function bound the tests rely on.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from settings import Settings
+from tests.conftest import TEST_API_TOKEN, SmtpRecorder, free_port
+from tests.faults.processes import Process, RedisServer, python
+
+Spawn = Callable[..., Awaitable[Process]]
+
+
+@pytest.fixture
+async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("the fault tests need redis-server (apt-get install redis-server)")
+    server = RedisServer(binary, free_port(), tmp_path / "redis")
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, smtp_server: SmtpRecorder, redis_server: RedisServer) -> Settings:
+    return Settings(
+        redis_url=redis_server.url(),
+        data_dir=tmp_path / "data",
+        smtp_host="127.0.0.1",
+        smtp_port=smtp_server.port,
+        smtp_timeout=2,
+        email_job_timeout=4,
+        webhook_timeout=1,
+        webhook_job_timeout=3,
+        image_job_timeout=10,
+        job_timeout=300,
+        job_lock_margin=1,
+        worker_shutdown_grace=5,
+        job_max_tries=4,
+        retry_backoff_base=0.05,
+        retry_backoff_max=0.3,
+        redis_retry_seconds=20,
+        redis_socket_timeout=1,
+        api_tokens=(TEST_API_TOKEN,),
+        web_port=free_port(),
+    )
+
+
+def _env_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ",".join(str(item) for item in value)
+    return str(value)
+
+
+def service_env(settings: Settings, **overrides: Any) -> dict[str, str]:
+    """The environment that makes a child process load exactly ``settings`` (plus overrides)."""
+    import os
+
+    names = {name.upper() for name in Settings.model_fields}
+    env = {key: value for key, value in os.environ.items() if key.upper() not in names}
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[name.upper()] = _env_value(value)
+    env.update({key.upper(): _env_value(value) for key, value in overrides.items()})
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@pytest.fixture
+async def spawn(settings: Settings, tmp_path: Path) -> AsyncIterator[Spawn]:
+    """Start ``worker`` or ``web`` processes; every one left running is SIGKILLed at the end."""
+    started: list[Process] = []
+    commands = {
+        "worker": python("-m", "arq", "service.WorkerSettings"),
+        "web": python("-m", "web"),
+    }
+
+    async def start(kind: str, **overrides: Any) -> Process:
+        name = f"{kind}{len(started) + 1}"
+        argv = commands[kind] if kind in commands else python(*kind.split())
+        process = Process(name, argv, service_env(settings, **overrides), tmp_path / f"{name}.log")
+        started.append(process.start())
+        return process
+
+    yield start
+    for process in started:
+        await process.kill()
+        print(f"----- {process.name} (pid {process.pid}) output -----\n{process.output()}")

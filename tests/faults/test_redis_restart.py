@@ -1,0 +1,105 @@
+"""Redis killed and restarted under a running web app and worker (both real processes)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from settings import Settings
+from tests.conftest import AUTH_HEADERS, SmtpRecorder
+from tests.faults.conftest import Spawn
+from tests.faults.processes import RedisServer
+from tests.waiting import wait_until
+
+STARTUP = 30
+NO_HANG = 5  # seconds: an answer slower than this while Redis is down counts as a hang
+
+
+@pytest.fixture
+async def http(settings: Settings) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(
+        f"http://127.0.0.1:{settings.web_port}",
+        headers=AUTH_HEADERS,
+        timeout=aiohttp.ClientTimeout(total=NO_HANG),
+    ) as session:
+        yield session
+
+
+async def _health(http: aiohttp.ClientSession) -> int:
+    try:
+        async with http.get("/health") as response:
+            return response.status
+    except aiohttp.ClientConnectionError:
+        return 0  # the web process is not listening yet
+
+
+async def _post_email(http: aiohttp.ClientSession, subject: str) -> aiohttp.ClientResponse:
+    email = {"to": "ann@example.com", "subject": subject, "body": "hi"}
+    async with http.post("/send-email", json=email) as response:
+        await response.read()
+        return response
+
+
+async def _status(http: aiohttp.ClientSession, task_id: str) -> dict[str, Any]:
+    async with http.get(f"/task-status/{task_id}") as response:
+        body: dict[str, Any] = await response.json()
+        return body
+
+
+async def test_worker_and_web_ride_out_a_redis_restart(
+    settings: Settings,
+    redis_server: RedisServer,
+    smtp_server: SmtpRecorder,
+    spawn: Spawn,
+    http: aiohttp.ClientSession,
+) -> None:
+    web = await spawn("web")
+    worker = await spawn("worker")
+
+    async def web_healthy() -> bool:
+        return await _health(http) == 200
+
+    await wait_until(web_healthy, within=STARTUP)
+    smtp_server.hold = threading.Event()
+    before = await _post_email(http, "sent across the outage")
+    assert before.status == 202
+    task_before = (await before.json())["task_id"]
+
+    async def mid_email() -> bool:
+        return smtp_server.data_arrived.is_set()
+
+    await wait_until(mid_email, within=STARTUP)
+
+    await redis_server.stop()
+    assert await _health(http) == 503  # within NO_HANG, or the client raises
+    refused = await _post_email(http, "refused while Redis is down")
+    assert refused.status == 503
+    assert "unavailable" in (await refused.json())["error"]
+    # the running job finishes its SMTP exchange, then waits for Redis to record it
+    smtp_server.hold.set()
+
+    async def delivered() -> bool:
+        return len(smtp_server.messages) == 1
+
+    await wait_until(delivered, within=10)
+    await redis_server.start()
+
+    await wait_until(web_healthy, within=10)
+    after = await _post_email(http, "sent after the outage")
+    assert after.status == 202
+    task_after = (await after.json())["task_id"]
+
+    async def both_done() -> bool:
+        states = [(await _status(http, task))["status"] for task in (task_before, task_after)]
+        return states == ["SUCCESS", "SUCCESS"]
+
+    await wait_until(both_done, within=settings.redis_retry_seconds + 10)
+    subjects = sorted(m.message["Subject"] for m in smtp_server.messages)
+    assert subjects == ["sent across the outage", "sent after the outage"]
+    assert worker.running(), "the worker reconnected instead of dying"
+    assert web.running()
+    assert (await _status(http, task_before))["attempts"] == 1

@@ -1,0 +1,155 @@
+"""A worker process killed (SIGKILL) or stopped (SIGTERM) mid-email: the email goes out once."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+from arq.connections import ArqRedis
+from arq.constants import in_progress_key_prefix
+
+from service.queue import JobName
+from service.timeouts import rerun_bound
+from settings import Settings
+from tests.conftest import SmtpRecorder, queued, status_of
+from tests.faults.conftest import Spawn
+from tests.waiting import wait_until
+
+EMAIL = {"to": "ann@example.com", "subject": "Exactly once", "body": "hello"}
+STARTUP = 30  # seconds a worker process may take to import and connect on a busy machine
+
+
+async def _post_email(client: TestClient[Any, Any], subject: str = "Exactly once") -> str:
+    response = await client.post("/send-email", json={**EMAIL, "subject": subject})
+    assert response.status == 202, await response.text()
+    task_id: str = (await response.json())["task_id"]
+    return task_id
+
+
+async def _state(client: TestClient[Any, Any], task_id: str) -> str:
+    return str((await status_of(client, task_id))["status"])
+
+
+async def _hold_first_data(smtp_server: SmtpRecorder) -> threading.Event:
+    """Hold the reply to the next DATA; the sending worker is then stuck mid-email."""
+    smtp_server.hold = threading.Event()
+
+    async def data_arrived() -> bool:
+        return smtp_server.data_arrived.is_set()
+
+    await wait_until(data_arrived, within=STARTUP)
+    return smtp_server.hold
+
+
+async def _dropped_by_server(smtp_server: SmtpRecorder) -> None:
+    """aiosmtpd cancels a session's handler once it sees the client gone."""
+
+    async def no_session_waiting() -> bool:
+        return smtp_server.waiting == 0
+
+    await wait_until(no_session_waiting, within=10)
+
+
+async def test_sigkill_mid_email_is_rerun_within_its_bound_and_sent_once(
+    client: TestClient[Any, Any],
+    redis: ArqRedis,
+    settings: Settings,
+    smtp_server: SmtpRecorder,
+    spawn: Spawn,
+) -> None:
+    first = await spawn("worker")
+    task_id = await _post_email(client)
+    release = await _hold_first_data(smtp_server)
+    lock_ttl_ms = await redis.pttl(in_progress_key_prefix + task_id)
+    bound = rerun_bound(settings, JobName.SEND_EMAIL)
+    assert 0 < lock_ttl_ms <= bound * 1000, "the lock follows the email's timeout, not 310 s"
+
+    first.signal(signal.SIGKILL)
+    await first.wait(10)
+    killed_at = time.monotonic()
+    await _dropped_by_server(smtp_server)
+    release.set()
+    assert smtp_server.messages == []
+    assert await queued(redis, settings) == [task_id], "a killed worker's job stays queued"
+
+    await spawn("worker")
+
+    async def sent() -> bool:
+        return await _state(client, task_id) == "SUCCESS"
+
+    await wait_until(sent, within=bound + STARTUP)
+    rerun_after = time.monotonic() - killed_at
+    done = await status_of(client, task_id)
+    assert done["attempts"] == 2
+    [mail] = smtp_server.messages
+    assert mail.message["Subject"] == "Exactly once"
+    assert done["result"]["message_id"] == mail.message["Message-ID"]
+    # arq alone would hold the job for JOB_TIMEOUT + 10 = 310 s
+    assert rerun_after < settings.job_timeout / 4
+
+
+async def test_sigterm_lets_the_running_email_finish_and_takes_no_new_job(
+    client: TestClient[Any, Any],
+    redis: ArqRedis,
+    settings: Settings,
+    smtp_server: SmtpRecorder,
+    spawn: Spawn,
+) -> None:
+    worker = await spawn("worker")
+    running = await _post_email(client)
+    release = await _hold_first_data(smtp_server)
+
+    worker.signal(signal.SIGTERM)
+
+    async def stopped_taking_jobs() -> bool:
+        return "Setting allow_pick_jobs to `False`" in worker.output()
+
+    await wait_until(stopped_taking_jobs, within=10)
+    waiting = await _post_email(client, "Sent after SIGTERM")
+    assert worker.running(), "the worker waits for its running job (grace 5 s)"
+    release.set()
+    assert await worker.wait(settings.worker_shutdown_grace + 10) == 0
+
+    done = await status_of(client, running)
+    assert done["status"] == "SUCCESS"
+    assert done["attempts"] == 1
+    assert [m.message["Subject"] for m in smtp_server.messages] == ["Exactly once"]
+    assert await _state(client, waiting) == "PENDING"
+    assert await queued(redis, settings) == [waiting]
+
+
+async def test_sigterm_cuts_a_job_past_the_grace_and_requeues_it(
+    client: TestClient[Any, Any],
+    redis: ArqRedis,
+    settings: Settings,
+    smtp_server: SmtpRecorder,
+    spawn: Spawn,
+) -> None:
+    worker = await spawn("worker", worker_shutdown_grace=1)
+    task_id = await _post_email(client)
+    release = await _hold_first_data(smtp_server)
+
+    worker.signal(signal.SIGTERM)
+    assert await worker.wait(15) == 0
+    await _dropped_by_server(smtp_server)
+    release.set()
+
+    cut = await status_of(client, task_id)
+    assert cut["status"] == "RETRY", "a cut job is queued again, not failed"
+    assert cut["attempts"] == 1
+    assert cut["error"] == "attempt interrupted"
+    assert await queued(redis, settings) == [task_id]
+    assert not await redis.exists(in_progress_key_prefix + task_id), "no lock left to wait for"
+    assert smtp_server.messages == []
+
+    await spawn("worker")
+
+    async def sent() -> bool:
+        return await _state(client, task_id) == "SUCCESS"
+
+    await wait_until(sent, within=STARTUP)
+    assert (await status_of(client, task_id))["attempts"] == 2
+    assert len(smtp_server.messages) == 1

@@ -1,0 +1,76 @@
+"""Per-function timeouts, the lock bound that follows them, and the worker's fault settings."""
+
+from __future__ import annotations
+
+import pytest
+from arq.worker import Worker
+
+from service.queue import JobName
+from service.redis import retries_for, worker_redis_settings
+from service.timeouts import job_timeouts, rerun_bound
+from service.worker import worker_options
+from settings import SettingsError, load_settings
+
+
+async def test_each_function_and_cron_job_gets_its_own_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("EMAIL_JOB_TIMEOUT", "20")
+    monkeypatch.setenv("WEBHOOK_JOB_TIMEOUT", "15")
+    monkeypatch.setenv("IMAGE_JOB_TIMEOUT", "90")
+    monkeypatch.setenv("JOB_TIMEOUT", "600")
+    monkeypatch.setenv("JOB_LOCK_MARGIN", "3")
+    monkeypatch.setenv("WORKER_SHUTDOWN_GRACE", "7")
+    settings = load_settings()
+    options = worker_options(settings)
+    worker = Worker(**options, handle_signals=False)
+
+    timeouts = {name: function.timeout_s for name, function in worker.functions.items()}
+    assert timeouts == {
+        "send_email": 20,
+        "send_welcome_email": 20,
+        "log_event": 20,
+        "deliver_webhook": 15,
+        "process_image": 90,
+        "daily_report": 600,
+        "cleanup_old_files": 600,
+        "cron:daily_report": 600,
+        "cron:cleanup_old_files": 600,
+    }
+    assert set(job_timeouts(settings)) == set(JobName)
+    # arq's own lock would hold every job for the longest timeout; the bound is per function
+    assert worker.in_progress_timeout_s == 610
+    assert rerun_bound(settings, JobName.SEND_EMAIL) == 23
+    assert rerun_bound(settings, JobName.DELIVER_WEBHOOK) == 18
+    assert options["job_completion_wait"] == 7
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        ({"SMTP_TIMEOUT": "30", "EMAIL_JOB_TIMEOUT": "30"}, "EMAIL_JOB_TIMEOUT"),
+        ({"WEBHOOK_TIMEOUT": "40"}, "WEBHOOK_JOB_TIMEOUT"),
+        ({"WORKER_SHUTDOWN_GRACE": "-1"}, "WORKER_SHUTDOWN_GRACE"),
+        ({"JOB_LOCK_MARGIN": "0"}, "JOB_LOCK_MARGIN"),
+    ],
+)
+def test_a_job_timeout_shorter_than_its_own_requests_is_refused(
+    monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], message: str
+) -> None:
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=message):
+        load_settings()
+
+
+def test_worker_retries_redis_for_about_the_configured_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REDIS_RETRY_SECONDS", "30")
+    redis = worker_redis_settings(load_settings())
+    assert redis.retry is not None
+    assert redis.retry_on_timeout is True
+    assert redis.conn_retries >= 30
+    # backoff 0.1, 0.2, 0.4, 0.8 then 1 s per retry: 30 s is 4 + 29 retries
+    assert retries_for(30) == 33
+    assert retries_for(0) == 0
