@@ -108,6 +108,13 @@ async def test_sigterm_lets_the_running_email_finish_and_takes_no_new_job(
         return "Setting allow_pick_jobs to `False`" in worker.output()
 
     await wait_until(stopped_taking_jobs, within=10)
+
+    async def no_read_in_flight() -> bool:
+        # a queue read already waiting for work (service.wakeup, up to 0.5 s) when SIGTERM
+        # came may still start what it returns; after it, the worker reads no more
+        return not any(c.get("cmd") == "blpop" for c in await redis.client_list())
+
+    await wait_until(no_read_in_flight, within=10)
     waiting = await _post_email(client, "Sent after SIGTERM")
     assert worker.running(), "the worker waits for its running job (grace 5 s)"
     release.set()
