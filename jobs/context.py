@@ -5,7 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 import aiohttp
 from arq.connections import ArqRedis
@@ -58,3 +58,5 @@ class JobContext(TypedDict):
     job_try: int  # 1 on the first attempt
     enqueue_time: datetime
     score: int
+    # set by service.tracking when the attempt's task was cancelled (time limit, shutdown)
+    attempt_interrupted: NotRequired[bool]

@@ -11,6 +11,7 @@ import json
 from typing import Any, Literal, TypedDict
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from service import keys
 
@@ -52,13 +53,18 @@ def make_attempt(
     )
 
 
+def append(pipe: Pipeline, job_id: str, attempt: Attempt, *, keep: int, ttl: int) -> None:
+    """Queue on ``pipe`` the commands that append ``attempt``, keeping the latest ``keep``."""
+    key = keys.job_attempts(job_id)
+    pipe.rpush(key, json.dumps(attempt, separators=(",", ":")))
+    pipe.ltrim(key, -keep, -1)
+    pipe.expire(key, ttl)
+
+
 async def record(redis: Redis, job_id: str, attempt: Attempt, *, keep: int, ttl: int) -> None:
     """Append ``attempt``; only the latest ``keep`` attempts stay."""
-    key = keys.job_attempts(job_id)
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.rpush(key, json.dumps(attempt, separators=(",", ":")))
-        pipe.ltrim(key, -keep, -1)
-        pipe.expire(key, ttl)
+        append(pipe, job_id, attempt, keep=keep, ttl=ttl)
         await pipe.execute()
 
 

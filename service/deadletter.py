@@ -23,12 +23,15 @@ from arq.constants import (
 )
 from arq.jobs import serialize_job
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from service import keys
-from service.serialization import serialize
+from service.serialization import JobError, describe_exception, deserialize, serialize
 
 # A re-queued job may wait this long for a worker before arq drops it (arq's own default).
 RETRIED_JOB_EXPIRES_MS = 86_400_000
+DEFAULT_MAX_JOBS = 10_000  # DEAD_LETTER_MAX_JOBS's default
+LAST_ATTEMPT_LOST = "the worker stopped during the last attempt"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +81,12 @@ def _now_ms() -> int:
 
 # Add one entry and drop entries past the age limit, then the oldest past the size limit.
 _ADD = """
-local zset, entries = KEYS[1], KEYS[2]
+local zset, entries, expected = KEYS[1], KEYS[2], KEYS[3]
 local job_id, failed_at, body = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local max_jobs, oldest = tonumber(ARGV[4]), tonumber(ARGV[5])
 redis.call('zadd', zset, failed_at, job_id)
 redis.call('hset', entries, job_id, body)
+redis.call('hdel', expected, job_id)
 for _, old in ipairs(redis.call('zrangebyscore', zset, '-inf', '(' .. oldest)) do
   redis.call('hdel', entries, old)
 end
@@ -129,13 +133,83 @@ async def add(redis: Redis, job: DeadJob, *, max_jobs: int, max_age: float) -> N
     oldest = _now_ms() - int(max_age * 1000)
     script = redis.register_script(_ADD)
     await script(
-        keys=[keys.dead_letters(), keys.dead_letter_entries()],
+        keys=[keys.dead_letters(), keys.dead_letter_entries(), keys.dead_letter_expected()],
         args=[job.job_id, job.failed_at, job.to_json(), max_jobs, oldest],
     )
 
 
-async def page(redis: Redis, *, offset: int, limit: int, max_age: float) -> DeadJobPage:
+def expect(pipe: Pipeline, job: DeadJob) -> None:
+    """Queue on ``pipe``: ``job`` starts its last attempt; file it if that attempt is lost."""
+    pipe.hset(keys.dead_letter_expected(), job.job_id, job.to_json())
+
+
+def unexpect(pipe: Pipeline, job_id: str) -> None:
+    """Queue on ``pipe``: the job's attempt ended in a way our code saw."""
+    pipe.hdel(keys.dead_letter_expected(), job_id)
+
+
+async def settle_expected(redis: Redis, *, max_jobs: int, max_age: float) -> None:
+    """File the jobs arq failed after their last attempt was lost with its worker.
+
+    arq fails such a job ("max retries exceeded") when it next picks it up, without running
+    any hook, so the list looks for them whenever it is read.
+    """
+    expected: dict[bytes, bytes] = await redis.hgetall(keys.dead_letter_expected())  # type: ignore[misc]
+    if not expected:
+        return
+    ids = [raw.decode() for raw in expected]
+    async with redis.pipeline(transaction=False) as pipe:
+        for job_id in ids:
+            pipe.get(result_key_prefix + job_id)
+            pipe.exists(job_key_prefix + job_id)
+        found = await pipe.execute()
+    for job_id, raw_entry, raw_result, queued in zip(
+        ids, expected.values(), found[::2], found[1::2], strict=True
+    ):
+        if raw_result is None and queued:
+            continue  # still queued or running
+        failed = _lost_failure(raw_entry, raw_result)
+        if failed is None:
+            await redis.hdel(keys.dead_letter_expected(), job_id)  # type: ignore[misc]
+        else:
+            await add(redis, failed, max_jobs=max_jobs, max_age=max_age)
+
+
+def _lost_failure(raw_entry: bytes, raw_result: bytes | None) -> DeadJob | None:
+    """The entry to file, or None when the job did not fail (or is gone)."""
+    if raw_result is None:
+        return None
+    try:
+        result = deserialize(raw_result)
+        entry = DeadJob.from_json(raw_entry)
+    except (ValueError, KeyError, TypeError):
+        return None
+    error = result.get("r")
+    if result.get("s") or (isinstance(error, JobError) and error.type_name == "CancelledError"):
+        return None
+    reason = describe_exception(error) if isinstance(error, BaseException) else str(error)
+    return DeadJob(
+        job_id=entry.job_id,
+        function=entry.function,
+        args=entry.args,
+        kwargs=entry.kwargs,
+        attempts=int(result.get("t") or entry.attempts),
+        reason=f"{reason} ({LAST_ATTEMPT_LOST})",
+        failed_at=int(result.get("ft") or _now_ms()),
+        enqueued_at=entry.enqueued_at,
+    )
+
+
+async def page(
+    redis: Redis,
+    *,
+    offset: int,
+    limit: int,
+    max_age: float,
+    max_jobs: int = DEFAULT_MAX_JOBS,
+) -> DeadJobPage:
     """Failed jobs, newest first; entries past ``max_age`` seconds are dropped first."""
+    await settle_expected(redis, max_jobs=max_jobs, max_age=max_age)
     oldest = _now_ms() - int(max_age * 1000)
     await _drop_older_than(redis, oldest)
     async with redis.pipeline(transaction=False) as pipe:
@@ -173,12 +247,21 @@ async def discard(redis: Redis, job_id: str) -> bool:
     return bool(removed)
 
 
-async def retry(redis: Redis, queue_name: str, job_id: str, *, meta_ttl: int) -> DeadJob:
+async def retry(
+    redis: Redis,
+    queue_name: str,
+    job_id: str,
+    *,
+    meta_ttl: int,
+    max_jobs: int = DEFAULT_MAX_JOBS,
+    max_age: float = 7 * 86_400,
+) -> DeadJob:
     """Queue the failed job ``job_id`` again (same id, function and arguments).
 
     Raises :class:`NotFailedError` when the job is not in the failed-jobs list (including
     when another caller re-queued it first).
     """
+    await settle_expected(redis, max_jobs=max_jobs, max_age=max_age)
     job = await get(redis, job_id)
     if job is None:
         raise NotFailedError(job_id)

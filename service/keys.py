@@ -62,6 +62,12 @@ def dead_letter_entries() -> str:
     return f"{PREFIX}dead:jobs"
 
 
+def dead_letter_expected() -> str:
+    """Hash: job id -> JSON entry, for jobs on their last attempt: should the worker die, arq
+    fails the job without running any of our code, and the list picks it up from here."""
+    return f"{PREFIX}dead:expected"
+
+
 def idempotency(scope: str, key_digest: str) -> str:
     """A client's Idempotency-Key (hashed), scoped to its API token, -> the job it made."""
     return f"{PREFIX}idem:{scope}:{key_digest}"

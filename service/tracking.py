@@ -62,27 +62,25 @@ async def _write_meta(ctx: JobContext, **fields: str | int) -> None:
         await pipe.execute()
 
 
-async def _start(ctx: JobContext, name: str, attempt: int, started: int) -> None:
-    """One round trip: the attempt recorded (and marked open), the last attempt's progress
-    cleared, announced, and arq's in-progress lock bounded by this function's own timeout
-    (service.timeouts)."""
-    key = keys.job_meta(ctx["job_id"])
-    status = {"status": "STARTED", "attempts": attempt, "started_at": _iso(started)}
-    async with ctx["redis"].pipeline(transaction=False) as pipe:
-        pipe.hdel(key, "progress")
-        pipe.hset(
-            key,
-            mapping={
-                "function": name,
-                "attempts": attempt,
-                "started_at": started,
-                "open_attempt": attempt,
-            },
-        )
-        pipe.expire(key, ctx["settings"].job_result_ttl)
-        pipe.publish(keys.job_events(ctx["job_id"]), events.encode("status", status))
-        shorten_lock(pipe, ctx["settings"], JobName(name), ctx["job_id"])
-        await pipe.execute()
+def _dead_job(
+    ctx: JobContext,
+    name: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    reason: str,
+    *,
+    failed_at: int | None = None,
+) -> deadletter.DeadJob:
+    return deadletter.DeadJob(
+        job_id=ctx["job_id"],
+        function=name,
+        args=list(args),
+        kwargs=kwargs,
+        attempts=ctx["job_try"],
+        reason=reason,
+        failed_at=failed_at or _now_ms(),
+        enqueued_at=int(ctx["enqueue_time"].timestamp() * 1000),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,17 +95,36 @@ class _Run:
     kwargs: dict[str, Any]
 
 
-async def _open_attempt(
-    ctx: JobContext, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> _Run:
-    """Mark the attempt open; close one a dead worker left open as ``interrupted``."""
-    redis, settings = ctx["redis"], ctx["settings"]
-    meta = keys.job_meta(ctx["job_id"])
-    lost, lost_start, requeued = await redis.hmget(  # type: ignore[misc]
-        meta, ["open_attempt", "started_at", "requeued"]
-    )
-    this = _Run(name, int(requeued or 0) + 1, ctx["job_try"], _now_ms(), args, kwargs)
-    if lost is not None:
+async def _start(ctx: JobContext, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Run:
+    """One round trip: arq's in-progress lock bounded by this function's own timeout
+    (service.timeouts), the attempt recorded and marked open (reading what the last attempt
+    left), the last attempt's progress cleared, the start announced."""
+    key = keys.job_meta(ctx["job_id"])
+    attempt, started = ctx["job_try"], _now_ms()
+    status = {"status": "STARTED", "attempts": attempt, "started_at": _iso(started)}
+    async with ctx["redis"].pipeline(transaction=False) as pipe:
+        shorten_lock(pipe, ctx["settings"], JobName(name), ctx["job_id"])
+        pipe.hmget(key, ["open_attempt", "started_at", "requeued"])
+        pipe.hdel(key, "progress")
+        pipe.hset(
+            key,
+            mapping={
+                "function": name,
+                "attempts": attempt,
+                "started_at": started,
+                "open_attempt": attempt,
+            },
+        )
+        pipe.expire(key, ctx["settings"].job_result_ttl)
+        pipe.publish(keys.job_events(ctx["job_id"]), events.encode("status", status))
+        if attempt >= ctx["settings"].job_max_tries:
+            deadletter.expect(
+                pipe, _dead_job(ctx, name, args, kwargs, deadletter.LAST_ATTEMPT_LOST)
+            )
+        _, (lost, lost_start, requeued), *_ = await pipe.execute()
+    this = _Run(name, int(requeued or 0) + 1, attempt, started, args, kwargs)
+    if lost is not None:  # the worker running the last attempt died before closing it
+        settings = ctx["settings"]
         entry = attempts.make_attempt(
             run=this.run,
             attempt=int(lost),
@@ -117,38 +134,48 @@ async def _open_attempt(
             error=attempts.LOST_ATTEMPT,
         )
         await attempts.record(
-            redis, ctx["job_id"], entry, keep=settings.job_history_max, ttl=settings.job_result_ttl
+            ctx["redis"],
+            ctx["job_id"],
+            entry,
+            keep=settings.job_history_max,
+            ttl=settings.job_result_ttl,
         )
-    await _start(ctx, name, this.attempt, this.started_at)
     return this
 
 
-async def _close_attempt(ctx: JobContext, this: _Run, outcome: Outcome, error: str = "") -> None:
-    settings = ctx["settings"]
+async def _close_attempt(
+    ctx: JobContext, this: _Run, ended: Outcome, error: str = "", /, **meta: str | int
+) -> None:
+    """One round trip: the attempt added to the history and closed, ``meta`` written."""
+    settings, key = ctx["settings"], keys.job_meta(ctx["job_id"])
     entry = attempts.make_attempt(
         run=this.run,
         attempt=this.attempt,
         started_at=this.started_at,
         finished_at=_now_ms(),
-        outcome=outcome,
+        outcome=ended,
         error=error,
     )
-    await attempts.record(
-        ctx["redis"],
-        ctx["job_id"],
-        entry,
-        keep=settings.job_history_max,
-        ttl=settings.job_result_ttl,
-    )
-    await ctx["redis"].hdel(keys.job_meta(ctx["job_id"]), "open_attempt")  # type: ignore[misc]
+    async with ctx["redis"].pipeline(transaction=False) as pipe:
+        attempts.append(
+            pipe, ctx["job_id"], entry, keep=settings.job_history_max, ttl=settings.job_result_ttl
+        )
+        pipe.hdel(key, "open_attempt")
+        if ended != "interrupted":  # an interrupted last attempt may still be failed by arq
+            deadletter.unexpect(pipe, ctx["job_id"])
+        if meta:
+            pipe.hset(key, mapping=meta)
+        pipe.expire(key, settings.job_result_ttl)
+        await pipe.execute()
 
 
 async def _finish(
     ctx: JobContext, this: _Run, outcome: Outcome, error: str = "", result: Any = None
 ) -> None:
     name, settings, finished = this.name, ctx["settings"], _now_ms()
-    await _close_attempt(ctx, this, outcome, error)
-    await _write_meta(ctx, finished_at=finished, outcome=outcome, last_error=error)
+    await _close_attempt(
+        ctx, this, outcome, error, finished_at=finished, outcome=outcome, last_error=error
+    )
     await stats.count(ctx["redis"], settings.timezone, **{f"job:{name}:{outcome}": 1})
     async with ctx["redis"].pipeline(transaction=False) as pipe:
         pipe.lpush(keys.recent_finished(), ctx["job_id"])
@@ -158,16 +185,7 @@ async def _finish(
     if outcome == "success":
         await _announce(ctx, status="SUCCESS", result=result, finished_at=_iso(finished))
         return
-    failed = deadletter.DeadJob(
-        job_id=ctx["job_id"],
-        function=name,
-        args=list(this.args),
-        kwargs=this.kwargs,
-        attempts=this.attempt,
-        reason=error,
-        failed_at=finished,
-        enqueued_at=int(ctx["enqueue_time"].timestamp() * 1000),
-    )
+    failed = _dead_job(ctx, name, this.args, this.kwargs, error, failed_at=finished)
     await deadletter.add(
         ctx["redis"],
         failed,
@@ -182,15 +200,22 @@ async def _interrupted(ctx: JobContext, this: _Run) -> None:
     meta = keys.job_meta(ctx["job_id"])
     reason = await ctx["redis"].hget(meta, "cancel_reason")  # type: ignore[misc]
     if reason is not None:
-        await _close_attempt(ctx, this, "cancelled", reason.decode())
         finished = _now_ms()
-        await _write_meta(
-            ctx, finished_at=finished, outcome="cancelled", last_error=reason.decode()
+        await _close_attempt(
+            ctx,
+            this,
+            "cancelled",
+            reason.decode(),
+            finished_at=finished,
+            outcome="cancelled",
+            last_error=reason.decode(),
         )
         await _announce(ctx, status="CANCELLED", error=reason.decode(), finished_at=_iso(finished))
         return
-    await _close_attempt(ctx, this, "interrupted", "attempt interrupted")
-    await _write_meta(ctx, last_error="attempt interrupted")
+    ctx["attempt_interrupted"] = True  # after_job learns from arq whether it was a time limit
+    await _close_attempt(
+        ctx, this, "interrupted", "attempt interrupted", last_error="attempt interrupted"
+    )
 
 
 def retry_delay(ctx: JobContext, exc: TransientError) -> float:
@@ -211,7 +236,7 @@ def tracked(fn: JobFunction[P, R]) -> JobFunction[P, R]:
     @functools.wraps(fn)
     async def run(ctx: JobContext, /, *args: P.args, **kwargs: P.kwargs) -> R:
         ctx["progress"] = Progress(ctx["redis"], ctx["job_id"], ctx["settings"].job_result_ttl)
-        this = await _open_attempt(ctx, name, args, kwargs)
+        this = await _start(ctx, name, args, kwargs)
         attempt = this.attempt
         try:
             result = await fn(ctx, *args, **kwargs)
@@ -225,8 +250,9 @@ def tracked(fn: JobFunction[P, R]) -> JobFunction[P, R]:
                 "job %s attempt %d failed, retrying in %.2fs: %s", name, attempt, delay, exc
             )
             retry_at = _now_ms() + int(delay * 1000)
-            await _close_attempt(ctx, this, "retry", exc.reason)
-            await _write_meta(ctx, last_error=exc.reason, retry_at=retry_at)
+            await _close_attempt(
+                ctx, this, "retry", exc.reason, last_error=exc.reason, retry_at=retry_at
+            )
             await stats.count(ctx["redis"], ctx["settings"].timezone, **{f"job:{name}:retry": 1})
             await _announce(ctx, status="RETRY", error=exc.reason, next_attempt_at=_iso(retry_at))
             raise Retry(defer=delay) from exc
@@ -246,6 +272,8 @@ def tracked(fn: JobFunction[P, R]) -> JobFunction[P, R]:
 async def after_job(ctx: dict[str, Any]) -> None:
     """arq's ``after_job_end`` hook: file failures arq decides itself (a job past its time
     limit) in the failed-jobs list, as the wrapper cannot see them."""
+    if not ctx.get("attempt_interrupted"):
+        return  # the wrapper saw how the attempt ended and recorded it
     job_ctx = cast(JobContext, ctx)
     redis, settings, job_id = job_ctx["redis"], job_ctx["settings"], job_ctx["job_id"]
     async with redis.pipeline(transaction=False) as pipe:
@@ -270,7 +298,7 @@ async def after_job(ctx: dict[str, Any]) -> None:
     await stats.count(redis, settings.timezone, **{f"job:{name}:failure": 1})
     failed = deadletter.DeadJob(
         job_id=job_id,
-        function=str(data["f"]),
+        function=name,
         args=list(data.get("a") or []),
         kwargs=dict(data.get("k") or {}),
         attempts=int(data.get("t") or 0),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import time
 from typing import Any
 
@@ -10,9 +12,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from arq.connections import ArqRedis
+from arq.worker import Worker
 
 from service import deadletter, keys
 from service.deadletter import DeadJob
+from service.worker import worker_options
 from settings import Settings
 from tests.conftest import RunWorker, SmtpRecorder, queued, status_of
 
@@ -292,3 +296,51 @@ async def test_a_job_past_its_time_limit_is_listed_and_its_attempt_says_timeout(
     assert "time limit" in entry["error"]
     history = (await status_of(client, task_id))["history"]
     assert [h["outcome"] for h in history] == ["timeout"]
+
+
+async def test_a_job_whose_last_attempt_is_cut_by_a_shutdown_is_listed(
+    client: TestClient[Any, Any],
+    settings: Settings,
+    run_worker: RunWorker,
+    aiohttp_server: ServerFactory,
+) -> None:
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(request: web.Request) -> web.Response:
+        arrived.set()
+        await release.wait()
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/hook", hold)
+    server: TestServer = await aiohttp_server(app)
+    one_try = settings.model_copy(update={"job_max_tries": 1})
+    response = await client.post(
+        "/webhooks", json={"url": str(server.make_url("/hook")), "payload": {"n": 2}}
+    )
+    task_id = (await response.json())["task_id"]
+    options = worker_options(one_try)
+    options["redis_pool"].wait_for_work = False
+    options.update(burst=True, poll_delay=0.01, handle_signals=False)
+    worker = Worker(**options)
+    running = asyncio.create_task(worker.main())
+    try:
+        await asyncio.wait_for(arrived.wait(), 10)
+        worker.handle_sig(signal.SIGTERM)  # what arq does on SIGTERM: cancel running jobs
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    finally:
+        release.set()
+        await worker.close()
+    assert (await failed_list(client))["total"] == 0  # re-queued, not failed yet
+
+    await run_worker(one_try)  # arq finds the job out of tries and fails it, running nothing
+
+    [entry] = (await failed_list(client))["jobs"]
+    assert entry["task_id"] == task_id
+    assert entry["kwargs"]["payload"] == {"n": 2}
+    assert "max 1 retries exceeded" in entry["error"]
+    assert deadletter.LAST_ATTEMPT_LOST in entry["error"]
+    history = (await status_of(client, task_id))["history"]
+    assert [h["outcome"] for h in history] == ["interrupted"]

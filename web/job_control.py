@@ -58,7 +58,11 @@ async def list_failed(request: web.Request) -> web.Response:
     limit = _int_param(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
     settings = request.app[SETTINGS]
     page = await deadletter.page(
-        request.app[REDIS], offset=offset, limit=limit, max_age=settings.dead_letter_max_age
+        request.app[REDIS],
+        offset=offset,
+        limit=limit,
+        max_age=settings.dead_letter_max_age,
+        max_jobs=settings.dead_letter_max_jobs,
     )
     after = offset + len(page.jobs)
     body = {
@@ -75,7 +79,14 @@ async def retry_failed(request: web.Request) -> web.Response:
     job_id = _job_id(request)
     redis, settings = request.app[REDIS], request.app[SETTINGS]
     try:
-        await deadletter.retry(redis, settings.queue_name, job_id, meta_ttl=settings.job_result_ttl)
+        await deadletter.retry(
+            redis,
+            settings.queue_name,
+            job_id,
+            meta_ttl=settings.job_result_ttl,
+            max_jobs=settings.dead_letter_max_jobs,
+            max_age=settings.dead_letter_max_age,
+        )
     except NotFailedError:
         await _known_or_404(request, job_id)
         raise ApiError(
