@@ -60,12 +60,14 @@ def bearer_token(header: str | None) -> str | None:
 def matching_token(given: str, tokens: tuple[str, ...]) -> str | None:
     """The configured token equal to ``given``, compared in constant time against every token.
 
-    No early exit: the time taken does not tell which token (or how much of one) matched.
+    No early exit, and digests of equal length are compared (compare_digest's time still
+    depends on the lengths): the time taken tells neither which token matched nor how long
+    the tokens are.
     """
-    given_bytes = given.encode()
+    given_digest = hashlib.sha256(given.encode()).digest()
     found = None
     for token in tokens:
-        if hmac.compare_digest(token.encode(), given_bytes):
+        if hmac.compare_digest(hashlib.sha256(token.encode()).digest(), given_digest):
             found = token
     return found
 

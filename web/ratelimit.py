@@ -2,8 +2,10 @@
 
 Two kinds: per API token (every authenticated request) and per recipient address (every
 request that makes the service send email to someone, registration included), so a leaked
-token can neither flood the queue nor mail-bomb a stranger. Moving windows (``limits``), so a
-burst at a window's edge cannot double the rate, and ``Retry-After`` is exact.
+token can neither flood the queue nor mail-bomb a stranger. Both are windows that slide, so
+a burst at a window's edge cannot double the rate: per token a sliding-window *counter* (two
+counters a key, whatever the limit, as token limits are large), per recipient an exact moving
+window (one entry per email; those limits are small, and ``Retry-After`` is exact).
 """
 
 from __future__ import annotations
@@ -17,7 +19,11 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import RedisStorage
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.aio.strategies import (
+    MovingWindowRateLimiter,
+    RateLimiter,
+    SlidingWindowCounterRateLimiter,
+)
 from redis.asyncio import Redis
 
 from web.auth import TOKEN_ID
@@ -41,29 +47,31 @@ class RateLimits:
         storage = RedisStorage(
             "async+redis://", implementation="redispy", key_prefix=KEY_PREFIX, **shared
         )
-        self._limiter = MovingWindowRateLimiter(storage)
+        self._token_limiter = SlidingWindowCounterRateLimiter(storage)
+        self._recipient_limiter = MovingWindowRateLimiter(storage)
         self._per_token = parse_limits(per_token)
         self._per_recipient = parse_limits(per_recipient)
 
     async def check_token(self, token_id: str) -> None:
         """Count one request for the token; 429 when a limit is used up."""
-        await self._hit(self._per_token, "token", token_id)
+        await _hit(self._token_limiter, self._per_token, "token", token_id)
 
     async def check_recipient(self, address: str) -> None:
         """Count one email to ``address``; 429 when a limit is used up."""
         digest = hashlib.sha256(address.strip().lower().encode()).hexdigest()[:24]
-        await self._hit(self._per_recipient, "recipient", digest)
+        await _hit(self._recipient_limiter, self._per_recipient, "recipient", digest)
 
-    async def _hit(self, items: list[RateLimitItem], kind: str, who: str) -> None:
-        for item in items:
-            if not await self._limiter.hit(item, kind, who):
-                stats = await self._limiter.get_window_stats(item, kind, who)
-                wait = max(1, math.ceil(stats.reset_time - time.time()))
-                raise ApiError(
-                    429,
-                    f"too many requests for this {kind} (limit: {item}), retry in {wait} s",
-                    {"Retry-After": str(wait)},
-                )
+
+async def _hit(limiter: RateLimiter, items: list[RateLimitItem], kind: str, who: str) -> None:
+    for item in items:
+        if not await limiter.hit(item, kind, who):
+            stats = await limiter.get_window_stats(item, kind, who)
+            wait = max(1, math.ceil(stats.reset_time - time.time()))
+            raise ApiError(
+                429,
+                f"too many requests for this {kind} (limit: {item}), retry in {wait} s",
+                {"Retry-After": str(wait)},
+            )
 
 
 RATE_LIMITS = web.AppKey("rate_limits", RateLimits)
