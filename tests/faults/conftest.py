@@ -55,6 +55,7 @@ def settings(tmp_path: Path, smtp_server: SmtpRecorder, redis_server: RedisServe
         redis_retry_seconds=20,
         redis_socket_timeout=1,
         api_tokens=(TEST_API_TOKEN,),
+        webhook_allowed_hosts=("127.0.0.1",),
         web_port=free_port(),
     )
 
@@ -83,16 +84,18 @@ def service_env(settings: Settings, **overrides: Any) -> dict[str, str]:
 
 @pytest.fixture
 async def spawn(settings: Settings, tmp_path: Path) -> AsyncIterator[Spawn]:
-    """Start ``worker`` or ``web`` processes; every one left running is SIGKILLed at the end."""
+    """Start ``worker``, ``web`` or ``cron-worker`` processes (``args`` follow the command);
+    every one left running is SIGKILLed at the end and its output printed."""
     started: list[Process] = []
     commands = {
         "worker": python("-m", "arq", "service.WorkerSettings"),
         "web": python("-m", "web"),
+        "cron-worker": python("-m", "tests.faults.due_cron_worker"),
     }
 
-    async def start(kind: str, **overrides: Any) -> Process:
+    async def start(kind: str, *args: str, **overrides: Any) -> Process:
         name = f"{kind}{len(started) + 1}"
-        argv = commands[kind] if kind in commands else python(*kind.split())
+        argv = [*commands[kind], *args]
         process = Process(name, argv, service_env(settings, **overrides), tmp_path / f"{name}.log")
         started.append(process.start())
         return process
