@@ -35,7 +35,7 @@ async def test_smtp_server_down_then_up_the_email_goes_out_once(
 
     async def refused_twice() -> bool:
         status = await _state(client, task_id)
-        return status["status"] == "RETRY" and status["attempts"] >= 2
+        return bool(status["status"] == "RETRY" and status["attempts"] >= 2)
 
     await wait_until(refused_twice, within=STARTUP)
     assert "SMTP server unreachable" in (await _state(client, task_id))["error"]
@@ -46,7 +46,7 @@ async def test_smtp_server_down_then_up_the_email_goes_out_once(
     try:
 
         async def sent() -> bool:
-            return (await _state(client, task_id))["status"] == "SUCCESS"
+            return bool((await _state(client, task_id))["status"] == "SUCCESS")
 
         await wait_until(sent, within=20)
     finally:
@@ -101,13 +101,13 @@ async def test_a_hanging_webhook_holds_the_only_slot_for_seconds_not_the_job_tim
     email_id = (await (await client.post("/send-email", json=email)).json())["task_id"]
 
     async def email_sent() -> bool:
-        return (await _state(client, email_id))["status"] == "SUCCESS"
+        return bool((await _state(client, email_id))["status"] == "SUCCESS")
 
     # the one slot frees after WEBHOOK_TIMEOUT (1 s), far before WEBHOOK_JOB_TIMEOUT
     await wait_until(email_sent, within=20)
 
     async def webhook_given_up() -> bool:
-        return (await _state(client, hook_id))["status"] == "FAILURE"
+        return bool((await _state(client, hook_id))["status"] == "FAILURE")
 
     await wait_until(webhook_given_up, within=20)
     failed = await _state(client, hook_id)
