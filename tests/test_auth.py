@@ -10,6 +10,7 @@ import re
 import stat
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -252,3 +253,17 @@ def test_make_dev_makes_a_private_token_once_and_prefers_api_tokens(tmp_path: Pa
     Settings(api_tokens=(token,))  # a valid token by the settings' own rules
     chosen = Settings(data_dir=tmp_path, api_tokens=("set-by-operator-0123",))
     assert dev_token(chosen) == "set-by-operator-0123"
+
+
+async def test_task_ids_are_random_uuid4s_not_guessable_counters(
+    client: TestClient[Any, Any],
+) -> None:
+    """The token guards /task-status; the id itself must not be guessable from another one."""
+    ids = []
+    for _ in range(3):
+        response = await client.post("/events", json={"event": {"type": "x"}})
+        assert response.status == 202
+        ids.append((await response.json())["task_id"])
+    for task_id in ids:
+        assert uuid.UUID(hex=task_id).version == 4
+    assert len(set(ids)) == 3

@@ -155,6 +155,52 @@ async def test_a_streamed_upload_without_content_length_is_cut_at_the_limit(
     assert [p for p in settings.uploads_dir.iterdir()] == []
 
 
+def field_part(boundary: str, name: str, value: bytes) -> bytes:
+    return (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+        + value
+        + b"\r\n"
+    )
+
+
+async def test_a_huge_field_before_the_file_is_cut_at_the_limit(
+    client: TestClient[Any, Any], redis: ArqRedis, settings: Settings
+) -> None:
+    """A chunked body gives no Content-Length to check; a field nobody reads is budgeted too."""
+    boundary = "f" + uuid.uuid4().hex
+    sent = 0
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal sent
+        yield f'--{boundary}\r\nContent-Disposition: form-data; name="note"\r\n\r\n'.encode()
+        for _ in range(8000):  # 64 MB if read to the end
+            sent += 8192
+            yield b"n" * 8192
+        yield b"\r\n" + raw_multipart(boundary, b"a.jpg", image_bytes((64, 48), "JPEG"))
+
+    response = await client.post(
+        "/upload",
+        data=body(),
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    await assert_rejected(response, 413, "fields other than 'file'", redis, settings)
+    assert sent < 32 * 1024 * 1024, "the server stopped reading long before the end"
+
+
+async def test_small_fields_beside_the_file_are_fine(
+    client: TestClient[Any, Any], redis: ArqRedis, settings: Settings
+) -> None:
+    boundary = "s" + uuid.uuid4().hex
+    data = field_part(boundary, "title", b"holiday") + raw_multipart(
+        boundary, b"a.jpg", image_bytes((64, 48), "JPEG")
+    )
+    response = await client.post(
+        "/upload", data=data, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    )
+    assert response.status == 202, await response.text()
+    assert len(files_in(settings.uploads_dir)) == 1
+
+
 def raw_multipart(boundary: str, filename: bytes, data: bytes) -> bytes:
     """A multipart body written by hand: client libraries refuse to send these names."""
     return (

@@ -12,13 +12,14 @@ import uuid
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from aiohttp import BodyPartReader
+from aiohttp import BodyPartReader, MultipartReader
 from PIL import Image, UnidentifiedImageError
 
 from jobs.thumbnails import ALLOWED_FORMATS, refuse_too_many_pixels
 from web.errors import ApiError
 
 CHUNK_SIZE = 64 * 1024
+OTHER_FIELDS_LIMIT = 64 * 1024  # all parts but the file, together; the Content-Length slack
 EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "WEBP": ".webp"}
 
 
@@ -85,6 +86,22 @@ async def receive_image(
     except BaseException:
         await loop.run_in_executor(None, _discard, out, temp)
         raise
+
+
+async def skip_part(part: BodyPartReader | MultipartReader | None, budget: int) -> int:
+    """Read and drop a part that is not the file; return what is left of ``budget``.
+
+    Without a budget, a chunked request could stream gigabytes in a field nobody reads.
+    """
+    if not isinstance(part, BodyPartReader):
+        raise ApiError(400, "nested multipart parts are not supported")
+    while chunk := await part.read_chunk(CHUNK_SIZE):
+        budget -= len(chunk)
+        if budget < 0:
+            raise ApiError(
+                413, f"fields other than 'file' pass the {OTHER_FIELDS_LIMIT}-byte limit"
+            )
+    return budget
 
 
 def _discard(out: BinaryIO, temp: Path) -> None:

@@ -26,7 +26,7 @@ from web.schemas import (
     WebhookRequest,
     parse_json,
 )
-from web.uploads import receive_image, remove_upload
+from web.uploads import OTHER_FIELDS_LIMIT, receive_image, remove_upload, skip_part
 
 HEALTH_TIMEOUT = 2.0
 
@@ -62,6 +62,7 @@ async def upload(request: web.Request) -> web.Response:
     if not request.content_type.startswith("multipart/"):
         raise ApiError(400, "send the image as multipart/form-data in a field named 'file'")
     reader = await request.multipart()
+    budget = OTHER_FIELDS_LIMIT
     async for part in reader:
         if isinstance(part, BodyPartReader) and part.name == "file":
             digest = hashlib.sha256()
@@ -74,6 +75,7 @@ async def upload(request: web.Request) -> web.Response:
             )
             request[UPLOAD_DIGEST] = digest.hexdigest()
             break
+        budget = await skip_part(part, budget)
     else:
         raise ApiError(400, "multipart field 'file' is required")
     try:
