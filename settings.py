@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     # "N/second|minute|hour|day", several joined by ";"; empty switches the limit off
     rate_limit_per_token: str = "6000/minute"  # noqa: S105 (a rate, not a secret)
     rate_limit_per_recipient: str = "10/hour;50/day"
+    # Dashboard: how long a sign-in lasts; whether to show the dev mail sink's messages
+    dashboard_session_hours: float = Field(12, gt=0)
+    dashboard_mail_page: bool = False
 
     log_format: Literal["json", "text"] = "json"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -71,3 +71,23 @@ def dead_letter_expected() -> str:
 def idempotency(scope: str, key_digest: str) -> str:
     """A client's Idempotency-Key (hashed), scoped to its API token, -> the job it made."""
     return f"{PREFIX}idem:{scope}:{key_digest}"
+
+
+def worker_record(name: str) -> str:
+    """A worker's start-up record (max_jobs, started_at), beside its arq health-check key."""
+    return f"{PREFIX}worker:{name}"
+
+
+def session(digest: str) -> str:
+    """Hash of one dashboard session, keyed by the SHA-256 of its cookie value."""
+    return f"{PREFIX}session:{digest}"
+
+
+def workers() -> str:
+    """Sorted set of worker names (score: last seen alive), read with their health keys."""
+    return f"{PREFIX}workers"
+
+
+def running() -> str:
+    """Sorted set of job ids being run (score: start, ms); arq's in-progress keys confirm it."""
+    return f"{PREFIX}running"

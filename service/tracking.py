@@ -50,8 +50,13 @@ def _iso(ms: int) -> str:
 
 
 async def _announce(ctx: JobContext, **data: Any) -> None:
-    """Tell live viewers (``GET /jobs/{id}/events``) what just happened to the job."""
-    await events.publish(ctx["redis"], ctx["job_id"], "status", data)
+    """Tell live viewers (``GET /jobs/{id}/events``) how the attempt ended; the job leaves
+    the dashboard's running set in the same round trip."""
+    job_id = ctx["job_id"]
+    async with ctx["redis"].pipeline(transaction=False) as pipe:
+        pipe.zrem(keys.running(), job_id)
+        pipe.publish(keys.job_events(job_id), events.encode("status", data))
+        await pipe.execute()
 
 
 async def _write_meta(ctx: JobContext, **fields: str | int) -> None:
@@ -116,6 +121,7 @@ async def _start(ctx: JobContext, name: str, args: tuple[Any, ...], kwargs: dict
             },
         )
         pipe.expire(key, ctx["settings"].job_result_ttl)
+        pipe.zadd(keys.running(), {ctx["job_id"]: started})
         pipe.publish(keys.job_events(ctx["job_id"]), events.encode("status", status))
         if attempt >= ctx["settings"].job_max_tries:
             deadletter.expect(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +14,7 @@ from arq import cron, func
 from arq.cron import CronJob
 from arq.typing import WorkerCoroutine
 from arq.worker import Function
+from redis.exceptions import RedisError
 
 from jobs.cleanup import cleanup_old_files
 from jobs.context import JobContext, SmtpConfig
@@ -36,6 +38,7 @@ from service.serialization import deserialize, serialize
 from service.timeouts import job_timeouts
 from service.tracking import after_job, tracked
 from service.wakeup import waking_pool
+from service.workers import health_key, register, unregister, worker_name
 from settings import Settings
 
 logger = logging.getLogger("jobservice.worker")
@@ -71,6 +74,7 @@ def _startup(settings: Settings) -> Any:
             ctx["metrics_server"] = await start_metrics_server(
                 ctx["metrics"].registry, settings.worker_metrics_host, settings.worker_metrics_port
             )
+        await register(ctx["redis"], worker_name(), settings.worker_max_jobs)
         logger.info("worker ready: max_jobs=%d", settings.worker_max_jobs)
 
     return on_startup
@@ -88,6 +92,8 @@ async def on_shutdown(ctx: dict[str, Any]) -> None:
         await job_ctx["db"].close()
     if ctx.get("metrics_server") is not None:
         await ctx["metrics_server"].cleanup()
+    with contextlib.suppress(RedisError, OSError):  # Redis may be the reason we stop
+        await unregister(job_ctx["redis"], worker_name())
 
 
 def _job(fn: Callable[..., Awaitable[Any]]) -> WorkerCoroutine:
@@ -152,6 +158,8 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         "max_tries": tries,
         "keep_result": settings.job_result_ttl,
         "health_check_interval": HEALTH_CHECK_INTERVAL,
+        # one key per worker, so the dashboard can list each (service.workers)
+        "health_check_key": health_key(settings.queue_name, worker_name()),
         "timezone": settings.timezone,
     }
 

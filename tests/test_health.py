@@ -28,7 +28,7 @@ async def test_health_without_a_worker_counts_what_waits(client: TestClient[Any,
     assert body == {
         "status": "ok",
         "redis": "ok",
-        "worker": {"alive": False, "last_check": None},
+        "worker": {"alive": False, "count": 0, "last_check": None},
         "queued": 0,
     }
     await client.post("/events", json={"event": {"n": 1}})

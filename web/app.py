@@ -18,6 +18,7 @@ from web.errors import json_errors
 from web.keys import DB, REDIS, SETTINGS, WEB_METRICS
 from web.metrics import WebMetrics
 from web.observe import echo_request_id, observe_requests
+from web.pages import TEMPLATES, make_environment
 from web.ratelimit import RATE_LIMITS, RateLimits, limit_per_token
 from web.routes import setup_routes
 
@@ -54,6 +55,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[WEB_METRICS] = WebMetrics(new_registry())
     app.on_response_prepare.append(echo_request_id)
+    app[TEMPLATES] = make_environment()
     app.cleanup_ctx.extend([_redis, _storage])
     setup_routes(app)
     return app

@@ -13,19 +13,31 @@ import hmac
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from yarl import URL
 
 from web.errors import ApiError
-from web.keys import SETTINGS
+from web.keys import REDIS, SETTINGS
+from web.sessions import (
+    COOKIE,
+    SESSION,
+    SIGN_IN_PATH,
+    STATIC_PREFIX,
+    accepts_session,
+    check_csrf,
+    load_session,
+)
 
 # (method, exact path) pairs anyone may call; HEAD counts as GET.
 # Add here: ("GET", "/metrics"), ("GET", "/openapi.json"), the dashboard's sign-in page and form.
 PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
     {
         ("GET", "/health"),
+        ("GET", SIGN_IN_PATH),
+        ("POST", SIGN_IN_PATH),  # checks the token itself (web/dashboard.py)
     }
 )
 # Path prefixes served to anyone with GET/HEAD, e.g. the dashboard's static files ("/static/").
-PUBLIC_PREFIXES: tuple[str, ...] = ()
+PUBLIC_PREFIXES: tuple[str, ...] = (STATIC_PREFIX,)
 
 # The caller's token fingerprint (never the token itself), for per-token rate limits and logs.
 TOKEN_ID = web.RequestKey("token_id", str)
@@ -77,11 +89,33 @@ async def require_token(request: web.Request, handler: Handler) -> web.StreamRes
     """401 without a bearer token, 403 with a wrong one; public routes pass untouched."""
     if is_public(request.method, request.path):
         return await handler(request)
-    given = bearer_token(request.headers.get("Authorization"))
+    header = request.headers.get("Authorization")
+    given = bearer_token(header)
     if given is None:
+        if header is None and accepts_session(request.path):
+            return await _with_session(request, handler)
         raise ApiError(401, "an API token is required: Authorization: Bearer <token>", CHALLENGE)
     token = matching_token(given, request.app[SETTINGS].api_tokens)
     if token is None:
         raise ApiError(403, "the API token is not valid")
     request[TOKEN_ID] = token_fingerprint(token)
+    return await handler(request)
+
+
+async def _with_session(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The dashboard's way in: its session cookie, CSRF-checked for state changes.
+
+    A browser asking for a page without a session is sent to the sign-in page; anything
+    else gets the API's usual 401.
+    """
+    tokens = {token_fingerprint(token) for token in request.app[SETTINGS].api_tokens}
+    cookie = request.cookies.get(COOKIE, "")
+    session = await load_session(request.app[REDIS], cookie, tokens) if cookie else None
+    if session is None:
+        if request.method == "GET" and "text/html" in request.headers.get("Accept", ""):
+            raise web.HTTPSeeOther(URL(SIGN_IN_PATH).with_query(next=request.path_qs).human_repr())
+        raise ApiError(401, "an API token is required: Authorization: Bearer <token>", CHALLENGE)
+    await check_csrf(request, session)
+    request[SESSION] = session
+    request[TOKEN_ID] = session.token_id
     return await handler(request)

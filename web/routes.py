@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from aiohttp import web
 
-from web import job_control, live, views
+from web import dashboard, job_control, live, views
 from web.idempotency import idempotent, upload_fingerprint
+
+STATIC_DIR = Path(__file__).parent / "static"
 
 
 def setup_routes(app: web.Application) -> None:
@@ -24,6 +28,18 @@ def setup_routes(app: web.Application) -> None:
             web.post("/jobs/{task_id}/retry", job_control.retry_failed),
             web.delete("/jobs/{task_id}", job_control.cancel),
             web.get("/metrics", views.metrics),
+            # dashboard: HTML pages and form actions (web/dashboard.py, web/templates/)
+            web.get("/dashboard", dashboard.overview),
+            web.get("/dashboard/sign-in", dashboard.sign_in_page),
+            web.post("/dashboard/sign-in", dashboard.sign_in),
+            web.post("/dashboard/sign-out", dashboard.sign_out),
+            web.get("/dashboard/jobs/{job_id}", dashboard.job_page),
+            web.get("/dashboard/upload", dashboard.upload_page),
+            web.post("/dashboard/upload", views.upload),
+            web.get("/dashboard/thumbnails/{name}", dashboard.thumbnail),
+            web.get("/dashboard/mail", dashboard.mail_page),
+            web.post("/dashboard/crons/{name}/run", dashboard.run_cron_now),
+            web.static("/dashboard/static", STATIC_DIR),
         ]
     )
     live.setup_live(app)

@@ -10,6 +10,7 @@ from aiohttp import BodyPartReader, web
 from redis.exceptions import RedisError
 
 from jobs.webhook_guard import url_refusal
+from service import workers
 from service.database import EmailTakenError
 from service.metrics import CONTENT_TYPE
 from service.queue import JobName, enqueue
@@ -135,15 +136,16 @@ async def health(request: web.Request) -> web.Response:
         async with asyncio.timeout(HEALTH_TIMEOUT):
             async with redis.pipeline(transaction=False) as pipe:
                 pipe.ping()
-                pipe.get(queue_name + ":health-check")
                 pipe.zcard(queue_name)
-                _, worker_line, depth = await pipe.execute()
+                _, depth = await pipe.execute()
+            alive = await workers.alive(redis, queue_name)
     except (RedisError, OSError, TimeoutError):
         body = {"status": "unavailable", "redis": "unreachable", "worker": None, "queued": None}
         return web.json_response(body, status=503)
     worker = {
-        "alive": worker_line is not None,
-        "last_check": worker_line.decode() if worker_line is not None else None,
+        "alive": bool(alive),
+        "count": len(alive),
+        "last_check": max((w.last_check for w in alive), default=None),
     }
     return web.json_response({"status": "ok", "redis": "ok", "worker": worker, "queued": depth})
 

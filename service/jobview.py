@@ -1,0 +1,72 @@
+"""Everything the dashboard's job page shows about one job, read in one go."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from arq.constants import job_key_prefix, result_key_prefix
+from redis.asyncio import Redis
+
+from service import keys
+from service.masking import masked
+from service.progress import stored_progress
+from service.serialization import deserialize
+from service.status import task_status
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    status: dict[str, Any]  # the /task-status document
+    args: list[Any] = field(default_factory=list)  # masked
+    kwargs: dict[str, Any] = field(default_factory=dict)  # masked
+    progress: dict[str, Any] | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)  # oldest first
+
+
+def _stored_arguments(raw: bytes | None) -> tuple[list[Any], dict[str, Any]]:
+    if raw is None:
+        return [], {}
+    try:
+        data = deserialize(raw)
+    except (ValueError, TypeError):
+        return [], {}
+    return list(masked(list(data.get("a") or []))), dict(masked(dict(data.get("k") or {})))
+
+
+def _attempts(status: dict[str, Any], meta: dict[str, str]) -> list[dict[str, Any]]:
+    """The attempt history the status API gives, else the latest attempt the meta records."""
+    history = status.get("history")
+    if isinstance(history, list):
+        return [item for item in history if isinstance(item, dict)]
+    if not meta.get("started_at"):
+        return []
+    return [
+        {
+            "attempt": int(meta.get("attempts") or 1),
+            "started_at": int(meta["started_at"]),
+            "finished_at": int(meta["finished_at"]) if meta.get("finished_at") else None,
+            "outcome": meta.get("outcome") or status["status"].lower(),
+            "error": meta.get("last_error") or None,
+        }
+    ]
+
+
+async def job_view(redis: Redis, queue_name: str, job_id: str) -> JobView | None:
+    status = await task_status(redis, queue_name, job_id)
+    if status is None:
+        return None
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.get(job_key_prefix + job_id)
+        pipe.get(result_key_prefix + job_id)
+        pipe.hgetall(keys.job_meta(job_id))
+        queued, result, raw_meta = await pipe.execute()
+    meta = {key.decode(): value.decode() for key, value in raw_meta.items()}
+    args, kwargs = _stored_arguments(queued if queued is not None else result)
+    return JobView(
+        status=status,
+        args=args,
+        kwargs=kwargs,
+        progress=stored_progress(meta),
+        attempts=_attempts(status, meta),
+    )

@@ -1,0 +1,138 @@
+"""The dashboard's handlers: pages (overview, job, upload, mail), sign-in, and actions.
+
+Handlers stay thin: they read one thing from ``service/`` and render it, or call one action
+and redirect back. Access is checked before they run (web/auth.py: bearer token or session).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+from aiohttp import web
+from yarl import URL
+
+from service.crons import UnknownCronError, cron_schedules, find
+from service.jobview import job_view
+from service.mailbox import read_mailbox
+from service.masking import masked
+from service.overview import overview as read_overview
+from service.queue import enqueue
+from service.status import JOB_ID_PATTERN
+from web.auth import matching_token, token_fingerprint
+from web.errors import ApiError
+from web.keys import REDIS, SETTINGS
+from web.pages import render
+from web.sessions import (
+    SESSION,
+    SIGN_IN_PATH,
+    clear_cookie,
+    close_session,
+    open_session,
+    same_origin,
+    set_cookie,
+)
+
+HOME = "/dashboard"
+THUMBNAIL_NAME = re.compile(r"[0-9a-f]{32}_thumb\.(jpg|png|gif|webp)")
+
+
+def see_other(location: str) -> web.Response:
+    """303: after a form post, the browser fetches ``location`` with GET."""
+    return web.Response(status=303, headers={"Location": location})
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a dashboard path may follow sign-in: never another site (``//evil``)."""
+    if not target or not target.startswith(HOME) or target.startswith("//"):
+        return HOME
+    return target if URL(target).path.startswith(HOME) else HOME
+
+
+async def overview(request: web.Request) -> web.Response:
+    redis, settings = request.app[REDIS], request.app[SETTINGS]
+    state = await read_overview(redis, settings.queue_name)
+    crons = await cron_schedules(redis, settings)
+    return render(request, "overview.html", overview=state, crons=crons)
+
+
+async def job_page(request: web.Request) -> web.Response:
+    job_id = request.match_info["job_id"]
+    view = None
+    if JOB_ID_PATTERN.fullmatch(job_id):
+        view = await job_view(request.app[REDIS], request.app[SETTINGS].queue_name, job_id)
+    if view is None:
+        return render(request, "missing.html", status=404, job_id=job_id)
+    return render(request, "job.html", job=view, result=masked(view.status.get("result")))
+
+
+async def upload_page(request: web.Request) -> web.Response:
+    return render(request, "upload.html", max_bytes=request.app[SETTINGS].max_upload_bytes)
+
+
+async def mail_page(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    if not settings.dashboard_mail_page:
+        raise ApiError(404, "the Mail page is on only in development (DASHBOARD_MAIL_PAGE)")
+    loop = asyncio.get_running_loop()
+    messages = await loop.run_in_executor(None, read_mailbox, settings.mail_dir)
+    return render(request, "mail.html", messages=messages)
+
+
+async def thumbnail(request: web.Request) -> web.FileResponse:
+    """A finished thumbnail, by the name the job reported; nothing else is reachable.
+
+    The name must be a server-made ``<32 hex>_thumb.<ext>``, so no path can be formed.
+    """
+    name = request.match_info["name"]
+    path = request.app[SETTINGS].uploads_dir / name
+    if not THUMBNAIL_NAME.fullmatch(name) or not await asyncio.to_thread(path.is_file):
+        raise ApiError(404, "no such thumbnail")
+    return web.FileResponse(
+        path,
+        headers={
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "default-src 'none'",
+            "Cache-Control": "private, max-age=3600",
+        },
+    )
+
+
+async def run_cron_now(request: web.Request) -> web.Response:
+    try:
+        function = find(request.app[SETTINGS], request.match_info["name"])
+    except UnknownCronError:
+        raise ApiError(404, "no cron schedule has this name") from None
+    job_id = await enqueue(request.app[REDIS], function)
+    return see_other(f"{HOME}/jobs/{job_id}")
+
+
+async def sign_in_page(request: web.Request) -> web.Response:
+    return render(request, "sign_in.html", next=_safe_next(request.query.get("next")), error="")
+
+
+async def sign_in(request: web.Request) -> web.Response:
+    """Check the token from the form; on success open a session and go where asked."""
+    settings = request.app[SETTINGS]
+    form = await request.post()
+    target = _safe_next(str(form.get("next", "")))
+    if not same_origin(request):
+        raise ApiError(403, "cross-site request refused: it must come from this dashboard")
+    token = matching_token(str(form.get("token", "")), settings.api_tokens)
+    if token is None:
+        error = "That token is not valid."
+        return render(request, "sign_in.html", status=403, next=target, error=error)
+    ttl = int(settings.dashboard_session_hours * 3600)
+    cookie, _ = await open_session(request.app[REDIS], token_fingerprint(token), ttl)
+    response = see_other(target)
+    set_cookie(response, request, cookie, ttl)
+    return response
+
+
+async def sign_out(request: web.Request) -> web.Response:
+    session = request.get(SESSION)
+    if session is not None:
+        await close_session(request.app[REDIS], session)
+    response = see_other(SIGN_IN_PATH)
+    clear_cookie(response)
+    return response
