@@ -100,7 +100,8 @@ def main() -> None:
     else:
         manager.add_process("mail", f"{python} -m service.mailsink")
     token = dev_token(settings)
-    web_env = "" if settings.api_tokens else f"API_TOKENS={shlex.quote(token)} "
+    web_env = "DASHBOARD_MAIL_PAGE=true "
+    web_env += "" if settings.api_tokens else f"API_TOKENS={shlex.quote(token)} "
     manager.add_process("web", f"{web_env}{python} -m web")
     arq = shlex.quote(str(bin_dir / "arq"))
     metrics_port = settings.worker_metrics_port or DEV_WORKER_METRICS_PORT
@@ -111,6 +112,7 @@ def main() -> None:
     )
     base_url = f"http://{settings.web_host}:{settings.web_port}"
     print(f"dev: web on {base_url}, mail in {settings.mail_dir}")
+    print(f"dev: dashboard on {base_url}/dashboard (sign in with the API token below)")
     print(f"dev: worker metrics on http://{settings.worker_metrics_host}:{metrics_port}/metrics")
     print(f"dev: API token {token}")
     print(f"dev: try  export TOKEN={token}")

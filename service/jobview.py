@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 
 from service import keys
 from service.masking import masked
+from service.origin import REQUEST_ID_KWARG
 from service.progress import stored_progress
 from service.serialization import deserialize
 from service.status import task_status
@@ -21,6 +22,7 @@ class JobView:
     args: list[Any] = field(default_factory=list)  # masked
     kwargs: dict[str, Any] = field(default_factory=dict)  # masked
     progress: dict[str, Any] | None = None
+    request_id: str | None = None  # of the request that queued it, to find its log lines
     attempts: list[dict[str, Any]] = field(default_factory=list)  # oldest first
 
 
@@ -34,22 +36,21 @@ def _stored_arguments(raw: bytes | None) -> tuple[list[Any], dict[str, Any]]:
     return list(masked(list(data.get("a") or []))), dict(masked(dict(data.get("k") or {})))
 
 
-def _attempts(status: dict[str, Any], meta: dict[str, str]) -> list[dict[str, Any]]:
-    """The attempt history the status API gives, else the latest attempt the meta records."""
+def _attempts(status: dict[str, Any]) -> list[dict[str, Any]]:
+    """The finished attempts the status API lists, and the one running now, if any."""
     history = status.get("history")
-    if isinstance(history, list):
-        return [item for item in history if isinstance(item, dict)]
-    if not meta.get("started_at"):
-        return []
-    return [
-        {
-            "attempt": int(meta.get("attempts") or 1),
-            "started_at": int(meta["started_at"]),
-            "finished_at": int(meta["finished_at"]) if meta.get("finished_at") else None,
-            "outcome": meta.get("outcome") or status["status"].lower(),
-            "error": meta.get("last_error") or None,
-        }
-    ]
+    found = (
+        [item for item in history if isinstance(item, dict)] if isinstance(history, list) else []
+    )
+    if status["status"] == "STARTED":
+        found.append(
+            {
+                "attempt": status["attempts"],
+                "started_at": status["started_at"],
+                "outcome": "started",
+            }
+        )
+    return found
 
 
 async def job_view(redis: Redis, queue_name: str, job_id: str) -> JobView | None:
@@ -63,10 +64,12 @@ async def job_view(redis: Redis, queue_name: str, job_id: str) -> JobView | None
         queued, result, raw_meta = await pipe.execute()
     meta = {key.decode(): value.decode() for key, value in raw_meta.items()}
     args, kwargs = _stored_arguments(queued if queued is not None else result)
+    request_id = kwargs.pop(REQUEST_ID_KWARG, None)
     return JobView(
         status=status,
         args=args,
         kwargs=kwargs,
         progress=stored_progress(meta),
-        attempts=_attempts(status, meta),
+        request_id=str(request_id) if request_id else None,
+        attempts=_attempts(status),
     )

@@ -10,6 +10,8 @@ import re
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from service.origin import REQUEST_ID_KWARG
+
 MASK = "••••••"
 SECRET_NAME = re.compile(
     r"pass|secret|token|api.?key|auth|credential|signature|cookie|session|private", re.I
@@ -56,5 +58,9 @@ def _short(value: Any) -> str:
 def short_arguments(args: list[Any], kwargs: dict[str, Any]) -> str:
     """One line for a table cell, e.g. ``upload='3f0c….jpg'``; masked first, then cut."""
     shown = [_short(arg) for arg in masked(list(args))]
-    shown += [f"{key}={_short(value)}" for key, value in masked(dict(kwargs)).items()]
+    shown += [
+        f"{key}={_short(value)}"
+        for key, value in masked(dict(kwargs)).items()
+        if key != REQUEST_ID_KWARG  # plumbing, not the job's own argument
+    ]
     return ", ".join(shown)

@@ -1,8 +1,9 @@
 """What the dashboard's overview shows, read from Redis in a few pipelined round trips.
 
 Queue depth and age come from arq's queue (a sorted set scored by run time); running jobs
-from the tracking wrapper's running set, confirmed by arq's in-progress keys; finished jobs
-from the tracking wrapper's capped history; workers from their health keys.
+from the tracking wrapper's running set, confirmed by arq's in-progress keys; successes
+from the tracking wrapper's capped history; failures from the failed-jobs list
+(service.deadletter), the one Retry and Delete act on; workers from their health keys.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from typing import Any
 from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
 from redis.asyncio import Redis
 
-from service import keys
+from service import deadletter, keys
+from service.deadletter import DeadJob
 from service.masking import short_arguments
 from service.serialization import deserialize
 from service.workers import WorkerState, alive
+from settings import Settings
 
 LISTED = 20  # rows per table
 
@@ -52,6 +55,7 @@ class Overview:
     waiting: list[JobLine]  # deferred or retrying: due later
     successes: list[JobLine]
     failures: list[JobLine]
+    failures_total: int
     workers: list[WorkerState]
 
 
@@ -141,33 +145,44 @@ async def waiting_jobs(redis: Redis, queue_name: str, now_ms: int) -> list[JobLi
     return await _lines(redis, ids, job_key_prefix, at)
 
 
-async def finished_jobs(redis: Redis) -> tuple[list[JobLine], list[JobLine]]:
-    """The latest successes and failures, newest first, from the tracking history."""
+async def recent_successes(redis: Redis) -> list[JobLine]:
+    """The latest successes, newest first, from the tracking history."""
     recent: list[bytes] = await redis.lrange(keys.recent_finished(), 0, -1)  # type: ignore[misc]
-    ids = [raw.decode() for raw in recent]
-    unique = list(dict.fromkeys(ids))  # a retried job appears once, for its latest run
+    unique = list(dict.fromkeys(raw.decode() for raw in recent))  # a re-run appears once
     async with redis.pipeline(transaction=False) as pipe:
         for job_id in unique:
             pipe.hget(keys.job_meta(job_id), "outcome")
         outcomes = await pipe.execute()
-    ok = [i for i, o in zip(unique, outcomes, strict=True) if o == b"success"][:LISTED]
-    failed = [i for i, o in zip(unique, outcomes, strict=True) if o == b"failure"][:LISTED]
-    return (
-        await _lines(redis, ok, result_key_prefix),
-        await _lines(redis, failed, result_key_prefix),
+    ok = [job_id for job_id, o in zip(unique, outcomes, strict=True) if o == b"success"]
+    return await _lines(redis, ok[:LISTED], result_key_prefix)
+
+
+def _failed_line(job: DeadJob) -> JobLine:
+    return JobLine(
+        job_id=job.job_id,
+        function=job.function.removeprefix("cron:"),
+        arguments=short_arguments(job.args, job.kwargs),
+        attempt=job.attempts,
+        enqueued_at=_seconds(job.enqueued_at),
+        finished_at=job.failed_at / 1000,
+        error=job.reason,
     )
 
 
-async def overview(redis: Redis, queue_name: str) -> Overview:
+async def overview(redis: Redis, settings: Settings) -> Overview:
     now = time.time()
     now_ms = int(now * 1000)
-    successes, failures = await finished_jobs(redis)
+    queue_name = settings.queue_name
+    failed = await deadletter.page(
+        redis, offset=0, limit=LISTED, max_age=settings.dead_letter_max_age
+    )
     return Overview(
         now=now,
         queue=await queue_state(redis, queue_name, now_ms),
         running=await running_jobs(redis),
         waiting=await waiting_jobs(redis, queue_name, now_ms),
-        successes=successes,
-        failures=failures,
+        successes=await recent_successes(redis),
+        failures=[_failed_line(job) for job in failed.jobs],
+        failures_total=failed.total,
         workers=await alive(redis, queue_name),
     )

@@ -318,6 +318,9 @@ async def test_dashboard_upload_without_csrf_stores_nothing(
         "0123456789abcdef0123456789abcdef.jpg",  # an upload, not a thumbnail
         "0123456789abcdef0123456789abcdef_thumb.jpg%00.png",
         "..",
+        ".hidden_thumb.jpg",
+        "link_thumb.jpg",  # a symlink to a file outside the folder
+        "..%2Fsecret_thumb.jpg",
     ],
 )
 async def test_thumbnail_route_serves_thumbnails_only(
@@ -325,6 +328,9 @@ async def test_thumbnail_route_serves_thumbnails_only(
 ) -> None:
     settings.uploads_dir.mkdir(parents=True, exist_ok=True)
     (settings.uploads_dir / "0123456789abcdef0123456789abcdef.jpg").write_bytes(b"original")
+    (settings.uploads_dir / ".hidden_thumb.jpg").write_bytes(b"hidden")
+    (settings.data_dir / "secret_thumb.jpg").write_bytes(b"secret")
+    (settings.uploads_dir / "link_thumb.jpg").symlink_to(settings.data_dir / "secret_thumb.jpg")
     response = await dashboard.client.get(f"/dashboard/thumbnails/{name}")
     assert response.status == 404
     assert response.content_type == "application/json"
@@ -409,3 +415,52 @@ def test_templates_and_static_files_ship_with_the_package() -> None:
     root = Path(__file__).parents[1] / "web"
     assert (root / "templates" / "overview.html").is_file()
     assert (root / "static" / "dashboard.js").is_file()
+
+
+async def test_retry_requeues_a_failed_job_under_its_id(
+    dashboard: Dashboard, redis: ArqRedis, settings: Settings, run_worker: RunWorker
+) -> None:
+    job_id = await enqueue(redis, JobName.PROCESS_IMAGE, upload="later.jpg")
+    await run_worker()
+    overview = await dashboard.page("/dashboard")
+    assert f"/dashboard/jobs/{job_id}/retry" in overview
+    assert "upload &#39;later.jpg&#39; not found" in overview
+
+    (settings.uploads_dir / "later.jpg").write_bytes(image_bytes((400, 300)))
+    response = await dashboard.post(f"/dashboard/jobs/{job_id}/retry")
+    assert response.status == 303, await response.text()
+    assert response.headers["Location"] == f"/dashboard/jobs/{job_id}"
+    assert await queued(redis, settings) == [job_id]
+    again = await dashboard.post(f"/dashboard/jobs/{job_id}/retry")
+    assert again.status == 409, "a job can be re-queued once per failure"
+    await run_worker()
+    page = await dashboard.page(f"/dashboard/jobs/{job_id}")
+    assert "badge-success" in page
+    assert "later_thumb.jpg" in page
+    assert f"/dashboard/jobs/{job_id}/retry" not in await dashboard.page("/dashboard")
+
+
+async def test_delete_drops_a_failure_from_the_list(
+    dashboard: Dashboard, redis: ArqRedis, settings: Settings, run_worker: RunWorker
+) -> None:
+    job_id = await enqueue(redis, JobName.PROCESS_IMAGE, upload="gone.jpg")
+    await run_worker()
+    response = await dashboard.post(f"/dashboard/jobs/{job_id}/delete")
+    assert response.status == 303
+    assert response.headers["Location"] == "/dashboard"
+    assert f"/dashboard/jobs/{job_id}/retry" not in await dashboard.page("/dashboard")
+    assert (await dashboard.post(f"/dashboard/jobs/{job_id}/retry")).status == 409
+    assert await queued(redis, settings) == []
+
+
+async def test_cancel_stops_a_queued_job(
+    dashboard: Dashboard, redis: ArqRedis, settings: Settings
+) -> None:
+    job_id = await enqueue(redis, JobName.LOG_EVENT, event={"n": 1})
+    page = await dashboard.page(f"/dashboard/jobs/{job_id}")
+    assert f"/dashboard/jobs/{job_id}/cancel" in page
+    response = await dashboard.post(f"/dashboard/jobs/{job_id}/cancel")
+    assert response.status == 303
+    assert await queued(redis, settings) == []
+    assert "CANCELLED" in await dashboard.page(f"/dashboard/jobs/{job_id}")
+    assert (await dashboard.post(f"/dashboard/jobs/{job_id}/cancel")).status == 409

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import re
+import stat
+from pathlib import Path
 
 from aiohttp import web
 from yarl import URL
 
+from service import control, deadletter
 from service.crons import UnknownCronError, cron_schedules, find
+from service.deadletter import NotFailedError
 from service.jobview import job_view
 from service.mailbox import read_mailbox
 from service.masking import masked
@@ -34,7 +38,8 @@ from web.sessions import (
 )
 
 HOME = "/dashboard"
-THUMBNAIL_NAME = re.compile(r"[0-9a-f]{32}_thumb\.(jpg|png|gif|webp)")
+# A bare file name (no separator, no leading dot) ending like the thumbnails the job writes
+THUMBNAIL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}_thumb\.(jpg|png|gif|webp)")
 
 
 def see_other(location: str) -> web.Response:
@@ -51,7 +56,7 @@ def _safe_next(target: str | None) -> str:
 
 async def overview(request: web.Request) -> web.Response:
     redis, settings = request.app[REDIS], request.app[SETTINGS]
-    state = await read_overview(redis, settings.queue_name)
+    state = await read_overview(redis, settings)
     crons = await cron_schedules(redis, settings)
     return render(request, "overview.html", overview=state, crons=crons)
 
@@ -80,13 +85,14 @@ async def mail_page(request: web.Request) -> web.Response:
 
 
 async def thumbnail(request: web.Request) -> web.FileResponse:
-    """A finished thumbnail, by the name the job reported; nothing else is reachable.
+    """A thumbnail from the uploads folder, by the name the job reported; nothing else.
 
-    The name must be a server-made ``<32 hex>_thumb.<ext>``, so no path can be formed.
+    The name must be a plain ``<name>_thumb.<ext>`` (no separator, no leading dot), so it
+    cannot leave the folder, and a symlink placed there is not followed.
     """
     name = request.match_info["name"]
     path = request.app[SETTINGS].uploads_dir / name
-    if not THUMBNAIL_NAME.fullmatch(name) or not await asyncio.to_thread(path.is_file):
+    if not THUMBNAIL_NAME.fullmatch(name) or not await asyncio.to_thread(_regular_file, path):
         raise ApiError(404, "no such thumbnail")
     return web.FileResponse(
         path,
@@ -98,12 +104,53 @@ async def thumbnail(request: web.Request) -> web.FileResponse:
     )
 
 
+def _regular_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
 async def run_cron_now(request: web.Request) -> web.Response:
     try:
         function = find(request.app[SETTINGS], request.match_info["name"])
     except UnknownCronError:
         raise ApiError(404, "no cron schedule has this name") from None
     job_id = await enqueue(request.app[REDIS], function)
+    return see_other(f"{HOME}/jobs/{job_id}")
+
+
+async def retry_job(request: web.Request) -> web.Response:
+    """Re-queue a failed job (same id) and follow it on its page."""
+    job_id = request.match_info["job_id"]
+    redis, settings = request.app[REDIS], request.app[SETTINGS]
+    try:
+        await deadletter.retry(redis, settings.queue_name, job_id, meta_ttl=settings.job_result_ttl)
+    except NotFailedError:
+        raise ApiError(
+            409, "this job is not in the failed-jobs list: only failed jobs can be retried"
+        ) from None
+    return see_other(f"{HOME}/jobs/{job_id}")
+
+
+async def delete_job(request: web.Request) -> web.Response:
+    """Drop a job from the failed-jobs list without running it again."""
+    if not await deadletter.discard(request.app[REDIS], request.match_info["job_id"]):
+        raise ApiError(409, "this job is not in the failed-jobs list")
+    return see_other(HOME)
+
+
+async def cancel_job(request: web.Request) -> web.Response:
+    job_id = request.match_info["job_id"]
+    redis, settings = request.app[REDIS], request.app[SETTINGS]
+    try:
+        await control.cancel_job(
+            redis, settings.queue_name, job_id, result_ttl=settings.job_result_ttl
+        )
+    except control.JobNotFoundError:
+        raise ApiError(404, f"no task with id {job_id!r}") from None
+    except control.JobFinishedError:
+        raise ApiError(409, "this job has already finished: there is nothing to cancel") from None
     return see_other(f"{HOME}/jobs/{job_id}")
 
 

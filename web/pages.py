@@ -61,7 +61,7 @@ def duration(seconds: float | None) -> str:
 
 def clock(moment: float | datetime | str | None) -> str:
     """A timestamp as ``2026-11-24 01:02:03 UTC`` (datetimes keep their own zone)."""
-    if moment is None or moment == "":
+    if not moment:  # None, "", or a field the document does not have
         return "—"
     if isinstance(moment, str):
         moment = datetime.fromisoformat(moment)

@@ -39,6 +39,9 @@ def setup_routes(app: web.Application) -> None:
             web.get("/dashboard/thumbnails/{name}", dashboard.thumbnail),
             web.get("/dashboard/mail", dashboard.mail_page),
             web.post("/dashboard/crons/{name}/run", dashboard.run_cron_now),
+            web.post("/dashboard/jobs/{job_id}/retry", dashboard.retry_job),
+            web.post("/dashboard/jobs/{job_id}/delete", dashboard.delete_job),
+            web.post("/dashboard/jobs/{job_id}/cancel", dashboard.cancel_job),
             web.static("/dashboard/static", STATIC_DIR),
         ]
     )

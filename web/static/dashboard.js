@@ -2,7 +2,7 @@
 // Text from jobs is attacker-controlled: it is only ever set with textContent, never as HTML.
 "use strict";
 
-const FINISHED = new Set(["SUCCESS", "FAILURE"]);
+const FINISHED = new Set(["SUCCESS", "FAILURE", "CANCELLED"]);
 
 function csrfToken() {
   const meta = document.querySelector('meta[name="csrf-token"]');
@@ -29,6 +29,7 @@ function summary(status) {
     case "RETRY": return `retrying ${clock(status.next_attempt_at)}: ${status.error || ""}`;
     case "SUCCESS": return `finished ${clock(status.finished_at)}`;
     case "FAILURE": return status.error || "failed";
+    case "CANCELLED": return status.error || "cancelled";
     default: return "waiting for a worker";
   }
 }
@@ -41,7 +42,7 @@ function setBar(root, fraction) {
 }
 
 function showOutcome(root, status) {
-  const box = field(root, "outcome");
+  const box = field(root, "outcome") || field(document, "outcome");
   if (!box) return;
   box.replaceChildren();
   if (status.status === "SUCCESS") {
@@ -57,7 +58,7 @@ function showOutcome(root, status) {
     pre.className = "code";
     pre.textContent = JSON.stringify(result, null, 2);
     box.append(pre);
-  } else if (status.status === "FAILURE") {
+  } else if (status.error) {
     const pre = document.createElement("pre");
     pre.className = "code error";
     pre.textContent = status.error || "failed";
@@ -92,17 +93,16 @@ function showProgress(root, progress) {
 }
 
 // Follow one job until it finishes; returns the EventSource so callers may close it.
+// onFinished runs when a job that was not finished when the page was drawn finishes.
 function watch(jobId, root, onFinished) {
   const source = new EventSource(`/jobs/${encodeURIComponent(jobId)}/events`);
-  let seen = null;
+  const drawnUnfinished = !FINISHED.has(root.dataset.renderedStatus || "PENDING");
   source.addEventListener("status", (event) => {
     const status = JSON.parse(event.data);
-    const wasRunning = seen !== null && !FINISHED.has(seen);
-    seen = status.status;
     showStatus(root, status);
     if (FINISHED.has(status.status)) {
       source.close(); // else EventSource would reconnect once the server ends the stream
-      if (wasRunning && onFinished) onFinished(status);
+      if (drawnUnfinished && onFinished) onFinished(status);
     }
   });
   source.addEventListener("progress", (event) => showProgress(root, JSON.parse(event.data)));

@@ -1,0 +1,224 @@
+"""The dashboard in a real browser: headless Chromium (Debian's) driven by Playwright.
+
+The web app listens on a real loopback port and a real arq worker runs beside it, both in the
+test's event loop; the browser talks to them like a person's would. Screenshots of the pages
+are saved under ``var/screenshots`` (or ``$SCREENSHOT_DIR``) and named in the output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestServer
+from arq.connections import ArqRedis
+from arq.worker import Worker
+from playwright.async_api import Browser, Page, async_playwright, expect
+from pytest_aiohttp import AiohttpServer
+
+from service.queue import JobName, enqueue
+from service.worker import worker_options
+from settings import Settings
+from tests.conftest import TEST_API_TOKEN
+from tests.images import image_bytes
+from web import create_app
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOTS = Path(
+    os.environ.get("SCREENSHOT_DIR", Path(__file__).parents[1] / "var" / "screenshots")
+)
+LIVE_TIMEOUT_MS = 15_000
+
+if not Path(CHROMIUM).exists():
+    if os.environ.get("CI"):
+        raise RuntimeError(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium")
+    pytest.skip(
+        f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)",
+        allow_module_level=True,
+    )
+
+
+@pytest.fixture
+async def server(aiohttp_server: AiohttpServer, settings: Settings, redis: ArqRedis) -> TestServer:
+    """The web app on a real port of 127.0.0.1."""
+    live = settings.model_copy(update={"dashboard_mail_page": True})
+    return await aiohttp_server(create_app(live), host="127.0.0.1")
+
+
+@pytest.fixture
+async def worker(settings: Settings, redis: ArqRedis) -> AsyncIterator[Worker]:
+    """A real arq worker polling the queue for the whole test, as in production."""
+    options = worker_options(settings)
+    options.update(handle_signals=False, poll_delay=0.05)
+    running = Worker(**options)
+    task = asyncio.create_task(running.main())
+    yield running
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await running.close()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        await chromium.close()
+
+
+@pytest.fixture
+async def page(browser: Browser, server: TestServer) -> AsyncIterator[Page]:
+    context = await browser.new_context(
+        base_url=str(server.make_url("/")).rstrip("/"), viewport={"width": 1360, "height": 900}
+    )
+    context.set_default_timeout(LIVE_TIMEOUT_MS)
+    tab = await context.new_page()
+    tab.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    yield tab
+    await context.close()
+
+
+async def screenshot(page: Page, name: str) -> Path:
+    await asyncio.to_thread(SCREENSHOTS.mkdir, parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    await page.screenshot(path=str(path), full_page=True)
+    print(f"screenshot: {path}")
+    return path
+
+
+async def sign_in(page: Page) -> None:
+    await page.goto("/dashboard")
+    await expect(page).to_have_url("/dashboard/sign-in?next=/dashboard")
+    await page.fill("#token", TEST_API_TOKEN)
+    await page.click("button:has-text('Sign in')")
+    await expect(page.locator("h1")).to_have_text("Overview")
+
+
+async def test_sign_in_rejects_a_wrong_token_then_accepts_the_right_one(page: Page) -> None:
+    await page.goto("/dashboard/sign-in")
+    await screenshot(page, "sign-in")
+    await page.fill("#token", "not-the-token-0123456789")
+    await page.click("button:has-text('Sign in')")
+    await expect(page.locator(".error-text")).to_have_text("That token is not valid.")
+    await sign_in(page)
+    cookies = await page.context.cookies()
+    session = next(cookie for cookie in cookies if cookie["name"] == "jobsvc_session")
+    assert session["httpOnly"] is True
+    assert session["sameSite"] == "Strict"
+    assert await page.evaluate("document.cookie") == "", "scripts cannot read the session"
+    await page.click("button:has-text('Sign out')")
+    await expect(page).to_have_url("/dashboard/sign-in")
+    await page.goto("/dashboard")
+    await expect(page).to_have_url("/dashboard/sign-in?next=/dashboard")
+
+
+async def test_upload_shows_the_job_succeed_and_the_thumbnail_without_reloading(
+    page: Page, worker: Worker, tmp_path: Path
+) -> None:
+    await sign_in(page)
+    await page.click("nav >> text=Upload")
+    await expect(page.locator("h1")).to_have_text("Upload an image")
+    await page.evaluate("window.sameDocument = true")  # gone if the page reloads
+    photo = tmp_path / "holiday.jpg"
+    photo.write_bytes(image_bytes((1600, 1200)))
+    await page.set_input_files("#upload-file", str(photo))
+    await page.click("button:has-text('Upload')")
+
+    panel = page.locator("#upload-job")
+    await expect(panel.locator("[data-field=status]")).to_have_text("SUCCESS")
+    thumbnail = panel.locator("img.thumb")
+    await expect(thumbnail).to_be_visible()
+    await page.wait_for_function(
+        "document.querySelector('#upload-job img.thumb').naturalWidth === 800"
+    )
+    assert await page.evaluate("window.sameDocument") is True, "the page was reloaded"
+    bar = panel.locator("[data-field=bar]")
+    assert await bar.evaluate("element => element.style.width") == "100%"
+    await expect(panel.locator("[data-field=progress]")).to_have_text("")
+    await screenshot(page, "upload")
+
+    await panel.locator("text=Job page").click()
+    await expect(page.locator(".status-line [data-field=status]")).to_have_text("SUCCESS")
+    await expect(page.locator("table >> text=SUCCESS")).to_be_visible()
+    await page.wait_for_function("document.querySelector('img.thumb').naturalWidth === 800")
+    await screenshot(page, "job")
+
+
+async def test_a_failed_job_is_retried_from_the_overview(
+    page: Page, worker: Worker, redis: ArqRedis, settings: Settings
+) -> None:
+    job_id = await enqueue(redis, JobName.PROCESS_IMAGE, upload="arrives-late.jpg")
+    await sign_in(page)
+    failures = page.locator("#failures")
+    row = failures.locator("tr", has=page.locator(f"a[href='/dashboard/jobs/{job_id}']"))
+    while not await row.count():  # the worker fails it within a moment; the page is a snapshot
+        await page.reload()
+    await expect(row.locator(".reason")).to_contain_text("not found")
+    await screenshot(page, "overview")
+
+    settings.uploads_dir.joinpath("arrives-late.jpg").write_bytes(image_bytes((900, 600)))
+    await row.locator("button:has-text('Retry')").click()
+    await expect(page).to_have_url(f"/dashboard/jobs/{job_id}")
+    await expect(page.locator(".status-line [data-field=status]")).to_have_text("SUCCESS")
+    await expect(page.locator("img.thumb")).to_be_visible()  # after the page's own reload
+    await page.wait_for_function("document.querySelector('img.thumb').naturalWidth === 800")
+    attempts = page.locator("section:has(h2:text('Attempts')) tbody tr")
+    await expect(attempts).to_have_count(2)
+    await expect(attempts.nth(0)).to_contain_text("FAILURE")
+    await expect(attempts.nth(1)).to_contain_text("SUCCESS")
+    await screenshot(page, "job-retried")
+    await page.click("nav >> text=Overview")
+    await expect(row).to_have_count(0)
+
+
+async def test_run_now_on_a_cron_runs_it_and_the_overview_shows_the_run(
+    page: Page, worker: Worker
+) -> None:
+    await sign_in(page)
+    crons = page.locator("#crons")
+    report = crons.locator("tr", has=page.locator("text=daily_report"))
+    await expect(report).to_contain_text("never")
+    await report.locator("button:has-text('Run now')").click()
+    await expect(page).to_have_url(re.compile(r"/dashboard/jobs/[0-9a-f]{32}$"))
+    await expect(page.locator(".status-line [data-field=status]")).to_have_text("SUCCESS")
+    await expect(page.locator("pre.code").last).to_contain_text("reports/")
+    await page.click("nav >> text=Overview")
+    await expect(report.locator(".badge")).to_have_text("SUCCESS")
+    await expect(page.locator("#workers tbody tr")).to_have_count(1)
+    await expect(page.locator("#successes")).to_contain_text("daily_report")
+    await screenshot(page, "overview-after-run")
+
+
+async def test_mail_page_shows_what_the_sink_captured(page: Page, settings: Settings) -> None:
+    settings.mail_dir.mkdir(parents=True, exist_ok=True)
+    settings.mail_dir.joinpath("20261124T010203-abcd1234.eml").write_bytes(
+        b"From: Job Service <jobs@example.com>\r\nTo: ann@example.com\r\n"
+        b"Subject: Welcome Ann Lee!\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+        b"Hi Ann, thanks for signing up.\r\n"
+    )
+    await sign_in(page)
+    await page.click("nav >> text=Mail")
+    mail = page.locator("details.mail")
+    await expect(mail).to_have_count(1)
+    await mail.locator("summary").click()
+    await expect(mail.locator("pre")).to_contain_text("thanks for signing up")
+    await screenshot(page, "mail")
+
+
+def test_chromium_is_debians() -> None:
+    assert shutil.which("chromium") == CHROMIUM or Path(CHROMIUM).exists()
