@@ -30,9 +30,25 @@ Either install it:
 or point REDIS_URL at a running server, e.g. REDIS_URL=redis://otherhost:6379/0 make dev"""
 
 
-def redis_answers(url: str) -> bool:
+def redis_answers(settings: Settings) -> bool:
+    """Whether the Redis of REDIS_URL answers, connecting as the service does (password, TLS)."""
+    conf = settings.redis_settings
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+        client = redis.Redis(
+            host=str(conf.host),
+            port=conf.port,
+            unix_socket_path=conf.unix_socket_path,
+            db=conf.database,
+            username=conf.username,
+            password=conf.password,
+            ssl=conf.ssl,
+            ssl_ca_certs=conf.ssl_ca_certs,
+            ssl_certfile=conf.ssl_certfile,
+            ssl_keyfile=conf.ssl_keyfile,
+            ssl_check_hostname=conf.ssl_check_hostname,
+            socket_connect_timeout=1,
+            socket_timeout=1,
+        )
         try:
             return bool(client.ping())
         finally:
@@ -86,7 +102,7 @@ def main() -> None:
     bin_dir = Path(sys.executable).parent
     manager = Manager(Printer(sys.stdout))
 
-    if redis_answers(settings.redis_url):
+    if redis_answers(settings):
         print(f"dev: using the Redis at {settings.redis_url}")
     else:
         host = URL(settings.redis_url).host or ""

@@ -322,3 +322,4 @@ async def test_an_unexpected_error_answers_500_without_traceback_or_paths(
     text = await response.text()
     assert "Traceback" not in text
     assert str(settings.data_dir) not in text
+    assert response.headers["Server"] == "jobservice", "no Python/aiohttp versions"

@@ -6,6 +6,7 @@ knows one ACL user, and listens with TLS (client certificates required) on a sec
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import time
@@ -20,6 +21,7 @@ import redis as redis_py
 import trustme
 from redis.asyncio import Redis
 
+from service.dev import redis_answers
 from settings import Settings
 from tests.conftest import AUTH_HEADERS, ClientFactory, RunWorker, SmtpRecorder, free_port
 from web import create_app
@@ -273,3 +275,15 @@ async def test_the_server_answers_nothing_without_auth(flushed: SecureRedis) -> 
     with pytest.raises(redis_py.AuthenticationError):
         await client.ping()
     await client.aclose()
+
+
+async def test_make_dev_sees_a_tls_redis_with_the_same_settings(
+    settings: Settings, flushed: SecureRedis
+) -> None:
+    """`make dev` must not start a second Redis because it could not reach a TLS one."""
+    needs_tls(flushed)
+    assert await asyncio.to_thread(redis_answers, tls_settings(settings, flushed))
+    password_only = settings.model_copy(update={"redis_url": flushed.url()})
+    assert await asyncio.to_thread(redis_answers, password_only)
+    untrusted = tls_settings(settings, flushed, redis_tls_ca_file=None)
+    assert not await asyncio.to_thread(redis_answers, untrusted)

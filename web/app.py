@@ -45,6 +45,11 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
     await app[DB].close()
 
 
+async def _plain_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    """No Python/aiohttp versions in answers: they only help an attacker pick an exploit."""
+    response.headers["Server"] = "jobservice"
+
+
 def create_app(settings: Settings) -> web.Application:
     """Build the app; Redis and the database open on start-up and close on clean-up."""
     # observe_requests first: it logs and counts the status the client finally gets
@@ -54,7 +59,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[WEB_METRICS] = WebMetrics(new_registry())
-    app.on_response_prepare.append(echo_request_id)
+    app.on_response_prepare.extend([echo_request_id, _plain_server_header])
     app[TEMPLATES] = make_environment()
     app.cleanup_ctx.extend([_redis, _storage])
     setup_routes(app)
