@@ -172,3 +172,16 @@ async def test_cancel_job_api_for_the_dashboard(
         await cancel_job(redis, settings.queue_name, task_id, result_ttl=60)
     with pytest.raises(JobNotFoundError):
         await cancel_job(redis, settings.queue_name, "f" * 32, result_ttl=60)
+
+
+async def test_a_cancelled_job_cannot_be_retried(
+    client: TestClient[Any, Any], redis: ArqRedis, settings: Settings
+) -> None:
+    task_id = await send(client)
+    assert (await client.delete(f"/jobs/{task_id}")).status == 200
+
+    response = await client.post(f"/jobs/{task_id}/retry")
+
+    assert response.status == 409
+    assert await queued(redis, settings) == []
+    assert (await status_of(client, task_id))["status"] == "CANCELLED"

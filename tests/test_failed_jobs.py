@@ -279,7 +279,9 @@ async def test_a_job_past_its_time_limit_is_listed_and_its_attempt_says_timeout(
     app = web.Application()
     app.router.add_post("/hook", hang)
     server: TestServer = await aiohttp_server(app)
-    impatient = settings.model_copy(update={"job_timeout": 0.3, "webhook_timeout": 30})
+    impatient = settings.model_copy(
+        update={"job_timeout": 0.3, "webhook_job_timeout": 0.3, "webhook_timeout": 30}
+    )
     response = await client.post(
         "/webhooks", json={"url": str(server.make_url("/hook")), "payload": {"n": 1}}
     )
@@ -344,3 +346,18 @@ async def test_a_job_whose_last_attempt_is_cut_by_a_shutdown_is_listed(
     assert deadletter.LAST_ATTEMPT_LOST in entry["error"]
     history = (await status_of(client, task_id))["history"]
     assert [h["outcome"] for h in history] == ["interrupted"]
+
+
+async def test_a_discarded_failed_job_leaves_the_list_and_cannot_be_retried(
+    client: TestClient[Any, Any], redis: ArqRedis, run_worker: RunWorker, smtp_server: SmtpRecorder
+) -> None:
+    smtp_server.replies = [REFUSED]
+    task_id = await send(client)
+    await run_worker()
+
+    assert await deadletter.discard(redis, task_id) is True
+    assert await deadletter.discard(redis, task_id) is False
+
+    assert (await failed_list(client))["total"] == 0
+    assert (await client.post(f"/jobs/{task_id}/retry")).status == 409
+    assert (await status_of(client, task_id))["status"] == "FAILURE"

@@ -95,7 +95,9 @@ async def test_job_past_its_time_limit_fails_saying_so(
     app = web.Application()
     app.router.add_post("/hook", target.handle)
     server: TestServer = await aiohttp_server(app)
-    impatient = settings.model_copy(update={"job_timeout": 0.3, "webhook_timeout": 30})
+    impatient = settings.model_copy(
+        update={"job_timeout": 0.3, "webhook_job_timeout": 0.3, "webhook_timeout": 30}
+    )
     response = await client.post(
         "/webhooks", json={"url": str(server.make_url("/hook")), "payload": {}}
     )
