@@ -1,0 +1,210 @@
+"""``make bench``: this service against Flask + Celery and plain arq, side by side, in one run.
+
+Sets up the baselines' virtualenvs (bench/.venvs), a private redis-server and an SMTP sink on
+free loopback ports, runs the scenarios of issue 4 over several repetitions with the systems'
+order rotated in each, and writes bench/RESULTS.md and bench/results.png. Only ratios taken
+within one run mean anything: the machine is shared and noisy.
+
+Quick run: ``make bench BENCH_ARGS="--quick"``; every size is also an option (``--help``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from bench import report, scenarios
+from bench.procs import Process
+from bench.scenarios import Sizes
+from bench.systems import BENCH, VENVS, WORK, FlaskCelery, Ours, PlainArq, Ports, System
+from settings import Settings
+
+QUICK = Sizes(
+    duration=5, noop_jobs=2_000, probes=10, idle_seconds=4, emails=300, baseline_emails=60,
+    images=40,
+)  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def ensure_tools() -> None:
+    """wrk from apt when missing; the baselines' virtualenvs when missing or out of date."""
+    if shutil.which("wrk") is None:
+        print("installing wrk (apt-get)", flush=True)
+        apt = ["apt-get", "install", "-y", "wrk"]
+        if os.geteuid() != 0:
+            apt = ["sudo", *apt]
+        subprocess.run(apt, check=True, stdout=subprocess.DEVNULL)
+    for name in ("celery", "arq"):
+        requirements = BENCH / "baselines" / f"requirements-{name}.txt"
+        venv, stamp = VENVS / name, VENVS / name / ".installed"
+        if stamp.exists() and stamp.read_text() == requirements.read_text():
+            continue
+        print(f"building the {name} baseline's virtualenv", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+        subprocess.run([*pip, "-r", str(requirements)], check=True)
+        stamp.write_text(requirements.read_text())
+
+
+def start_redis(port: int) -> Process:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        sys.exit("redis-server is not installed: sudo apt-get install redis-server")
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    return Process.start("redis", argv, env=dict(os.environ), cwd=WORK, log=WORK / "logs" / "redis.log")
+
+
+async def wait_redis(redis: Redis) -> None:
+    for _ in range(100):
+        try:
+            await redis.ping()
+            return
+        except (OSError, RedisError):
+            await asyncio.sleep(0.1)
+    sys.exit("the private redis-server did not start")
+
+
+def record(results: dict[str, Any], scenario: str, system: str, figures: dict[str, float]) -> None:
+    for metric, value in figures.items():
+        results.setdefault(scenario, {}).setdefault(system, {}).setdefault(metric, []).append(value)
+
+
+async def run(sizes: Sizes, reps: int, only: set[str]) -> dict[str, Any]:
+    ports = Ports(redis=free_port(), web=free_port(), smtp=free_port())
+    sink_port = free_port()
+    systems: list[System] = [Ours(ports), FlaskCelery(ports), PlainArq(ports)]
+    redis_process = start_redis(ports.redis)
+    sink = Process.start(
+        "sink", [sys.executable, "-m", "bench.sink", str(ports.smtp), str(sink_port),
+                 str(sizes.email_delay)],
+        env=dict(os.environ), cwd=BENCH.parent, log=WORK / "logs" / "sink.log",
+    )  # fmt: skip
+    redis = Redis(port=ports.redis)
+    results_db = Redis(port=ports.redis, db=1)
+    systems[1].results_db = results_db
+    concurrency = {"ours": Settings().worker_max_jobs, "celery": os.cpu_count() or 1, "arq": 10}
+    results: dict[str, Any] = {"started": time.time(), "sizes": asdict(sizes), "reps": reps}
+    try:
+        await wait_redis(redis)
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=200), timeout=aiohttp.ClientTimeout(total=60)
+        ) as http:
+
+            async def sink_count() -> int:
+                async with http.get(f"http://127.0.0.1:{sink_port}/") as response:
+                    accepted: int = (await response.json())["accepted"]
+                    return accepted
+
+            await scenarios.wait_for(_answers(sink_count), 30, "SMTP sink")
+            for rep in range(reps):
+                order = systems[rep % 3 :] + systems[: rep % 3]  # who goes first rotates
+                for scenario in ("front_door", "noop", "pickup", "emails", "images"):
+                    if only and scenario not in only:
+                        continue
+                    targets = order if scenario != "images" else [systems[0], None]
+                    if scenario == "images" and rep % 2:
+                        targets = targets[::-1]
+                    for system in targets:
+                        await redis.flushall()
+                        tag = f"{scenario}-{rep}"
+                        name = system.name if system else "raw_pillow"
+                        print(f"rep {rep + 1}/{reps} {scenario:<10} {name}", flush=True)
+                        figures = await _one(
+                            scenario, system, http, redis, sizes, tag, sink_count, concurrency
+                        )
+                        print("   ", json.dumps({k: round(v, 2) for k, v in figures.items()}))
+                        record(results, scenario, name, figures)
+    finally:
+        await redis.aclose()
+        await results_db.aclose()
+        sink.stop()
+        redis_process.stop()
+    results["finished"] = time.time()
+    return results
+
+
+def _answers(count: Any) -> Any:
+    async def check() -> bool:
+        try:
+            await count()
+            return True
+        except aiohttp.ClientError:
+            return False
+
+    return check
+
+
+async def _one(
+    scenario: str,
+    system: System | None,
+    http: aiohttp.ClientSession,
+    redis: Redis,
+    sizes: Sizes,
+    tag: str,
+    sink_count: Any,
+    concurrency: dict[str, int],
+) -> dict[str, float]:
+    if system is None:
+        return await scenarios.raw_pillow(sizes)
+    if scenario == "front_door":
+        return await scenarios.front_door(http, system, redis, sizes, tag)
+    if scenario == "noop":
+        return await scenarios.noop(http, system, redis, sizes, tag)
+    if scenario == "pickup":
+        return await scenarios.pickup(http, system, redis, sizes, tag)
+    if scenario == "emails":
+        return await scenarios.emails(
+            http, system, redis, sizes, tag,
+            sink_count=sink_count, concurrency=concurrency[system.name],
+        )  # fmt: skip
+    assert isinstance(system, Ours)
+    return await scenarios.images(http, system, redis, sizes, tag)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reps", type=int, default=int(os.environ.get("BENCH_REPS", "3")))
+    parser.add_argument("--quick", action="store_true", help="small sizes, one repetition")
+    parser.add_argument("--only", default="", help="comma-separated scenarios to run")
+    parser.add_argument("--out", type=Path, default=BENCH, help="where RESULTS.md goes")
+    for field in fields(Sizes):
+        parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default))
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    base = QUICK if args.quick else Sizes()
+    overrides = {f.name: getattr(args, f.name) for f in fields(Sizes) if getattr(args, f.name)}
+    sizes = Sizes(**{**asdict(base), **overrides})
+    reps = 1 if args.quick and "--reps" not in sys.argv else args.reps
+    WORK.mkdir(parents=True, exist_ok=True)
+    ensure_tools()
+    results = asyncio.run(run(sizes, reps, {s for s in args.only.split(",") if s}))
+    (WORK / "results.json").write_text(json.dumps(results, indent=1))
+    report.write(results, args.out)
+    print(f"wrote {args.out / 'RESULTS.md'} and {args.out / 'results.png'}")
+
+
+if __name__ == "__main__":
+    main()
