@@ -6,6 +6,7 @@ from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from service import keys
 
@@ -18,12 +19,17 @@ def today(tz: ZoneInfo) -> date:
 
 async def count(redis: Redis, tz: ZoneInfo, **increments: int) -> None:
     """Add to today's counters, e.g. ``count(redis, tz, emails_sent=1)``."""
-    key = keys.daily_stats(today(tz))
     async with redis.pipeline(transaction=False) as pipe:
-        for field, amount in increments.items():
-            pipe.hincrby(key, field, amount)
-        pipe.expire(key, STATS_TTL_SECONDS)
+        add(pipe, tz, **increments)
         await pipe.execute()
+
+
+def add(pipe: Pipeline, tz: ZoneInfo, **increments: int) -> None:
+    """Queue on ``pipe`` what :func:`count` does, to share a round trip with other writes."""
+    key = keys.daily_stats(today(tz))
+    for field, amount in increments.items():
+        pipe.hincrby(key, field, amount)
+    pipe.expire(key, STATS_TTL_SECONDS)
 
 
 async def read(redis: Redis, day: date) -> dict[str, int]:

@@ -20,6 +20,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from arq import Retry
 from arq.constants import result_key_prefix
+from redis.asyncio.client import Pipeline
 
 from jobs.context import JobContext
 from jobs.errors import PermanentError, TransientError
@@ -153,6 +154,14 @@ async def _close_attempt(
     ctx: JobContext, this: _Run, ended: Outcome, error: str = "", /, **meta: str | int
 ) -> None:
     """One round trip: the attempt added to the history and closed, ``meta`` written."""
+    async with ctx["redis"].pipeline(transaction=False) as pipe:
+        _queue_close_attempt(pipe, ctx, this, ended, error, **meta)
+        await pipe.execute()
+
+
+def _queue_close_attempt(
+    pipe: Pipeline, ctx: JobContext, this: _Run, ended: Outcome, error: str, /, **meta: str | int
+) -> None:
     settings, key = ctx["settings"], keys.job_meta(ctx["job_id"])
     entry = attempts.make_attempt(
         run=this.run,
@@ -162,34 +171,35 @@ async def _close_attempt(
         outcome=ended,
         error=error,
     )
-    async with ctx["redis"].pipeline(transaction=False) as pipe:
-        attempts.append(
-            pipe, ctx["job_id"], entry, keep=settings.job_history_max, ttl=settings.job_result_ttl
-        )
-        pipe.hdel(key, "open_attempt")
-        if ended != "interrupted":  # an interrupted last attempt may still be failed by arq
-            deadletter.unexpect(pipe, ctx["job_id"])
-        if meta:
-            pipe.hset(key, mapping=meta)
-        pipe.expire(key, settings.job_result_ttl)
-        await pipe.execute()
+    attempts.append(
+        pipe, ctx["job_id"], entry, keep=settings.job_history_max, ttl=settings.job_result_ttl
+    )
+    pipe.hdel(key, "open_attempt")
+    if ended != "interrupted":  # an interrupted last attempt may still be failed by arq
+        deadletter.unexpect(pipe, ctx["job_id"])
+    if meta:
+        pipe.hset(key, mapping=meta)
+    pipe.expire(key, settings.job_result_ttl)
 
 
 async def _finish(
     ctx: JobContext, this: _Run, outcome: Outcome, error: str = "", result: Any = None
 ) -> None:
+    """Record how the job ended; a success takes one round trip (it is every job's last step)."""
     name, settings, finished = this.name, ctx["settings"], _now_ms()
-    await _close_attempt(
-        ctx, this, outcome, error, finished_at=finished, outcome=outcome, last_error=error
-    )
-    await stats.count(ctx["redis"], settings.timezone, **{f"job:{name}:{outcome}": 1})
     async with ctx["redis"].pipeline(transaction=False) as pipe:
+        _queue_close_attempt(
+            pipe, ctx, this, outcome, error, finished_at=finished, outcome=outcome, last_error=error
+        )
+        stats.add(pipe, settings.timezone, **{f"job:{name}:{outcome}": 1})
         pipe.lpush(keys.recent_finished(), ctx["job_id"])
         pipe.ltrim(keys.recent_finished(), 0, RECENT_KEPT - 1)
         pipe.hset(keys.last_run(), name, ctx["job_id"])
+        if outcome == "success":  # announced last, once everything above is readable
+            done = {"status": "SUCCESS", "result": result, "finished_at": _iso(finished)}
+            pipe.publish(keys.job_events(ctx["job_id"]), events.encode("status", done))
         await pipe.execute()
     if outcome == "success":
-        await _announce(ctx, status="SUCCESS", result=result, finished_at=_iso(finished))
         return
     failed = _dead_job(ctx, name, this.args, this.kwargs, error, failed_at=finished)
     await deadletter.add(
