@@ -18,6 +18,7 @@ from pathlib import Path
 from PIL import Image
 
 from jobs.thumbnails import make_thumbnail, thumbnail_path
+from settings import Settings
 
 SIZE = (3000, 2000)
 DISTINCT = 8  # distinct pictures; the rest are copies (decoding cost does not depend on it)
@@ -27,7 +28,9 @@ def _photo(seed: int) -> Image.Image:
     """Smooth colour fields with some grain: compresses and decodes like a real photo."""
     rng = random.Random(seed)
     small = Image.new("RGB", (48, 32))
-    small.putdata([(rng.randrange(256), rng.randrange(256), rng.randrange(256)) for _ in range(48 * 32)])
+    small.putdata(
+        [(rng.randrange(256), rng.randrange(256), rng.randrange(256)) for _ in range(48 * 32)]
+    )
     image = small.resize(SIZE, Image.Resampling.BICUBIC)
     grain = Image.effect_noise(SIZE, 64).convert("RGB")
     return Image.blend(image, grain, 0.3)
@@ -49,6 +52,7 @@ def make_photos(folder: Path, count: int) -> list[Path]:
 
 def raw_pillow(sources: list[Path], threads: int) -> float:
     """Thumbnails per second: make_thumbnail over ``sources`` in a pool of ``threads``."""
+    max_pixels = Settings().max_image_pixels  # the service's default, as its jobs use it
     with tempfile.TemporaryDirectory() as scratch:
         copies = []
         for source in sources:
@@ -57,7 +61,7 @@ def raw_pillow(sources: list[Path], threads: int) -> float:
             copies.append(copy)
         started = time.perf_counter()
         with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(lambda path: make_thumbnail(path, thumbnail_path(path)), copies))
+            list(pool.map(lambda p: make_thumbnail(p, thumbnail_path(p), max_pixels), copies))
         return len(copies) / (time.perf_counter() - started)
 
 

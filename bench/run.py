@@ -71,7 +71,9 @@ def start_redis(port: int) -> Process:
     if binary is None:
         sys.exit("redis-server is not installed: sudo apt-get install redis-server")
     argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    return Process.start("redis", argv, env=dict(os.environ), cwd=WORK, log=WORK / "logs" / "redis.log")
+    return Process.start(
+        "redis", argv, env=dict(os.environ), cwd=WORK, log=WORK / "logs" / "redis.log"
+    )
 
 
 async def wait_redis(redis: Redis) -> None:

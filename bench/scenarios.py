@@ -106,9 +106,7 @@ async def post_many(
     return ids, len(bodies) / (time.perf_counter() - started)
 
 
-async def drain(
-    system: System, redis: Redis, queued: int, within: float, worker: Process
-) -> float:
+async def drain(system: System, redis: Redis, queued: int, within: float, worker: Process) -> float:
     """Jobs/s from the first finished job to the last (the worker's start-up is left out)."""
     first_at, first_count = 0.0, 0
     deadline = time.monotonic() + within
@@ -230,7 +228,7 @@ async def pickup(
         await _started(system, redis, await post(http, system, "/events", {"event": {}}))
         latencies = []
         for n in range(sizes.probes):
-            await asyncio.sleep(random.uniform(0.1, 0.3))  # noqa: S311 - spread, not secrecy
+            await asyncio.sleep(random.uniform(0.1, 0.3))
             sent = time.time()
             task_id = await post(http, system, "/events", {"event": {"probe": n}})
             latencies.append((await _started(system, redis, task_id) - sent) * 1000)

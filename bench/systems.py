@@ -65,13 +65,19 @@ class System:
 
     def start_web(self, tag: str) -> Process:
         return Process.start(
-            f"{self.name}-web", self.web_argv(), env=self.env(), cwd=self.cwd(),
+            f"{self.name}-web",
+            self.web_argv(),
+            env=self.env(),
+            cwd=self.cwd(),
             log=WORK / "logs" / f"{self.name}-web-{tag}.log",
         )
 
     def start_worker(self, tag: str, argv: list[str] | None = None) -> Process:
         return Process.start(
-            f"{self.name}-worker", argv or self.worker_argv(), env=self.env(), cwd=self.cwd(),
+            f"{self.name}-worker",
+            argv or self.worker_argv(),
+            env=self.env(),
+            cwd=self.cwd(),
             log=WORK / "logs" / f"{self.name}-worker-{tag}.log",
         )
 
@@ -172,14 +178,21 @@ class FlaskCelery(System):
 
     def web_argv(self) -> list[str]:
         return [
-            str(VENVS / "celery" / "bin" / "gunicorn"), "-w", "2",
-            "-b", f"127.0.0.1:{self.ports.web}", "flask_celery_app:app",
+            str(VENVS / "celery" / "bin" / "gunicorn"),
+            "-w",
+            "2",
+            "-b",
+            f"127.0.0.1:{self.ports.web}",
+            "flask_celery_app:app",
         ]
 
     def worker_argv(self) -> list[str]:
         return [
-            str(VENVS / "celery" / "bin" / "celery"), "-A", "flask_celery_app.celery",
-            "worker", "--loglevel=INFO",
+            str(VENVS / "celery" / "bin" / "celery"),
+            "-A",
+            "flask_celery_app.celery",
+            "worker",
+            "--loglevel=INFO",
         ]
 
     async def finished(self, redis: Redis, queued: int) -> int:
