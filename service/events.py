@@ -10,6 +10,7 @@ import json
 from typing import Any, Literal
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from service import keys
 
@@ -32,5 +33,17 @@ def decode(raw: bytes | str) -> tuple[EventKind, dict[str, Any]] | None:
     return kind, data
 
 
+def publish_status(pipe: Pipeline, job_id: str, data: dict[str, Any]) -> None:
+    """Queue, on ``pipe``, a state change for the job's own stream and for the overview's."""
+    pipe.publish(keys.job_events(job_id), encode("status", data))
+    activity = {"job_id": job_id, "status": data.get("status")}
+    pipe.publish(keys.activity(), json.dumps(activity, separators=(",", ":")))
+
+
 async def publish(redis: Redis, job_id: str, kind: EventKind, data: dict[str, Any]) -> None:
-    await redis.publish(keys.job_events(job_id), encode(kind, data))
+    if kind != "status":
+        await redis.publish(keys.job_events(job_id), encode(kind, data))
+        return
+    async with redis.pipeline(transaction=False) as pipe:
+        publish_status(pipe, job_id, data)
+        await pipe.execute()

@@ -91,3 +91,8 @@ def workers() -> str:
 def running() -> str:
     """Sorted set of job ids being run (score: start, ms); arq's in-progress keys confirm it."""
     return f"{PREFIX}running"
+
+
+def activity() -> str:
+    """Pub/sub channel where every job's state change is announced, for the live overview."""
+    return f"{PREFIX}activity"

@@ -56,7 +56,7 @@ async def _announce(ctx: JobContext, **data: Any) -> None:
     job_id = ctx["job_id"]
     async with ctx["redis"].pipeline(transaction=False) as pipe:
         pipe.zrem(keys.running(), job_id)
-        pipe.publish(keys.job_events(job_id), events.encode("status", data))
+        events.publish_status(pipe, job_id, data)
         await pipe.execute()
 
 
@@ -123,7 +123,7 @@ async def _start(ctx: JobContext, name: str, args: tuple[Any, ...], kwargs: dict
         )
         pipe.expire(key, ctx["settings"].job_result_ttl)
         pipe.zadd(keys.running(), {ctx["job_id"]: started})
-        pipe.publish(keys.job_events(ctx["job_id"]), events.encode("status", status))
+        events.publish_status(pipe, ctx["job_id"], status)
         if attempt >= ctx["settings"].job_max_tries:
             deadletter.expect(
                 pipe, _dead_job(ctx, name, args, kwargs, deadletter.LAST_ATTEMPT_LOST)

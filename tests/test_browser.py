@@ -164,11 +164,12 @@ async def test_a_failed_job_is_retried_from_the_overview(
 ) -> None:
     job_id = await enqueue(redis, JobName.PROCESS_IMAGE, upload="arrives-late.jpg")
     await sign_in(page)
+    await expect(page.locator(".live-dot.on")).to_be_visible()
+    await page.evaluate("window.sameDocument = true")
     failures = page.locator("#failures")
     row = failures.locator("tr", has=page.locator(f"a[href='/dashboard/jobs/{job_id}']"))
-    while not await row.count():  # the worker fails it within a moment; the page is a snapshot
-        await page.reload()
-    await expect(row.locator(".reason")).to_contain_text("not found")
+    await expect(row.locator(".reason")).to_contain_text("not found")  # the page redraws itself
+    assert await page.evaluate("window.sameDocument") is True, "the page was reloaded"
     await screenshot(page, "overview")
 
     settings.uploads_dir.joinpath("arrives-late.jpg").write_bytes(image_bytes((900, 600)))

@@ -13,8 +13,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from arq.connections import ArqRedis
+from pytest_aiohttp import AiohttpServer
 from yarl import URL
 
 from service import keys
@@ -23,6 +25,7 @@ from settings import Settings
 from tests.conftest import AUTH_HEADERS, ClientFactory, RunWorker, queued
 from tests.dashboard_client import Dashboard
 from tests.images import image_bytes
+from tests.sse import next_event
 from web import create_app
 
 XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>'
@@ -464,3 +467,57 @@ async def test_cancel_stops_a_queued_job(
     assert await queued(redis, settings) == []
     assert "CANCELLED" in await dashboard.page(f"/dashboard/jobs/{job_id}")
     assert (await dashboard.post(f"/dashboard/jobs/{job_id}/cancel")).status == 409
+
+
+async def test_overview_lists_a_running_job_with_its_attempt(
+    dashboard: Dashboard, redis: ArqRedis, run_worker: RunWorker, aiohttp_server: AiohttpServer
+) -> None:
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def held(request: web.Request) -> web.Response:
+        arrived.set()
+        await release.wait()
+        return web.json_response({"ok": True})
+
+    target = web.Application()
+    target.router.add_post("/hook", held)
+    server = await aiohttp_server(target)
+    job_id = await enqueue(
+        redis, JobName.DELIVER_WEBHOOK, url=str(server.make_url("/hook")), payload={"n": 1}
+    )
+    worker = asyncio.create_task(run_worker())
+    try:
+        await asyncio.wait_for(arrived.wait(), 10)
+        page = await dashboard.page("/dashboard")
+        running = page.split('id="running"')[1].split("</section>")[0]
+        assert f"/dashboard/jobs/{job_id}" in running
+        assert "deliver_webhook" in running
+        assert "payload={&#39;n&#39;: 1}" in running
+        job_page = await dashboard.page(f"/dashboard/jobs/{job_id}")
+        assert "badge-started" in job_page
+        assert f"/dashboard/jobs/{job_id}/cancel" in job_page
+    finally:
+        release.set()
+        await worker
+    after = await dashboard.page("/dashboard")
+    assert "Nothing is running." in after
+
+
+async def test_overview_stream_says_changed_when_a_job_changes_state(
+    dashboard: Dashboard, redis: ArqRedis, run_worker: RunWorker
+) -> None:
+    stream = await dashboard.client.get("/dashboard/events")
+    assert stream.status == 200
+    assert stream.content_type == "text/event-stream"
+    assert await stream.content.readuntil(b"\n\n") == b": watching\n\n"
+    await enqueue(redis, JobName.LOG_EVENT, event={"n": 1})
+    await run_worker()
+    event = await asyncio.wait_for(next_event(stream), 5)
+    assert event is not None
+    assert event.kind == "changed"
+    stream.close()
+
+
+async def test_overview_stream_needs_a_session(anonymous: TestClient[Any, Any]) -> None:
+    response = await anonymous.get("/dashboard/events")
+    assert response.status == 401

@@ -10,7 +10,9 @@ running out of tries, a timeout) and keeps proxies from closing an idle stream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -23,6 +25,8 @@ from web.errors import ApiError
 from web.keys import REDIS, SETTINGS
 
 RECHECK_SECONDS = 3.0
+OVERVIEW_PAUSE = 1.0  # seconds between two "changed" events of the overview stream
+DRAIN_LIMIT = 10_000  # announcements skipped at most after a pause, so a flood cannot stall it
 FINISHED = {TaskState.SUCCESS, TaskState.FAILURE, TaskState.CANCELLED}
 STREAMS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("event_streams")
 
@@ -63,17 +67,24 @@ async def _stream(request: web.Request, job_id: str, pubsub: PubSub) -> web.Stre
     status, progress = await _snapshot(request, job_id)
     if status is None:
         raise ApiError(404, f"no task with id {job_id!r}")
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",  # nginx: pass each event on at once
-        }
-    )
+    response = _event_stream()
     await response.prepare(request)
-    await response.write(sse("status", status))
-    if progress is not None and status["status"] not in FINISHED:
-        await response.write(sse("progress", progress))
+    with contextlib.suppress(ConnectionResetError):  # the viewer left
+        await response.write(sse("status", status))
+        if progress is not None and status["status"] not in FINISHED:
+            await response.write(sse("progress", progress))
+        await _follow(request, job_id, pubsub, response, status)
+    return response
+
+
+async def _follow(
+    request: web.Request,
+    job_id: str,
+    pubsub: PubSub,
+    response: web.StreamResponse,
+    status: dict[str, Any],
+) -> None:
+    """Send each change until the job has finished."""
     while status["status"] not in FINISHED:
         event = await _next_event(pubsub)
         if event is None:
@@ -88,23 +99,78 @@ async def _stream(request: web.Request, job_id: str, pubsub: PubSub) -> web.Stre
         if kind == "status":
             status = data = _merge(status, data)
         await response.write(sse(kind, data))
-    return response
+
+
+def _event_stream() -> web.StreamResponse:
+    return web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",  # nginx: pass each event on at once
+        }
+    )
+
+
+@contextlib.asynccontextmanager
+async def _subscribed(request: web.Request, channel: str) -> AsyncIterator[PubSub]:
+    """A subscription that ends with the request, or at once when the app shuts down."""
+    task = asyncio.current_task()
+    assert task is not None
+    request.app[STREAMS].add(task)
+    pubsub = request.app[REDIS].pubsub()
+    try:
+        await pubsub.subscribe(channel)
+        yield pubsub
+    finally:
+        request.app[STREAMS].discard(task)
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
 async def job_events(request: web.Request) -> web.StreamResponse:
     job_id = request.match_info["job_id"]
     if not JOB_ID_PATTERN.fullmatch(job_id):
         raise ApiError(404, f"no task with id {job_id!r}")
-    task = asyncio.current_task()
-    assert task is not None
-    request.app[STREAMS].add(task)
-    pubsub = request.app[REDIS].pubsub()
-    try:
-        await pubsub.subscribe(keys.job_events(job_id))
+    async with _subscribed(request, keys.job_events(job_id)) as pubsub:
         return await _stream(request, job_id, pubsub)
-    finally:
-        request.app[STREAMS].discard(task)
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+async def _queue_signature(request: web.Request) -> tuple[int, ...]:
+    """What changes on the overview without a job changing state: jobs queued, workers."""
+    async with request.app[REDIS].pipeline(transaction=False) as pipe:
+        pipe.zcard(request.app[SETTINGS].queue_name)
+        pipe.zcard(keys.workers())
+        return tuple(await pipe.execute())
+
+
+async def overview_events(request: web.Request) -> web.StreamResponse:
+    """``GET /dashboard/events``: a ``changed`` event whenever the overview would look
+    different (a job changed state, the queue or the workers changed), at most one per
+    OVERVIEW_PAUSE; the page then fetches itself again. Runs until the viewer leaves."""
+    async with _subscribed(request, keys.activity()) as pubsub:
+        response = _event_stream()
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionResetError):  # the viewer left
+            await _watch_overview(request, response, pubsub)
+        return response
+
+
+async def _watch_overview(
+    request: web.Request, response: web.StreamResponse, pubsub: PubSub
+) -> None:
+    await response.write(b": watching\n\n")
+    signature = await _queue_signature(request)
+    while True:
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=RECHECK_SECONDS)
+        latest = await _queue_signature(request)
+        if message is None and latest == signature:
+            await response.write(b": still here\n\n")
+            continue
+        signature = latest
+        await response.write(sse("changed", {}))
+        await asyncio.sleep(OVERVIEW_PAUSE)  # a burst of changes: one refresh
+        for _ in range(DRAIN_LIMIT):
+            if await pubsub.get_message(ignore_subscribe_messages=True, timeout=0) is None:
+                break
 
 
 async def close_streams(app: web.Application) -> None:

@@ -70,6 +70,11 @@ def clock(moment: float | datetime | str | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
+def short_clock(moment: datetime) -> str:
+    """A near date as ``Nov 25 00:00 UTC``, for narrow table cells."""
+    return moment.strftime("%b %d %H:%M %Z")
+
+
 def pretty_json(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, default=str, sort_keys=True)
 
@@ -89,6 +94,7 @@ def make_environment() -> jinja2.Environment:
         ago=ago, until=until, duration=duration, clock=clock, pretty_json=pretty_json
     )
     env.filters["short_id"] = short_id
+    env.filters["short_clock"] = short_clock
     return env
 
 

@@ -30,6 +30,7 @@ def setup_routes(app: web.Application) -> None:
             web.get("/metrics", views.metrics),
             # dashboard: HTML pages and form actions (web/dashboard.py, web/templates/)
             web.get("/dashboard", dashboard.overview),
+            web.get("/dashboard/events", live.overview_events),
             web.get("/dashboard/sign-in", dashboard.sign_in_page),
             web.post("/dashboard/sign-in", dashboard.sign_in),
             web.post("/dashboard/sign-out", dashboard.sign_out),

@@ -146,12 +146,54 @@ function setUpUpload(form) {
   });
 }
 
-document.addEventListener("DOMContentLoaded", () => {
-  for (const form of document.querySelectorAll("form[data-confirm]")) {
-    form.addEventListener("submit", (event) => {
-      if (!window.confirm(form.dataset.confirm)) event.preventDefault();
-    });
+// The overview redraws itself when the server says something changed (GET /dashboard/events):
+// it fetches its own HTML again and swaps <main>; no timer polls anything.
+function setUpLiveOverview() {
+  const source = new EventSource("/dashboard/events");
+  const mark = () => {
+    const dot = document.querySelector("[data-live-overview]");
+    if (dot) dot.classList.toggle("on", source.readyState === EventSource.OPEN);
+  };
+  let busy = false;
+  let again = false;
+  async function redraw() {
+    if (busy) {
+      again = true;
+      return;
+    }
+    busy = true;
+    try {
+      const response = await fetch(window.location.pathname, {
+        headers: { Accept: "text/html" },
+        credentials: "same-origin",
+      });
+      if (!response.ok || new URL(response.url).pathname !== window.location.pathname) {
+        window.location.reload(); // signed out meanwhile: show the sign-in page
+        return;
+      }
+      const page = new DOMParser().parseFromString(await response.text(), "text/html");
+      const fresh = page.querySelector("main");
+      if (fresh) document.querySelector("main").replaceWith(fresh);
+      mark();
+    } finally {
+      busy = false;
+      if (again) {
+        again = false;
+        redraw();
+      }
+    }
   }
+  source.addEventListener("changed", redraw);
+  source.addEventListener("open", mark);
+  source.addEventListener("error", mark);
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  // delegated, so it also covers forms in a redrawn overview
+  document.addEventListener("submit", (event) => {
+    const form = event.target;
+    if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) event.preventDefault();
+  });
   for (const bar of document.querySelectorAll("[data-fraction]")) {
     bar.style.width = `${Math.round(Number(bar.dataset.fraction) * 100)}%`;
   }
@@ -161,4 +203,5 @@ document.addEventListener("DOMContentLoaded", () => {
   }
   const upload = document.getElementById("upload-form");
   if (upload) setUpUpload(upload);
+  if (document.querySelector("[data-live-overview]")) setUpLiveOverview();
 });
