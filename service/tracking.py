@@ -197,7 +197,8 @@ async def _finish(
         pipe.hset(keys.last_run(), name, ctx["job_id"])
         if outcome == "success":  # announced last, once everything above is readable
             done = {"status": "SUCCESS", "result": result, "finished_at": _iso(finished)}
-            pipe.publish(keys.job_events(ctx["job_id"]), events.encode("status", done))
+            pipe.zrem(keys.running(), ctx["job_id"])
+            events.publish_status(pipe, ctx["job_id"], done)
         await pipe.execute()
     if outcome == "success":
         return
