@@ -174,7 +174,11 @@ async def overview(redis: Redis, settings: Settings) -> Overview:
     now_ms = int(now * 1000)
     queue_name = settings.queue_name
     failed = await deadletter.page(
-        redis, offset=0, limit=LISTED, max_age=settings.dead_letter_max_age
+        redis,
+        offset=0,
+        limit=LISTED,
+        max_age=settings.dead_letter_max_age,
+        max_jobs=settings.dead_letter_max_jobs,
     )
     return Overview(
         now=now,

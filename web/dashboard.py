@@ -125,7 +125,14 @@ async def retry_job(request: web.Request) -> web.Response:
     job_id = request.match_info["job_id"]
     redis, settings = request.app[REDIS], request.app[SETTINGS]
     try:
-        await deadletter.retry(redis, settings.queue_name, job_id, meta_ttl=settings.job_result_ttl)
+        await deadletter.retry(
+            redis,
+            settings.queue_name,
+            job_id,
+            meta_ttl=settings.job_result_ttl,
+            max_jobs=settings.dead_letter_max_jobs,
+            max_age=settings.dead_letter_max_age,
+        )
     except NotFailedError:
         raise ApiError(
             409, "this job is not in the failed-jobs list: only failed jobs can be retried"
