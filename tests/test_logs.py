@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import aiohttp
 import pytest
@@ -18,35 +16,10 @@ from service.logs import JsonFormatter, TextFormatter
 from service.origin import log_fields, request_id_from
 from settings import Settings, SettingsError, load_settings
 from tests.conftest import AUTH_HEADERS, TEST_API_TOKEN, free_port
+from tests.processes import ServiceProcess as Process
 from tests.scraping import sample
-from tests.test_worker_process import ROOT, service_env
+from tests.test_worker_process import service_env
 from tests.waiting import wait_until
-
-
-class Process:
-    """A service process whose stderr goes to a file, read once it has stopped."""
-
-    def __init__(self, command: list[str], env: dict[str, str], log: Path) -> None:
-        self.log = log
-        self._out: IO[bytes] = log.open("wb")
-        self.popen = subprocess.Popen(
-            [sys.executable, *command], cwd=ROOT, env=env, stdout=self._out, stderr=self._out
-        )
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(15)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-        self._out.close()
-
-    def lines(self) -> list[dict[str, Any]]:
-        """Every line it wrote, each of which must be one JSON object."""
-        text = self.log.read_text()
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 @pytest.fixture

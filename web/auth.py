@@ -28,12 +28,13 @@ from web.sessions import (
 )
 
 # (method, exact path) pairs anyone may call; HEAD counts as GET.
-# Add here: ("GET", "/metrics"), ("GET", "/openapi.json"), the dashboard's sign-in page and form.
+# Add here: the dashboard's sign-in page and form. /metrics stays behind a token (README).
 PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
     {
         ("GET", "/health"),
         ("GET", SIGN_IN_PATH),
         ("POST", SIGN_IN_PATH),  # checks the token itself (web/dashboard.py)
+        ("GET", "/openapi.json"),  # describes the API, including how to authenticate
     }
 )
 # Path prefixes served to anyone with GET/HEAD, e.g. the dashboard's static files ("/static/").

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from web import dashboard, job_control, live, views
+from web import dashboard, job_control, live, openapi, views
 from web.idempotency import idempotent, upload_fingerprint
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -44,6 +44,8 @@ def setup_routes(app: web.Application) -> None:
             web.post("/dashboard/jobs/{job_id}/delete", dashboard.delete_job),
             web.post("/dashboard/jobs/{job_id}/cancel", dashboard.cancel_job),
             web.static("/dashboard/static", STATIC_DIR),
+            web.get("/openapi.json", openapi.openapi_json),
         ]
     )
     live.setup_live(app)
+    app.on_startup.append(openapi.describe_api)

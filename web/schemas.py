@@ -8,7 +8,14 @@ from typing import Annotated, Any, TypeVar
 
 from aiohttp import web
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
 from yarl import URL
 
 from web.errors import ApiError
@@ -42,7 +49,12 @@ def _webhook_url(value: str) -> str:
     return value
 
 
-EmailAddress = Annotated[str, StringConstraints(max_length=320), AfterValidator(_email_address)]
+EmailAddress = Annotated[
+    str,
+    StringConstraints(max_length=320),
+    AfterValidator(_email_address),
+    Field(json_schema_extra={"format": "email"}),  # for the OpenAPI description
+]
 HeaderText = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=200),

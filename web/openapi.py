@@ -1,0 +1,316 @@
+"""``GET /openapi.json``: the API's OpenAPI 3.1 description, built from the routes themselves.
+
+Each route has one :class:`Operation` entry in :data:`OPERATIONS`; body schemas come from the
+pydantic models (``model_json_schema``), never written by hand. What every operation shares is
+added by rule: the bearer-token answers (401, 403, 429) wherever ``web.auth`` asks for a token,
+and 503 wherever Redis is needed. tests/test_openapi.py fails when a route has no entry, and
+runs schemathesis against the live app so the description and the behaviour cannot drift.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from service.status import JOB_ID_PATTERN
+from web import responses, schemas
+from web.auth import is_public
+from web.keys import OPENAPI
+
+TITLE = "jobservice"
+VERSION = "0.1.0"
+REF_TEMPLATE = "#/components/schemas/{model}"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One documented status: its meaning, and the JSON model or media type of its body."""
+
+    description: str
+    model: type[BaseModel] | None = None
+    media: str = "application/json"
+    schema: Mapping[str, Any] | None = None  # for non-JSON bodies (text, event streams)
+    location: bool = False  # answers with a Location header
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """What one route does, what it takes and what it answers."""
+
+    summary: str
+    answers: Mapping[int, Answer]
+    body: type[BaseModel] | None = None
+    body_required: bool = True
+    multipart: Mapping[str, Any] | None = None  # form fields, for uploads
+    query: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    uses_redis: bool = True
+    tags: tuple[str, ...] = ()
+
+
+def _error(description: str) -> Answer:
+    return Answer(description, responses.ErrorAnswer)
+
+
+def _queued(what: str) -> Answer:
+    return Answer(
+        f"{what} queued; its status is at the Location", responses.Accepted, location=True
+    )
+
+
+BAD_BODY = _error("the body is not valid JSON, not an object, or a field is missing or invalid")
+TOO_LARGE = _error("the body is larger than the limit")
+NO_SUCH_TASK = _error("no task with this id")
+TASK_ID = {"type": "string", "pattern": f"^{JOB_ID_PATTERN.pattern}$"}
+
+OPERATIONS: dict[tuple[str, str], Operation] = {
+    ("POST", "/send-email"): Operation(
+        "Queue an email",
+        {202: _queued("the email"), 400: BAD_BODY, 413: TOO_LARGE},
+        body=schemas.SendEmailRequest,
+        tags=("jobs",),
+    ),
+    ("GET", "/task-status/{task_id}"): Operation(
+        "A task's status, result or error",
+        {200: Answer("the task's status", responses.TaskStatus), 404: NO_SUCH_TASK},
+        tags=("jobs",),
+    ),
+    ("POST", "/upload"): Operation(
+        "Upload an image; a job makes its thumbnail",
+        {
+            202: _queued("the thumbnail job"),
+            400: _error("not multipart/form-data, no 'file' field, or an empty file"),
+            413: _error("the file, or its pixel count, is over the limit"),
+            415: _error("not a JPEG, PNG, GIF or WebP image"),
+        },
+        multipart={"file": {"type": "string", "format": "binary"}},
+        tags=("jobs",),
+    ),
+    ("POST", "/register"): Operation(
+        "Create a user and queue their welcome email",
+        {
+            201: Answer(
+                "the user, and the welcome email's task", responses.Registered, location=True
+            ),
+            400: BAD_BODY,
+            409: _error("this email address is already registered"),
+            413: TOO_LARGE,
+        },
+        body=schemas.RegisterRequest,
+        tags=("jobs",),
+    ),
+    ("POST", "/events"): Operation(
+        "Log an event (fire and forget)",
+        {202: _queued("the event"), 400: BAD_BODY, 413: TOO_LARGE},
+        body=schemas.EventRequest,
+        tags=("jobs",),
+    ),
+    ("POST", "/webhooks"): Operation(
+        "Queue a webhook delivery",
+        {202: _queued("the delivery"), 400: BAD_BODY, 413: TOO_LARGE},
+        body=schemas.WebhookRequest,
+        tags=("jobs",),
+    ),
+    ("POST", "/reports/daily"): Operation(
+        "Run the daily report now (yesterday's, or the given day's)",
+        {202: _queued("the report"), 400: BAD_BODY, 413: TOO_LARGE},
+        body=schemas.DailyReportRequest,
+        body_required=False,
+        tags=("jobs",),
+    ),
+    ("GET", "/jobs/{job_id}/events"): Operation(
+        "A job's state changes and progress, as Server-Sent Events until it finishes",
+        {
+            200: Answer(
+                "an event stream: a snapshot, then each change",
+                media="text/event-stream",
+                schema={"type": "string"},
+            ),
+            404: NO_SUCH_TASK,
+        },
+        tags=("jobs",),
+    ),
+    ("GET", "/jobs/failed"): Operation(
+        "The failed-jobs list, newest first",
+        {
+            200: Answer("one page of failed jobs", responses.FailedJobsPage),
+            400: _error("offset or limit out of range"),
+        },
+        query={
+            "offset": {"type": "integer", "minimum": 0, "maximum": 10**9, "default": 0},
+            "limit": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+        },
+        tags=("control",),
+    ),
+    ("POST", "/jobs/{task_id}/retry"): Operation(
+        "Run a failed job again",
+        {
+            202: _queued("the job"),
+            404: NO_SUCH_TASK,
+            409: _error("the job is not in the failed-jobs list"),
+        },
+        tags=("control",),
+    ),
+    ("DELETE", "/jobs/{task_id}"): Operation(
+        "Cancel a job",
+        {
+            200: Answer("cancelled before it ran", responses.TaskStatus),
+            202: Answer("running: cancellation requested", responses.TaskStatus),
+            404: NO_SUCH_TASK,
+            409: _error("the job has already finished"),
+        },
+        tags=("control",),
+    ),
+    ("GET", "/health"): Operation(
+        "Redis, the worker and the queue depth",
+        {200: Answer("all is well", responses.Health)},
+        tags=("operations",),
+    ),
+    ("GET", "/metrics"): Operation(
+        "The web process's Prometheus metrics (each worker serves its own)",
+        {200: Answer("Prometheus text format", media="text/plain", schema={"type": "string"})},
+        uses_redis=False,  # an unreachable Redis shows as a NaN queue depth, not an error
+        tags=("operations",),
+    ),
+    ("GET", "/openapi.json"): Operation(
+        "This description",
+        {200: Answer("OpenAPI 3.1", schema={"type": "object"})},
+        uses_redis=False,
+        tags=("operations",),
+    ),
+}
+
+UNAUTHORIZED = _error("no API token: send Authorization: Bearer <token>")
+FORBIDDEN = _error("the API token is not valid")
+RATE_LIMITED = _error("over a rate limit: wait Retry-After seconds")
+UNAVAILABLE = _error("Redis is unreachable: try again shortly")
+
+
+def routes_of(app: web.Application) -> set[tuple[str, str]]:
+    """(method, path pattern) of every route the app serves, HEAD aside (it mirrors GET)."""
+    found = set()
+    for route in app.router.routes():
+        resource = route.resource
+        if resource is not None and route.method not in {"HEAD", "*"}:
+            found.add((route.method, resource.canonical))
+    return found
+
+
+def _content(answer: Answer) -> dict[str, Any]:
+    if answer.model is not None:
+        return {
+            answer.media: {"schema": {"$ref": REF_TEMPLATE.format(model=answer.model.__name__)}}
+        }
+    return {answer.media: {"schema": dict(answer.schema or {})}}
+
+
+def _answers(method: str, path: str, operation: Operation) -> dict[str, Any]:
+    answers = dict(operation.answers)
+    if not is_public(method, path):
+        answers.update({401: UNAUTHORIZED, 403: FORBIDDEN, 429: RATE_LIMITED})
+    if operation.uses_redis:
+        answers.setdefault(503, UNAVAILABLE)
+    documented: dict[str, Any] = {}
+    for status, answer in sorted(answers.items()):
+        entry: dict[str, Any] = {"description": answer.description, "content": _content(answer)}
+        if answer.location:
+            entry["headers"] = {"Location": {"schema": {"type": "string"}}}
+        documented[str(status)] = entry
+    return documented
+
+
+def _parameters(path: str, operation: Operation) -> list[dict[str, Any]]:
+    parameters: list[dict[str, Any]] = [
+        {"name": name, "in": "path", "required": True, "schema": dict(TASK_ID)}
+        for name in ("task_id", "job_id")
+        if f"{{{name}}}" in path
+    ]
+    for name, schema in operation.query.items():
+        parameters.append({"name": name, "in": "query", "required": False, "schema": dict(schema)})
+    return parameters
+
+
+def _body(operation: Operation) -> dict[str, Any] | None:
+    if operation.body is not None:
+        ref = REF_TEMPLATE.format(model=operation.body.__name__)
+        content = {"application/json": {"schema": {"$ref": ref}}}
+        return {"required": operation.body_required, "content": content}
+    if operation.multipart is not None:
+        schema = {"type": "object", "properties": dict(operation.multipart)}
+        schema["required"] = list(operation.multipart)
+        return {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
+    return None
+
+
+def _operation_id(method: str, path: str) -> str:
+    """``post_send-email``, ``get_task-status_task_id``: unique per method and path."""
+    words = path.replace("{", "").replace("}", "").strip("/").replace("/", "_")
+    return f"{method.lower()}_{words}"
+
+
+def _operation(method: str, path: str, operation: Operation) -> dict[str, Any]:
+    described: dict[str, Any] = {
+        "summary": operation.summary,
+        "operationId": _operation_id(method, path),
+        "tags": list(operation.tags),
+        "responses": _answers(method, path, operation),
+    }
+    if parameters := _parameters(path, operation):
+        described["parameters"] = parameters
+    if (body := _body(operation)) is not None:
+        described["requestBody"] = body
+    if is_public(method, path):
+        described["security"] = []
+    return described
+
+
+def _component_schemas() -> dict[str, Any]:
+    models: set[type[BaseModel]] = set()
+    for operation in OPERATIONS.values():
+        if operation.body is not None:
+            models.add(operation.body)
+        models.update(a.model for a in operation.answers.values() if a.model is not None)
+    models.add(responses.ErrorAnswer)
+    ordered = sorted(models, key=lambda model: model.__name__)
+    _, top = models_json_schema(
+        [(model, "validation") for model in ordered], ref_template=REF_TEMPLATE
+    )
+    defs: dict[str, Any] = top.get("$defs", {})
+    return defs
+
+
+def build_spec(app: web.Application) -> dict[str, Any]:
+    """The description of every documented route this app serves."""
+    paths: dict[str, dict[str, Any]] = {}
+    for method, path in sorted(routes_of(app)):
+        operation = OPERATIONS.get((method, path))
+        if operation is not None:
+            paths.setdefault(path, {})[method.lower()] = _operation(method, path, operation)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": TITLE,
+            "version": VERSION,
+            "description": "Background jobs over HTTP: queue work, follow its status.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": _component_schemas(),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+    }
+
+
+async def describe_api(app: web.Application) -> None:
+    """Build the description once the routes are final (on start-up)."""
+    app[OPENAPI] = json.dumps(build_spec(app)).encode()
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[OPENAPI], content_type="application/json")
