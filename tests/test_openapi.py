@@ -41,6 +41,16 @@ async def test_every_route_is_described_and_every_description_is_a_route(
     served = routes_of(app)
     assert served - described == set(), "routes missing from web/openapi.py OPERATIONS"
     assert set(OPERATIONS) - served == set(), "OPERATIONS entries for routes that do not exist"
+    # routes that honour Idempotency-Key say so (the header, its 200 replay, 409 and 422);
+    # functools.wraps hides the wrapper's name, its code object still has it
+    wrapped = {
+        (route.method, route.resource.canonical)
+        for route in app.router.routes()
+        if route.resource is not None
+        and getattr(route.handler, "__code__", None) is not None
+        and route.handler.__code__.co_qualname.startswith("idempotent.")
+    }
+    assert wrapped == {key for key, operation in OPERATIONS.items() if operation.idempotent}
 
 
 async def test_request_bodies_come_from_the_pydantic_models(client: TestClient[Any, Any]) -> None:

@@ -36,7 +36,7 @@ class Answer:
     model: type[BaseModel] | None = None
     media: str = "application/json"
     schema: Mapping[str, Any] | None = None  # for non-JSON bodies (text, event streams)
-    location: bool = False  # answers with a Location header
+    headers: tuple[str, ...] = ()  # e.g. ("Location",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +50,7 @@ class Operation:
     multipart: Mapping[str, Any] | None = None  # form fields, for uploads
     query: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     uses_redis: bool = True
+    idempotent: bool = False  # wrapped in web.idempotency.idempotent: takes Idempotency-Key
     tags: tuple[str, ...] = ()
 
 
@@ -59,7 +60,7 @@ def _error(description: str) -> Answer:
 
 def _queued(what: str) -> Answer:
     return Answer(
-        f"{what} queued; its status is at the Location", responses.Accepted, location=True
+        f"{what} queued; its status is at the Location", responses.Accepted, headers=("Location",)
     )
 
 
@@ -73,6 +74,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Queue an email",
         {202: _queued("the email"), 400: BAD_BODY, 413: TOO_LARGE},
         body=schemas.SendEmailRequest,
+        idempotent=True,
         tags=("jobs",),
     ),
     ("GET", "/task-status/{task_id}"): Operation(
@@ -89,31 +91,37 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             415: _error("not a JPEG, PNG, GIF or WebP image"),
         },
         multipart={"file": {"type": "string", "format": "binary"}},
+        idempotent=True,
         tags=("jobs",),
     ),
     ("POST", "/register"): Operation(
         "Create a user and queue their welcome email",
         {
             201: Answer(
-                "the user, and the welcome email's task", responses.Registered, location=True
+                "the user, and the welcome email's task",
+                responses.Registered,
+                headers=("Location",),
             ),
             400: BAD_BODY,
             409: _error("this email address is already registered"),
             413: TOO_LARGE,
         },
         body=schemas.RegisterRequest,
+        idempotent=True,
         tags=("jobs",),
     ),
     ("POST", "/events"): Operation(
         "Log an event (fire and forget)",
         {202: _queued("the event"), 400: BAD_BODY, 413: TOO_LARGE},
         body=schemas.EventRequest,
+        idempotent=True,
         tags=("jobs",),
     ),
     ("POST", "/webhooks"): Operation(
         "Queue a webhook delivery",
         {202: _queued("the delivery"), 400: BAD_BODY, 413: TOO_LARGE},
         body=schemas.WebhookRequest,
+        idempotent=True,
         tags=("jobs",),
     ),
     ("POST", "/reports/daily"): Operation(
@@ -121,6 +129,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         {202: _queued("the report"), 400: BAD_BODY, 413: TOO_LARGE},
         body=schemas.DailyReportRequest,
         body_required=False,
+        idempotent=True,
         tags=("jobs",),
     ),
     ("GET", "/jobs/{job_id}/events"): Operation(
@@ -185,6 +194,15 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
 }
 
+KEY_REUSED = _error("this Idempotency-Key was already used for a different request")
+KEY_BUSY = _error("a request with this Idempotency-Key is still being handled")
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "repeat a request safely: a repeat replays the first answer and runs nothing",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
+}
 UNAUTHORIZED = _error("no API token: send Authorization: Bearer <token>")
 FORBIDDEN = _error("the API token is not valid")
 RATE_LIMITED = _error("over a rate limit: wait Retry-After seconds")
@@ -209,8 +227,24 @@ def _content(answer: Answer) -> dict[str, Any]:
     return {answer.media: {"schema": dict(answer.schema or {})}}
 
 
+def _either(first: Answer, second: Answer) -> Answer:
+    """One status with two meanings (a 409 for a taken address or a busy key)."""
+    return Answer(f"{first.description}; or {second.description}", first.model or second.model)
+
+
+def _replayed(operation: Operation) -> Answer:
+    """The 200 a repeated Idempotency-Key gets: the first answer's body, flagged."""
+    first = min(status for status in operation.answers if 200 <= status < 300)
+    model = operation.answers[first].model
+    headers = ("Location", "Idempotent-Replayed")
+    return Answer("a repeat of an earlier request: its first answer", model, headers=headers)
+
+
 def _answers(method: str, path: str, operation: Operation) -> dict[str, Any]:
     answers = dict(operation.answers)
+    if operation.idempotent:
+        for status, answer in {200: _replayed(operation), 409: KEY_BUSY, 422: KEY_REUSED}.items():
+            answers[status] = _either(answers[status], answer) if status in answers else answer
     if not is_public(method, path):
         answers.update({401: UNAUTHORIZED, 403: FORBIDDEN, 429: RATE_LIMITED})
     if operation.uses_redis:
@@ -218,8 +252,8 @@ def _answers(method: str, path: str, operation: Operation) -> dict[str, Any]:
     documented: dict[str, Any] = {}
     for status, answer in sorted(answers.items()):
         entry: dict[str, Any] = {"description": answer.description, "content": _content(answer)}
-        if answer.location:
-            entry["headers"] = {"Location": {"schema": {"type": "string"}}}
+        if answer.headers:
+            entry["headers"] = {name: {"schema": {"type": "string"}} for name in answer.headers}
         documented[str(status)] = entry
     return documented
 
@@ -232,6 +266,8 @@ def _parameters(path: str, operation: Operation) -> list[dict[str, Any]]:
     ]
     for name, schema in operation.query.items():
         parameters.append({"name": name, "in": "query", "required": False, "schema": dict(schema)})
+    if operation.idempotent:
+        parameters.append(dict(IDEMPOTENCY_KEY))
     return parameters
 
 
