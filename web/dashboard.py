@@ -120,9 +120,17 @@ async def run_cron_now(request: web.Request) -> web.Response:
     return see_other(f"{HOME}/jobs/{job_id}")
 
 
+def _well_formed_job_id(request: web.Request) -> str:
+    """The path's job id; 404 when it cannot be one (as the API's own job routes answer)."""
+    job_id = request.match_info["job_id"]
+    if not JOB_ID_PATTERN.fullmatch(job_id):
+        raise ApiError(404, f"no task with id {job_id!r}")
+    return job_id
+
+
 async def retry_job(request: web.Request) -> web.Response:
     """Re-queue a failed job (same id) and follow it on its page."""
-    job_id = request.match_info["job_id"]
+    job_id = _well_formed_job_id(request)
     redis, settings = request.app[REDIS], request.app[SETTINGS]
     try:
         await deadletter.retry(
@@ -142,7 +150,7 @@ async def retry_job(request: web.Request) -> web.Response:
 
 async def delete_job(request: web.Request) -> web.Response:
     """Drop a job from the failed-jobs list without running it again."""
-    if not await deadletter.discard(request.app[REDIS], request.match_info["job_id"]):
+    if not await deadletter.discard(request.app[REDIS], _well_formed_job_id(request)):
         raise ApiError(409, "this job is not in the failed-jobs list")
     return see_other(HOME)
 

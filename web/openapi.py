@@ -10,6 +10,7 @@ runs schemathesis against the live app so the description and the behaviour cann
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ from service.status import JOB_ID_PATTERN
 from web import responses, schemas
 from web.auth import is_public
 from web.keys import OPENAPI
+from web.sessions import accepts_session
 
 TITLE = "jobservice"
 VERSION = "0.1.0"
@@ -34,9 +36,10 @@ class Answer:
 
     description: str
     model: type[BaseModel] | None = None
-    media: str = "application/json"
+    media: str | None = "application/json"  # None: no body
     schema: Mapping[str, Any] | None = None  # for non-JSON bodies (text, event streams)
     headers: tuple[str, ...] = ()  # e.g. ("Location",)
+    also: tuple[str, ...] = ()  # other media types some answers with this status have
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,8 @@ class Operation:
     body: type[BaseModel] | None = None
     body_required: bool = True
     multipart: Mapping[str, Any] | None = None  # form fields, for uploads
+    form: Mapping[str, Any] | None = None  # urlencoded form fields, for the dashboard
+    path_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     query: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     uses_redis: bool = True
     idempotent: bool = False  # wrapped in web.idempotency.idempotent: takes Idempotency-Key
@@ -67,7 +72,12 @@ def _queued(what: str) -> Answer:
 BAD_BODY = _error("the body is not valid JSON, not an object, or a field is missing or invalid")
 TOO_LARGE = _error("the body is larger than the limit")
 NO_SUCH_TASK = _error("no task with this id")
+PAGE = Answer("an HTML page", media="text/html", schema={"type": "string"})
+SEE_OTHER = Answer("done: the browser goes on to the Location", media=None, headers=("Location",))
 TASK_ID = {"type": "string", "pattern": f"^{JOB_ID_PATTERN.pattern}$"}
+JOB_ID_NAMES = {"task_id", "job_id"}
+PLAIN_NAME = {"type": "string", "pattern": "^[A-Za-z0-9:_.-]{1,200}$"}  # one path segment
+NO_MATCH = _error("nothing has this name or id")
 
 OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/send-email"): Operation(
@@ -186,6 +196,101 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         uses_redis=False,  # an unreachable Redis shows as a NaN queue depth, not an error
         tags=("operations",),
     ),
+    # the dashboard: HTML pages and form actions (web/dashboard.py); a browser signs in and
+    # sends its session cookie and CSRF token, an API client may use its bearer token instead
+    ("GET", "/dashboard"): Operation(
+        "Dashboard: queue, running, failed and retrying jobs, crons, workers",
+        {200: PAGE},
+        tags=("dashboard",),
+    ),
+    ("GET", "/dashboard/sign-in"): Operation(
+        "Dashboard: the sign-in page",
+        {200: PAGE},
+        query={"next": {"type": "string"}},
+        uses_redis=False,
+        tags=("dashboard",),
+    ),
+    ("POST", "/dashboard/sign-in"): Operation(
+        "Dashboard: sign in with an API token (sets the session cookie)",
+        {
+            303: SEE_OTHER,
+            403: Answer(
+                "a wrong token (the page again) or a cross-site post",
+                responses.ErrorAnswer,
+                also=("text/html",),
+            ),
+        },
+        form={"token": {"type": "string"}, "next": {"type": "string"}},
+        tags=("dashboard",),
+    ),
+    ("POST", "/dashboard/sign-out"): Operation(
+        "Dashboard: sign out", {303: SEE_OTHER}, tags=("dashboard",)
+    ),
+    ("GET", "/dashboard/jobs/{job_id}"): Operation(
+        "Dashboard: one job's attempts, arguments, result and live status",
+        {200: PAGE, 404: Answer("no such job: a page saying so", media="text/html", schema={})},
+        tags=("dashboard",),
+    ),
+    ("GET", "/dashboard/upload"): Operation(
+        "Dashboard: the upload page", {200: PAGE}, uses_redis=False, tags=("dashboard",)
+    ),
+    ("POST", "/dashboard/upload"): Operation(
+        "Dashboard: upload an image (as POST /upload)",
+        {
+            202: _queued("the thumbnail job"),
+            400: _error("not multipart/form-data, no 'file' field, or an empty file"),
+            413: _error("the file, or its pixel count, is over the limit"),
+            415: _error("not a JPEG, PNG, GIF or WebP image"),
+        },
+        multipart={"file": {"type": "string", "format": "binary"}},
+        tags=("dashboard",),
+    ),
+    ("GET", "/dashboard/thumbnails/{name}"): Operation(
+        "Dashboard: a thumbnail the image job wrote",
+        {
+            200: Answer("the image", media="image/*", schema={}),
+            404: _error("no such thumbnail"),
+        },
+        uses_redis=False,
+        tags=("dashboard",),
+    ),
+    ("GET", "/dashboard/mail"): Operation(
+        "Dashboard: what the dev mail sink captured (development only)",
+        {200: PAGE, 404: _error("the Mail page is off (DASHBOARD_MAIL_PAGE)")},
+        uses_redis=False,
+        tags=("dashboard",),
+    ),
+    ("POST", "/dashboard/crons/{name}/run"): Operation(
+        "Dashboard: run a cron schedule's job now",
+        {303: SEE_OTHER, 404: _error("no cron schedule has this name")},
+        tags=("dashboard",),
+    ),
+    ("POST", "/dashboard/jobs/{job_id}/retry"): Operation(
+        "Dashboard: run a failed job again",
+        {303: SEE_OTHER, 409: _error("the job is not in the failed-jobs list")},
+        tags=("dashboard",),
+    ),
+    ("POST", "/dashboard/jobs/{job_id}/delete"): Operation(
+        "Dashboard: drop a job from the failed-jobs list",
+        {303: SEE_OTHER, 409: _error("the job is not in the failed-jobs list")},
+        tags=("dashboard",),
+    ),
+    ("POST", "/dashboard/jobs/{job_id}/cancel"): Operation(
+        "Dashboard: cancel a job",
+        {303: SEE_OTHER, 404: NO_SUCH_TASK, 409: _error("the job has already finished")},
+        tags=("dashboard",),
+    ),
+    ("GET", "/dashboard/static/{filename}"): Operation(
+        "Dashboard: its stylesheet and script",
+        {
+            200: Answer("the file", media="*/*", schema={}),
+            403: _error("not a file of the folder"),
+            # aiohttp's static handler answers a missing file with an empty octet-stream
+            404: Answer("no such file", responses.ErrorAnswer, also=("application/octet-stream",)),
+        },
+        uses_redis=False,
+        tags=("dashboard",),
+    ),
     ("GET", "/openapi.json"): Operation(
         "This description",
         {200: Answer("OpenAPI 3.1", schema={"type": "object"})},
@@ -203,6 +308,12 @@ IDEMPOTENCY_KEY = {
     "description": "repeat a request safely: a repeat replays the first answer and runs nothing",
     "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
 }
+TO_SIGN_IN = Answer(
+    "a browser without a session (Accept: text/html) is sent to the sign-in page",
+    media="text/plain",
+    schema={"type": "string"},
+    headers=("Location",),
+)
 UNAUTHORIZED = _error("no API token: send Authorization: Bearer <token>")
 FORBIDDEN = _error("the API token is not valid")
 RATE_LIMITED = _error("over a rate limit: wait Retry-After seconds")
@@ -210,21 +321,33 @@ UNAVAILABLE = _error("Redis is unreachable: try again shortly")
 
 
 def routes_of(app: web.Application) -> set[tuple[str, str]]:
-    """(method, path pattern) of every route the app serves, HEAD aside (it mirrors GET)."""
+    """(method, path pattern) of every route the app serves, HEAD aside (it mirrors GET).
+
+    A static folder's pattern is its prefix; its files are ``{prefix}/{filename}``.
+    """
     found = set()
     for route in app.router.routes():
         resource = route.resource
         if resource is not None and route.method not in {"HEAD", "*"}:
-            found.add((route.method, resource.canonical))
+            path = resource.canonical
+            if isinstance(resource, web.StaticResource):
+                path += "/{filename}"
+            found.add((route.method, path))
     return found
 
 
 def _content(answer: Answer) -> dict[str, Any]:
+    content: dict[str, Any] = {}
+    if answer.media is None:
+        return content
     if answer.model is not None:
-        return {
-            answer.media: {"schema": {"$ref": REF_TEMPLATE.format(model=answer.model.__name__)}}
-        }
-    return {answer.media: {"schema": dict(answer.schema or {})}}
+        ref = REF_TEMPLATE.format(model=answer.model.__name__)
+        content[answer.media] = {"schema": {"$ref": ref}}
+    else:
+        content[answer.media] = {"schema": dict(answer.schema or {})}
+    for media in answer.also:
+        content[media] = {"schema": {}}
+    return content
 
 
 def _either(first: Answer, second: Answer) -> Answer:
@@ -249,21 +372,30 @@ def _answers(method: str, path: str, operation: Operation) -> dict[str, Any]:
         answers.update({401: UNAUTHORIZED, 403: FORBIDDEN, 429: RATE_LIMITED})
     if operation.uses_redis:
         answers.setdefault(503, UNAVAILABLE)
+    if _path_names(path):
+        answers.setdefault(404, NO_MATCH)  # a malformed name or id matches no route at all
+    if accepts_session(path) and not is_public(method, path) and method == "GET":
+        answers.setdefault(303, TO_SIGN_IN)
     documented: dict[str, Any] = {}
     for status, answer in sorted(answers.items()):
-        entry: dict[str, Any] = {"description": answer.description, "content": _content(answer)}
+        entry: dict[str, Any] = {"description": answer.description}
+        if content := _content(answer):
+            entry["content"] = content
         if answer.headers:
             entry["headers"] = {name: {"schema": {"type": "string"}} for name in answer.headers}
         documented[str(status)] = entry
     return documented
 
 
+def _path_names(path: str) -> list[str]:
+    return re.findall(r"\{(\w+)\}", path)
+
+
 def _parameters(path: str, operation: Operation) -> list[dict[str, Any]]:
-    parameters: list[dict[str, Any]] = [
-        {"name": name, "in": "path", "required": True, "schema": dict(TASK_ID)}
-        for name in ("task_id", "job_id")
-        if f"{{{name}}}" in path
-    ]
+    parameters: list[dict[str, Any]] = []
+    for name in _path_names(path):
+        schema = operation.path_params.get(name, TASK_ID if name in JOB_ID_NAMES else PLAIN_NAME)
+        parameters.append({"name": name, "in": "path", "required": True, "schema": dict(schema)})
     for name, schema in operation.query.items():
         parameters.append({"name": name, "in": "query", "required": False, "schema": dict(schema)})
     if operation.idempotent:
@@ -276,10 +408,13 @@ def _body(operation: Operation) -> dict[str, Any] | None:
         ref = REF_TEMPLATE.format(model=operation.body.__name__)
         content = {"application/json": {"schema": {"$ref": ref}}}
         return {"required": operation.body_required, "content": content}
-    if operation.multipart is not None:
-        schema = {"type": "object", "properties": dict(operation.multipart)}
-        schema["required"] = list(operation.multipart)
-        return {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
+    for media, fields in (
+        ("multipart/form-data", operation.multipart),
+        ("application/x-www-form-urlencoded", operation.form),
+    ):
+        if fields is not None:
+            schema = {"type": "object", "properties": dict(fields), "required": list(fields)}
+            return {"required": True, "content": {media: {"schema": schema}}}
     return None
 
 
