@@ -203,6 +203,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         {200: PAGE},
         tags=("dashboard",),
     ),
+    ("GET", "/dashboard/events"): Operation(
+        "Dashboard: overview changes as Server-Sent Events, while the page is open",
+        {200: Answer("an endless event stream", media="text/event-stream", schema={})},
+        tags=("dashboard",),
+    ),
     ("GET", "/dashboard/sign-in"): Operation(
         "Dashboard: the sign-in page",
         {200: PAGE},
