@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install dev test lint format worker web clean
+.PHONY: install dev test lint format worker web clean soak
 
 install: $(STAMP)
 
@@ -35,6 +35,11 @@ worker: install
 
 web: install
 	$(BIN)/python -m web
+
+# Not part of `make test`: minutes of load while workers are killed at random (scripts/soak.py).
+SOAK_MINUTES ?= 2
+soak: install
+	$(BIN)/python -m scripts.soak --minutes $(SOAK_MINUTES)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 
 from jobs.context import JobContext
-from jobs.mailer import send_mail
+from jobs.mailer import message_id_for, send_mail
 from service import keys
 
 
 async def send_email(ctx: JobContext, *, to: str, subject: str, body: str) -> dict[str, str]:
     """Send the message; a re-run after it was accepted returns the first result instead.
 
-    The "sent" marker is checked before sending and written after: if the worker dies
-    between the two, the message may go out twice, but with the same Message-ID.
+    The "sent" marker is checked before sending and written the moment the server accepts
+    the message (before QUIT): only a worker dying in between, one Redis write long, can
+    make a re-run send it again, and then with the same Message-ID.
     """
     redis, settings = ctx["redis"], ctx["settings"]
     marker = keys.email_sent(ctx["job_id"])
@@ -22,7 +23,10 @@ async def send_email(ctx: JobContext, *, to: str, subject: str, body: str) -> di
         result: dict[str, str] = json.loads(previous)
         return result
 
-    message_id = await send_mail(ctx, to=to, subject=subject, body=body)
-    result = {"to": to, "message_id": message_id}
-    await redis.set(marker, json.dumps(result), ex=settings.job_result_ttl)
+    result = {"to": to, "message_id": message_id_for(ctx["job_id"], ctx["smtp"])}
+
+    async def remember_sent() -> None:
+        await redis.set(marker, json.dumps(result), ex=settings.job_result_ttl)
+
+    await send_mail(ctx, to=to, subject=subject, body=body, on_accepted=remember_sent)
     return result

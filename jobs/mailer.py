@@ -8,6 +8,7 @@ only repeat the refusal, so the job fails at once with the server's reply in its
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Awaitable, Callable
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import getaddresses
@@ -79,31 +80,46 @@ def classify(exc: aiosmtplib.SMTPException) -> TransientError | PermanentError:
     return PermanentError(f"SMTP error: {exc}")
 
 
-async def deliver(config: SmtpConfig, message: EmailMessage) -> None:
-    """Send one message; raises TransientError or PermanentError on failure."""
+OnAccepted = Callable[[], Awaitable[None]]
+
+
+async def deliver(
+    config: SmtpConfig, message: EmailMessage, on_accepted: OnAccepted | None = None
+) -> None:
+    """Send one message; raises TransientError or PermanentError on failure.
+
+    ``on_accepted`` runs as soon as the server has accepted the message, before QUIT: a job
+    records "sent" there, so a worker killed after acceptance but before that record (the
+    one moment a re-run would send again) is as short as one Redis write.
+    """
+    client = aiosmtplib.SMTP(
+        hostname=config.host,
+        port=config.port,
+        username=config.username,
+        password=config.password,
+        use_tls=config.use_tls,
+        start_tls=config.start_tls,
+        timeout=config.timeout,
+    )
     try:
-        await aiosmtplib.send(
-            message,
-            hostname=config.host,
-            port=config.port,
-            username=config.username,
-            password=config.password,
-            use_tls=config.use_tls,
-            start_tls=config.start_tls,
-            timeout=config.timeout,
-        )
+        async with client:
+            await client.send_message(message)
+            if on_accepted is not None:
+                await on_accepted()
     except aiosmtplib.SMTPException as exc:
         raise classify(exc) from exc
     except (OSError, TimeoutError) as exc:
         raise TransientError(f"SMTP server unreachable: {exc}") from exc
 
 
-async def send_mail(ctx: JobContext, *, to: str, subject: str, body: str) -> str:
+async def send_mail(
+    ctx: JobContext, *, to: str, subject: str, body: str, on_accepted: OnAccepted | None = None
+) -> str:
     """Send one message for the running job and count it; returns its Message-ID."""
     config = ctx["smtp"]
     message_id = message_id_for(ctx["job_id"], config)
     message = build_message(config, to=to, subject=subject, body=body, message_id=message_id)
-    await deliver(config, message)
+    await deliver(config, message, on_accepted)
     ctx["metrics"].emails_sent.inc()
     await stats.count(ctx["redis"], ctx["settings"].timezone, emails_sent=1)
     return message_id

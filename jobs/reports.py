@@ -64,13 +64,17 @@ async def _email_report(ctx: JobContext, report: dict[str, Any]) -> str:
         return "no recipients to mail"
     if await redis.get(marker):
         return "mailed"
+
+    async def remember_sent() -> None:
+        await redis.set(marker, "1", ex=settings.job_result_ttl)
+
     await send_mail(
         ctx,
         to=", ".join(settings.report_recipients),
         subject=f"Daily report for {report['date']}",
         body=json.dumps(report, indent=2) + "\n",
+        on_accepted=remember_sent,
     )
-    await redis.set(marker, "1", ex=settings.job_result_ttl)
     return "mailed"
 
 

@@ -13,13 +13,18 @@ async def send_welcome_email(ctx: JobContext, *, user_id: int) -> dict[str, str]
 
     A Redis lock keeps two jobs for the same user from sending at once; the database's
     ``welcome_sent_at`` (checked under the lock, written after sending) keeps later ones
-    from sending again.
+    from sending again. A lock that already holds this job's own id was left by an attempt
+    of this job whose worker died (arq runs one attempt of a job at a time): the re-run
+    takes it over instead of waiting for it to expire.
     """
-    db, redis = ctx["db"], ctx["redis"]
+    db, redis, settings = ctx["db"], ctx["redis"], ctx["settings"]
     lock = keys.welcome_lock(user_id)
-    lock_ttl = int(ctx["smtp"].timeout * 3) + 10
+    # held at most as long as an attempt can run, so a dead attempt's lock frees itself
+    lock_ttl = int(settings.email_job_timeout + settings.job_lock_margin) + 1
     if not await redis.set(lock, ctx["job_id"], nx=True, ex=lock_ttl):
-        raise TransientError("another job is sending this user's welcome email")
+        if await redis.get(lock) != ctx["job_id"].encode():
+            raise TransientError("another job is sending this user's welcome email")
+        await redis.expire(lock, lock_ttl)
     try:
         user = await db.get_user(user_id)
         if user is None:
@@ -31,8 +36,8 @@ async def send_welcome_email(ctx: JobContext, *, user_id: int) -> dict[str, str]
             to=user.email,
             subject=f"Welcome {user.name}!",
             body=f"Hi {user.name},\n\nthanks for registering. We are glad to have you.\n",
+            on_accepted=lambda: db.mark_welcome_sent(user_id),
         )
-        await db.mark_welcome_sent(user_id)
     finally:
         if await redis.get(lock) == ctx["job_id"].encode():
             await redis.delete(lock)
