@@ -30,7 +30,9 @@ async def test_three_workers_make_one_daily_report_and_one_cleanup(
 
     await wait_until(all_waiting, within=STARTUP)
     due = time.time() + 1.5  # arq enqueues a cron job up to 1 s early: all three are up by then
-    go.write_text(str(due))
+    cue = go.with_suffix(".tmp")
+    cue.write_text(str(due))
+    cue.replace(go)  # atomically: a worker must never read a half-written cue
 
     async def both_ran() -> bool:
         counters = await stats.read(redis, stats.today(settings.timezone))
