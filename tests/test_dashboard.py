@@ -108,7 +108,7 @@ async def test_a_wrong_token_opens_no_session(
     assert response.status == 403
     assert "not valid" in await response.text()
     assert "jobsvc_session" not in response.cookies
-    assert await redis.dbsize() == 0
+    assert [key async for key in redis.scan_iter(keys.session("*"))] == []
 
 
 async def test_sign_in_from_another_site_is_refused(
@@ -521,3 +521,34 @@ async def test_overview_stream_says_changed_when_a_job_changes_state(
 async def test_overview_stream_needs_a_session(anonymous: TestClient[Any, Any]) -> None:
     response = await anonymous.get("/dashboard/events")
     assert response.status == 401
+
+
+async def test_signing_in_again_replaces_the_session(dashboard: Dashboard, redis: ArqRedis) -> None:
+    assert len([key async for key in redis.scan_iter(keys.session("*"))]) == 1
+    await dashboard.sign_in()
+    assert len([key async for key in redis.scan_iter(keys.session("*"))]) == 1
+
+
+async def test_sign_in_attempts_are_limited_per_client(
+    anonymous: TestClient[Any, Any], redis: ArqRedis
+) -> None:
+    board = Dashboard(anonymous)
+    for _ in range(10):
+        assert (await board.sign_in("wrong-token-0123456789abcdef")).status == 403
+    refused = await board.sign_in()  # even the right token waits now
+    assert refused.status == 429
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert [key async for key in redis.scan_iter(keys.session("*"))] == []
+
+
+async def test_sign_in_never_echoes_control_characters_into_location(
+    anonymous: TestClient[Any, Any],
+) -> None:
+    board = Dashboard(anonymous)
+    response = await board.post(
+        "/dashboard/sign-in",
+        {"token": AUTH_HEADERS["Authorization"][7:], "next": "/dashboard\r\nSet-Cookie: x=1"},
+        csrf=False,
+    )
+    assert response.status == 303
+    assert response.headers["Location"] == "/dashboard"

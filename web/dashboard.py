@@ -27,11 +27,14 @@ from web.auth import matching_token, token_fingerprint
 from web.errors import ApiError
 from web.keys import REDIS, SETTINGS
 from web.pages import render
+from web.ratelimit import RATE_LIMITS
 from web.sessions import (
+    COOKIE,
     SESSION,
     SIGN_IN_PATH,
     clear_cookie,
     close_session,
+    forget_cookie,
     open_session,
     same_origin,
     set_cookie,
@@ -49,7 +52,7 @@ def see_other(location: str) -> web.Response:
 
 def _safe_next(target: str | None) -> str:
     """Only a dashboard path may follow sign-in: never another site (``//evil``)."""
-    if not target or not target.startswith(HOME) or target.startswith("//"):
+    if not target or not target.startswith(HOME) or not target.isprintable():
         return HOME
     return target if URL(target).path.startswith(HOME) else HOME
 
@@ -180,11 +183,13 @@ async def sign_in(request: web.Request) -> web.Response:
     target = _safe_next(str(form.get("next", "")))
     if not same_origin(request):
         raise ApiError(403, "cross-site request refused: it must come from this dashboard")
+    await request.app[RATE_LIMITS].check_sign_in(request.remote or "unknown")
     token = matching_token(str(form.get("token", "")), settings.api_tokens)
     if token is None:
         error = "That token is not valid."
         return render(request, "sign_in.html", status=403, next=target, error=error)
     ttl = int(settings.dashboard_session_hours * 3600)
+    await forget_cookie(request.app[REDIS], request.cookies.get(COOKIE, ""))
     cookie, _ = await open_session(request.app[REDIS], token_fingerprint(token), ttl)
     response = see_other(target)
     set_cookie(response, request, cookie, ttl)

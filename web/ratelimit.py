@@ -30,6 +30,9 @@ from web.auth import TOKEN_ID
 from web.errors import ApiError
 
 KEY_PREFIX = "jobsvc:ratelimit"
+# Dashboard sign-in attempts per client address: tokens are long enough not to be guessed,
+# this only keeps a script from trying at full speed.
+SIGN_IN_LIMIT = "10/minute"
 
 
 def parse_limits(text: str) -> list[RateLimitItem]:
@@ -51,6 +54,7 @@ class RateLimits:
         self._recipient_limiter = MovingWindowRateLimiter(storage)
         self._per_token = parse_limits(per_token)
         self._per_recipient = parse_limits(per_recipient)
+        self._sign_in = parse_limits(SIGN_IN_LIMIT)
 
     async def check_token(self, token_id: str) -> None:
         """Count one request for the token; 429 when a limit is used up."""
@@ -60,6 +64,10 @@ class RateLimits:
         """Count one email to ``address``; 429 when a limit is used up."""
         digest = hashlib.sha256(address.strip().lower().encode()).hexdigest()[:24]
         await _hit(self._recipient_limiter, self._per_recipient, "recipient", digest)
+
+    async def check_sign_in(self, client: str) -> None:
+        """Count one dashboard sign-in attempt from ``client``; 429 when too many."""
+        await _hit(self._recipient_limiter, self._sign_in, "client", client)
 
 
 async def _hit(limiter: RateLimiter, items: list[RateLimitItem], kind: str, who: str) -> None:

@@ -86,6 +86,12 @@ async def close_session(redis: Redis, session: Session) -> None:
     await redis.delete(keys.session(session.digest))
 
 
+async def forget_cookie(redis: Redis, cookie: str) -> None:
+    """End whatever session ``cookie`` held; a new sign-in replaces it, never adds to it."""
+    if cookie and len(cookie) <= 100:
+        await redis.delete(keys.session(_digest(cookie)))
+
+
 def set_cookie(response: web.StreamResponse, request: web.Request, cookie: str, ttl: int) -> None:
     response.set_cookie(
         COOKIE,
