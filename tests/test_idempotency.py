@@ -217,3 +217,30 @@ async def test_the_key_is_forgotten_after_the_window(
     later = await client.post("/events", json={"event": {}}, headers=key("brief"))
     assert later.status == 202
     assert (await later.json())["task_id"] != (await first.json())["task_id"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/send-email", EMAIL),
+        ("/register", {"name": "Bo", "email": "bo@example.com"}),
+        ("/events", {"event": {"type": "signup"}}),
+        ("/webhooks", {"url": "http://127.0.0.1:9/hook", "payload": {"n": 1}}),
+        ("/reports/daily", {"day": "2026-11-23"}),
+    ],
+)
+async def test_every_json_enqueue_endpoint_honours_the_key(
+    client: TestClient[Any, Any],
+    redis: ArqRedis,
+    settings: Settings,
+    path: str,
+    body: dict[str, Any],
+) -> None:
+    first = await client.post(path, json=body, headers=key(f"every{path}"))
+    assert first.status in (201, 202), await first.text()
+
+    again = await client.post(path, json=body, headers=key(f"every{path}"))
+
+    assert again.status == 200
+    assert (await again.json())["task_id"] == (await first.json())["task_id"]
+    assert len(await queued(redis, settings)) == 1
