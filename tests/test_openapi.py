@@ -147,3 +147,12 @@ def test_live_description_is_served_without_a_token(live_web: str) -> None:
     with urllib.request.urlopen(f"{live_web}/openapi.json", timeout=10) as answer:
         assert answer.status == 200
         assert answer.headers["Content-Type"].startswith("application/json")
+
+
+async def test_a_static_file_name_too_long_for_the_os_is_404_not_500(
+    client: TestClient[Any, Any],
+) -> None:
+    """Found by the schemathesis run: aiohttp's static handler let ENAMETOOLONG out as a 500."""
+    response = await client.get("/dashboard/static/" + "a" * 300)
+    assert response.status == 404
+    assert (await response.json()) == {"error": "Not Found"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 
 from aiohttp import web
@@ -52,6 +53,15 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             status=503,
             headers={"Retry-After": "5"},
         )
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            # aiohttp's static files: a requested name longer than the OS allows names nothing
+            return web.json_response({"error": "Not Found"}, status=404)
+        return _internal_error(request)
     except Exception:
-        logger.exception("unhandled error in %s %s", request.method, request.path)
-        return web.json_response({"error": "internal server error"}, status=500)
+        return _internal_error(request)
+
+
+def _internal_error(request: web.Request) -> web.Response:
+    logger.exception("unhandled error in %s %s", request.method, request.path)
+    return web.json_response({"error": "internal server error"}, status=500)
