@@ -224,6 +224,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                 responses.ErrorAnswer,
                 also=("text/html",),
             ),
+            429: _error("too many sign-in attempts from this address: wait Retry-After seconds"),
         },
         form={"token": {"type": "string"}, "next": {"type": "string"}},
         tags=("dashboard",),
