@@ -50,6 +50,7 @@ class WebMetrics:
             ["function"],
             registry=registry,
         )
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self.queue_depth = Gauge(
             "jobservice_queue_depth",
             "Jobs waiting in the queue (deferred retries included), read at scrape time; "
@@ -61,8 +62,18 @@ class WebMetrics:
         self.enqueued.labels(function).inc()
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(method, route).observe(seconds)
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            # labels() costs a lock and a lookup per call; the label sets are bounded
+            # (routes x methods x statuses), so keep each pair of children once found
+            children = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(method, route),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     async def render(self, redis: Redis, queue_name: str) -> bytes:
         """The text exposition, with the queue depth read from Redis just now."""
