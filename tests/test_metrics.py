@@ -11,8 +11,16 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from settings import Settings
-from tests.conftest import RunWorker, SmtpRecorder, free_port, status_of
+from tests.conftest import (
+    AUTH_HEADERS,
+    ClientFactory,
+    RunWorker,
+    SmtpRecorder,
+    free_port,
+    status_of,
+)
 from tests.scraping import label_values, sample
+from web import create_app
 
 EMAIL = {"to": "ann@example.com", "subject": "Hello", "body": "Hi"}
 
@@ -55,10 +63,16 @@ async def test_web_metrics_count_requests_by_route_enqueues_and_queue_depth(
     assert sample(text, "process_resident_memory_bytes") > 0
 
 
-async def test_each_app_has_its_own_registry(client: TestClient[Any, Any]) -> None:
-    """A fresh app starts from zero: metrics live in the app, not in a process-wide registry."""
-    text = await (await client.get("/metrics")).text()
-    assert sample(text, "jobservice_jobs_enqueued_total", function="send_email") == 0
+async def test_each_app_has_its_own_registry(
+    client: TestClient[Any, Any], aiohttp_client: ClientFactory, settings: Settings
+) -> None:
+    """Metrics live in the app, not in a process-wide registry: two apps count apart."""
+    other = await aiohttp_client(create_app(settings), headers=AUTH_HEADERS)
+    assert (await client.post("/send-email", json=EMAIL)).status == 202
+    mine = await (await client.get("/metrics")).text()
+    theirs = await (await other.get("/metrics")).text()
+    assert sample(mine, "jobservice_jobs_enqueued_total", function="send_email") == 1
+    assert sample(theirs, "jobservice_jobs_enqueued_total", function="send_email") == 0
 
 
 async def test_worker_serves_job_metrics_on_its_own_port(
