@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
@@ -103,3 +104,62 @@ async def test_worker_and_web_ride_out_a_redis_restart(
     assert worker.running(), "the worker reconnected instead of dying"
     assert web.running()
     assert (await _status(http, task_before))["attempts"] == 1
+
+
+async def test_web_starts_while_redis_is_down_and_recovers_when_it_comes(
+    settings: Settings, redis_server: RedisServer, spawn: Spawn, http: aiohttp.ClientSession
+) -> None:
+    await redis_server.stop()
+    web = await spawn("web")
+
+    async def answers_503() -> bool:
+        return await _health(http) == 503
+
+    await wait_until(answers_503, within=STARTUP)
+    refused = await _post_email(http, "while Redis never was")
+    assert refused.status == 503
+
+    await redis_server.start()
+
+    async def healthy() -> bool:
+        return await _health(http) == 200
+
+    await wait_until(healthy, within=10)
+    assert (await _post_email(http, "once Redis is up")).status == 202
+    assert web.running()
+
+
+async def test_a_stalled_redis_gives_quick_503s_and_the_worker_carries_on(
+    settings: Settings,
+    redis_server: RedisServer,
+    smtp_server: SmtpRecorder,
+    spawn: Spawn,
+    http: aiohttp.ClientSession,
+) -> None:
+    """SIGSTOP: Redis keeps its connections open but answers nothing, as on a network stall."""
+    await spawn("web")
+    worker = await spawn("worker")
+
+    async def web_healthy() -> bool:
+        return await _health(http) == 200
+
+    await wait_until(web_healthy, within=STARTUP)
+    redis_server.process.signal(signal.SIGSTOP)
+    try:
+        assert await _health(http) == 503  # within NO_HANG, or the client raises
+        stalled = await _post_email(http, "refused while Redis stalls")
+        assert stalled.status == 503
+    finally:
+        redis_server.process.signal(signal.SIGCONT)
+
+    await wait_until(web_healthy, within=10)
+    sent = await _post_email(http, "sent after the stall")
+    assert sent.status == 202
+    task_id = (await sent.json())["task_id"]
+
+    async def done() -> bool:
+        return bool((await _status(http, task_id))["status"] == "SUCCESS")
+
+    await wait_until(done, within=STARTUP)
+    assert [m.message["Subject"] for m in smtp_server.messages] == ["sent after the stall"]
+    assert worker.running()
