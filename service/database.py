@@ -65,7 +65,13 @@ class Database:
     @classmethod
     async def open(cls, path: Path) -> Database:
         await asyncio.get_running_loop().run_in_executor(None, make_folders, path.parent)
-        connection = await aiosqlite.connect(path, timeout=10)
+        pending = aiosqlite.connect(path, timeout=10)
+        # A daemon thread: a worker whose Redis stays away past REDIS_RETRY_SECONDS dies
+        # without reaching on_shutdown (arq's close() fails first), and a live non-daemon
+        # thread would keep that dead process from ever exiting. SQLite rolls back whatever
+        # was not committed; a clean stop still closes the connection in on_shutdown.
+        pending._thread.daemon = True
+        connection = await pending
         connection.row_factory = sqlite3.Row
         await connection.execute("PRAGMA journal_mode=WAL")
         await connection.execute("PRAGMA busy_timeout=10000")

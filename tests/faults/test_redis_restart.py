@@ -163,3 +163,18 @@ async def test_a_stalled_redis_gives_quick_503s_and_the_worker_carries_on(
     await wait_until(done, within=STARTUP)
     assert [m.message["Subject"] for m in smtp_server.messages] == ["sent after the stall"]
     assert worker.running()
+
+
+async def test_a_worker_gives_up_after_redis_retry_seconds_and_exits_non_zero(
+    redis_server: RedisServer, spawn: Spawn
+) -> None:
+    """Past REDIS_RETRY_SECONDS the worker stops, so its supervisor restarts it, not hangs."""
+    worker = await spawn("worker", redis_retry_seconds=1)
+
+    async def connected() -> bool:
+        return "Starting worker" in worker.output()
+
+    await wait_until(connected, within=STARTUP)
+    await redis_server.stop()
+    assert await worker.wait(within=30) != 0
+    assert "ConnectionError" in worker.output()
