@@ -11,11 +11,12 @@ from service import keys
 async def send_welcome_email(ctx: JobContext, *, user_id: int) -> dict[str, str]:
     """Send "Welcome {name}!" unless this user already got it.
 
-    A Redis lock keeps two jobs for the same user from sending at once; the database's
-    ``welcome_sent_at`` (checked under the lock, written after sending) keeps later ones
-    from sending again. A lock that already holds this job's own id was left by an attempt
-    of this job whose worker died (arq runs one attempt of a job at a time): the re-run
-    takes it over instead of waiting for it to expire.
+    A Redis lock keeps two jobs for the same user from sending at once; a Redis marker
+    written the moment the server accepts the message, then the database's
+    ``welcome_sent_at`` (both checked under the lock) keep later ones from sending again.
+    A lock that already holds this job's own id was left by an attempt of this job whose
+    worker died (arq runs one attempt of a job at a time): the re-run takes it over instead
+    of waiting for it to expire.
     """
     db, redis, settings = ctx["db"], ctx["redis"], ctx["settings"]
     lock = keys.welcome_lock(user_id)
@@ -29,15 +30,23 @@ async def send_welcome_email(ctx: JobContext, *, user_id: int) -> dict[str, str]
         user = await db.get_user(user_id)
         if user is None:
             raise PermanentError(f"user {user_id} does not exist")
-        if user.welcome_sent_at is not None:
+        sent = keys.welcome_sent(user_id)
+        if user.welcome_sent_at is not None or await redis.exists(sent):
+            await db.mark_welcome_sent(user_id)  # a no-op unless a dead attempt missed it
             return {"to": user.email, "status": "already sent"}
+
+        async def remember_sent() -> None:
+            # one fast Redis write the moment the server accepts; the database follows
+            await redis.set(sent, "1", ex=settings.job_result_ttl)
+
         message_id = await send_mail(
             ctx,
             to=user.email,
             subject=f"Welcome {user.name}!",
             body=f"Hi {user.name},\n\nthanks for registering. We are glad to have you.\n",
-            on_accepted=lambda: db.mark_welcome_sent(user_id),
+            on_accepted=remember_sent,
         )
+        await db.mark_welcome_sent(user_id)
     finally:
         if await redis.get(lock) == ctx["job_id"].encode():
             await redis.delete(lock)

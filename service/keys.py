@@ -96,3 +96,8 @@ def running() -> str:
 def activity() -> str:
     """Pub/sub channel where every job's state change is announced, for the live overview."""
     return f"{PREFIX}activity"
+
+
+def welcome_sent(user_id: int) -> str:
+    """Set the moment a user's welcome email is accepted, until the database records it."""
+    return f"{PREFIX}welcomed:{user_id}"

@@ -30,7 +30,7 @@ from service.backoff import backoff_delay
 from service.progress import Progress
 from service.queue import JobName
 from service.serialization import JobError, describe_exception, deserialize
-from service.timeouts import shorten_lock
+from service.timeouts import set_lock
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -109,7 +109,7 @@ async def _start(ctx: JobContext, name: str, args: tuple[Any, ...], kwargs: dict
     attempt, started = ctx["job_try"], _now_ms()
     status = {"status": "STARTED", "attempts": attempt, "started_at": _iso(started)}
     async with ctx["redis"].pipeline(transaction=False) as pipe:
-        shorten_lock(pipe, ctx["settings"], JobName(name), ctx["job_id"])
+        set_lock(pipe, ctx["settings"], JobName(name), ctx["job_id"])
         pipe.hmget(key, ["open_attempt", "started_at", "requeued"])
         pipe.hdel(key, "progress")
         pipe.hset(

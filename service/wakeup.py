@@ -20,12 +20,13 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from arq.connections import ArqRedis, RedisSettings
+from arq.connections import RedisSettings
 from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
 
 from service import keys
 from service.serialization import deserialize, serialize
+from service.timeouts import StartLockRedis
 
 IDLE_WAIT = 0.5  # seconds; as arq's own poll, so heartbeat and cron keep their rhythm
 BUSY_WAIT = 0.1  # with jobs running: one may end with a retry, or be aborted
@@ -33,7 +34,7 @@ BUSY_WAIT = 0.1  # with jobs running: one may end with a retry, or be aborted
 BLOCK_RESOLUTION = 0.1
 
 
-class WakingRedis(ArqRedis):
+class WakingRedis(StartLockRedis):  # short start locks: service.timeouts
     """arq's client whose read of the ready jobs waits for work instead of coming back empty."""
 
     wait_for_work = True  # off for burst runs (tests), which stop once the queue is empty

@@ -122,6 +122,8 @@ def worker_options(settings: Settings) -> dict[str, Any]:
     tries = settings.job_max_tries
     timeouts = job_timeouts(settings)
     redis = worker_redis_settings(settings)
+    pool = waking_pool(redis, settings.queue_name)
+    pool.start_lock_ms = int(settings.job_lock_margin * 1000)  # service.timeouts, step 1
 
     def job(fn: Callable[..., Awaitable[Any]], name: JobName, **options: Any) -> Function:
         return func(_job(fn), name=name, max_tries=tries, timeout=timeouts[name], **options)
@@ -145,7 +147,7 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         "after_job_end": after_job,
         "allow_abort_jobs": True,  # DELETE /jobs/{id} on a running job
         "redis_settings": redis,
-        "redis_pool": waking_pool(redis, settings.queue_name),
+        "redis_pool": pool,
         "poll_delay": POLL_DELAY,
         "queue_name": settings.queue_name,
         "job_serializer": serialize,

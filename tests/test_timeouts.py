@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from arq.connections import ArqRedis
+from arq.constants import in_progress_key_prefix
 from arq.worker import Worker
 
 from service.queue import JobName
 from service.redis import retries_for, worker_redis_settings
 from service.timeouts import job_timeouts, rerun_bound
 from service.worker import worker_options
-from settings import SettingsError, load_settings
+from settings import Settings, SettingsError, load_settings
 
 
 async def test_each_function_and_cron_job_gets_its_own_timeout(
@@ -74,3 +76,19 @@ def test_worker_retries_redis_for_about_the_configured_time(
     # backoff 0.1, 0.2, 0.4, 0.8 then 1 s per retry: 30 s is 4 + 29 retries
     assert retries_for(30) == 33
     assert retries_for(0) == 0
+
+
+async def test_the_workers_client_starts_a_jobs_lock_at_the_margin_not_the_longest_timeout(
+    settings: Settings, redis: ArqRedis
+) -> None:
+    pool = worker_options(settings)["redis_pool"]
+    try:
+        # what arq's start_jobs sends when it takes a job: its global lock length (310 s here)
+        async with pool.pipeline(transaction=True) as pipe:
+            pipe.psetex(in_progress_key_prefix + "job-1", 310_000, b"1")
+            pipe.psetex("unrelated", 310_000, b"1")
+            await pipe.execute()
+    finally:
+        await pool.aclose(close_connection_pool=True)
+    assert 0 < await redis.pttl(in_progress_key_prefix + "job-1") <= settings.job_lock_margin * 1000
+    assert await redis.pttl("unrelated") > 300_000
