@@ -7,6 +7,7 @@ one), so a test can build many workers and apps in one process without name clas
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -29,6 +30,16 @@ async def exposition(registry: CollectorRegistry) -> bytes:
     """The registry in Prometheus's text format, built in a thread: the process collector
     reads files under /proc, which would be blocking calls on the event loop."""
     return await asyncio.get_running_loop().run_in_executor(None, generate_latest, registry)
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionMetrics:
+    """One function's children of the job metrics, looked up once (labels() takes a lock)."""
+
+    started: Counter
+    queue_wait: Histogram
+    in_progress: Gauge
+    outcomes: dict[str, tuple[Counter, Histogram]]  # outcome -> (its counter, its durations)
 
 
 class JobMetrics:
@@ -78,3 +89,26 @@ class JobMetrics:
         self.emails_sent = Counter(
             "jobservice_emails_sent", "Emails accepted by the SMTP server.", registry=registry
         )
+        self._functions: dict[str, FunctionMetrics] = {}
+
+    def of(self, function: str) -> FunctionMetrics:
+        """The metrics of one job function (success, retry, interrupted, failure outcomes)."""
+        found = self._functions.get(function)
+        if found is None:
+            counters = {
+                "success": self.succeeded,
+                "retry": self.retried,
+                "interrupted": self.interrupted,
+                "failure": self.failed,
+            }
+            found = FunctionMetrics(
+                started=self.started.labels(function),
+                queue_wait=self.queue_wait.labels(function),
+                in_progress=self.in_progress.labels(function),
+                outcomes={
+                    outcome: (counter.labels(function), self.duration.labels(function, outcome))
+                    for outcome, counter in counters.items()
+                },
+            )
+            self._functions[function] = found
+        return found

@@ -18,7 +18,6 @@ from typing import Any
 from arq import Retry
 
 from jobs.context import JobContext
-from service.metrics import JobMetrics
 from service.origin import REQUEST_ID_KWARG, log_fields
 from service.serialization import describe_exception
 
@@ -42,17 +41,6 @@ def _outcome(exc: BaseException | None) -> str:
     return "failure"
 
 
-def _count(metrics: JobMetrics, name: str, outcome: str, seconds: float) -> None:
-    counter = {
-        "success": metrics.succeeded,
-        "retry": metrics.retried,
-        "interrupted": metrics.interrupted,
-        "failure": metrics.failed,
-    }[outcome]
-    counter.labels(name).inc()
-    metrics.duration.labels(name, outcome).observe(seconds)
-
-
 def observed(fn: JobCoroutine) -> JobCoroutine:
     """Log and measure each attempt of ``fn``; ``fn``'s result and errors pass through."""
     name = fn.__name__
@@ -68,11 +56,11 @@ def observed(fn: JobCoroutine) -> JobCoroutine:
         if isinstance(request_id, str):
             fields["request_id"] = request_id
         token = log_fields.set(MappingProxyType(fields))
-        metrics = ctx["metrics"]
+        metrics = ctx["metrics"].of(name)
         wait = _queue_wait(ctx)
-        metrics.started.labels(name).inc()
-        metrics.queue_wait.labels(name).observe(wait)
-        metrics.in_progress.labels(name).inc()
+        metrics.started.inc()
+        metrics.queue_wait.observe(wait)
+        metrics.in_progress.inc()
         logger.info(
             "job started", extra={"event": "job_start", "queue_wait_ms": round(wait * 1000, 1)}
         )
@@ -86,8 +74,10 @@ def observed(fn: JobCoroutine) -> JobCoroutine:
         finally:
             seconds = time.perf_counter() - started
             outcome = _outcome(error)
-            metrics.in_progress.labels(name).dec()
-            _count(metrics, name, outcome, seconds)
+            metrics.in_progress.dec()
+            counter, durations = metrics.outcomes[outcome]
+            counter.inc()
+            durations.observe(seconds)
             extra: dict[str, Any] = {
                 "event": "job_end",
                 "outcome": outcome,
