@@ -34,16 +34,10 @@ def decode(raw: bytes | str) -> tuple[EventKind, dict[str, Any]] | None:
 
 
 def publish_status(pipe: Pipeline, job_id: str, data: dict[str, Any]) -> None:
-    """Queue, on ``pipe``, a state change for the job's own stream and for the overview's."""
+    """Queue, on ``pipe``, a state change for the job's stream (the live overview listens to
+    every job's channel through a pattern, so no second message is needed)."""
     pipe.publish(keys.job_events(job_id), encode("status", data))
-    activity = {"job_id": job_id, "status": data.get("status")}
-    pipe.publish(keys.activity(), json.dumps(activity, separators=(",", ":")))
 
 
 async def publish(redis: Redis, job_id: str, kind: EventKind, data: dict[str, Any]) -> None:
-    if kind != "status":
-        await redis.publish(keys.job_events(job_id), encode(kind, data))
-        return
-    async with redis.pipeline(transaction=False) as pipe:
-        publish_status(pipe, job_id, data)
-        await pipe.execute()
+    await redis.publish(keys.job_events(job_id), encode(kind, data))

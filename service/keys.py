@@ -28,7 +28,8 @@ def welcome_lock(user_id: int) -> str:
 
 
 def job_events(job_id: str) -> str:
-    """Pub/sub channel of one job's state changes and progress, read by the SSE stream."""
+    """Pub/sub channel of one job's state changes and progress, read by the SSE stream;
+    ``job_events("*")`` is the pattern the live overview subscribes to."""
     return f"{PREFIX}events:{job_id}"
 
 
@@ -91,11 +92,6 @@ def workers() -> str:
 def running() -> str:
     """Sorted set of job ids being run (score: start, ms); arq's in-progress keys confirm it."""
     return f"{PREFIX}running"
-
-
-def activity() -> str:
-    """Pub/sub channel where every job's state change is announced, for the live overview."""
-    return f"{PREFIX}activity"
 
 
 def welcome_sent(user_id: int) -> str:

@@ -112,14 +112,16 @@ def _event_stream() -> web.StreamResponse:
 
 
 @contextlib.asynccontextmanager
-async def _subscribed(request: web.Request, channel: str) -> AsyncIterator[PubSub]:
+async def _subscribed(
+    request: web.Request, channel: str, *, pattern: bool = False
+) -> AsyncIterator[PubSub]:
     """A subscription that ends with the request, or at once when the app shuts down."""
     task = asyncio.current_task()
     assert task is not None
     request.app[STREAMS].add(task)
     pubsub = request.app[REDIS].pubsub()
     try:
-        await pubsub.subscribe(channel)
+        await (pubsub.psubscribe(channel) if pattern else pubsub.subscribe(channel))
         yield pubsub
     finally:
         request.app[STREAMS].discard(task)
@@ -146,12 +148,23 @@ async def overview_events(request: web.Request) -> web.StreamResponse:
     """``GET /dashboard/events``: a ``changed`` event whenever the overview would look
     different (a job changed state, the queue or the workers changed), at most one per
     OVERVIEW_PAUSE; the page then fetches itself again. Runs until the viewer leaves."""
-    async with _subscribed(request, keys.activity()) as pubsub:
+    async with _subscribed(request, keys.job_events("*"), pattern=True) as pubsub:
         response = _event_stream()
         await response.prepare(request)
         with contextlib.suppress(ConnectionResetError):  # the viewer left
             await _watch_overview(request, response, pubsub)
         return response
+
+
+async def _next_state_change(pubsub: PubSub) -> bool:
+    """Whether some job changed state (progress steps do not count) within RECHECK_SECONDS."""
+    deadline = asyncio.get_running_loop().time() + RECHECK_SECONDS
+    while (left := deadline - asyncio.get_running_loop().time()) > 0:
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
+        event = events.decode(message["data"]) if message is not None else None
+        if event is not None and event[0] == "status":
+            return True
+    return False
 
 
 async def _watch_overview(
@@ -160,9 +173,9 @@ async def _watch_overview(
     await response.write(b": watching\n\n")
     signature = await _queue_signature(request)
     while True:
-        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=RECHECK_SECONDS)
+        changed = await _next_state_change(pubsub)
         latest = await _queue_signature(request)
-        if message is None and latest == signature:
+        if not changed and latest == signature:
             await response.write(b": still here\n\n")
             continue
         signature = latest
