@@ -1,10 +1,14 @@
-"""``GET /jobs/{id}/events``: a job's state changes and progress as Server-Sent Events.
+"""Live streams (Server-Sent Events): one job's changes, and the dashboard overview's cue.
+
+``GET /jobs/{id}/events`` streams a job's state changes and progress.
 
 The stream subscribes to the job's channel *before* reading its status, so an event published
 in between is not lost; it sends that snapshot first, then each change, and ends once the job
 has finished (SUCCESS, FAILURE or CANCELLED). While nothing is published it re-reads the status
 now and then, which catches outcomes arq records without the tracking wrapper (a killed worker's job
 running out of tries, a timeout) and keeps proxies from closing an idle stream.
+
+``GET /dashboard/events`` tells an open overview page when to redraw itself.
 """
 
 from __future__ import annotations
