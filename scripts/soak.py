@@ -120,6 +120,7 @@ class Service:
         self.workers: list[subprocess.Popen[bytes]] = []
         self.others: list[subprocess.Popen[bytes]] = []
         self.kills = 0
+        self.killed_at: list[float] = []
         self.started = 0
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
@@ -160,6 +161,7 @@ class Service:
         alive = [w for w in self.workers if w.poll() is None]
         if alive:
             victim = rng.choice(alive)
+            self.killed_at.append(time.time())
             victim.send_signal(signal.SIGKILL)
             victim.wait()
             self.kills += 1
@@ -332,11 +334,10 @@ def report(
           f"receiver): {redelivered}")  # fmt: skip
     for message_id, times in sink.accepted_at.items():
         if len(times) > 1:
-            when = ", ".join(
-                time.strftime("%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}"
-                for t in times
-            )
-            print(f"  email received {len(times)} times: {message_id} at {when} UTC")
+            after = [k - times[0] for k in service.killed_at if k >= times[0]]
+            gap = f"{after[0] * 1000:.0f} ms" if after else "no kill"
+            print(f"  email received {len(times)} times: {message_id}; a worker was killed "
+                  f"{gap} after the server first accepted it")  # fmt: skip
     for job in (unfinished + no_effect)[:10]:
         print(f"  lost: {job.kind} {job.task_id} status {final.get(job.task_id)}")
     return 1 if lost or duplicated else 0
