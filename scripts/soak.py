@@ -334,10 +334,11 @@ def report(
           f"receiver): {redelivered}")  # fmt: skip
     for message_id, times in sink.accepted_at.items():
         if len(times) > 1:
-            after = [k - times[0] for k in service.killed_at if k >= times[0]]
-            gap = f"{after[0] * 1000:.0f} ms" if after else "no kill"
-            print(f"  email received {len(times)} times: {message_id}; a worker was killed "
-                  f"{gap} after the server first accepted it")  # fmt: skip
+            gaps = [k - times[0] for k in service.killed_at]
+            nearest = min(gaps, key=abs) if gaps else None
+            when = "no kill" if nearest is None else f"{nearest * 1000:+.0f} ms"
+            print(f"  email received {len(times)} times: {message_id}; nearest worker kill "
+                  f"{when} from the server's first acceptance")  # fmt: skip
     for job in (unfinished + no_effect)[:10]:
         print(f"  lost: {job.kind} {job.task_id} status {final.get(job.task_id)}")
     return 1 if lost or duplicated else 0
