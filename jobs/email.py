@@ -12,9 +12,9 @@ from service import keys
 async def send_email(ctx: JobContext, *, to: str, subject: str, body: str) -> dict[str, str]:
     """Send the message; a re-run after it was accepted returns the first result instead.
 
-    The "sent" marker is checked before sending and written the moment the server accepts
-    the message (before QUIT): only a worker dying in between, one Redis write long, can
-    make a re-run send it again, and then with the same Message-ID.
+    The "sent" marker is checked before sending and written the moment the server's reply
+    accepts the message (before QUIT): only a worker dying between the end of the data and
+    that write can make a re-run send it again, and then with the same Message-ID.
     """
     redis, settings = ctx["redis"], ctx["settings"]
     marker = keys.email_sent(ctx["job_id"])

@@ -89,8 +89,8 @@ async def deliver(
     """Send one message; raises TransientError or PermanentError on failure.
 
     ``on_accepted`` runs as soon as the server has accepted the message, before QUIT: a job
-    records "sent" there, so a worker killed after acceptance but before that record (the
-    one moment a re-run would send again) is as short as one Redis write.
+    records "sent" there, so the moment in which a killed worker's re-run would send again
+    (data sent, record not yet written) is the server's reply time plus that one write.
     """
     client = aiosmtplib.SMTP(
         hostname=config.host,

@@ -69,19 +69,27 @@ class MailSink:
     accepted_at: defaultdict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    latency: float = 0.0  # a real server takes a while to commit: kills land mid-email
+    latency: float = 0.0  # a real server takes a while to accept: kills land mid-email
+    commit_early: bool = False  # keep the message once its data is in, like Postfix
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        # a client killed meanwhile cancels this handler (aiosmtpd does so on connection loss),
-        # so what is counted is what the server committed to and acknowledged
+        # By default the message is kept only when the reply is due: a client killed before
+        # that cancels this handler (aiosmtpd does so on connection loss). With commit_early
+        # it is kept as soon as the data is in, as an MTA that queues first and replies after.
+        if self.commit_early:
+            self._keep(envelope)
         await asyncio.sleep(random.uniform(0, 2 * self.latency))
+        if not self.commit_early:
+            self._keep(envelope)
+        return "250 OK"
+
+    def _keep(self, envelope: Envelope) -> None:
         message = message_from_bytes(envelope.original_content or b"", policy=default_policy)
         with self.lock:
             self.accepted_at[str(message["Message-ID"])].append(time.time())
             self.by_message_id[str(message["Message-ID"])] += 1
             for recipient in envelope.rcpt_tos:
                 self.by_recipient[recipient.lower()] += 1
-        return "250 OK"
 
 
 @dataclass
@@ -364,6 +372,7 @@ async def soak(args: argparse.Namespace) -> int:
     try:
         with mail_sink(ports["smtp"]) as sink:
             sink.latency = args.latency
+            sink.commit_early = args.commit_early
             hooks.latency = args.latency
             service.start_redis()
             service.start_web()
@@ -446,6 +455,11 @@ def main() -> None:
     parser.add_argument("--max-tries", type=int, default=10)
     parser.add_argument("--drain", type=float, default=120.0, help="seconds to wait at the end")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--commit-early",
+        action="store_true",
+        help="the SMTP sink keeps a message once its data is in, before replying (like Postfix)",
+    )
     parser.add_argument(
         "--latency", type=float, default=0.15, help="mean seconds the SMTP sink and webhook take"
     )
