@@ -63,6 +63,17 @@ class WakingRedis(StartLockRedis):  # short start locks: service.timeouts
         ready, _ = await self._ready(name, start, num)
         return ready
 
+    # arq writes its health line under one key per queue (what `arq --check` reads); a copy under
+    # this worker's own key lets /health and the dashboard tell several workers apart.
+    health_check_key: str | None = None
+    worker_health_key: str | None = None
+
+    async def psetex(self, name: Any, time_ms: Any, value: Any) -> Any:
+        result = await super().psetex(name, time_ms, value)
+        if self.worker_health_key is not None and name == self.health_check_key:
+            await super().psetex(self.worker_health_key, time_ms, value)
+        return result
+
     async def _ready(self, queue: str, start: int | None, num: int) -> tuple[list[bytes], bool]:
         """Due job ids not running anywhere, and whether some due ones were running."""
         due: list[bytes] = await super().zrangebyscore(

@@ -11,6 +11,7 @@ from typing import Any, cast
 
 import aiohttp
 from arq import cron, func
+from arq.constants import health_check_key_suffix
 from arq.cron import CronJob
 from arq.typing import WorkerCoroutine
 from arq.worker import Function
@@ -124,6 +125,8 @@ def worker_options(settings: Settings) -> dict[str, Any]:
     redis = worker_redis_settings(settings)
     pool = waking_pool(redis, settings.queue_name)
     pool.start_lock_ms = int(settings.job_lock_margin * 1000)  # service.timeouts, step 1
+    pool.health_check_key = settings.queue_name + health_check_key_suffix
+    pool.worker_health_key = health_key(settings.queue_name, worker_name())
 
     def job(fn: Callable[..., Awaitable[Any]], name: JobName, **options: Any) -> Function:
         return func(_job(fn), name=name, max_tries=tries, timeout=timeouts[name], **options)
@@ -160,8 +163,9 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         "max_tries": tries,
         "keep_result": settings.job_result_ttl,
         "health_check_interval": HEALTH_CHECK_INTERVAL,
-        # one key per worker, so the dashboard can list each (service.workers)
-        "health_check_key": health_key(settings.queue_name, worker_name()),
+        # arq's own per-queue key, so `arq --check` works; the pool copies each line to this
+        # worker's own key, so /health and the dashboard can list each (service.workers)
+        "health_check_key": pool.health_check_key,
         "timezone": settings.timezone,
     }
 

@@ -109,3 +109,28 @@ def test_make_dev_explains_how_to_get_redis_when_none_runs_or_can_start(
     assert "redis-server` is not installed" in output
     assert "apt-get install redis-server" in output
     assert "Traceback" not in output
+
+
+def _arq_check(settings: Settings) -> int:
+    command = [sys.executable, "-m", "arq", "service.WorkerSettings", "--check"]
+    done = subprocess.run(
+        command, cwd=ROOT, env=service_env(settings), capture_output=True, timeout=30, check=False
+    )
+    return done.returncode
+
+
+async def test_arq_check_fails_with_no_worker_running(settings: Settings) -> None:
+    assert await asyncio.to_thread(_arq_check, settings) == 1
+
+
+async def test_arq_check_passes_while_a_worker_runs_and_health_lists_it(
+    client: TestClient[Any, Any], settings: Settings, worker_process: subprocess.Popen[bytes]
+) -> None:
+    async def check_passes() -> bool:
+        return await asyncio.to_thread(_arq_check, settings) == 0
+
+    await wait_until(check_passes, within=30)
+    # the same health line, copied under the worker's own key, is what /health counts
+    health = await (await client.get("/health")).json()
+    assert health["worker"]["alive"] is True
+    assert health["worker"]["count"] == 1
