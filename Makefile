@@ -1,10 +1,10 @@
-# Entry points: install, dev, test, lint, format, worker, web. See README.md.
+# Entry points: install, dev, test, lint, format, worker, web, bench. See README.md.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install dev test lint format worker web clean soak
+.PHONY: install dev test lint format worker web bench clean soak
 
 install: $(STAMP)
 
@@ -30,6 +30,14 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Not part of `make test`: ~15 min; BENCH_ARGS="--quick" for a short run (see bench/run.py).
+bench: install $(VENV)/.bench-installed
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+$(VENV)/.bench-installed: pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
 worker: install
 	$(BIN)/arq service.WorkerSettings --custom-log-dict service.LOGGING
 
@@ -42,4 +50,4 @@ soak: install
 	$(BIN)/python -m scripts.soak --minutes $(SOAK_MINUTES)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench/.venvs bench/.work

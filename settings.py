@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     smtp_starttls: bool = False
     smtp_tls: bool = False
     smtp_timeout: float = Field(10.0, gt=0)
+    smtp_pool_size: int = Field(10, ge=0)  # idle connections kept for reuse; 0: one per email
     mail_from: str = "Job Service <jobs@example.com>"
 
     web_host: str = "127.0.0.1"

@@ -1,9 +1,10 @@
 """A quick before/after check for one lever: how fast one in-process worker drains no-op jobs.
 
-``python -m bench.micro [--jobs N] [--profile]`` starts a private redis-server, queues N
-``log_event`` jobs with the service's own enqueue, runs the service's worker (its production
-options) in this process until the queue is empty, and prints jobs/s (cProfile's top entries
-with ``--profile``). Not a benchmark to quote: ``make bench`` is.
+``python -m bench.micro [--jobs N] [--loop uvloop] [--profile]`` starts a private
+redis-server, queues N ``log_event`` jobs with the service's own enqueue, runs the service's
+worker (its production options) in this process until the queue is empty, and prints jobs/s
+and CPU time per job (steadier than jobs/s on a busy machine; cProfile's top entries with
+``--profile``). Not a benchmark to quote: ``make bench`` is.
 """
 
 from __future__ import annotations
@@ -12,23 +13,26 @@ import argparse
 import asyncio
 import cProfile
 import logging
+import os
 import pstats
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, cast
 
 from arq.worker import Worker
 from redis.asyncio import Redis
 
 from bench.procs import Process
 from bench.run import free_port, start_redis, wait_redis
+from service.logs import configure_logging
 from service.queue import JobName, enqueue
 from service.redis import open_pool
 from service.worker import worker_options
 from settings import Settings
 
 
-async def drain(jobs: int, data_dir: Path, port: int) -> float:
+async def drain(jobs: int, data_dir: Path, port: int) -> tuple[float, float]:
     settings = Settings(redis_url=f"redis://127.0.0.1:{port}/0", data_dir=data_dir)
     pool = await open_pool(settings)
     await pool.flushall()
@@ -36,22 +40,30 @@ async def drain(jobs: int, data_dir: Path, port: int) -> float:
         await enqueue(pool, JobName.LOG_EVENT, event={"n": n})
     worker = Worker(**{**worker_options(settings), "handle_signals": False})
     task = asyncio.create_task(worker.async_run())
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     while await pool.zcard(settings.queue_name):
         await asyncio.sleep(0.005)
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     task.cancel()
     await worker.close()
     await pool.aclose()
-    return jobs / elapsed
+    return jobs / elapsed, cpu / jobs * 1e6
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=3000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, filename="/dev/null")
+    if args.loop == "uvloop":
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    configure_logging(Settings())  # the service's JSON lines, written to nowhere
+    devnull = open(os.devnull, "w")  # noqa: SIM115 - open for the whole run
+    for handler in logging.getLogger().handlers:
+        cast(logging.StreamHandler[Any], handler).setStream(devnull)
     port = free_port()
     with tempfile.TemporaryDirectory() as scratch:
         redis: Process = start_redis(port)
@@ -60,13 +72,13 @@ def main() -> None:
             profile = cProfile.Profile() if args.profile else None
             if profile:
                 profile.enable()
-            rate = asyncio.run(drain(args.jobs, Path(scratch), port))
+            rate, cpu_us = asyncio.run(drain(args.jobs, Path(scratch), port))
             if profile:
                 profile.disable()
                 pstats.Stats(profile).sort_stats("tottime").print_stats(25)
         finally:
             redis.stop()
-    print(f"{rate:,.0f} jobs/s")
+    print(f"{rate:,.0f} jobs/s, {cpu_us:,.0f} us of CPU per job (this process)")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import aiohttp
 from redis.asyncio import Redis
 
 from bench.procs import Process, cpu_seconds, rss_mib
-from bench.systems import WORK, Ours, System
+from bench.systems import WORK, Ours, System, arq_command
 
 EMAIL = {"to": "ann@example.com", "subject": "Hello", "body": "Hi Ann! " * 20}
 
@@ -201,10 +201,16 @@ async def noop(
     try:
         sampler = Sampler(worker)
         rate = await drain(system, redis, sizes.noop_jobs, 600, worker)
+        cpu = cpu_seconds(worker.pid)  # start-up included: a few % of the total
         peak = await sampler.stop()
     finally:
         worker.stop()
-    return {"jobs_per_s": rate, "enqueue_per_s": enqueue_rate, "worker_rss_load": peak}
+    return {
+        "jobs_per_s": rate,
+        "enqueue_per_s": enqueue_rate,
+        "worker_cpu_us_per_job": cpu / sizes.noop_jobs * 1e6,
+        "worker_rss_load": peak,
+    }
 
 
 # 3. Pickup latency ----------------------------------------------------------------------------
@@ -281,7 +287,7 @@ async def emails(
         await wait_for(warmed, 30, f"{system.name} first email")
         before = await sink_count()
         sampler = Sampler(worker)
-        started = time.perf_counter()
+        cpu, started = cpu_seconds(worker.pid), time.perf_counter()
         await post_many(http, system, "/send-email", [EMAIL] * count)
 
         async def sent() -> bool:
@@ -289,6 +295,7 @@ async def emails(
 
         await wait_for(sent, 600, f"{system.name} emails", every=0.01)
         seconds = time.perf_counter() - started
+        cpu = cpu_seconds(worker.pid) - cpu
         peak = await sampler.stop()
     finally:
         worker.stop()
@@ -300,6 +307,7 @@ async def emails(
         "seconds": seconds,
         "floor_s": floor,
         "x_floor": seconds / floor,
+        "worker_cpu_ms_per_email": cpu / count * 1000,
         "worker_rss_load_io": peak,
     }
 
@@ -337,8 +345,8 @@ async def images(
         web.stop()
     lag_file = WORK / f"lag-{tag}.json"
     lag_file.unlink(missing_ok=True)
-    env_argv = [str(Path(sys.executable).parent / "arq"), "bench.lagprobe.WorkerSettings"]
-    worker = system.start_worker(tag, env_argv)
+    argv = [arq_command(), "bench.lagprobe.WorkerSettings", "--custom-log-dict", "service.LOGGING"]
+    worker = system.start_worker(tag, argv, {"BENCH_LAG_FILE": str(lag_file)})
     try:
         await wait_for(lambda: _all_done(system, redis, len(ids)), 600, "thumbnails", every=0.05)
     finally:

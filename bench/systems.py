@@ -72,11 +72,13 @@ class System:
             log=WORK / "logs" / f"{self.name}-web-{tag}.log",
         )
 
-    def start_worker(self, tag: str, argv: list[str] | None = None) -> Process:
+    def start_worker(
+        self, tag: str, argv: list[str] | None = None, env: dict[str, str] | None = None
+    ) -> Process:
         return Process.start(
             f"{self.name}-worker",
             argv or self.worker_argv(),
-            env=self.env(),
+            env={**self.env(), **(env or {})},
             cwd=self.cwd(),
             log=WORK / "logs" / f"{self.name}-worker-{tag}.log",
         )
@@ -88,6 +90,10 @@ class System:
     async def started_at(self, redis: Redis, task_id: str) -> float | None:
         """When the job started (s since the epoch), once the system has recorded it."""
         raise NotImplementedError
+
+
+def arq_command() -> str:
+    return str(Path(sys.executable).parent / "arq")
 
 
 class Ours(System):
@@ -114,7 +120,8 @@ class Ours(System):
         return [sys.executable, "-m", "web"]
 
     def worker_argv(self) -> list[str]:
-        return [str(Path(sys.executable).parent / "arq"), "service.WorkerSettings"]
+        # as `make worker` starts it
+        return [arq_command(), "service.WorkerSettings", "--custom-log-dict", "service.LOGGING"]
 
     async def finished(self, redis: Redis, queued: int) -> int:
         return queued - int(await redis.zcard("arq:queue"))

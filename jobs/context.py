@@ -5,7 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NotRequired, TypedDict
+from typing import TYPE_CHECKING, NotRequired, TypedDict
 
 import aiohttp
 from arq.connections import ArqRedis
@@ -14,6 +14,9 @@ from service.database import Database
 from service.metrics import JobMetrics
 from service.progress import Progress
 from settings import Settings
+
+if TYPE_CHECKING:
+    from jobs.smtp_pool import SmtpPool
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +55,7 @@ class JobContext(TypedDict):
     executor: ThreadPoolExecutor  # for Pillow and file walks, off the event loop
     db: Database
     smtp: SmtpConfig
+    smtp_pool: SmtpPool  # open connections to the SMTP server, reused across emails
     progress: Progress  # set per attempt by service.tracking: await ctx["progress"]("step")
     metrics: JobMetrics  # this worker's Prometheus counters (service.metrics)
     job_id: str  # set by arq per job

@@ -17,6 +17,7 @@ import aiosmtplib
 
 from jobs.context import JobContext, SmtpConfig
 from jobs.errors import PermanentError, TransientError
+from jobs.smtp_pool import SmtpPool
 from service import stats
 
 
@@ -84,28 +85,19 @@ OnAccepted = Callable[[], Awaitable[None]]
 
 
 async def deliver(
-    config: SmtpConfig, message: EmailMessage, on_accepted: OnAccepted | None = None
+    pool: SmtpPool, message: EmailMessage, on_accepted: OnAccepted | None = None
 ) -> None:
-    """Send one message; raises TransientError or PermanentError on failure.
+    """Send one message over the worker's open connections (jobs/smtp_pool.py); raises
+    TransientError or PermanentError on failure.
 
-    ``on_accepted`` runs as soon as the server has accepted the message, before QUIT: a job
-    records "sent" there, so the moment in which a killed worker's re-run would send again
-    (data sent, record not yet written) is the server's reply time plus that one write.
+    ``on_accepted`` runs as soon as the server has accepted the message: a job records "sent"
+    there, so the moment in which a killed worker's re-run would send again (data sent,
+    record not yet written) is the server's reply time plus that one write.
     """
-    client = aiosmtplib.SMTP(
-        hostname=config.host,
-        port=config.port,
-        username=config.username,
-        password=config.password,
-        use_tls=config.use_tls,
-        start_tls=config.start_tls,
-        timeout=config.timeout,
-    )
     try:
-        async with client:
-            await client.send_message(message)
-            if on_accepted is not None:
-                await on_accepted()
+        await pool.send(message)
+        if on_accepted is not None:
+            await on_accepted()
     except aiosmtplib.SMTPException as exc:
         raise classify(exc) from exc
     except (OSError, TimeoutError) as exc:
@@ -119,7 +111,7 @@ async def send_mail(
     config = ctx["smtp"]
     message_id = message_id_for(ctx["job_id"], config)
     message = build_message(config, to=to, subject=subject, body=body, message_id=message_id)
-    await deliver(config, message, on_accepted)
+    await deliver(ctx["smtp_pool"], message, on_accepted)
     ctx["metrics"].emails_sent.inc()
     await stats.count(ctx["redis"], ctx["settings"].timezone, emails_sent=1)
     return message_id

@@ -19,8 +19,11 @@ def __getattr__(name: str) -> Any:
 
         return logging_config(load_settings())
     if name == "WorkerSettings":
+        from service.eventloop import install_uvloop
         from service.worker import build_worker_settings
         from settings import load_settings
+
+        install_uvloop()  # before arq's Worker creates its loop
 
         worker_settings = build_worker_settings(load_settings())
         globals()["WorkerSettings"] = worker_settings

@@ -24,6 +24,7 @@ from jobs.events import log_event
 from jobs.files import make_folders
 from jobs.images import process_image
 from jobs.reports import daily_report
+from jobs.smtp_pool import SmtpPool
 from jobs.thumbnails import configure_pillow
 from jobs.webhook_guard import GuardedResolver
 from jobs.webhooks import deliver_webhook
@@ -70,6 +71,7 @@ def _startup(settings: Settings) -> Any:
             max_workers=settings.image_threads, thread_name_prefix="jobs"
         )
         ctx["smtp"] = SmtpConfig.from_settings(settings)
+        ctx["smtp_pool"] = SmtpPool(ctx["smtp"], settings.smtp_pool_size)
         ctx["metrics"] = JobMetrics(new_registry())
         if settings.worker_metrics_port:
             ctx["metrics_server"] = await start_metrics_server(
@@ -91,6 +93,8 @@ async def on_shutdown(ctx: dict[str, Any]) -> None:
         await asyncio.get_running_loop().run_in_executor(None, job_ctx["executor"].shutdown)
     if "db" in ctx:
         await job_ctx["db"].close()
+    if "smtp_pool" in ctx:
+        await job_ctx["smtp_pool"].close()
     if ctx.get("metrics_server") is not None:
         await ctx["metrics_server"].cleanup()
     with contextlib.suppress(RedisError, OSError):  # Redis may be the reason we stop

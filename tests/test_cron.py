@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from datetime import datetime, timedelta
@@ -179,7 +180,10 @@ async def test_bad_report_requests_are_400(
 def test_the_entry_point_class_carries_the_schedules() -> None:
     import service
 
-    worker_settings = service.WorkerSettings
+    try:
+        worker_settings = service.WorkerSettings
+    finally:
+        asyncio.set_event_loop_policy(None)  # building it installs uvloop: keep the tests' loop
     schedule = {job.name: (job.hour, job.minute) for job in worker_settings.cron_jobs}
     assert schedule == {
         "cron:daily_report": ({0}, {0}),

@@ -7,6 +7,7 @@ import sys
 
 from aiohttp import web
 
+from service.eventloop import install_uvloop
 from service.logs import configure_logging
 from settings import load_settings
 from web.app import create_app
@@ -29,6 +30,7 @@ def main() -> None:
     if not settings.api_tokens:
         sys.exit(NO_TOKENS_HELP)
     configure_logging(settings)
+    install_uvloop()
     # the app logs one JSON line per request itself (web.observe), so no aiohttp access log
     web.run_app(
         create_app(settings),
