@@ -34,22 +34,22 @@ def service_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def worker_process(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "arq", "service.WorkerSettings"],
-        cwd=ROOT,
-        env=service_env(settings),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-        assert process.stdout is not None
-        process.stdout.close()
+def worker_process(settings: Settings, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    # output goes to a file: a pipe nobody reads would block a chatty worker once full
+    with (tmp_path / "worker.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "arq", "service.WorkerSettings"],
+            cwd=ROOT,
+            env=service_env(settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
 
 
 async def test_arq_cli_worker_runs_jobs_and_stops_on_sigterm(
