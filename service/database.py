@@ -56,6 +56,27 @@ def _row_to_user(row: sqlite3.Row) -> User:
     )
 
 
+SETUP_TRIES = 8  # switching a new file to WAL can meet "database is locked" without waiting
+
+
+async def _prepare(connection: aiosqlite.Connection) -> None:
+    """WAL mode and the schema, retried: when several workers open a new database at once,
+    SQLite answers "database is locked" at once to all but one of them (no busy wait for a
+    journal-mode change), which used to crash those workers at start."""
+    for attempt in range(SETUP_TRIES):
+        try:
+            await connection.execute("PRAGMA busy_timeout=10000")
+            await connection.execute("PRAGMA journal_mode=WAL")
+            await connection.executescript(SCHEMA)
+            await connection.commit()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == SETUP_TRIES - 1:
+                raise
+            await connection.rollback()
+            await asyncio.sleep(0.02 * 2**attempt)
+
+
 class Database:
     """A thin typed layer over one aiosqlite connection."""
 
@@ -73,10 +94,11 @@ class Database:
         pending._thread.daemon = True
         connection = await pending
         connection.row_factory = sqlite3.Row
-        await connection.execute("PRAGMA journal_mode=WAL")
-        await connection.execute("PRAGMA busy_timeout=10000")
-        await connection.executescript(SCHEMA)
-        await connection.commit()
+        try:
+            await _prepare(connection)
+        except BaseException:
+            await connection.close()
+            raise
         return cls(connection)
 
     async def close(self) -> None:
