@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
 import time
 from typing import Any
 
-from aiohttp.test_utils import TestClient
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
 
@@ -160,3 +162,46 @@ async def test_sigterm_cuts_a_job_past_the_grace_and_requeues_it(
     await wait_until(sent, within=STARTUP)
     assert (await status_of(client, task_id))["attempts"] == 2
     assert len(smtp_server.messages) == 1
+
+
+async def test_sigkill_mid_webhook_redelivers_with_the_same_idempotency_key(
+    client: TestClient[Any, Any], spawn: Spawn
+) -> None:
+    keys: list[str] = []
+    answer = asyncio.Event()
+
+    async def receive(request: web.Request) -> web.Response:
+        keys.append(request.headers["Idempotency-Key"])
+        if len(keys) == 1:
+            await answer.wait()  # the first delivery is held until its worker is dead
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/hook", receive)
+    target = TestServer(app, host="127.0.0.1")
+    await target.start_server()
+    try:
+        first = await spawn("worker")
+        response = await client.post(
+            "/webhooks", json={"url": str(target.make_url("/hook")), "payload": {"n": 1}}
+        )
+        task_id = (await response.json())["task_id"]
+
+        async def delivered_once() -> bool:
+            return len(keys) == 1
+
+        await wait_until(delivered_once, within=STARTUP)
+        first.signal(signal.SIGKILL)
+        await first.wait(10)
+        answer.set()
+        await spawn("worker")
+
+        async def done() -> bool:
+            return await _state(client, task_id) == "SUCCESS"
+
+        await wait_until(done, within=STARTUP)
+    finally:
+        answer.set()
+        await target.close()
+    # the receiver saw the payload twice, both times under the job's id: it can drop the copy
+    assert keys == [task_id, task_id]
