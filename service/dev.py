@@ -18,6 +18,7 @@ from honcho.manager import Manager
 from honcho.printer import Printer
 from yarl import URL
 
+from service.redis import connection_options
 from settings import Settings, load_settings
 
 DEV_WORKER_METRICS_PORT = 9101  # unless WORKER_METRICS_PORT is set
@@ -32,20 +33,9 @@ or point REDIS_URL at a running server, e.g. REDIS_URL=redis://otherhost:6379/0 
 
 def redis_answers(settings: Settings) -> bool:
     """Whether the Redis of REDIS_URL answers, connecting as the service does (password, TLS)."""
-    conf = settings.redis_settings
     try:
         client = redis.Redis(
-            host=str(conf.host),
-            port=conf.port,
-            unix_socket_path=conf.unix_socket_path,
-            db=conf.database,
-            username=conf.username,
-            password=conf.password,
-            ssl=conf.ssl,
-            ssl_ca_certs=conf.ssl_ca_certs,
-            ssl_certfile=conf.ssl_certfile,
-            ssl_keyfile=conf.ssl_keyfile,
-            ssl_check_hostname=conf.ssl_check_hostname,
+            **connection_options(settings.redis_settings),
             socket_connect_timeout=1,
             socket_timeout=1,
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from typing import Any
 
 from arq.connections import ArqRedis, RedisSettings
 from redis.asyncio.retry import Retry
@@ -32,6 +33,29 @@ def retries_for(seconds: float) -> int:
         retries += 1
         waited += ExponentialBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE).compute(retries)
     return retries
+
+
+def connection_options(redis: RedisSettings) -> dict[str, Any]:
+    """Where and how to connect (address, login, TLS), as every redis-py client takes it.
+
+    The one translation of arq's RedisSettings for the clients we build ourselves (the web
+    pool, the worker's waking pool, `make dev`'s check), so a TLS or login option reaches all.
+    """
+    return {
+        "host": redis.host,
+        "port": redis.port,
+        "unix_socket_path": redis.unix_socket_path,
+        "db": redis.database,
+        "username": redis.username,
+        "password": redis.password,
+        "ssl": redis.ssl,
+        "ssl_keyfile": redis.ssl_keyfile,
+        "ssl_certfile": redis.ssl_certfile,
+        "ssl_cert_reqs": redis.ssl_cert_reqs,
+        "ssl_ca_certs": redis.ssl_ca_certs,
+        "ssl_ca_data": redis.ssl_ca_data,
+        "ssl_check_hostname": redis.ssl_check_hostname,
+    }
 
 
 def worker_redis_settings(settings: Settings) -> RedisSettings:
@@ -57,19 +81,7 @@ async def open_pool(settings: Settings) -> ArqRedis:
     """
     redis = settings.redis_settings
     return ArqRedis(
-        host=redis.host,
-        port=redis.port,
-        unix_socket_path=redis.unix_socket_path,
-        db=redis.database,
-        username=redis.username,
-        password=redis.password,
-        ssl=redis.ssl,
-        ssl_keyfile=redis.ssl_keyfile,
-        ssl_certfile=redis.ssl_certfile,
-        ssl_cert_reqs=redis.ssl_cert_reqs,
-        ssl_ca_certs=redis.ssl_ca_certs,
-        ssl_ca_data=redis.ssl_ca_data,
-        ssl_check_hostname=redis.ssl_check_hostname,
+        **connection_options(redis),
         socket_connect_timeout=min(redis.conn_timeout, settings.redis_socket_timeout),
         socket_timeout=settings.redis_socket_timeout,
         retry_on_error=RETRIED_ERRORS,

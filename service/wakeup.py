@@ -25,6 +25,7 @@ from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
 
 from service import keys
+from service.redis import connection_options
 from service.serialization import deserialize, serialize
 from service.timeouts import StartLockRedis
 
@@ -109,19 +110,7 @@ def waking_pool(redis: RedisSettings, queue_name: str) -> WakingRedis:
     ``redis`` also covers Redis being down when the worker starts.
     """
     return WakingRedis(
-        host=redis.host,
-        port=redis.port,
-        unix_socket_path=redis.unix_socket_path,
-        db=redis.database,
-        username=redis.username,
-        password=redis.password,
-        ssl=redis.ssl,
-        ssl_keyfile=redis.ssl_keyfile,
-        ssl_certfile=redis.ssl_certfile,
-        ssl_cert_reqs=redis.ssl_cert_reqs,
-        ssl_ca_certs=redis.ssl_ca_certs,
-        ssl_ca_data=redis.ssl_ca_data,
-        ssl_check_hostname=redis.ssl_check_hostname,
+        **connection_options(redis),
         socket_connect_timeout=redis.conn_timeout,
         retry=redis.retry,
         retry_on_timeout=redis.retry_on_timeout,

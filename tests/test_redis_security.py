@@ -22,6 +22,7 @@ import trustme
 from redis.asyncio import Redis
 
 from service.dev import redis_answers
+from service.redis import connection_options
 from settings import Settings
 from tests.conftest import AUTH_HEADERS, ClientFactory, RunWorker, SmtpRecorder, free_port
 from web import create_app
@@ -131,21 +132,7 @@ def tls_settings(settings: Settings, secure: SecureRedis, **overrides: Any) -> S
 
 def client_from(settings: Settings) -> Redis:
     """A plain client with exactly the connection options the service derives from settings."""
-    conf = settings.redis_settings
-    assert isinstance(conf.host, str)
-    return Redis(
-        host=conf.host,
-        port=conf.port,
-        db=conf.database,
-        username=conf.username,
-        password=conf.password,
-        ssl=conf.ssl,
-        ssl_ca_certs=conf.ssl_ca_certs,
-        ssl_certfile=conf.ssl_certfile,
-        ssl_keyfile=conf.ssl_keyfile,
-        ssl_check_hostname=conf.ssl_check_hostname,
-        socket_connect_timeout=2,
-    )
+    return Redis(**connection_options(settings.redis_settings), socket_connect_timeout=2)
 
 
 async def pings(settings: Settings) -> bool:

@@ -14,7 +14,7 @@ from pathlib import Path
 from aiohttp import web
 from yarl import URL
 
-from service import control, deadletter
+from service import deadletter
 from service.crons import UnknownCronError, cron_schedules, find
 from service.deadletter import NotFailedError
 from service.jobview import job_view
@@ -25,6 +25,7 @@ from service.queue import enqueue
 from service.status import JOB_ID_PATTERN
 from web.auth import matching_token, token_fingerprint
 from web.errors import ApiError
+from web.job_control import NOT_RETRYABLE, cancel_or_refuse, job_id_from, requeue_failed
 from web.keys import REDIS, SETTINGS
 from web.pages import render
 from web.ratelimit import RATE_LIMITS
@@ -123,52 +124,26 @@ async def run_cron_now(request: web.Request) -> web.Response:
     return see_other(f"{HOME}/jobs/{job_id}")
 
 
-def _well_formed_job_id(request: web.Request) -> str:
-    """The path's job id; 404 when it cannot be one (as the API's own job routes answer)."""
-    job_id = request.match_info["job_id"]
-    if not JOB_ID_PATTERN.fullmatch(job_id):
-        raise ApiError(404, f"no task with id {job_id!r}")
-    return job_id
-
-
 async def retry_job(request: web.Request) -> web.Response:
     """Re-queue a failed job (same id) and follow it on its page."""
-    job_id = _well_formed_job_id(request)
-    redis, settings = request.app[REDIS], request.app[SETTINGS]
+    job_id = job_id_from(request, "job_id")
     try:
-        await deadletter.retry(
-            redis,
-            settings.queue_name,
-            job_id,
-            meta_ttl=settings.job_result_ttl,
-            max_jobs=settings.dead_letter_max_jobs,
-            max_age=settings.dead_letter_max_age,
-        )
+        await requeue_failed(request, job_id)
     except NotFailedError:
-        raise ApiError(
-            409, "this job is not in the failed-jobs list: only failed jobs can be retried"
-        ) from None
+        raise ApiError(409, NOT_RETRYABLE) from None
     return see_other(f"{HOME}/jobs/{job_id}")
 
 
 async def delete_job(request: web.Request) -> web.Response:
     """Drop a job from the failed-jobs list without running it again."""
-    if not await deadletter.discard(request.app[REDIS], _well_formed_job_id(request)):
+    if not await deadletter.discard(request.app[REDIS], job_id_from(request, "job_id")):
         raise ApiError(409, "this job is not in the failed-jobs list")
     return see_other(HOME)
 
 
 async def cancel_job(request: web.Request) -> web.Response:
     job_id = request.match_info["job_id"]
-    redis, settings = request.app[REDIS], request.app[SETTINGS]
-    try:
-        await control.cancel_job(
-            redis, settings.queue_name, job_id, result_ttl=settings.job_result_ttl
-        )
-    except control.JobNotFoundError:
-        raise ApiError(404, f"no task with id {job_id!r}") from None
-    except control.JobFinishedError:
-        raise ApiError(409, "this job has already finished: there is nothing to cancel") from None
+    await cancel_or_refuse(request, job_id)
     return see_other(f"{HOME}/jobs/{job_id}")
 
 

@@ -46,11 +46,47 @@ def _int_param(request: web.Request, name: str, default: int, low: int, high: in
     return int(raw)
 
 
-def _job_id(request: web.Request) -> str:
-    job_id = request.match_info["task_id"]
+NOT_RETRYABLE = "this job is not in the failed-jobs list: only failed jobs can be retried"
+
+
+def job_id_from(request: web.Request, name: str = "task_id") -> str:
+    """The path's job id; 404 when it cannot be one (no Redis look-up for junk)."""
+    job_id = request.match_info[name]
     if not JOB_ID_PATTERN.fullmatch(job_id):
         raise ApiError(404, f"no task with id {job_id!r}")
     return job_id
+
+
+async def requeue_failed(request: web.Request, job_id: str) -> None:
+    """Queue a failed job again under its id; raises NotFailedError when it is not listed.
+
+    Shared by ``POST /jobs/{id}/retry`` and the dashboard's Retry button.
+    """
+    redis, settings = request.app[REDIS], request.app[SETTINGS]
+    await deadletter.retry(
+        redis,
+        settings.queue_name,
+        job_id,
+        meta_ttl=settings.job_result_ttl,
+        max_jobs=settings.dead_letter_max_jobs,
+        max_age=settings.dead_letter_max_age,
+    )
+
+
+async def cancel_or_refuse(request: web.Request, job_id: str) -> CancelOutcome:
+    """Cancel a job: 404 when unknown, 409 when it has already finished.
+
+    Shared by ``DELETE /jobs/{id}`` and the dashboard's Cancel button.
+    """
+    redis, settings = request.app[REDIS], request.app[SETTINGS]
+    try:
+        return await cancel_job(
+            redis, settings.queue_name, job_id, result_ttl=settings.job_result_ttl
+        )
+    except JobNotFoundError:
+        raise ApiError(404, f"no task with id {job_id!r}") from None
+    except JobFinishedError:
+        raise ApiError(409, "this job has already finished: there is nothing to cancel") from None
 
 
 async def list_failed(request: web.Request) -> web.Response:
@@ -76,38 +112,21 @@ async def list_failed(request: web.Request) -> web.Response:
 
 
 async def retry_failed(request: web.Request) -> web.Response:
-    job_id = _job_id(request)
-    redis, settings = request.app[REDIS], request.app[SETTINGS]
+    job_id = job_id_from(request)
     try:
-        await deadletter.retry(
-            redis,
-            settings.queue_name,
-            job_id,
-            meta_ttl=settings.job_result_ttl,
-            max_jobs=settings.dead_letter_max_jobs,
-            max_age=settings.dead_letter_max_age,
-        )
+        await requeue_failed(request, job_id)
     except NotFailedError:
         await _known_or_404(request, job_id)
-        raise ApiError(
-            409, "this job is not in the failed-jobs list: only failed jobs can be retried"
-        ) from None
+        raise ApiError(409, NOT_RETRYABLE) from None
     body = {"message": "Job re-queued", "task_id": job_id}
     return web.json_response(body, status=202, headers={"Location": f"/task-status/{job_id}"})
 
 
 async def cancel(request: web.Request) -> web.Response:
-    job_id = _job_id(request)
-    redis, settings = request.app[REDIS], request.app[SETTINGS]
-    try:
-        outcome = await cancel_job(
-            redis, settings.queue_name, job_id, result_ttl=settings.job_result_ttl
-        )
-    except JobNotFoundError:
-        raise ApiError(404, f"no task with id {job_id!r}") from None
-    except JobFinishedError:
-        raise ApiError(409, "this job has already finished: there is nothing to cancel") from None
-    status = await task_status(redis, settings.queue_name, job_id) or {"task_id": job_id}
+    job_id = job_id_from(request)
+    outcome = await cancel_or_refuse(request, job_id)
+    status = await task_status(request.app[REDIS], request.app[SETTINGS].queue_name, job_id)
+    status = status or {"task_id": job_id}
     return web.json_response(status, status=200 if outcome is CancelOutcome.CANCELLED else 202)
 
 

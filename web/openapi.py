@@ -78,15 +78,31 @@ TASK_ID = {"type": "string", "pattern": f"^{JOB_ID_PATTERN.pattern}$"}
 JOB_ID_NAMES = {"task_id", "job_id"}
 PLAIN_NAME = {"type": "string", "pattern": "^[A-Za-z0-9:_.-]{1,200}$"}  # one path segment
 NO_MATCH = _error("nothing has this name or id")
+UPLOAD_ANSWERS: Mapping[int, Answer] = {
+    202: _queued("the thumbnail job"),
+    400: _error("not multipart/form-data, no 'file' field, or an empty file"),
+    413: _error("the file, or its pixel count, is over the limit"),
+    415: _error("not a JPEG, PNG, GIF or WebP image"),
+}
+UPLOAD_FORM = {"file": {"type": "string", "format": "binary"}}
 
-OPERATIONS: dict[tuple[str, str], Operation] = {
-    ("POST", "/send-email"): Operation(
-        "Queue an email",
-        {202: _queued("the email"), 400: BAD_BODY, 413: TOO_LARGE},
-        body=schemas.SendEmailRequest,
+
+def _json_job(
+    summary: str, queued: str, body: type[BaseModel], *, body_required: bool = True
+) -> Operation:
+    """An endpoint that takes a JSON body and queues one job (202 with its Location)."""
+    return Operation(
+        summary,
+        {202: _queued(queued), 400: BAD_BODY, 413: TOO_LARGE},
+        body=body,
+        body_required=body_required,
         idempotent=True,
         tags=("jobs",),
-    ),
+    )
+
+
+OPERATIONS: dict[tuple[str, str], Operation] = {
+    ("POST", "/send-email"): _json_job("Queue an email", "the email", schemas.SendEmailRequest),
     ("GET", "/task-status/{task_id}"): Operation(
         "A task's status, result or error",
         {200: Answer("the task's status", responses.TaskStatus), 404: NO_SUCH_TASK},
@@ -94,13 +110,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("POST", "/upload"): Operation(
         "Upload an image; a job makes its thumbnail",
-        {
-            202: _queued("the thumbnail job"),
-            400: _error("not multipart/form-data, no 'file' field, or an empty file"),
-            413: _error("the file, or its pixel count, is over the limit"),
-            415: _error("not a JPEG, PNG, GIF or WebP image"),
-        },
-        multipart={"file": {"type": "string", "format": "binary"}},
+        UPLOAD_ANSWERS,
+        multipart=UPLOAD_FORM,
         idempotent=True,
         tags=("jobs",),
     ),
@@ -120,27 +131,17 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         idempotent=True,
         tags=("jobs",),
     ),
-    ("POST", "/events"): Operation(
-        "Log an event (fire and forget)",
-        {202: _queued("the event"), 400: BAD_BODY, 413: TOO_LARGE},
-        body=schemas.EventRequest,
-        idempotent=True,
-        tags=("jobs",),
+    ("POST", "/events"): _json_job(
+        "Log an event (fire and forget)", "the event", schemas.EventRequest
     ),
-    ("POST", "/webhooks"): Operation(
-        "Queue a webhook delivery",
-        {202: _queued("the delivery"), 400: BAD_BODY, 413: TOO_LARGE},
-        body=schemas.WebhookRequest,
-        idempotent=True,
-        tags=("jobs",),
+    ("POST", "/webhooks"): _json_job(
+        "Queue a webhook delivery", "the delivery", schemas.WebhookRequest
     ),
-    ("POST", "/reports/daily"): Operation(
+    ("POST", "/reports/daily"): _json_job(
         "Run the daily report now (yesterday's, or the given day's)",
-        {202: _queued("the report"), 400: BAD_BODY, 413: TOO_LARGE},
-        body=schemas.DailyReportRequest,
+        "the report",
+        schemas.DailyReportRequest,
         body_required=False,
-        idempotent=True,
-        tags=("jobs",),
     ),
     ("GET", "/jobs/{job_id}/events"): Operation(
         "A job's state changes and progress, as Server-Sent Events until it finishes",
@@ -242,13 +243,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("POST", "/dashboard/upload"): Operation(
         "Dashboard: upload an image (as POST /upload)",
-        {
-            202: _queued("the thumbnail job"),
-            400: _error("not multipart/form-data, no 'file' field, or an empty file"),
-            413: _error("the file, or its pixel count, is over the limit"),
-            415: _error("not a JPEG, PNG, GIF or WebP image"),
-        },
-        multipart={"file": {"type": "string", "format": "binary"}},
+        UPLOAD_ANSWERS,
+        multipart=UPLOAD_FORM,
         tags=("dashboard",),
     ),
     ("GET", "/dashboard/thumbnails/{name}"): Operation(
