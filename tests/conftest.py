@@ -215,6 +215,14 @@ async def status_of(client: TestClient[Any, Any], task_id: str) -> dict[str, Any
     return body
 
 
+async def accepted_task(client: TestClient[Any, Any], path: str, body: dict[str, Any]) -> str:
+    """POST ``body`` as JSON to an endpoint that queues a job; checks the 202, gives the task id."""
+    response = await client.post(path, json=body)
+    assert response.status == 202, await response.text()
+    task_id: str = (await response.json())["task_id"]
+    return task_id
+
+
 async def assert_refused(
     response: ClientResponse, status: int, reason: str, redis: ArqRedis, settings: Settings
 ) -> None:

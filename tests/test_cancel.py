@@ -6,38 +6,19 @@ import asyncio
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from arq.connections import ArqRedis
 
 from service.control import CancelOutcome, JobFinishedError, JobNotFoundError, cancel_job
 from settings import Settings
-from tests.conftest import RunWorker, SmtpRecorder, queued, status_of
+from tests.conftest import RunWorker, SmtpRecorder, accepted_task, queued, status_of
+from tests.webhook_targets import HeldTarget, ServerFactory, hook_url, queue_webhook
 
 EMAIL: dict[str, Any] = {"to": "ann@example.com", "subject": "Hello", "body": "Hi"}
-ServerFactory = Any
-
-
-class HeldTarget:
-    """A webhook target that holds each request until released."""
-
-    def __init__(self) -> None:
-        self.arrived = asyncio.Event()
-        self.release = asyncio.Event()
-        self.finished = 0
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.arrived.set()
-        await self.release.wait()
-        self.finished += 1
-        return web.json_response({"ok": True})
 
 
 async def send(client: TestClient[Any, Any]) -> str:
-    response = await client.post("/send-email", json=EMAIL)
-    assert response.status == 202
-    task_id: str = (await response.json())["task_id"]
-    return task_id
+    return await accepted_task(client, "/send-email", EMAIL)
 
 
 async def test_a_queued_job_is_cancelled_at_once_and_never_runs(
@@ -94,13 +75,8 @@ async def test_a_running_job_is_aborted_and_says_so(
     client: TestClient[Any, Any], run_worker: RunWorker, aiohttp_server: ServerFactory
 ) -> None:
     target = HeldTarget()
-    app = web.Application()
-    app.router.add_post("/hook", target.handle)
-    server: TestServer = await aiohttp_server(app)
-    response = await client.post(
-        "/webhooks", json={"url": str(server.make_url("/hook")), "payload": {}}
-    )
-    task_id = (await response.json())["task_id"]
+    url = await hook_url(aiohttp_server, target.handle)
+    task_id = await queue_webhook(client, url, {})
     worker = asyncio.create_task(run_worker())
     try:
         await asyncio.wait_for(target.arrived.wait(), 10)

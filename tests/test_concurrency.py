@@ -6,12 +6,11 @@ import asyncio
 from typing import Any
 
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from tests.conftest import RunWorker, SmtpRecorder, status_of
 from tests.waiting import wait_until
-
-ServerFactory = Any
+from tests.webhook_targets import ServerFactory, hook_url
 
 
 async def test_email_is_sent_while_webhooks_are_still_in_flight(
@@ -31,10 +30,7 @@ async def test_email_is_sent_while_webhooks_are_still_in_flight(
         await release.wait()
         return web.json_response({})
 
-    app = web.Application()
-    app.router.add_post("/hook", hold)
-    server: TestServer = await aiohttp_server(app)
-    url = str(server.make_url("/hook"))
+    url = await hook_url(aiohttp_server, hold)
     hooks = [
         (await (await client.post("/webhooks", json={"url": url, "payload": {"n": n}})).json())
         for n in range(2)

@@ -26,6 +26,7 @@ from tests.conftest import AUTH_HEADERS, ClientFactory, RunWorker, queued
 from tests.dashboard_client import Dashboard
 from tests.images import image_bytes
 from tests.sse import next_event
+from tests.webhook_targets import hook_url
 from web import create_app
 
 XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>'
@@ -479,12 +480,8 @@ async def test_overview_lists_a_running_job_with_its_attempt(
         await release.wait()
         return web.json_response({"ok": True})
 
-    target = web.Application()
-    target.router.add_post("/hook", held)
-    server = await aiohttp_server(target)
-    job_id = await enqueue(
-        redis, JobName.DELIVER_WEBHOOK, url=str(server.make_url("/hook")), payload={"n": 1}
-    )
+    url = await hook_url(aiohttp_server, held)
+    job_id = await enqueue(redis, JobName.DELIVER_WEBHOOK, url=url, payload={"n": 1})
     worker = asyncio.create_task(run_worker())
     try:
         await asyncio.wait_for(arrived.wait(), 10)

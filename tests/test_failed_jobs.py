@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from arq.connections import ArqRedis
 from arq.worker import Worker
 
@@ -18,18 +18,15 @@ from service import deadletter, keys
 from service.deadletter import DeadJob
 from service.worker import worker_options
 from settings import Settings
-from tests.conftest import RunWorker, SmtpRecorder, queued, status_of
+from tests.conftest import RunWorker, SmtpRecorder, accepted_task, queued, status_of
+from tests.webhook_targets import ServerFactory, hook_url, queue_webhook
 
 EMAIL: dict[str, Any] = {"to": "ann@example.com", "subject": "Hello", "body": "Hi"}
 REFUSED = "550 5.1.1 mailbox unavailable"
-ServerFactory = Any
 
 
 async def send(client: TestClient[Any, Any], **changes: Any) -> str:
-    response = await client.post("/send-email", json={**EMAIL, **changes})
-    assert response.status == 202, await response.text()
-    task_id: str = (await response.json())["task_id"]
-    return task_id
+    return await accepted_task(client, "/send-email", {**EMAIL, **changes})
 
 
 async def failed_list(client: TestClient[Any, Any], query: str = "") -> dict[str, Any]:
@@ -221,13 +218,8 @@ async def test_every_attempt_is_in_the_status_with_outcome_error_and_duration(
     async def flaky(request: web.Request) -> web.Response:
         return web.Response(status=answers.pop(0))
 
-    app = web.Application()
-    app.router.add_post("/hook", flaky)
-    server: TestServer = await aiohttp_server(app)
-    response = await client.post(
-        "/webhooks", json={"url": str(server.make_url("/hook")), "payload": {}}
-    )
-    task_id = (await response.json())["task_id"]
+    url = await hook_url(aiohttp_server, flaky)
+    task_id = await queue_webhook(client, url, {})
 
     await run_worker()
 
@@ -276,16 +268,11 @@ async def test_a_job_past_its_time_limit_is_listed_and_its_attempt_says_timeout(
         await release.wait()
         return web.Response()
 
-    app = web.Application()
-    app.router.add_post("/hook", hang)
-    server: TestServer = await aiohttp_server(app)
+    url = await hook_url(aiohttp_server, hang)
     impatient = settings.model_copy(
         update={"job_timeout": 0.3, "webhook_job_timeout": 0.3, "webhook_timeout": 30}
     )
-    response = await client.post(
-        "/webhooks", json={"url": str(server.make_url("/hook")), "payload": {"n": 1}}
-    )
-    task_id = (await response.json())["task_id"]
+    task_id = await queue_webhook(client, url, {"n": 1})
 
     try:
         await run_worker(impatient)
@@ -313,14 +300,9 @@ async def test_a_job_whose_last_attempt_is_cut_by_a_shutdown_is_listed(
         await release.wait()
         return web.Response()
 
-    app = web.Application()
-    app.router.add_post("/hook", hold)
-    server: TestServer = await aiohttp_server(app)
+    url = await hook_url(aiohttp_server, hold)
     one_try = settings.model_copy(update={"job_max_tries": 1})
-    response = await client.post(
-        "/webhooks", json={"url": str(server.make_url("/hook")), "payload": {"n": 2}}
-    )
-    task_id = (await response.json())["task_id"]
+    task_id = await queue_webhook(client, url, {"n": 2})
     options = worker_options(one_try)
     options["redis_pool"].wait_for_work = False
     options.update(burst=True, poll_delay=0.01, handle_signals=False)

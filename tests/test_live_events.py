@@ -14,6 +14,7 @@ from pytest_aiohttp import AiohttpServer
 from tests.conftest import RunWorker, status_of
 from tests.images import image_bytes
 from tests.sse import Event, all_events, next_event
+from tests.webhook_targets import hook_url, queue_webhook
 
 
 async def upload(client: TestClient[Any, Any], data: bytes) -> str:
@@ -89,13 +90,8 @@ async def test_retries_are_streamed_with_their_next_attempt_time(
     async def unavailable(request: web.Request) -> web.Response:
         return web.Response(status=503)
 
-    target = web.Application()
-    target.router.add_post("/hook", unavailable)
-    server = await aiohttp_server(target)
-    response = await client.post(
-        "/webhooks", json={"url": str(server.make_url("/hook")), "payload": {"n": 1}}
-    )
-    task_id = (await response.json())["task_id"]
+    url = await hook_url(aiohttp_server, unavailable)
+    task_id = await queue_webhook(client, url, {"n": 1})
     stream = await client.get(f"/jobs/{task_id}/events")
     assert (await next_event(stream)) is not None
 

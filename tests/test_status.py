@@ -9,40 +9,21 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from arq.connections import ArqRedis
 
 from service import keys
 from settings import Settings
 from tests.conftest import RunWorker, status_of
-
-ServerFactory = Any
-
-
-class HeldTarget:
-    """A webhook target that holds each request until released."""
-
-    def __init__(self) -> None:
-        self.arrived = asyncio.Event()
-        self.release = asyncio.Event()
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.arrived.set()
-        await self.release.wait()
-        return web.json_response({"ok": True})
+from tests.webhook_targets import HeldTarget, ServerFactory, hook_url, queue_webhook
 
 
 async def test_status_moves_from_pending_to_started_to_success(
     client: TestClient[Any, Any], run_worker: RunWorker, aiohttp_server: ServerFactory
 ) -> None:
     target = HeldTarget()
-    app = web.Application()
-    app.router.add_post("/hook", target.handle)
-    server: TestServer = await aiohttp_server(app)
-    response = await client.post(
-        "/webhooks", json={"url": str(server.make_url("/hook")), "payload": {"n": 1}}
-    )
-    task_id = (await response.json())["task_id"]
+    url = await hook_url(aiohttp_server, target.handle)
+    task_id = await queue_webhook(client, url, {"n": 1})
     assert (await status_of(client, task_id))["status"] == "PENDING"
 
     worker = asyncio.create_task(run_worker())
@@ -67,14 +48,9 @@ async def test_status_is_retry_between_attempts_with_reason_and_next_time(
     async def unavailable(request: web.Request) -> web.Response:
         return web.Response(status=503)
 
-    app = web.Application()
-    app.router.add_post("/hook", unavailable)
-    server: TestServer = await aiohttp_server(app)
+    url = await hook_url(aiohttp_server, unavailable)
     slow_retry = settings.model_copy(update={"retry_backoff_base": 60, "retry_backoff_max": 60})
-    response = await client.post(
-        "/webhooks", json={"url": str(server.make_url("/hook")), "payload": {}}
-    )
-    task_id = (await response.json())["task_id"]
+    task_id = await queue_webhook(client, url, {})
 
     await run_worker(slow_retry, max_burst_jobs=1)
 
@@ -92,16 +68,11 @@ async def test_job_past_its_time_limit_fails_saying_so(
     aiohttp_server: ServerFactory,
 ) -> None:
     target = HeldTarget()
-    app = web.Application()
-    app.router.add_post("/hook", target.handle)
-    server: TestServer = await aiohttp_server(app)
+    url = await hook_url(aiohttp_server, target.handle)
     impatient = settings.model_copy(
         update={"job_timeout": 0.3, "webhook_job_timeout": 0.3, "webhook_timeout": 30}
     )
-    response = await client.post(
-        "/webhooks", json={"url": str(server.make_url("/hook")), "payload": {}}
-    )
-    task_id = (await response.json())["task_id"]
+    task_id = await queue_webhook(client, url, {})
 
     try:
         await run_worker(impatient)
