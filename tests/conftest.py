@@ -49,14 +49,20 @@ def free_port() -> int:
         return port
 
 
-def _redis_answers(url: str) -> bool:
-    client = redis_py.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+def ping_answered(client: redis_py.Redis) -> bool:
+    """Whether ``client``'s Redis answers a PING now; closes the client either way."""
     try:
         return bool(client.ping())
     except (redis_py.RedisError, OSError):
         return False
     finally:
         client.close()
+
+
+def _redis_answers(url: str) -> bool:
+    return ping_answered(
+        redis_py.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -24,7 +24,14 @@ from redis.asyncio import Redis
 from service.dev import redis_answers
 from service.redis import connection_options
 from settings import Settings
-from tests.conftest import AUTH_HEADERS, ClientFactory, RunWorker, SmtpRecorder, free_port
+from tests.conftest import (
+    AUTH_HEADERS,
+    ClientFactory,
+    RunWorker,
+    SmtpRecorder,
+    free_port,
+    ping_answered,
+)
 from web import create_app
 
 PASSWORD = "p@ss:w/rd %41 é"  # every character a URL would have to escape
@@ -45,13 +52,7 @@ class SecureRedis:
 
 
 def _answers(**kwargs: Any) -> bool:
-    client = redis_py.Redis(host="127.0.0.1", socket_connect_timeout=0.5, **kwargs)
-    try:
-        return bool(client.ping())
-    except (redis_py.RedisError, OSError):
-        return False
-    finally:
-        client.close()
+    return ping_answered(redis_py.Redis(host="127.0.0.1", socket_connect_timeout=0.5, **kwargs))
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import redis as redis_py
 
+from tests.conftest import ping_answered
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -90,13 +92,9 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/{db}"
 
     def answers(self) -> bool:
-        client = redis_py.Redis(port=self.port, socket_connect_timeout=0.2, socket_timeout=0.5)
-        try:
-            return bool(client.ping())
-        except (redis_py.RedisError, OSError):
-            return False
-        finally:
-            client.close()
+        return ping_answered(
+            redis_py.Redis(port=self.port, socket_connect_timeout=0.2, socket_timeout=0.5)
+        )
 
     async def start(self) -> None:
         self.process.start()

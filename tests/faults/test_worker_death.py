@@ -16,7 +16,7 @@ from arq.constants import in_progress_key_prefix
 from service.queue import JobName
 from service.timeouts import rerun_bound
 from settings import Settings
-from tests.conftest import SmtpRecorder, queued, status_of
+from tests.conftest import SmtpRecorder, accepted_task, queued, status_of
 from tests.faults.conftest import Spawn
 from tests.waiting import wait_until
 
@@ -25,10 +25,7 @@ STARTUP = 30  # seconds a worker process may take to import and connect on a bus
 
 
 async def _post_email(client: TestClient[Any, Any], subject: str = "Exactly once") -> str:
-    response = await client.post("/send-email", json={**EMAIL, "subject": subject})
-    assert response.status == 202, await response.text()
-    task_id: str = (await response.json())["task_id"]
-    return task_id
+    return await accepted_task(client, "/send-email", {**EMAIL, "subject": subject})
 
 
 async def _state(client: TestClient[Any, Any], task_id: str) -> str:
