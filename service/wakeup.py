@@ -33,6 +33,7 @@ IDLE_WAIT = 0.5  # seconds; as arq's own poll, so heartbeat and cron keep their 
 BUSY_WAIT = 0.1  # with jobs running: one may end with a retry, or be aborted
 # Redis checks blocking timeouts ten times a second (hz 10): shorter waits are slept instead.
 BLOCK_RESOLUTION = 0.1
+MAX_PAGES = 8  # of queue reads past running jobs; beyond, the worker waits BUSY_WAIT and retries
 
 
 class WakingRedis(StartLockRedis):  # short start locks: service.timeouts
@@ -76,15 +77,25 @@ class WakingRedis(StartLockRedis):  # short start locks: service.timeouts
         return result
 
     async def _ready(self, queue: str, start: int | None, num: int) -> tuple[list[bytes], bool]:
-        """Due job ids not running anywhere, and whether some due ones were running."""
-        due: list[bytes] = await super().zrangebyscore(
-            queue, "-inf", timestamp_ms(), start=start, num=num
-        )
-        if not due:
-            return [], False
-        running = await self.mget([in_progress_key_prefix + job_id.decode() for job_id in due])
-        ready = [job_id for job_id, flag in zip(due, running, strict=True) if flag is None]
-        return ready, len(ready) < len(due)
+        """Due job ids not running anywhere, and whether some due ones were running.
+
+        Running jobs stay first in the queue until they finish; when a whole page of ``num``
+        is running (several busy workers), the next page is read, up to MAX_PAGES.
+        """
+        offset, running_seen = start or 0, False
+        for _ in range(MAX_PAGES):
+            due: list[bytes] = await super().zrangebyscore(
+                queue, "-inf", timestamp_ms(), start=offset, num=num
+            )
+            if not due:
+                break
+            flags = await self.mget([in_progress_key_prefix + job_id.decode() for job_id in due])
+            ready = [job_id for job_id, flag in zip(due, flags, strict=True) if flag is None]
+            running_seen = running_seen or len(ready) < len(due)
+            if ready or len(due) < num:
+                return ready, running_seen
+            offset += num
+        return [], running_seen
 
     async def _wait(self, queue: str, *, busy: bool) -> None:
         """Block until a job is queued, the next deferred one is due, or the wait runs out."""

@@ -120,3 +120,22 @@ async def test_enqueue_refuses_an_existing_job_id(redis: ArqRedis, settings: Set
     [job] = await redis.queued_jobs()  # arq's own reading of the stored job
     assert job.kwargs == {"event": {"n": 1}}
     assert job.function == "log_event"
+
+
+async def test_the_workers_read_pages_past_a_full_page_of_running_jobs(
+    redis: ArqRedis, settings: Settings
+) -> None:
+    for n in range(5):
+        await enqueue(redis, JobName.LOG_EVENT, event={"n": n})
+    ids = await queued(redis, settings)  # queue order (equal scores sort by id)
+    for job_id in ids[:3]:  # the first three run on other workers
+        await redis.set(in_progress_key_prefix + job_id, b"1")
+    pool: WakingRedis = worker_options(settings)["redis_pool"]
+    pool.wait_for_work = False
+    try:
+        ready = await pool.zrangebyscore(
+            settings.queue_name, min=float("-inf"), max=timestamp_ms(), start=0, num=2
+        )
+    finally:
+        await pool.aclose(close_connection_pool=True)
+    assert ready == [ids[3].encode()]
