@@ -50,6 +50,8 @@ class Settings(BaseSettings):
 
     web_host: str = "127.0.0.1"
     web_port: int = Field(8080, ge=1, le=65535)
+    # one event loop uses one core: more processes (under gunicorn) serve more requests
+    web_processes: int = Field(1, ge=1, le=64)
 
     data_dir: Path = Path("./var")
     max_upload_bytes: int = Field(10 * MiB, gt=0)

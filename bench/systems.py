@@ -111,6 +111,8 @@ class Ours(System):
             "RATE_LIMIT_PER_TOKEN": "",
             "RATE_LIMIT_PER_RECIPIENT": "",
             "WEB_PORT": str(self.ports.web),
+            # two web processes, as the Flask baseline runs two gunicorn workers
+            "WEB_PROCESSES": "2",
             "DATA_DIR": str(WORK / "data-ours"),
             "SMTP_HOST": "127.0.0.1",
             "SMTP_PORT": str(self.ports.smtp),

@@ -39,6 +39,7 @@ class JsonFormatter(logging.Formatter):
             ),
             "level": record.levelname,
             "logger": record.name,
+            "pid": record.process,  # several web processes (WEB_PROCESSES) share one log
             "message": record.getMessage(),
             **record_fields(record),
         }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -141,6 +142,7 @@ def test_json_lines_carry_context_and_extra_fields() -> None:
     assert line["level"] == "INFO"
     assert line["logger"] == "jobservice.test"
     assert line["request_id"] == "r-1"
+    assert line["pid"] == os.getpid()
     assert line["outcome"] == "success"
     assert line["time"].endswith("+00:00")
 

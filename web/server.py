@@ -1,0 +1,83 @@
+"""Serving the app: one process, or WEB_PROCESSES of them under gunicorn.
+
+One event loop keeps one core busy at most. With WEB_PROCESSES > 1, gunicorn (aiohttp's own
+worker class) forks that many processes sharing the port and restarts any that dies; each
+builds its app, and so opens its own Redis pool, after the fork.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from gunicorn.app.base import BaseApplication
+
+from service.eventloop import install_uvloop
+from service.logs import logging_config
+from settings import Settings
+from web.app import create_app
+
+logger = logging.getLogger("jobservice.web")
+
+
+def _announce(banner: str) -> None:
+    """aiohttp's start-up banner, as a log line (a bare print would break the JSON lines)."""
+    logger.info(banner.splitlines()[0].strip("= "))
+
+
+def serve(settings: Settings) -> None:
+    """Serve until SIGINT/SIGTERM, in this process or in WEB_PROCESSES worker processes."""
+    if settings.web_processes > 1:
+        GunicornServer(settings).run()
+        return
+    install_uvloop()
+    # the app logs one JSON line per request itself (web.observe), so no aiohttp access log
+    web.run_app(
+        create_app(settings),
+        host=settings.web_host,
+        port=settings.web_port,
+        access_log=None,
+        print=_announce,
+    )
+
+
+def bind_address(host: str, port: int) -> str:
+    """gunicorn's ``bind`` for ``host``: IPv6 addresses go in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class GunicornServer(BaseApplication):  # type: ignore[misc]  # gunicorn is untyped
+    """gunicorn configured in code from Settings: no config file, no command-line parsing."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        super().__init__()
+
+    def load_config(self) -> None:
+        uvloop = install_uvloop()  # probe only: each worker sets its own loop up
+        log_config = logging_config(self.settings)
+        # gunicorn's own lines go through our handler too, so every line is in LOG_FORMAT
+        log_config["loggers"]["gunicorn.error"] = {"handlers": [], "propagate": True}
+        options: dict[str, Any] = {
+            "bind": bind_address(self.settings.web_host, self.settings.web_port),
+            "workers": self.settings.web_processes,
+            "worker_class": "aiohttp.GunicornUVLoopWebWorker"
+            if uvloop
+            else "aiohttp.GunicornWebWorker",
+            "accesslog": None,  # one JSON line per request comes from the app itself
+            "logconfig_dict": log_config,
+            "graceful_timeout": 30,
+            "proc_name": "jobservice-web",
+        }
+        for key, value in options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Callable[[], Awaitable[web.Application]]:
+        settings = self.settings
+
+        async def app_factory() -> web.Application:
+            return create_app(settings)
+
+        return app_factory
