@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 from redis.asyncio import Redis
 
-from bench.procs import Process, cpu_seconds, rss_mib
+from bench.procs import Process, cpu_seconds, rss_mib, tree
 from bench.systems import WORK, Ours, System, arq_command
 
 EMAIL = {"to": "ann@example.com", "subject": "Hello", "body": "Hi Ann! " * 20}
@@ -80,6 +80,13 @@ async def web_ready(http: aiohttp.ClientSession, system: System, process: Proces
             return False
 
     await wait_for(answers, 60, f"{system.name} web start", every=0.1)
+
+    async def all_booted() -> bool:
+        return len(tree(process.pid)) >= system.web_processes
+
+    await wait_for(all_booted, 60, f"{system.name} web processes", every=0.1)
+    if system.web_processes > 1:
+        await asyncio.sleep(1.0)  # a forked worker is listed before it accepts connections
 
 
 async def post(http: aiohttp.ClientSession, system: System, path: str, body: Any) -> str:

@@ -43,6 +43,9 @@ class System:
     label: str = ""
     headers: dict[str, str] = field(default_factory=dict)
     results_db: Redis | None = None  # set by the bench for systems that keep results apart
+    # processes in the web's tree once every one has booted (a gunicorn master + its workers):
+    # wrk's 50 keep-alive connections would otherwise all land on the first one up
+    web_processes: int = 1
 
     def results(self, redis: Redis) -> Redis:
         return self.results_db or redis
@@ -101,6 +104,7 @@ class Ours(System):
 
     def __init__(self, ports: Ports) -> None:
         super().__init__(ports, "ours", "this service", {"Authorization": f"Bearer {TOKEN}"})
+        self.web_processes = 3  # WEB_PROCESSES=2 under gunicorn's master
 
     def env(self) -> dict[str, str]:
         return {
@@ -172,6 +176,7 @@ class FlaskCelery(System):
 
     def __init__(self, ports: Ports) -> None:
         super().__init__(ports, "celery", "Flask + Celery")
+        self.web_processes = 3  # gunicorn's master + 2 workers
 
     def cwd(self) -> Path:
         return BENCH / "baselines"
