@@ -95,6 +95,10 @@ class System:
         raise NotImplementedError
 
 
+# two web processes, as the Flask baseline runs two gunicorn workers
+OUR_WEB_PROCESSES = 2
+
+
 def arq_command() -> str:
     return str(Path(sys.executable).parent / "arq")
 
@@ -104,7 +108,7 @@ class Ours(System):
 
     def __init__(self, ports: Ports) -> None:
         super().__init__(ports, "ours", "this service", {"Authorization": f"Bearer {TOKEN}"})
-        self.web_processes = 3  # WEB_PROCESSES=2 under gunicorn's master
+        self.web_processes = 1 + OUR_WEB_PROCESSES  # gunicorn's master + its workers
 
     def env(self) -> dict[str, str]:
         return {
@@ -115,8 +119,7 @@ class Ours(System):
             "RATE_LIMIT_PER_TOKEN": "",
             "RATE_LIMIT_PER_RECIPIENT": "",
             "WEB_PORT": str(self.ports.web),
-            # two web processes, as the Flask baseline runs two gunicorn workers
-            "WEB_PROCESSES": "2",
+            "WEB_PROCESSES": str(OUR_WEB_PROCESSES),
             "DATA_DIR": str(WORK / "data-ours"),
             "SMTP_HOST": "127.0.0.1",
             "SMTP_PORT": str(self.ports.smtp),

@@ -7,6 +7,12 @@ the worker and per ``POST /send-email`` in the web app than asyncio's own loop.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+
+
+def uvloop_available() -> bool:
+    """Whether uvloop can be used here, without touching the event loop policy."""
+    return importlib.util.find_spec("uvloop") is not None
 
 
 def install_uvloop() -> bool:

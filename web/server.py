@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 from gunicorn.app.base import BaseApplication
 
-from service.eventloop import install_uvloop
+from service.eventloop import install_uvloop, uvloop_available
 from service.logs import logging_config
 from settings import Settings
 from web.app import create_app
@@ -56,7 +56,6 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]  # gunicorn is unty
         super().__init__()
 
     def load_config(self) -> None:
-        uvloop = install_uvloop()  # probe only: each worker sets its own loop up
         log_config = logging_config(self.settings)
         # gunicorn's own lines go through our handler too, so every line is in LOG_FORMAT
         log_config["loggers"]["gunicorn.error"] = {"handlers": [], "propagate": True}
@@ -64,7 +63,7 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]  # gunicorn is unty
             "bind": bind_address(self.settings.web_host, self.settings.web_port),
             "workers": self.settings.web_processes,
             "worker_class": "aiohttp.GunicornUVLoopWebWorker"
-            if uvloop
+            if uvloop_available()  # each worker sets its own loop up
             else "aiohttp.GunicornWebWorker",
             "accesslog": None,  # one JSON line per request comes from the app itself
             "logconfig_dict": log_config,
