@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from enum import StrEnum
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from arq.connections import ArqRedis
 from arq.constants import job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
-from redis.exceptions import NoScriptError
+from redis.asyncio import Redis
 
 from service import keys
+from service.batching import ScriptBatcher
 from service.origin import REQUEST_ID_KWARG, current_origin
 
 
@@ -45,20 +46,23 @@ redis.call('LTRIM', KEYS[4], 0, 0)
 redis.call('PEXPIRE', KEYS[4], 60000)
 return 1
 """
-ENQUEUE_SHA = hashlib.sha1(ENQUEUE_SCRIPT.encode(), usedforsecurity=False).hexdigest()
+# one batcher per client: concurrent enqueues share a round trip (service.batching)
+_batchers: WeakKeyDictionary[Redis, ScriptBatcher] = WeakKeyDictionary()
 
 
-async def _run_script(redis: ArqRedis, keys_: list[str], args: list[Any]) -> int:
-    try:
-        return int(await redis.evalsha(ENQUEUE_SHA, len(keys_), *keys_, *args))  # type: ignore[misc]
-    except NoScriptError:
-        # first use on this Redis, or it restarted: load the script once, then run it by hash
-        await redis.script_load(ENQUEUE_SCRIPT)
-        return int(await redis.evalsha(ENQUEUE_SHA, len(keys_), *keys_, *args))  # type: ignore[misc]
+def _batcher(redis: Redis) -> ScriptBatcher:
+    batcher = _batchers.get(redis)
+    if batcher is None:
+        batcher = _batchers[redis] = ScriptBatcher(ENQUEUE_SCRIPT)
+    return batcher
 
 
 async def enqueue_job(redis: ArqRedis, function: str, job_id: str, kwargs: dict[str, Any]) -> bool:
-    """Queue a job in arq's own format and wake a worker; False when the id already exists."""
+    """Queue a job in arq's own format and wake a worker; False when the id already exists.
+
+    Concurrent calls on one client go to Redis together (service.batching); each returns
+    once its own job is in Redis.
+    """
     now = timestamp_ms()
     payload = serialize_job(function, (), kwargs, None, now, serializer=redis.job_serializer)
     queue_name = redis.default_queue_name
@@ -69,7 +73,7 @@ async def enqueue_job(redis: ArqRedis, function: str, job_id: str, kwargs: dict[
         keys.wake(queue_name),
     ]
     args = [payload, redis.expires_extra_ms, now, job_id]
-    return await _run_script(redis, script_keys, args) == 1
+    return int(await _batcher(redis).run(redis, script_keys, args)) == 1
 
 
 async def enqueue(redis: ArqRedis, function: JobName, **kwargs: Any) -> str:

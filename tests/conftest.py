@@ -175,6 +175,24 @@ def settings(tmp_path: Path, smtp_server: SmtpRecorder) -> Settings:
 
 
 @pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A redis-server of the test's own, so it can be stopped without harming others."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        yield f"redis://127.0.0.1:{port}/0", process
+    finally:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture
 async def redis(settings: Settings) -> AsyncIterator[ArqRedis]:
     pool = await open_pool(settings)
     await pool.flushdb()

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from aiohttp.test_utils import TestClient
 from arq.connections import ArqRedis
 from arq.worker import Worker
 
 from service.worker import worker_options
 from settings import Settings
-from tests.conftest import AUTH_HEADERS, ClientFactory, free_port
+from tests.conftest import AUTH_HEADERS, ClientFactory
 from tests.waiting import wait_until
 from web import create_app
 
@@ -55,24 +51,6 @@ async def test_health_sees_a_running_worker(
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await worker.close()
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A redis-server of the test's own, so it can be stopped without harming others."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        yield f"redis://127.0.0.1:{port}/0", process
-    finally:
-        process.kill()
-        process.wait()
 
 
 async def test_redis_down_gives_quick_503s(
