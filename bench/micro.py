@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
-from arq.worker import Worker
 from redis.asyncio import Redis
 
 from bench.procs import Process
 from bench.run import free_port, start_redis, wait_redis
+from service.engine import BatchWorker as Worker
 from service.logs import configure_logging
 from service.queue import JobName, enqueue
 from service.redis import open_pool

@@ -19,11 +19,13 @@ def __getattr__(name: str) -> Any:
 
         return logging_config(load_settings())
     if name == "WorkerSettings":
+        from service.engine import install
         from service.eventloop import install_uvloop
         from service.worker import build_worker_settings
         from settings import load_settings
 
         install_uvloop()  # before arq's Worker creates its loop
+        install()  # arq's CLI then builds service.engine's worker
 
         worker_settings = build_worker_settings(load_settings())
         globals()["WorkerSettings"] = worker_settings

@@ -64,27 +64,6 @@ class TextFormatter(logging.Formatter):
         return f"{head} {pairs}{newline}{tail}"
 
 
-# arq's own lines for a job's start and successful end; args: delay, job ref, arguments/result.
-ARQ_JOB_START = "%6.2fs \u2192 %s(%s)%s"
-ARQ_JOB_END = "%6.2fs \u2190 %s \u25cf %s"
-
-
-class HideJobArguments(logging.Filter):
-    """Blank the arguments and results arq puts on its per-job lines.
-
-    They hold email addresses, message bodies and webhook payloads, which do not belong in
-    logs; our own job_start/job_end lines already say which job ran and how it went.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg in (ARQ_JOB_START, ARQ_JOB_END) and isinstance(record.args, tuple):
-            args = list(record.args)
-            if len(args) >= 3:
-                args[2] = "\u2026" if record.msg == ARQ_JOB_START else ""
-                record.args = tuple(args)
-        return True
-
-
 def logging_config(settings: Settings) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` dict: every logger, arq's included, through one stderr
     handler in LOG_FORMAT at LOG_LEVEL. arq's CLI takes it as ``--custom-log-dict service.LOGGING``
@@ -97,10 +76,8 @@ def logging_config(settings: Settings) -> dict[str, Any]:
         "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "jobservice"}},
         "root": {"handlers": ["stderr"], "level": settings.log_level},
         # no handler of its own: arq's lines go through the root's, once
-        "filters": {"hide_job_arguments": {"()": HideJobArguments}},
         "loggers": {
             "arq": {"handlers": [], "level": "NOTSET", "propagate": True},
-            "arq.worker": {"filters": ["hide_job_arguments"], "propagate": True},
         },
     }
 

@@ -5,8 +5,8 @@ function timeout in the worker + 10 s (``Worker.in_progress_timeout_s``), so a w
 during a 1-second email would hold that email for as long as the slowest report may run.
 So the lock is set in two steps here:
 
-1. when arq takes a job, the worker's client caps the lock at JOB_LOCK_MARGIN
-   (:class:`StartLockRedis`): just long enough for the job to start;
+1. the worker claims a job (service.claim) with a lock of JOB_LOCK_MARGIN
+   (``WakingRedis.start_lock_ms``): just long enough for the job to start;
 2. the tracked job's first Redis command sets it to its own timeout + JOB_LOCK_MARGIN
    (:func:`set_lock`).
 
@@ -17,10 +17,6 @@ starting it, or a second worker could start the job while the first is about to.
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any
-
-from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
 from redis.asyncio.client import Pipeline
 
@@ -51,28 +47,3 @@ def set_lock(pipe: Pipeline, settings: Settings, function: JobName, job_id: str)
     when arq holds no lock for the job)."""
     bound_ms = int(rerun_bound(settings, function) * 1000)
     pipe.pexpire(in_progress_key_prefix + job_id, bound_ms)
-
-
-class StartLockPipeline(Pipeline):
-    """A pipeline whose PSETEX of an in-progress lock lasts at most ``start_lock_ms``."""
-
-    start_lock_ms = 0
-
-    def psetex(self, name: Any, time_ms: int | timedelta, value: Any) -> Any:
-        if self.start_lock_ms and str(name).startswith(in_progress_key_prefix):
-            ms = time_ms if isinstance(time_ms, int) else int(time_ms.total_seconds() * 1000)
-            time_ms = min(ms, self.start_lock_ms)
-        return super().psetex(name, time_ms, value)
-
-
-class StartLockRedis(ArqRedis):
-    """The worker's client: arq takes jobs in its pipelines, so their locks start short."""
-
-    start_lock_ms = 0  # 0: arq's own lock length
-
-    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
-        pipe = StartLockPipeline(
-            self.connection_pool, self.response_callbacks, transaction, shard_hint
-        )
-        pipe.start_lock_ms = self.start_lock_ms
-        return pipe

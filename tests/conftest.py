@@ -24,8 +24,8 @@ from aiohttp.test_utils import TestClient
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from arq.connections import ArqRedis
-from arq.worker import Worker
 
+from service.engine import BatchWorker as Worker
 from service.redis import open_pool
 from service.worker import worker_options
 from settings import Settings

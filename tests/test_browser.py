@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestServer
 from arq.connections import ArqRedis
-from arq.worker import Worker
 from playwright.async_api import Browser, Page, async_playwright, expect
 from pytest_aiohttp import AiohttpServer
 
+from service.engine import BatchWorker as Worker
 from service.queue import JobName, enqueue
 from service.worker import worker_options
 from settings import Settings

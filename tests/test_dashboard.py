@@ -395,8 +395,7 @@ async def test_static_files_are_public(anonymous: TestClient[Any, Any]) -> None:
 async def test_each_worker_is_listed_with_running_and_max_jobs(
     dashboard: Dashboard, redis: ArqRedis, settings: Settings
 ) -> None:
-    from arq.worker import Worker
-
+    from service.engine import BatchWorker as Worker
     from service.worker import worker_options
 
     options = worker_options(settings)

@@ -12,10 +12,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from arq.connections import ArqRedis
-from arq.worker import Worker
 
 from service import deadletter, keys
 from service.deadletter import DeadJob
+from service.engine import BatchWorker as Worker
 from service.worker import worker_options
 from settings import Settings
 from tests.conftest import RunWorker, SmtpRecorder, accepted_task, queued, status_of

@@ -8,8 +8,8 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 from arq.connections import ArqRedis
-from arq.worker import Worker
 
+from service.engine import BatchWorker as Worker
 from service.worker import worker_options
 from settings import Settings
 from tests.conftest import AUTH_HEADERS, ClientFactory

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from arq import func
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
-from arq.worker import Worker
 
+from service.engine import BatchWorker as Worker
 from service.queue import JobName
 from service.redis import retries_for, worker_redis_settings
 from service.timeouts import job_timeouts, rerun_bound
 from service.worker import worker_options
 from settings import Settings, SettingsError, load_settings
+from tests.conftest import RunWorker
 
 
 async def test_each_function_and_cron_job_gets_its_own_timeout(
@@ -78,17 +82,17 @@ def test_worker_retries_redis_for_about_the_configured_time(
     assert retries_for(0) == 0
 
 
-async def test_the_workers_client_starts_a_jobs_lock_at_the_margin_not_the_longest_timeout(
-    settings: Settings, redis: ArqRedis
+async def test_a_claimed_job_starts_with_a_lock_of_the_margin_not_the_longest_timeout(
+    settings: Settings, redis: ArqRedis, run_worker: RunWorker
 ) -> None:
-    pool = worker_options(settings)["redis_pool"]
-    try:
-        # what arq's start_jobs sends when it takes a job: its global lock length (310 s here)
-        async with pool.pipeline(transaction=True) as pipe:
-            pipe.psetex(in_progress_key_prefix + "job-1", 310_000, b"1")
-            pipe.psetex("unrelated", 310_000, b"1")
-            await pipe.execute()
-    finally:
-        await pool.aclose(close_connection_pool=True)
-    assert 0 < await redis.pttl(in_progress_key_prefix + "job-1") <= settings.job_lock_margin * 1000
-    assert await redis.pttl("unrelated") > 300_000
+    locks: list[int] = []
+
+    async def report_lock(ctx: dict[str, Any]) -> None:  # untracked: sees the claim's lock
+        locks.append(await ctx["redis"].pttl(in_progress_key_prefix + ctx["job_id"]))
+
+    functions = [*worker_options(settings)["functions"], func(report_lock, name="report_lock")]
+    await redis.enqueue_job("report_lock")
+    await run_worker(functions=functions)
+    # arq's own lock would last the longest function timeout + 10 s (310 s here)
+    assert len(locks) == 1
+    assert 0 < locks[0] <= settings.job_lock_margin * 1000

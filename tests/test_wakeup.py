@@ -9,11 +9,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 from arq.connections import ArqRedis
-from arq.constants import in_progress_key_prefix
-from arq.utils import timestamp_ms
-from arq.worker import Worker
 
 from service import keys
+from service.engine import BatchWorker as Worker
 from service.queue import JobName, enqueue, enqueue_job
 from service.wakeup import WakingRedis
 from service.worker import worker_options
@@ -89,23 +87,6 @@ async def test_an_idle_worker_wakes_for_a_deferred_job_when_it_is_due(
     assert outcome == b"success"
 
 
-async def test_the_workers_read_leaves_out_running_jobs(
-    redis: ArqRedis, settings: Settings
-) -> None:
-    first = await enqueue(redis, JobName.LOG_EVENT, event={"n": 1})
-    second = await enqueue(redis, JobName.LOG_EVENT, event={"n": 2})
-    await redis.set(in_progress_key_prefix + first, b"1")
-    pool: WakingRedis = worker_options(settings)["redis_pool"]
-    pool.wait_for_work = False
-    try:
-        ready = await pool.zrangebyscore(
-            settings.queue_name, min=float("-inf"), max=timestamp_ms(), start=0, num=10
-        )
-    finally:
-        await pool.aclose(close_connection_pool=True)
-    assert ready == [second.encode()]
-
-
 async def test_enqueue_keeps_at_most_one_wake_token(redis: ArqRedis, settings: Settings) -> None:
     for n in range(5):
         await enqueue(redis, JobName.LOG_EVENT, event={"n": n})
@@ -120,22 +101,3 @@ async def test_enqueue_refuses_an_existing_job_id(redis: ArqRedis, settings: Set
     [job] = await redis.queued_jobs()  # arq's own reading of the stored job
     assert job.kwargs == {"event": {"n": 1}}
     assert job.function == "log_event"
-
-
-async def test_the_workers_read_pages_past_a_full_page_of_running_jobs(
-    redis: ArqRedis, settings: Settings
-) -> None:
-    for n in range(5):
-        await enqueue(redis, JobName.LOG_EVENT, event={"n": n})
-    ids = await queued(redis, settings)  # queue order (equal scores sort by id)
-    for job_id in ids[:3]:  # the first three run on other workers
-        await redis.set(in_progress_key_prefix + job_id, b"1")
-    pool: WakingRedis = worker_options(settings)["redis_pool"]
-    pool.wait_for_work = False
-    try:
-        ready = await pool.zrangebyscore(
-            settings.queue_name, min=float("-inf"), max=timestamp_ms(), start=0, num=2
-        )
-    finally:
-        await pool.aclose(close_connection_pool=True)
-    assert ready == [ids[3].encode()]

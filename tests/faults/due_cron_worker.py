@@ -15,6 +15,7 @@ from pathlib import Path
 
 from arq.worker import create_worker
 
+from service.engine import install
 from service.worker import build_worker_settings
 from settings import load_settings
 
@@ -26,6 +27,7 @@ def main() -> None:
     while not go.exists():
         time.sleep(0.01)  # a child process waiting for its cue, not a test waiting
     due = datetime.fromtimestamp(float(go.read_text()), tz=settings.timezone)
+    install()  # as `arq service.WorkerSettings` does
     worker = create_worker(build_worker_settings(settings))
     for cron_job in worker.cron_jobs:
         cron_job.next_run = due

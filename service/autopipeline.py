@@ -1,0 +1,127 @@
+"""Auto-pipelining: the Redis commands concurrent jobs issue in one loop tick share a round trip.
+
+A worker runs dozens of jobs at once, and each job's bookkeeping is a few small commands or
+pipelines (tracking, "sent" markers, stats, arq's own finish). Sent one by one, every call is
+a round trip, and on a loaded or virtualised host a round trip costs far more than the command
+(the other process must wake up). Here a call does not go out at once: it joins a batch that
+is sent as one pipeline once the tasks that are ready to run have had their turn; calls made
+while a batch is in flight wait for the next one (group commit). At low load a call therefore
+leaves on the next loop iteration, as before; under load, one round trip carries many jobs.
+
+Each call still gets its own replies and its own errors, in order. What it gives up is only
+what a plain pipeline gives up too: other clients' commands may run between two commands of
+one call. Commands that block (BLPOP), hold connection state (WATCH/MULTI, pub/sub) and
+transactional pipelines bypass the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from arq.connections import ArqRedis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import ResponseError
+
+CommandStack = list[tuple[tuple[Any, ...], Any]]  # (command and arguments, options)
+
+# commands that must have a connection to themselves, or wait on the server
+DIRECT_COMMANDS = frozenset(
+    {
+        "BLPOP", "BRPOP", "BLMOVE", "BRPOPLPUSH", "BZPOPMIN", "BZPOPMAX", "BLMPOP",
+        "BZMPOP", "WAIT", "WATCH", "UNWATCH", "MULTI", "EXEC", "DISCARD", "SUBSCRIBE",
+        "PSUBSCRIBE", "MONITOR", "SELECT", "CLIENT SETNAME", "XREAD", "XREADGROUP",
+    }
+)  # fmt: skip
+
+
+class _Batcher:
+    """Collects command stacks and sends them as one non-transactional pipeline per flush."""
+
+    def __init__(self, redis: ArqRedis) -> None:
+        self._redis = redis
+        self._waiting: list[tuple[CommandStack, asyncio.Future[list[Any]]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def run(self, commands: CommandStack) -> list[Any]:
+        """Replies to ``commands`` in order; a command's error comes back as its reply."""
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((commands, future))
+        if self._flusher is None:
+            # a task's first step runs after the callbacks already scheduled: the tasks
+            # that are ready now add their commands to this batch before it leaves
+            self._flusher = asyncio.ensure_future(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                await self._send(batch)
+        finally:
+            self._flusher = None
+
+    async def _send(self, batch: list[tuple[CommandStack, asyncio.Future[list[Any]]]]) -> None:
+        pipe = Pipeline(self._redis.connection_pool, self._redis.response_callbacks, False, None)
+        for commands, _ in batch:
+            pipe.command_stack.extend(commands)
+        try:
+            replies = await pipe.execute(raise_on_error=False)
+        except BaseException as exc:  # the connection failed (after the client's retries)
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        start = 0
+        for commands, future in batch:
+            end = start + len(commands)
+            if not future.done():  # its caller may have been cancelled meanwhile
+                future.set_result(replies[start:end])
+            start = end
+
+
+class AutoPipeline(Pipeline):
+    """A pipeline whose ``execute`` joins the client's batch (transactions go on their own)."""
+
+    batcher: _Batcher | None = None
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        if (
+            self.batcher is None
+            or self.is_transaction
+            or self.explicit_transaction
+            or self.watching
+            or self.scripts
+        ):
+            return await super().execute(raise_on_error)
+        commands, self.command_stack = self.command_stack, []
+        await self.reset()  # type: ignore[no-untyped-call]
+        if not commands:
+            return []
+        replies = await self.batcher.run(commands)
+        if raise_on_error:
+            self.raise_first_error(commands, replies)
+        return replies
+
+
+class AutoPipelineRedis(ArqRedis):
+    """arq's client with auto-pipelining (see the module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._batcher = _Batcher(self)
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        if str(args[0]).upper() in DIRECT_COMMANDS or self.single_connection_client:
+            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        (reply,) = await self._batcher.run([(args, options)])
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
+        pipe = AutoPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+        pipe.batcher = self._batcher
+        return pipe

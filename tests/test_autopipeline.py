@@ -1,0 +1,129 @@
+"""Auto-pipelining (service.autopipeline): shared round trips, separate replies and errors."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from arq.connections import ArqRedis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from service.autopipeline import AutoPipelineRedis
+from service.redis import pack_with_hiredis
+from tests.conftest import TEST_REDIS_URL, free_port
+
+
+@pytest.fixture
+async def client(redis: ArqRedis) -> AsyncIterator[AutoPipelineRedis]:
+    auto = AutoPipelineRedis.from_url(TEST_REDIS_URL)
+    yield auto
+    await auto.aclose(close_connection_pool=True)
+
+
+async def test_concurrent_commands_get_their_own_replies(client: AutoPipelineRedis) -> None:
+    replies = await asyncio.gather(*(client.incr("counter") for _ in range(200)))
+    assert sorted(replies) == list(range(1, 201))
+    assert await client.get("counter") == b"200"
+
+
+async def test_commands_from_one_tick_leave_in_one_pipeline(
+    client: AutoPipelineRedis, redis: ArqRedis
+) -> None:
+    await client.ping()  # connect first
+    sent: list[int] = []
+    original = client.connection_pool.get_connection
+
+    async def counting_get_connection(*args: object, **kwargs: object) -> object:
+        sent.append(1)
+        return await original(*args, **kwargs)
+
+    client.connection_pool.get_connection = counting_get_connection
+    await asyncio.gather(*(client.set(f"key:{n}", n) for n in range(100)))
+    assert len(sent) == 1  # one pipeline carried all 100 commands
+    assert await redis.get("key:99") == b"99"
+
+
+async def test_an_error_belongs_to_its_own_command_only(client: AutoPipelineRedis) -> None:
+    await client.set("text", "not a number")
+
+    async def bad() -> None:
+        await client.incr("text")
+
+    good, failed = await asyncio.gather(client.incr("n"), bad(), return_exceptions=True)
+    assert good == 1
+    assert isinstance(failed, ResponseError)
+
+
+async def test_a_pipeline_keeps_its_replies_in_order_and_raises_its_first_error(
+    client: AutoPipelineRedis,
+) -> None:
+    await client.set("text", "x")
+
+    async def mine() -> list[object]:
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.set("a", 1)
+            pipe.get("a")
+            pipe.incr("a")
+            return await pipe.execute()
+
+    async def failing() -> list[object]:
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.incr("b")
+            pipe.incr("text")
+            return await pipe.execute()
+
+    ok, failed = await asyncio.gather(mine(), failing(), return_exceptions=True)
+    assert ok == [True, b"1", 2]
+    assert isinstance(failed, ResponseError)
+    assert "Command # 2 (INCRBY text 1)" in str(failed)  # numbered within its own pipeline
+    assert await client.get("b") == b"1"  # the pipeline's other command still ran
+
+
+async def test_transactions_and_blocking_commands_go_on_their_own(
+    client: AutoPipelineRedis,
+) -> None:
+    async def wait() -> object:
+        return await client.blpop(["nothing"], timeout=1)  # type: ignore[misc]
+
+    waiting = asyncio.create_task(wait())
+    await asyncio.sleep(0.05)
+    assert await asyncio.wait_for(client.set("quick", 1), 0.5)  # not stuck behind the BLPOP
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.incr("t")
+        pipe.incr("t")
+        assert await pipe.execute() == [1, 2]
+    assert await waiting is None
+
+
+async def test_a_cancelled_caller_does_not_disturb_the_others(client: AutoPipelineRedis) -> None:
+    async def incr() -> int:
+        return int(await client.incr("d"))
+
+    async def set_c() -> None:
+        await client.set("c", 1)
+
+    cancelled = asyncio.create_task(set_c())
+    others = [asyncio.create_task(incr()) for _ in range(10)]
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    assert sorted(await asyncio.gather(*others)) == list(range(1, 11))
+
+
+async def test_a_lost_connection_fails_every_command_in_the_batch() -> None:
+    nowhere = AutoPipelineRedis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5)
+    try:
+        results = await asyncio.gather(nowhere.get("a"), nowhere.get("b"), return_exceptions=True)
+    finally:
+        await nowhere.aclose(close_connection_pool=True)
+    assert all(isinstance(result, RedisConnectionError) for result in results)
+
+
+async def test_hiredis_packing_sends_what_redis_py_sends(client: AutoPipelineRedis) -> None:
+    pack_with_hiredis(client)
+    await client.zadd("scores", {"a": 1.5, "b": 2})
+    await client.execute_command("CONFIG GET", "maxmemory")  # a two-word command
+    await client.set("unicode", "café ✓")
+    assert await client.zrange("scores", 0, -1, withscores=True) == [(b"a", 1.5), (b"b", 2.0)]
+    assert (await client.get("unicode")).decode() == "café ✓"

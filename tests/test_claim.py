@@ -1,0 +1,109 @@
+"""Taking jobs in batches (service.claim) and the job loop built on it (service.engine)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from arq.connections import ArqRedis
+from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, retry_key_prefix
+from arq.utils import timestamp_ms
+
+from service.claim import claim
+from service.queue import JobName, enqueue
+from settings import Settings
+from tests.conftest import RunWorker, queued
+
+LOCK_MS = 5_000
+
+
+async def _claim(redis: ArqRedis, settings: Settings, count: int, scan: int = 100) -> list[str]:
+    jobs, _ = await claim(
+        redis, settings.queue_name, now_ms=timestamp_ms(), count=count, lock_ms=LOCK_MS, scan=scan
+    )
+    return [job.job_id for job in jobs]
+
+
+async def test_a_claim_takes_due_jobs_oldest_first_and_locks_them(
+    redis: ArqRedis, settings: Settings
+) -> None:
+    ids = [await enqueue(redis, JobName.LOG_EVENT, event={"n": n}) for n in range(3)]
+    jobs, running_seen = await claim(
+        redis, settings.queue_name, now_ms=timestamp_ms(), count=2, lock_ms=LOCK_MS, scan=100
+    )
+    assert [job.job_id for job in jobs] == (await queued(redis, settings))[:2]
+    assert not running_seen
+    for job in jobs:
+        assert job.job_id in ids
+        assert job.job_try == 1
+        assert job.data == await redis.get(job_key_prefix + job.job_id)
+        assert not job.abort_requested
+        assert 0 < await redis.pttl(in_progress_key_prefix + job.job_id) <= LOCK_MS
+        assert await redis.get(retry_key_prefix + job.job_id) == b"1"
+    # the jobs stay queued while they run, as arq keeps them
+    assert len(await queued(redis, settings)) == 3
+
+
+async def test_a_claim_skips_running_and_deferred_jobs(redis: ArqRedis, settings: Settings) -> None:
+    running = await enqueue(redis, JobName.LOG_EVENT, event={"n": 1})
+    ready = await enqueue(redis, JobName.LOG_EVENT, event={"n": 2})
+    await redis.set(in_progress_key_prefix + running, b"1")
+    later = await redis.enqueue_job(JobName.LOG_EVENT, event={"n": 3}, _defer_by=60)
+    assert later is not None
+    jobs, running_seen = await claim(
+        redis, settings.queue_name, now_ms=timestamp_ms(), count=10, lock_ms=LOCK_MS, scan=100
+    )
+    assert [job.job_id for job in jobs] == [ready]
+    assert running_seen
+
+
+async def test_a_claim_looks_no_further_than_its_scan(redis: ArqRedis, settings: Settings) -> None:
+    for n in range(5):
+        await enqueue(redis, JobName.LOG_EVENT, event={"n": n})
+    ids = await queued(redis, settings)
+    for job_id in ids[:3]:  # running on other workers
+        await redis.set(in_progress_key_prefix + job_id, b"1")
+    assert await _claim(redis, settings, count=5, scan=3) == []
+    assert await _claim(redis, settings, count=5, scan=4) == [ids[3]]
+
+
+async def test_racing_claims_never_take_the_same_job(redis: ArqRedis, settings: Settings) -> None:
+    for n in range(40):
+        await enqueue(redis, JobName.LOG_EVENT, event={"n": n})
+    batches = await asyncio.gather(*(_claim(redis, settings, count=7) for _ in range(8)))
+    taken = [job_id for batch in batches for job_id in batch]
+    assert len(taken) == len(set(taken)) == 40
+
+
+async def test_a_claim_reports_an_abort_asked_before_the_start_and_clears_it(
+    redis: ArqRedis, settings: Settings
+) -> None:
+    job_id = await enqueue(redis, JobName.LOG_EVENT, event={"n": 1})
+    await redis.zadd(abort_jobs_ss, {job_id: timestamp_ms()})
+    [job], _ = await claim(
+        redis, settings.queue_name, now_ms=timestamp_ms(), count=1, lock_ms=LOCK_MS, scan=10
+    )
+    assert job.abort_requested
+    assert await redis.zscore(abort_jobs_ss, job_id) is None
+
+
+async def test_a_claimed_job_whose_data_expired_comes_without_data(
+    redis: ArqRedis, settings: Settings
+) -> None:
+    job_id = await enqueue(redis, JobName.LOG_EVENT, event={"n": 1})
+    await redis.delete(job_key_prefix + job_id)
+    [job], _ = await claim(
+        redis, settings.queue_name, now_ms=timestamp_ms(), count=1, lock_ms=LOCK_MS, scan=10
+    )
+    assert job.data is None
+
+
+async def test_the_loop_runs_more_jobs_than_it_has_slots_each_once(
+    redis: ArqRedis, settings: Settings, run_worker: RunWorker
+) -> None:
+    for n in range(130):
+        await enqueue(redis, JobName.LOG_EVENT, event={"n": n})
+    worker = await run_worker(max_jobs=20)
+    assert (worker.jobs_complete, worker.jobs_failed, worker.jobs_retried) == (130, 0, 0)
+    assert await queued(redis, settings) == []
+    assert await redis.keys(in_progress_key_prefix + "*") == []
+    assert await redis.keys(job_key_prefix + "*") == []
