@@ -7,6 +7,7 @@ only repeat the refusal, so the job fails at once with the server's reply in its
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from collections.abc import Awaitable, Callable
 from email.headerregistry import Address
@@ -14,10 +15,12 @@ from email.message import EmailMessage
 from email.utils import getaddresses
 
 import aiosmtplib
+from aiosmtplib.email import extract_sender, flatten_message
 
+from jobs import plain_message
 from jobs.context import JobContext, SmtpConfig
 from jobs.errors import PermanentError, TransientError
-from jobs.smtp_pool import SmtpPool
+from jobs.smtp_pool import Envelope, SmtpPool
 from service import stats
 
 
@@ -30,10 +33,7 @@ def build_message(
     a job can be queued by other code, and one bad header value must not become new headers
     or extra recipients.
     """
-    _check_header("recipient", to)
-    _check_header("subject", subject)
-    if len(getaddresses([to])) != 1 or "," in to or ";" in to:
-        raise PermanentError("refused: the recipient must be exactly one address")
+    _check_recipient(to, subject)
     message = EmailMessage()
     message["From"] = config.sender
     message["To"] = to
@@ -43,6 +43,45 @@ def build_message(
     return message
 
 
+def render(
+    config: SmtpConfig, *, to: str, subject: str, body: str, message_id: str
+) -> Envelope | EmailMessage:
+    """The message ready to send: its bytes when jobs.plain_message can write them (the common
+    case, byte for byte what the email package writes), else :func:`build_message`'s object.
+    """
+    _check_recipient(to, subject)
+    sender = _sender(config.sender)
+    if sender is not None:
+        from_line, envelope_sender = sender
+        data = plain_message.render(
+            from_line, to=to, subject=subject, body=body, message_id=message_id
+        )
+        if data is not None:
+            return Envelope(envelope_sender, to, data)
+    return build_message(config, to=to, subject=subject, body=body, message_id=message_id)
+
+
+@functools.lru_cache(maxsize=8)
+def _sender(sender: str) -> tuple[bytes, str] | None:
+    """The folded From header and the envelope sender, as the email package and aiosmtplib
+    derive them; None when either is not ASCII (SMTPUTF8 and encoded words: the slow path).
+    """
+    message = EmailMessage()
+    message["From"] = sender
+    from_line = flatten_message(message).removesuffix(b"\r\n")
+    envelope_sender = extract_sender(message)
+    if envelope_sender is None or not envelope_sender.isascii() or not from_line.isascii():
+        return None
+    return from_line, envelope_sender
+
+
+def _check_recipient(to: str, subject: str) -> None:
+    _check_header("recipient", to)
+    _check_header("subject", subject)
+    if len(getaddresses([to])) != 1 or "," in to or ";" in to:
+        raise PermanentError("refused: the recipient must be exactly one address")
+
+
 def _check_header(name: str, value: str) -> None:
     if any(unicodedata.category(char) in {"Cc", "Zl", "Zp"} for char in value):
         raise PermanentError(f"refused: the {name} contains control characters or line breaks")
@@ -50,9 +89,13 @@ def _check_header(name: str, value: str) -> None:
 
 def message_id_for(job_id: str, config: SmtpConfig) -> str:
     """Derived from the job id, so a re-sent copy carries the same id and can be deduplicated."""
-    _, sender = getaddresses([config.sender])[0]
-    domain = Address(addr_spec=sender).domain if "@" in sender else "localhost"
-    return f"<{job_id}@{domain}>"
+    return f"<{job_id}@{_domain(config.sender)}>"
+
+
+@functools.lru_cache(maxsize=8)
+def _domain(sender: str) -> str:
+    _, address = getaddresses([sender])[0]
+    return Address(addr_spec=address).domain if "@" in address else "localhost"
 
 
 def _reply(code: int, message: str) -> str:
@@ -85,7 +128,7 @@ OnAccepted = Callable[[], Awaitable[None]]
 
 
 async def deliver(
-    pool: SmtpPool, message: EmailMessage, on_accepted: OnAccepted | None = None
+    pool: SmtpPool, message: Envelope | EmailMessage, on_accepted: OnAccepted | None = None
 ) -> None:
     """Send one message over the worker's open connections (jobs/smtp_pool.py); raises
     TransientError or PermanentError on failure.
@@ -110,7 +153,7 @@ async def send_mail(
     """Send one message for the running job and count it; returns its Message-ID."""
     config = ctx["smtp"]
     message_id = message_id_for(ctx["job_id"], config)
-    message = build_message(config, to=to, subject=subject, body=body, message_id=message_id)
+    message = render(config, to=to, subject=subject, body=body, message_id=message_id)
     await deliver(ctx["smtp_pool"], message, on_accepted)
     ctx["metrics"].emails_sent.inc()
     await stats.count(ctx["redis"], ctx["settings"].timezone, emails_sent=1)

@@ -27,6 +27,15 @@ MAX_IDLE = 60.0  # seconds; far below the 5 minutes RFC 5321 asks servers to wai
 CHECK_AFTER = 1.0  # seconds idle before a reuse is preceded by a NOOP
 
 
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A message already in its wire form (jobs.plain_message), with its one recipient."""
+
+    sender: str
+    recipient: str
+    data: bytes
+
+
 @dataclass
 class SmtpPool:
     """Connections to one SMTP server; one pool per worker process, shared by its jobs."""
@@ -37,11 +46,14 @@ class SmtpPool:
     check_after: float = CHECK_AFTER
     _idle: list[tuple[aiosmtplib.SMTP, float]] = field(default_factory=list)
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: Envelope | EmailMessage) -> None:
         """Send over an idle connection, or a new one; aiosmtplib's exceptions pass through."""
         client = await self._take() or await self._connect()
         try:
-            await client.send_message(message)
+            if isinstance(message, Envelope):
+                await _send_envelope(client, message)
+            else:
+                await client.send_message(message)
         except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
             await self._put_back(client)  # the server answered; aiosmtplib reset the envelope
             raise
@@ -92,6 +104,16 @@ class SmtpPool:
             self._idle.append((client, time.monotonic()))
         else:
             await _quit(client)
+
+
+async def _send_envelope(client: aiosmtplib.SMTP, envelope: Envelope) -> None:
+    """What ``send_message`` does for a message it would flatten to ``envelope.data``."""
+    if client.is_ehlo_or_helo_needed:
+        await client._ehlo_or_helo_if_needed()
+    options = ["BODY=8BITMIME"] if client.supports_extension("8BITMIME") else []
+    await client.sendmail(
+        envelope.sender, [envelope.recipient], envelope.data, mail_options=options
+    )
 
 
 async def _answers(client: aiosmtplib.SMTP) -> bool:

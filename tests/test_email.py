@@ -50,6 +50,32 @@ async def test_send_email_is_queued_sent_and_reported(
     assert done["enqueued_at"] <= done["started_at"] <= done["finished_at"]
 
 
+@pytest.mark.parametrize(
+    ("subject", "body"),
+    [
+        ("Hello", "Hi Ann! " * 20 + "\n. a dot line\n"),  # written directly: quoted-printable
+        ("Grüße, Zoë", "Schöne Grüße aus Köln!\n"),  # the email package: encoded word, 8bit
+        ("Hello", "日本語のテキスト" * 30),  # written directly: base64
+    ],
+)
+async def test_any_text_arrives_as_it_was_sent(
+    client: TestClient[Any, Any],
+    run_worker: RunWorker,
+    smtp_server: SmtpRecorder,
+    subject: str,
+    body: str,
+) -> None:
+    email = {"to": "ann@example.com", "subject": subject, "body": body}
+    task_id = (await (await client.post("/send-email", json=email)).json())["task_id"]
+
+    await run_worker()
+
+    (mail,) = smtp_server.messages
+    assert mail.message["Subject"] == subject
+    assert mail.message.get_content().replace("\r\n", "\n").rstrip("\n") == body.rstrip("\n")
+    assert mail.message["Message-ID"] == f"<{task_id}@example.com>"
+
+
 async def test_transient_smtp_reply_is_retried_until_accepted(
     client: TestClient[Any, Any], run_worker: RunWorker, smtp_server: SmtpRecorder
 ) -> None:
