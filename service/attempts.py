@@ -53,10 +53,15 @@ def make_attempt(
     )
 
 
+def encode(attempt: Attempt) -> str:
+    """An attempt as stored in the history list."""
+    return json.dumps(attempt, separators=(",", ":"))
+
+
 def append(pipe: Pipeline, job_id: str, attempt: Attempt, *, keep: int, ttl: int) -> None:
     """Queue on ``pipe`` the commands that append ``attempt``, keeping the latest ``keep``."""
     key = keys.job_attempts(job_id)
-    pipe.rpush(key, json.dumps(attempt, separators=(",", ":")))
+    pipe.rpush(key, encode(attempt))
     pipe.ltrim(key, -keep, -1)
     pipe.expire(key, ttl)
 

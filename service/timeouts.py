@@ -8,7 +8,7 @@ So the lock is set in two steps here:
 1. the worker claims a job (service.claim) with a lock of JOB_LOCK_MARGIN
    (``WakingRedis.start_lock_ms``): just long enough for the job to start;
 2. the tracked job's first Redis command sets it to its own timeout + JOB_LOCK_MARGIN
-   (:func:`set_lock`).
+   (service.tracking_scripts, with :func:`rerun_bound`).
 
 A killed worker's job thus runs again at most its own timeout + JOB_LOCK_MARGIN later. The
 margin must exceed the longest stall of a worker's event loop between taking a job and
@@ -16,9 +16,6 @@ starting it, or a second worker could start the job while the first is about to.
 """
 
 from __future__ import annotations
-
-from arq.constants import in_progress_key_prefix
-from redis.asyncio.client import Pipeline
 
 from service.queue import JobName
 from settings import Settings
@@ -40,10 +37,3 @@ def job_timeouts(settings: Settings) -> dict[JobName, float]:
 def rerun_bound(settings: Settings, function: JobName) -> float:
     """At most this many seconds after a worker dies, its ``function`` job can start again."""
     return job_timeouts(settings)[function] + settings.job_lock_margin
-
-
-def set_lock(pipe: Pipeline, settings: Settings, function: JobName, job_id: str) -> None:
-    """Queue the PEXPIRE that sets the lock to the job's own bound (step 2 above; a no-op
-    when arq holds no lock for the job)."""
-    bound_ms = int(rerun_bound(settings, function) * 1000)
-    pipe.pexpire(in_progress_key_prefix + job_id, bound_ms)

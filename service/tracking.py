@@ -24,13 +24,13 @@ from redis.asyncio.client import Pipeline
 
 from jobs.context import JobContext
 from jobs.errors import PermanentError, TransientError
-from service import attempts, deadletter, events, keys, stats
+from service import attempts, deadletter, events, keys, stats, tracking_scripts
 from service.attempts import Outcome
 from service.backoff import backoff_delay
 from service.progress import Progress
 from service.queue import JobName
 from service.serialization import JobError, describe_exception, deserialize
-from service.timeouts import set_lock
+from service.timeouts import rerun_bound
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -102,33 +102,26 @@ class _Run:
 
 
 async def _start(ctx: JobContext, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Run:
-    """One round trip: arq's in-progress lock bounded by this function's own timeout
+    """One script call: arq's in-progress lock bounded by this function's own timeout
     (service.timeouts), the attempt recorded and marked open (reading what the last attempt
     left), the last attempt's progress cleared, the start announced."""
-    key = keys.job_meta(ctx["job_id"])
+    settings, job_id = ctx["settings"], ctx["job_id"]
     attempt, started = ctx["job_try"], _now_ms()
     status = {"status": "STARTED", "attempts": attempt, "started_at": _iso(started)}
-    async with ctx["redis"].pipeline(transaction=False) as pipe:
-        set_lock(pipe, ctx["settings"], JobName(name), ctx["job_id"])
-        pipe.hmget(key, ["open_attempt", "started_at", "requeued"])
-        pipe.hdel(key, "progress")
-        pipe.hset(
-            key,
-            mapping={
-                "function": name,
-                "attempts": attempt,
-                "started_at": started,
-                "open_attempt": attempt,
-            },
-        )
-        pipe.expire(key, ctx["settings"].job_result_ttl)
-        pipe.zadd(keys.running(), {ctx["job_id"]: started})
-        events.publish_status(pipe, ctx["job_id"], status)
-        if attempt >= ctx["settings"].job_max_tries:
-            deadletter.expect(
-                pipe, _dead_job(ctx, name, args, kwargs, deadletter.LAST_ATTEMPT_LOST)
-            )
-        _, (lost, lost_start, requeued), *_ = await pipe.execute()
+    expected = ""
+    if attempt >= settings.job_max_tries:  # filed as failed if this attempt is lost
+        expected = _dead_job(ctx, name, args, kwargs, deadletter.LAST_ATTEMPT_LOST).to_json()
+    lost, lost_start, requeued = await tracking_scripts.record_start(
+        ctx["redis"],
+        job_id,
+        lock_ms=int(rerun_bound(settings, JobName(name)) * 1000),
+        function=name,
+        attempt=attempt,
+        started_ms=started,
+        ttl=settings.job_result_ttl,
+        status_event=events.encode("status", status),
+        expected=expected,
+    )
     this = _Run(name, int(requeued or 0) + 1, attempt, started, args, kwargs)
     if lost is not None:  # the worker running the last attempt died before closing it
         settings = ctx["settings"]
@@ -185,21 +178,33 @@ def _queue_close_attempt(
 async def _finish(
     ctx: JobContext, this: _Run, outcome: Outcome, error: str = "", result: Any = None
 ) -> None:
-    """Record how the job ended; a success takes one round trip (it is every job's last step)."""
+    """Record how the job ended; a success takes one script call (it is every job's last step)."""
     name, settings, finished = this.name, ctx["settings"], _now_ms()
-    async with ctx["redis"].pipeline(transaction=False) as pipe:
-        _queue_close_attempt(
-            pipe, ctx, this, outcome, error, finished_at=finished, outcome=outcome, last_error=error
-        )
-        stats.add(pipe, settings.timezone, **{f"job:{name}:{outcome}": 1})
-        pipe.lpush(keys.recent_finished(), ctx["job_id"])
-        pipe.ltrim(keys.recent_finished(), 0, RECENT_KEPT - 1)
-        pipe.hset(keys.last_run(), name, ctx["job_id"])
-        if outcome == "success":  # announced last, once everything above is readable
-            done = {"status": "SUCCESS", "result": result, "finished_at": _iso(finished)}
-            pipe.zrem(keys.running(), ctx["job_id"])
-            events.publish_status(pipe, ctx["job_id"], done)
-        await pipe.execute()
+    final_event = ""
+    if outcome == "success":  # announced last, once everything else is readable
+        done = {"status": "SUCCESS", "result": result, "finished_at": _iso(finished)}
+        final_event = events.encode("status", done)
+    entry = attempts.make_attempt(
+        run=this.run,
+        attempt=this.attempt,
+        started_at=this.started_at,
+        finished_at=finished,
+        outcome=outcome,
+        error=error,
+    )
+    await tracking_scripts.record_end(
+        ctx["redis"],
+        ctx["job_id"],
+        entry=attempts.encode(entry),
+        keep=settings.job_history_max,
+        ttl=settings.job_result_ttl,
+        stats_key=keys.daily_stats(stats.today(settings.timezone)),
+        stats_field=f"job:{name}:{outcome}",
+        recent_keep=RECENT_KEPT,
+        function=name,
+        final_event=final_event,
+        meta={"finished_at": finished, "outcome": outcome, "last_error": error},
+    )
     if outcome == "success":
         return
     failed = _dead_job(ctx, name, this.args, this.kwargs, error, failed_at=finished)

@@ -1,0 +1,129 @@
+"""The tracking wrapper's two writes on every job, each as one Lua call.
+
+Every attempt writes about twenty small commands: its start (lock, status hash, running set,
+live event) and its end (history, status hash, day counters, recent list, live event). As
+commands they cost the worker more CPU than the no-op job itself (each is built, encoded and
+answered separately); as one script call each, the work moves to Redis, which does it in
+microseconds. The scripts write exactly what service.tracking's pipelines wrote; the keys are
+passed in, so the key layout stays in service.keys.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from arq.constants import in_progress_key_prefix
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+from service import keys
+from service.stats import STATS_TTL_SECONDS
+
+# KEYS: lock, meta, running, events channel, expected-dead-letters hash.
+# ARGV: lock ms, function, attempt, started ms, ttl, job id, status event, expected entry or ''.
+_START = """
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+local previous = redis.call('HMGET', KEYS[2], 'open_attempt', 'started_at', 'requeued')
+redis.call('HDEL', KEYS[2], 'progress')
+redis.call('HSET', KEYS[2], 'function', ARGV[2], 'attempts', ARGV[3], 'started_at', ARGV[4],
+           'open_attempt', ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[6])
+redis.call('PUBLISH', KEYS[4], ARGV[7])
+if ARGV[8] ~= '' then redis.call('HSET', KEYS[5], ARGV[6], ARGV[8]) end
+return previous
+"""
+
+# KEYS: attempts, meta, expected-dead-letters hash, day stats, recent list, last-run hash,
+# running set, events channel.
+# ARGV: attempt entry, attempts kept, ttl, job id, stats field, stats ttl, recent kept,
+# function, final event or '' (the job is not done yet), then meta field/value pairs.
+_END = """
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('HDEL', KEYS[2], 'open_attempt')
+redis.call('HDEL', KEYS[3], ARGV[4])
+if #ARGV > 9 then redis.call('HSET', KEYS[2], unpack(ARGV, 10)) end
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('HINCRBY', KEYS[4], ARGV[5], 1)
+redis.call('EXPIRE', KEYS[4], ARGV[6])
+redis.call('LPUSH', KEYS[5], ARGV[4])
+redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[7]) - 1)
+redis.call('HSET', KEYS[6], ARGV[8], ARGV[4])
+if ARGV[9] ~= '' then
+  redis.call('ZREM', KEYS[7], ARGV[4])
+  redis.call('PUBLISH', KEYS[8], ARGV[9])
+end
+return 1
+"""
+
+_scripts: dict[str, AsyncScript] = {}
+
+
+def _script(redis: Redis, source: str) -> AsyncScript:
+    """redis-py's script object: run by hash, loaded once when Redis does not know it."""
+    script = _scripts.get(source)
+    if script is None:
+        script = _scripts[source] = redis.register_script(source)
+    return script
+
+
+async def record_start(
+    redis: Redis,
+    job_id: str,
+    *,
+    lock_ms: int,
+    function: str,
+    attempt: int,
+    started_ms: int,
+    ttl: int,
+    status_event: str,
+    expected: str,
+) -> list[bytes | None]:
+    """Write an attempt's start; returns the status hash's open_attempt, started_at and
+    requeued as they were before (what a dead last attempt left)."""
+    script_keys = [
+        in_progress_key_prefix + job_id,
+        keys.job_meta(job_id),
+        keys.running(),
+        keys.job_events(job_id),
+        keys.dead_letter_expected(),
+    ]
+    args: list[Any] = [lock_ms, function, attempt, started_ms, ttl, job_id, status_event]
+    args.append(expected)
+    reply: list[bytes | None] = await _script(redis, _START)(script_keys, args, client=redis)
+    return reply
+
+
+async def record_end(
+    redis: Redis,
+    job_id: str,
+    *,
+    entry: str,
+    keep: int,
+    ttl: int,
+    stats_key: str,
+    stats_field: str,
+    recent_keep: int,
+    function: str,
+    final_event: str,
+    meta: dict[str, str | int],
+) -> None:
+    """Write an attempt's end: history entry, status fields, day counter, recent list, last
+    run, and (``final_event`` not empty) the job leaving the running set with its event."""
+    script_keys = [
+        keys.job_attempts(job_id),
+        keys.job_meta(job_id),
+        keys.dead_letter_expected(),
+        stats_key,
+        keys.recent_finished(),
+        keys.last_run(),
+        keys.running(),
+        keys.job_events(job_id),
+    ]
+    args: list[Any] = [entry, keep, ttl, job_id, stats_field, STATS_TTL_SECONDS, recent_keep]
+    args += [function, final_event]
+    for field, value in meta.items():
+        args += [field, value]
+    await _script(redis, _END)(script_keys, args, client=redis)
