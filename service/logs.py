@@ -89,3 +89,6 @@ def configure_logging(settings: Settings) -> None:
     ``--custom-log-dict`` flag switches arq's own handler off at start-up.
     """
     logging.config.dictConfig(logging_config(settings))
+    # No line shows the caller's file, function or line, so skip finding them on every call
+    # (the logging HOWTO's "Optimization" section): ~10% of a log call.
+    logging._srcfile = None
