@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import logging.config
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,20 +24,50 @@ _STANDARD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", 
 def record_fields(record: logging.LogRecord) -> dict[str, Any]:
     """The fields a line carries beyond its message: the context's, then ``extra=``'s."""
     fields: dict[str, Any] = dict(log_fields.get())
-    for name, value in vars(record).items():
-        if name not in _STANDARD_ATTRIBUTES and not name.startswith("_"):
-            fields[name] = value
+    fields.update(
+        {
+            name: value
+            for name, value in vars(record).items()
+            if name not in _STANDARD_ATTRIBUTES and name[:1] != "_"
+        }
+    )
     return fields
+
+
+# json.dumps(line, default=str, ensure_ascii=False), without building an encoder per line
+_ENCODER = json.JSONEncoder(default=str, ensure_ascii=False)
+
+
+class _Clock:
+    """``created`` as ``datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")``
+    writes it, formatting the date and time once a second instead of once a line (every request
+    logs a line)."""
+
+    def __init__(self) -> None:
+        self._second = 0
+        self._prefix = ""
+
+    def iso(self, created: float) -> str:
+        second = math.floor(created)
+        micro = round((created - second) * 1_000_000)  # as datetime rounds: half to even
+        if micro >= 1_000_000:
+            second, micro = second + 1, micro - 1_000_000
+        if second != self._second or not self._prefix:
+            self._prefix = datetime.fromtimestamp(second, tz=UTC).isoformat()[:-6]
+            self._second = second
+        return f"{self._prefix}.{micro // 1000:03d}+00:00"
 
 
 class JsonFormatter(logging.Formatter):
     """``{"time", "level", "logger", "message", ...fields}`` on one line."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._clock = _Clock()
+
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, tz=UTC).isoformat(
-                timespec="milliseconds"
-            ),
+            "time": self._clock.iso(record.created),
             "level": record.levelname,
             "logger": record.name,
             "pid": record.process,  # several web processes (WEB_PROCESSES) share one log
@@ -45,7 +76,7 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str, ensure_ascii=False)
+        return _ENCODER.encode(line)
 
 
 class TextFormatter(logging.Formatter):

@@ -10,9 +10,18 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 from arq.connections import ArqRedis
+from arq.jobs import Job
 
+from service.serialization import deserialize
 from settings import Settings
-from tests.conftest import RunWorker, SmtpRecorder, assert_refused, queued, status_of
+from tests.conftest import (
+    RunWorker,
+    SmtpRecorder,
+    accepted_task,
+    assert_refused,
+    queued,
+    status_of,
+)
 
 EMAIL: dict[str, Any] = {"to": "ann@example.com", "subject": "Hello", "body": "Line one\nLine two"}
 
@@ -193,6 +202,27 @@ async def test_bad_email_requests_are_400_and_queue_nothing(
 ) -> None:
     response = await client.post("/send-email", json=payload)
     await assert_refused(response, 400, reason, redis, settings)
+
+
+async def test_an_address_sent_to_again_is_judged_the_same(
+    client: TestClient[Any, Any], redis: ArqRedis, settings: Settings
+) -> None:
+    """Valid addresses are remembered (web.schemas); invalid ones are checked every time."""
+    for _ in range(2):
+        response = await client.post(
+            "/send-email", json={"to": "not-an-address", "subject": "Hi", "body": "x"}
+        )
+        await assert_refused(response, 400, "to: not a valid email address", redis, settings)
+    task_ids = [
+        await accepted_task(
+            client, "/send-email", {"to": "Ann@EXAMPLE.com", "subject": "Hi", "body": "x"}
+        )
+        for _ in range(2)
+    ]
+    for task_id in task_ids:
+        info = await Job(task_id, redis, _deserializer=deserialize).info()
+        assert info is not None
+        assert info.kwargs["to"] == "Ann@example.com"  # the domain lower-cased, both times
 
 
 @pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b"", b'"text"', b"\xff\xfe"])

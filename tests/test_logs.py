@@ -7,6 +7,7 @@ import json
 import logging
 import os
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -162,3 +163,25 @@ def test_log_settings_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOG_FORMAT", "xml")
     with pytest.raises(SettingsError, match="LOG_FORMAT"):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    "created",
+    [
+        1_795_000_000.0,
+        1_795_000_000.0005,
+        1_795_000_000.9994999,
+        1_795_000_000.9999994,
+        1_795_000_000.9999996,  # rounds up into the next second
+        1_795_000_001.123456,
+        1_795_000_000.5,  # back in time: another second than the one just formatted
+    ],
+)
+def test_json_lines_time_is_what_datetime_writes(created: float) -> None:
+    """The formatter keeps each second's text (service.logs._Clock); the time must not move."""
+    formatter = JsonFormatter()
+    for when in (created - 1, created):  # the second formatted just before differs
+        record = logging.makeLogRecord({"msg": "x", "created": when})
+        line = json.loads(formatter.format(record))
+        expected = datetime.fromtimestamp(when, tz=UTC).isoformat(timespec="milliseconds")
+        assert line["time"] == expected

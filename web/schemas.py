@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from datetime import date
 from typing import Annotated, Any, TypeVar
@@ -31,7 +32,14 @@ def _no_control_characters(value: str) -> str:
     return value
 
 
+# The addresses most recently found valid. The checks cost more than all the rest of a
+# request's parsing; many emails go to an address already seen, and those skip them.
+VALID_ADDRESSES_KEPT = 4096
+
+
+@functools.lru_cache(maxsize=VALID_ADDRESSES_KEPT)
 def _email_address(value: str) -> str:
+    """The normalized address; a ValueError (never kept) for an invalid one."""
     _no_control_characters(value)
     try:
         return validate_email(value, check_deliverability=False).normalized
