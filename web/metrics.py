@@ -51,6 +51,7 @@ class WebMetrics:
             registry=registry,
         )
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._enqueued_children: dict[str, Counter] = {}
         self.queue_depth = Gauge(
             "jobservice_queue_depth",
             "Jobs waiting in the queue (deferred retries included), read at scrape time; "
@@ -59,7 +60,10 @@ class WebMetrics:
         )
 
     def count_enqueued(self, function: str) -> None:
-        self.enqueued.labels(function).inc()
+        counter = self._enqueued_children.get(function)
+        if counter is None:  # as in observe_request: one child per function, kept once found
+            counter = self._enqueued_children[function] = self.enqueued.labels(function)
+        counter.inc()
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         key = (method, route, status)
