@@ -62,6 +62,8 @@ class RateLimits:
 
     async def check_recipient(self, address: str) -> None:
         """Count one email to ``address``; 429 when a limit is used up."""
+        if not self._per_recipient:  # no limit configured: nothing to count, nor to hash
+            return
         digest = hashlib.sha256(address.strip().lower().encode()).hexdigest()[:24]
         await _hit(self._recipient_limiter, self._per_recipient, "recipient", digest)
 
