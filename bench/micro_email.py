@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import logging
 import os
@@ -23,12 +24,12 @@ from pathlib import Path
 from typing import Any, cast
 
 import aiohttp
-from arq.worker import Worker
 from redis.asyncio import Redis
 
 from bench.procs import Process
 from bench.run import free_port, start_redis, wait_redis
 from bench.systems import WORK
+from service.engine import BatchWorker as Worker
 from service.logs import configure_logging
 from service.queue import JobName, enqueue
 from service.redis import open_pool
@@ -71,7 +72,8 @@ async def drain(
             await asyncio.sleep(0.01)
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     task.cancel()
-    await worker.close()
+    with contextlib.suppress(asyncio.CancelledError):  # jobs still finishing their bookkeeping
+        await worker.close()
     await pool.aclose()
     return elapsed, cpu / emails * 1e6, settings.worker_max_jobs
 
