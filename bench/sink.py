@@ -1,5 +1,9 @@
 """An SMTP sink that delays each DATA reply, for the I/O-concurrency scenario.
 
+It advertises PIPELINING (RFC 2920), as Postfix, Exim and Sendmail do: aiosmtpd reads commands
+one after the other from its stream, so pipelined ones are answered in order, but it does not
+say so by itself.
+
 ``python -m bench.sink SMTP_PORT COUNT_PORT DELAY``: accepts every message after ``DELAY``
 seconds; ``GET http://127.0.0.1:COUNT_PORT/`` answers how many it has accepted so far.
 """
@@ -17,6 +21,17 @@ class DelayingSink:
     def __init__(self, delay: float) -> None:
         self.delay = delay
         self.accepted = 0
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         await asyncio.sleep(self.delay)
