@@ -17,6 +17,7 @@ transactional pipelines bypass the batch.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from typing import Any
 
 from arq.connections import ArqRedis
@@ -49,15 +50,20 @@ class _Batcher:
         self._waiting.append((commands, future))
         if self._flusher is None:
             # a task's first step runs after the callbacks already scheduled: the tasks
-            # that are ready now add their commands to this batch before it leaves
-            self._flusher = asyncio.ensure_future(self._flush())
+            # that are ready now add their commands to this batch before it leaves. It runs
+            # in an empty context, as it serves many jobs (no one job's log fields).
+            loop = asyncio.get_running_loop()
+            self._flusher = loop.create_task(self._flush(), context=contextvars.Context())
         return await future
 
     async def _flush(self) -> None:
         try:
             while self._waiting:
-                batch, self._waiting = self._waiting, []
-                await self._send(batch)
+                # a caller cancelled before its batch left sends nothing, as without batching
+                batch = [call for call in self._waiting if not call[1].done()]
+                self._waiting = []
+                if batch:
+                    await self._send(batch)
         finally:
             self._flusher = None
 
