@@ -56,6 +56,14 @@ async def _healthy(session: aiohttp.ClientSession, url: str) -> bool:
         return False
 
 
+async def _served_by(url: str, web: ServiceProcess, pid: int) -> bool:
+    """Whether process ``pid`` has answered a request yet (one new connection per call, so
+    the kernel hands it to either process)."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as fresh:
+        await _healthy(fresh, url)
+    return any(line.get("event") == "request" and line["pid"] == pid for line in web.lines())
+
+
 async def test_two_processes_serve_the_api_and_a_dead_one_is_replaced(
     two_processes: tuple[str, ServiceProcess], redis: Any, settings: Settings
 ) -> None:
@@ -76,6 +84,9 @@ async def test_two_processes_serve_the_api_and_a_dead_one_is_replaced(
         victim = min(first)
         os.kill(victim, signal.SIGKILL)
         await wait_until(lambda: _replaced(web.popen.pid, gone=victim), within=30)
+        (replacement,) = children(web.popen.pid) - first
+        # serving, not just forked: gunicorn loses a SIGTERM sent while a worker still boots
+        await wait_until(lambda: _served_by(url, web, replacement), within=30)
         async with session.post(f"{url}/events", json={"event": {"n": 20}}) as response:
             assert response.status == 202
 
