@@ -161,8 +161,19 @@ def wrk_script(system: System) -> Path:
     headers = {"Content-Type": "application/json", **system.headers}
     lines = ['wrk.method = "POST"']
     lines += [f'wrk.headers["{key}"] = "{value}"' for key, value in headers.items()]
-    body = '{"to": "ann@example.com", "subject": "Hello", "body": "Hi Ann!"}'
-    lines.append(f"wrk.body = '{body}'")
+    # a new recipient per request, as real traffic has: no system may win by caching one
+    # address's check (each wrk thread numbers its own, from its own start)
+    lines += [
+        "local threads, n = 0, 0",
+        'function setup(thread) threads = threads + 1; thread:set("id", threads) end',
+        "function init(args) n = id * 1000000000 end",
+        "function request()",
+        "  n = n + 1",
+        '  local body = string.format(\'{"to": "user%d@example.com", "subject": "Hello", '
+        '"body": "Hi Ann!"}\', n)',
+        "  return wrk.format(nil, nil, nil, body)",
+        "end",
+    ]
     path = WORK / f"post-{system.name}.lua"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -295,7 +306,8 @@ async def emails(
         before = await sink_count()
         sampler = Sampler(worker)
         cpu, started = cpu_seconds(worker.pid), time.perf_counter()
-        await post_many(http, system, "/send-email", [EMAIL] * count)
+        bodies = [{**EMAIL, "to": f"user{n}@example.com"} for n in range(count)]
+        await post_many(http, system, "/send-email", bodies)
 
         async def sent() -> bool:
             return await sink_count() - before >= count
