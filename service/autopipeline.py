@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import copy
 from typing import Any
 
 from arq.connections import ArqRedis
@@ -34,6 +35,13 @@ DIRECT_COMMANDS = frozenset(
         "PSUBSCRIBE", "MONITOR", "SELECT", "CLIENT SETNAME", "XREAD", "XREADGROUP",
     }
 )  # fmt: skip
+
+
+def _own_copy(exc: BaseException) -> BaseException:
+    try:
+        return copy.copy(exc)
+    except Exception:  # an exception that cannot be copied: shared, then
+        return exc
 
 
 class _Batcher:
@@ -75,8 +83,8 @@ class _Batcher:
             replies = await pipe.execute(raise_on_error=False)
         except BaseException as exc:  # the connection failed (after the client's retries)
             for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+                if not future.done():  # a copy each: callers' tracebacks must not pile up
+                    future.set_exception(_own_copy(exc))
             if not isinstance(exc, Exception):
                 raise
             return

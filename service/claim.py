@@ -12,13 +12,13 @@ and arq's own workers still read the same keys the same way.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
 from arq.connections import ArqRedis
 from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, retry_key_prefix
-from redis.exceptions import NoScriptError
+
+from service.scripts import LuaScript
 
 # KEYS: queue, abort set. ARGV: now (ms), how many to take, lock ms, how many queue entries to
 # look at at most, then the key prefixes: in-progress, job, retry.
@@ -48,7 +48,7 @@ for i = 1, #due, 2 do
 end
 return out
 """
-CLAIM_SHA = hashlib.sha1(CLAIM_SCRIPT.encode(), usedforsecurity=False).hexdigest()
+_CLAIM = LuaScript(CLAIM_SCRIPT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,13 +67,9 @@ async def claim(
 ) -> tuple[list[ClaimedJob], bool]:
     """Take up to ``count`` due jobs that no worker is running, looking at most ``scan``
     queue entries; also says whether due jobs were skipped because they are running."""
-    args: list[Any] = [queue, abort_jobs_ss, now_ms, count, lock_ms, scan]
+    args: list[Any] = [now_ms, count, lock_ms, scan]
     args += [in_progress_key_prefix, job_key_prefix, retry_key_prefix]
-    try:
-        reply = await redis.evalsha(CLAIM_SHA, 2, *args)  # type: ignore[misc]
-    except NoScriptError:  # first use on this Redis, or it restarted
-        await redis.script_load(CLAIM_SCRIPT)
-        reply = await redis.evalsha(CLAIM_SHA, 2, *args)  # type: ignore[misc]
+    reply = await _CLAIM.run(redis, [queue, abort_jobs_ss], args)
     running_seen, fields = bool(reply[0]), reply[1:]
     jobs = [
         ClaimedJob(

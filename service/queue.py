@@ -5,17 +5,15 @@ from __future__ import annotations
 import uuid
 from enum import StrEnum
 from typing import Any
-from weakref import WeakKeyDictionary
 
 from arq.connections import ArqRedis
 from arq.constants import job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
-from redis.asyncio import Redis
 
 from service import keys
-from service.batching import ScriptBatcher
 from service.origin import REQUEST_ID_KWARG, current_origin
+from service.scripts import LuaScript
 
 
 class JobName(StrEnum):
@@ -46,22 +44,14 @@ redis.call('LTRIM', KEYS[4], 0, 0)
 redis.call('PEXPIRE', KEYS[4], 60000)
 return 1
 """
-# one batcher per client: concurrent enqueues share a round trip (service.batching)
-_batchers: WeakKeyDictionary[Redis, ScriptBatcher] = WeakKeyDictionary()
-
-
-def _batcher(redis: Redis) -> ScriptBatcher:
-    batcher = _batchers.get(redis)
-    if batcher is None:
-        batcher = _batchers[redis] = ScriptBatcher(ENQUEUE_SCRIPT)
-    return batcher
+_ENQUEUE = LuaScript(ENQUEUE_SCRIPT)
 
 
 async def enqueue_job(redis: ArqRedis, function: str, job_id: str, kwargs: dict[str, Any]) -> bool:
     """Queue a job in arq's own format and wake a worker; False when the id already exists.
 
-    Concurrent calls on one client go to Redis together (service.batching); each returns
-    once its own job is in Redis.
+    On an auto-pipelined client (service.autopipeline) concurrent calls go to Redis together;
+    each returns once its own job is in Redis.
     """
     now = timestamp_ms()
     payload = serialize_job(function, (), kwargs, None, now, serializer=redis.job_serializer)
@@ -73,7 +63,7 @@ async def enqueue_job(redis: ArqRedis, function: str, job_id: str, kwargs: dict[
         keys.wake(queue_name),
     ]
     args = [payload, redis.expires_extra_ms, now, job_id]
-    return int(await _batcher(redis).run(redis, script_keys, args)) == 1
+    return int(await _ENQUEUE.run(redis, script_keys, args)) == 1
 
 
 async def enqueue(redis: ArqRedis, function: JobName, **kwargs: Any) -> str:

@@ -22,6 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from service.autopipeline import AutoPipelineRedis
 from service.serialization import deserialize, serialize
 from settings import Settings
 
@@ -102,13 +103,14 @@ def worker_redis_settings(settings: Settings) -> RedisSettings:
 
 async def open_pool(settings: Settings) -> ArqRedis:
     """The web app's pool: fails fast, never blocks a request for long, reconnects by itself.
+    Auto-pipelined (service.autopipeline): concurrent requests' commands share round trips.
 
     Built like arq's ``create_pool`` from the same RedisSettings (so TLS and passwords come
     from one place) plus a socket timeout, which ``create_pool`` cannot set. It does not ping:
     the app starts while Redis is down and answers 503 until it is back.
     """
     redis = settings.redis_settings
-    pool = ArqRedis(
+    pool = AutoPipelineRedis(
         **connection_options(redis),
         socket_connect_timeout=min(redis.conn_timeout, settings.redis_socket_timeout),
         socket_timeout=settings.redis_socket_timeout,

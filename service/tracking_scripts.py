@@ -14,14 +14,14 @@ from typing import Any
 
 from arq.constants import in_progress_key_prefix
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
 
 from service import keys
+from service.scripts import LuaScript
 from service.stats import STATS_TTL_SECONDS
 
 # KEYS: lock, meta, running, events channel, expected-dead-letters hash.
 # ARGV: lock ms, function, attempt, started ms, ttl, job id, status event, expected entry or ''.
-_START = """
+_START = LuaScript("""
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 local previous = redis.call('HMGET', KEYS[2], 'open_attempt', 'started_at', 'requeued')
 redis.call('HDEL', KEYS[2], 'progress')
@@ -32,13 +32,13 @@ redis.call('ZADD', KEYS[3], ARGV[4], ARGV[6])
 redis.call('PUBLISH', KEYS[4], ARGV[7])
 if ARGV[8] ~= '' then redis.call('HSET', KEYS[5], ARGV[6], ARGV[8]) end
 return previous
-"""
+""")
 
 # KEYS: attempts, meta, expected-dead-letters hash, day stats, recent list, last-run hash,
 # running set, events channel.
 # ARGV: attempt entry, attempts kept, ttl, job id, stats field, stats ttl, recent kept,
 # function, final event or '' (the job is not done yet), then meta field/value pairs.
-_END = """
+_END = LuaScript("""
 redis.call('RPUSH', KEYS[1], ARGV[1])
 redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
 redis.call('EXPIRE', KEYS[1], ARGV[3])
@@ -56,17 +56,7 @@ if ARGV[9] ~= '' then
   redis.call('PUBLISH', KEYS[8], ARGV[9])
 end
 return 1
-"""
-
-_scripts: dict[str, AsyncScript] = {}
-
-
-def _script(redis: Redis, source: str) -> AsyncScript:
-    """redis-py's script object: run by hash, loaded once when Redis does not know it."""
-    script = _scripts.get(source)
-    if script is None:
-        script = _scripts[source] = redis.register_script(source)
-    return script
+""")
 
 
 async def record_start(
@@ -92,7 +82,7 @@ async def record_start(
     ]
     args: list[Any] = [lock_ms, function, attempt, started_ms, ttl, job_id, status_event]
     args.append(expected)
-    reply: list[bytes | None] = await _script(redis, _START)(script_keys, args, client=redis)
+    reply: list[bytes | None] = await _START.run(redis, script_keys, args)
     return reply
 
 
@@ -126,4 +116,4 @@ async def record_end(
     args += [function, final_event]
     for field, value in meta.items():
         args += [field, value]
-    await _script(redis, _END)(script_keys, args, client=redis)
+    await _END.run(redis, script_keys, args)

@@ -1,4 +1,4 @@
-"""Concurrent enqueues share Redis round trips (service.batching), and nothing else changes:
+"""Concurrent enqueues share Redis round trips (service.autopipeline), and nothing else changes:
 every 202 names a job that is in Redis, and a Redis failure still answers 503 and queues nothing.
 
 These tests use a redis-server of their own, so they can count its connections, fill its

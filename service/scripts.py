@@ -1,0 +1,31 @@
+"""Running our Lua scripts by hash, loading each once into a Redis that does not know it.
+
+Every script here (enqueue, claim, the tracking writes) is sent as EVALSHA: the source goes
+over the wire only after Redis answers NOSCRIPT (first use, or it restarted). Through an
+auto-pipelined client (service.autopipeline) concurrent calls share a round trip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
+
+
+class LuaScript:
+    """One script's source and hash."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+
+    async def run(self, redis: Redis, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """The script's reply; loads it first if Redis has forgotten it."""
+        try:
+            return await redis.evalsha(self.sha, len(keys), *keys, *args)  # type: ignore[misc]
+        except NoScriptError:
+            await redis.script_load(self.source)
+            return await redis.evalsha(self.sha, len(keys), *keys, *args)  # type: ignore[misc]
