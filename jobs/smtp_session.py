@@ -39,6 +39,7 @@ class Session(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._buffer = bytearray()
         self._replies: deque[SMTPResponse] = deque()
+        self._owed = 0  # replies the server owes for what was sent; any other reply is dropped
         self._waiter: asyncio.Future[None] | None = None
         self._lost: aiosmtplib.SMTPException | None = None
         transport.set_protocol(self)
@@ -83,7 +84,7 @@ class Session(asyncio.Protocol):
             raise ValueError("Command arg contains a prohibited control character")
         try:
             if self.supports("pipelining"):
-                self._write(mail + b"\r\n" + rcpt + b"\r\nDATA\r\n")
+                self._write(mail + b"\r\n" + rcpt + b"\r\nDATA\r\n", replies=3)
                 replies = (await self._reply(), await self._reply(), await self._reply())
                 await self._check_envelope(sender, recipient, *replies)
             else:
@@ -138,9 +139,10 @@ class Session(asyncio.Protocol):
     def close(self) -> None:
         self._transport.close()
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes, replies: int = 1) -> None:
         if not self.is_connected:
             raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+        self._owed += replies
         self._transport.write(data)
 
     async def _reply(self) -> SMTPResponse:
@@ -176,7 +178,9 @@ class Session(asyncio.Protocol):
         self._buffer += data
         try:
             while (reply := self._parse()) is not None:
-                self._replies.append(reply)
+                if self._owed:  # unsolicited lines are dropped, as aiosmtplib does, so they
+                    self._owed -= 1  # cannot be taken for the next command's reply
+                    self._replies.append(reply)
         except aiosmtplib.SMTPResponseException as exc:
             self._fail(exc)
             self.close()

@@ -286,3 +286,27 @@ async def test_pipelining_over_tls_after_login(
         "u0@example.com", "u1@example.com", "u2@example.com"
     ]  # fmt: skip
     assert handler.ehlos == (1 if implicit else 2)  # STARTTLS: EHLO again over TLS
+
+
+async def test_an_unsolicited_reply_between_messages_is_not_taken_for_the_next_one() -> None:
+    async def chatty(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 ready\r\n")
+        await reader.readline()
+        writer.write(b"250-scripted\r\n250 PIPELINING\r\n")
+        for n in range(2):
+            for _ in range(3):
+                await reader.readline()
+            writer.write(b"250 sender ok\r\n250 recipient ok\r\n354 go ahead\r\n")
+            await reader.readuntil(b"\r\n.\r\n")
+            writer.write(b"250 queued\r\n")
+            if n == 0:
+                await writer.drain()
+                writer.write(b"250 stray line nobody asked for\r\n")
+        await reader.read()
+
+    async for port in scripted(chatty):
+        pool = pool_for(port, timeout=2)
+        await pool.send(outgoing("ann@example.com"))
+        await asyncio.sleep(0.05)  # the stray line arrives while the connection is idle
+        await pool.send(outgoing("bob@example.com"))  # a taken stray reply: 250 for DATA
+        await pool.close()
