@@ -177,6 +177,17 @@ async def test_bad_report_requests_are_400(
     assert await redis.zcard(settings.queue_name) == 0
 
 
+@pytest.mark.parametrize("body", [b"\r\n", b" ", b"\t\n "])
+async def test_a_report_body_of_only_whitespace_is_not_json_and_is_400(
+    client: TestClient[Any, Any], redis: ArqRedis, settings: Settings, body: bytes
+) -> None:
+    # no body at all means "yesterday"; whitespace is a body, and not JSON (schemathesis)
+    headers = {"Content-Type": "application/json"}
+    response = await client.post("/reports/daily", data=body, headers=headers)
+    assert response.status == 400
+    assert await redis.zcard(settings.queue_name) == 0
+
+
 def test_the_entry_point_class_carries_the_schedules() -> None:
     import service
 

@@ -114,7 +114,7 @@ def _describe(error: ValidationError) -> str:
 async def parse_json(request: web.Request, model: type[Model], *, optional: bool = False) -> Model:
     """The request's JSON body as ``model``; any problem is a 400 naming the field."""
     raw = await request.read()
-    if optional and not raw.strip():
+    if optional and not raw:  # no body at all; whitespace alone is not JSON (a 400)
         return model()
     try:
         # JSON mode keeps strict types as JSON has them (a date may be an ISO string)
