@@ -45,7 +45,9 @@ class Settings(BaseSettings):
     smtp_starttls: bool = False
     smtp_tls: bool = False
     smtp_timeout: float = Field(10.0, gt=0)
-    smtp_pool_size: int = Field(10, ge=0)  # idle connections kept for reuse; 0: one per email
+    # idle connections kept for reuse (None: WORKER_MAX_JOBS, one per email sent at once);
+    # 0: a new connection per email
+    smtp_pool_size: int | None = Field(None, ge=0)
     mail_from: str = "Job Service <jobs@example.com>"
 
     web_host: str = "127.0.0.1"
@@ -179,6 +181,11 @@ class Settings(BaseSettings):
         if self.webhook_job_timeout <= self.webhook_timeout:
             raise ValueError("WEBHOOK_JOB_TIMEOUT must be longer than WEBHOOK_TIMEOUT")
         return self
+
+    @property
+    def smtp_connections_kept(self) -> int:
+        """SMTP_POOL_SIZE, or else as many connections as emails the worker sends at once."""
+        return self.worker_max_jobs if self.smtp_pool_size is None else self.smtp_pool_size
 
     @property
     def uploads_dir(self) -> Path:

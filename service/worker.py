@@ -71,7 +71,7 @@ def _startup(settings: Settings) -> Any:
             max_workers=settings.image_threads, thread_name_prefix="jobs"
         )
         ctx["smtp"] = SmtpConfig.from_settings(settings)
-        ctx["smtp_pool"] = SmtpPool(ctx["smtp"], settings.smtp_pool_size)
+        ctx["smtp_pool"] = SmtpPool(ctx["smtp"], settings.smtp_connections_kept)
         ctx["metrics"] = JobMetrics(new_registry())
         if settings.worker_metrics_port:
             ctx["metrics_server"] = await start_metrics_server(
