@@ -10,7 +10,7 @@ import contextlib
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -112,10 +112,17 @@ def save(image: Image.Image, image_format: str | None, source: Path, target: Pat
             raise
 
 
-def make_thumbnail(source: Path, target: Path, max_pixels: int) -> tuple[int, int]:
-    """Resize ``source`` to fit 800x800 and write it to ``target`` atomically."""
+def make_thumbnail(
+    source: Path, target: Path, max_pixels: int, on_step: Callable[[str], None] | None = None
+) -> tuple[int, int]:
+    """Resize ``source`` to fit 800x800 and write it to ``target`` atomically; ``on_step``
+    hears "decoded", "resized" and "saved" as each step ends."""
+    report = on_step or (lambda _: None)
     with decode(source, max_pixels) as image:
+        report("decoded")
         image_format = image.format
         size = resize(image, source)
+        report("resized")
         save(image, image_format, source, target)
+        report("saved")
     return size
