@@ -25,6 +25,7 @@ from arq.jobs import DeserializationError, deserialize_job_raw, serialize_result
 from redis.asyncio import Redis
 
 from service import events, keys
+from service.scripts import LuaScript
 from service.serialization import deserialize, serialize
 
 CANCEL_REASON = "cancelled by request"
@@ -47,7 +48,8 @@ class JobFinishedError(Exception):
 # ARGV: job id, the job bytes as read, cancelled result bytes, now ms, reason, meta ttl.
 # Returns 'queued' (cancelled now), 'running' (abort requested), 'finished', 'missing' or
 # 'changed' (the job moved on between the read and this script: read again).
-_CANCEL = """
+_CANCEL = LuaScript(
+    """
 local job_key, progress_key, result_key, retry_key, queue, meta, aborts =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local job_id, job, result, now, reason, ttl =
@@ -69,6 +71,7 @@ redis.call('set', result_key, result, 'EX', ttl)
 redis.call('hset', meta, 'outcome', 'cancelled', 'finished_at', now)
 return 'queued'
 """
+)
 
 MAX_READS = 5
 
@@ -112,8 +115,9 @@ async def cancel_job(
         job = await redis.get(job_key_prefix + job_id)
         now = int(time.time() * 1000)
         result = b"" if job is None else _cancelled_result(job_id, job, reason, now, queue_name)
-        answer = await redis.register_script(_CANCEL)(
-            keys=[
+        answer = await _CANCEL.run(
+            redis,
+            [
                 job_key_prefix + job_id,
                 in_progress_key_prefix + job_id,
                 result_key_prefix + job_id,
@@ -122,7 +126,7 @@ async def cancel_job(
                 keys.job_meta(job_id),
                 abort_jobs_ss,
             ],
-            args=[job_id, job or b"", result, now, reason, result_ttl],
+            [job_id, job or b"", result, now, reason, result_ttl],
         )
         match answer.decode() if isinstance(answer, bytes) else answer:
             case "queued":

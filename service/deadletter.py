@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from service import keys
+from service.scripts import LuaScript
 from service.serialization import JobError, describe_exception, deserialize, serialize
 
 # A re-queued job may wait this long for a worker before arq drops it (arq's own default).
@@ -80,7 +81,8 @@ def _now_ms() -> int:
 
 
 # Add one entry and drop entries past the age limit, then the oldest past the size limit.
-_ADD = """
+_ADD = LuaScript(
+    """
 local zset, entries, expected = KEYS[1], KEYS[2], KEYS[3]
 local job_id, failed_at, body = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local max_jobs, oldest = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -100,10 +102,12 @@ if extra > 0 then
 end
 return 1
 """
+)
 
 # Re-queue a failed job under its own id, atomically: only one caller wins a race.
 # Returns 1 when queued, 0 when the job is not in the list, -1 when its id is in use.
-_RETRY = """
+_RETRY = LuaScript(
+    """
 local zset, entries, job_key, result_key, retry_key, progress_key, queue, meta, wake =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local job_id, job, score, expires_ms, ttl =
@@ -126,21 +130,17 @@ redis.call('hincrby', meta, 'requeued', 1)
 redis.call('expire', meta, ttl)
 return 1
 """
+)
 
 
 async def add(redis: Redis, job: DeadJob, *, max_jobs: int, max_age: float) -> None:
     """Keep ``job`` in the list (replacing an older entry for the same id)."""
     oldest = _now_ms() - int(max_age * 1000)
-    script = redis.register_script(_ADD)
-    await script(
-        keys=[keys.dead_letters(), keys.dead_letter_entries(), keys.dead_letter_expected()],
-        args=[job.job_id, job.failed_at, job.to_json(), max_jobs, oldest],
+    await _ADD.run(
+        redis,
+        [keys.dead_letters(), keys.dead_letter_entries(), keys.dead_letter_expected()],
+        [job.job_id, job.failed_at, job.to_json(), max_jobs, oldest],
     )
-
-
-def expect(pipe: Pipeline, job: DeadJob) -> None:
-    """Queue on ``pipe``: ``job`` starts its last attempt; file it if that attempt is lost."""
-    pipe.hset(keys.dead_letter_expected(), job.job_id, job.to_json())
 
 
 def unexpect(pipe: Pipeline, job_id: str) -> None:
@@ -269,9 +269,9 @@ async def retry(
     payload = serialize_job(
         job.function, tuple(job.args), job.kwargs, None, now, serializer=serialize
     )
-    script = redis.register_script(_RETRY)
-    queued = await script(
-        keys=[
+    queued = await _RETRY.run(
+        redis,
+        [
             keys.dead_letters(),
             keys.dead_letter_entries(),
             job_key_prefix + job_id,
@@ -282,7 +282,7 @@ async def retry(
             keys.job_meta(job_id),
             keys.wake(queue_name),
         ],
-        args=[job_id, payload, now, RETRIED_JOB_EXPIRES_MS, meta_ttl],
+        [job_id, payload, now, RETRIED_JOB_EXPIRES_MS, meta_ttl],
     )
     if queued != 1:
         raise NotFailedError(job_id)

@@ -21,22 +21,27 @@ from typing import Any
 from redis.asyncio import Redis
 
 from service import keys
+from service.scripts import LuaScript
 
 # A placeholder outlives a stuck owner by this long at most, then the key is free again.
 PENDING_TTL_MS = 120_000
 POLL_INTERVAL = 0.02
 
 # Store only over our own placeholder (or a lapsed one): never over another owner's claim.
-_COMPLETE = """
+_COMPLETE = LuaScript(
+    """
 local current = redis.call('get', KEYS[1])
 if current and current ~= ARGV[1] then return 0 end
 redis.call('set', KEYS[1], ARGV[2], 'EX', ARGV[3])
 return 1
 """
-_RELEASE = """
+)
+_RELEASE = LuaScript(
+    """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
 """
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,12 +98,11 @@ class IdempotencyKey:
             },
             separators=(",", ":"),
         )
-        script = self.redis.register_script(_COMPLETE)
-        await script(keys=[self.key], args=[self.placeholder, record, ttl])
+        await _COMPLETE.run(self.redis, [self.key], [self.placeholder, record, ttl])
 
     async def release(self) -> None:
         """Free the key (the request was refused or failed), if this request still holds it."""
-        await self.redis.register_script(_RELEASE)(keys=[self.key], args=[self.placeholder])
+        await _RELEASE.run(self.redis, [self.key], [self.placeholder])
 
 
 def _parse(raw: bytes) -> StoredAnswer | None:

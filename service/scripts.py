@@ -1,7 +1,8 @@
 """Running our Lua scripts by hash, loading each once into a Redis that does not know it.
 
-Every script here (enqueue, claim, the tracking writes) is sent as EVALSHA: the source goes
-over the wire only after Redis answers NOSCRIPT (first use, or it restarted). Through an
+Every script of the service (enqueue, claim, tracking, cancel, failed jobs, idempotency keys)
+is sent as EVALSHA: the source goes over the wire only after Redis answers NOSCRIPT (first
+use, or it restarted), and its hash is computed once, not per call. Through an
 auto-pipelined client (service.autopipeline) concurrent calls share a round trip.
 """
 
