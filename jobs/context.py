@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -62,5 +63,10 @@ class JobContext(TypedDict):
     job_try: int  # 1 on the first attempt
     enqueue_time: datetime
     score: int
+    # set by service.engine: gives the job's place among max_jobs to the next job
+    free_slot: NotRequired[Callable[[], None]]
+    # set by service.tracking: no attempt of this job id has started before this one, so
+    # there is no earlier run's record (an email's "sent" marker, say) to look for
+    first_start: NotRequired[bool]
     # set by service.tracking when the attempt's task was cancelled (time limit, shutdown)
     attempt_interrupted: NotRequired[bool]

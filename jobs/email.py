@@ -18,7 +18,8 @@ async def send_email(ctx: JobContext, *, to: str, subject: str, body: str) -> di
     """
     redis, settings = ctx["redis"], ctx["settings"]
     marker = keys.email_sent(ctx["job_id"])
-    previous = await redis.get(marker)
+    # on a job's first start there is no earlier run whose marker could exist: no round trip
+    previous = None if ctx.get("first_start") else await redis.get(marker)
     if previous is not None:
         result: dict[str, str] = json.loads(previous)
         return result

@@ -10,6 +10,10 @@ results, aborts, cron, health, signals) is arq's, and the keys in Redis are arq'
 Other differences from arq's loop:
 - an idle worker waits on the wake list (service.wakeup) inside the loop, and a full one waits
   for a free slot rather than polling, so a SIGTERM is seen before any further job is taken;
+- a slot (``max_jobs``) is held while the job's own code runs: ``ctx["free_slot"]`` lets the
+  tracking wrapper hand it on as soon as that code ends, so the next job's claim and start
+  share round trips with this one's bookkeeping instead of waiting for it (at most
+  ``max_jobs`` more jobs may be finishing their writes);
 - aborts are looked for at most every ABORT_CHECK_INTERVAL, not on every iteration;
 - no log line per job start and success: service.observe writes one, with more in it.
 
@@ -23,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import arq.worker
@@ -77,7 +82,7 @@ class BatchWorker(Worker):
         await self.heart_beat()
 
     def _free_slots(self) -> int:
-        free = self.max_jobs - self.job_counter
+        free = min(self.max_jobs - self.job_counter, 2 * self.max_jobs - len(self.tasks))
         if self.burst and self.max_burst_jobs >= 0:
             free = min(free, self.max_burst_jobs - self._jobs_started())
         return free
@@ -85,11 +90,12 @@ class BatchWorker(Worker):
     async def _take_jobs(self) -> None:
         free = self._free_slots()
         if free <= 0:
-            if self.job_counter >= self.max_jobs:
-                self._slot_free.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._slot_free.wait(), SLOT_WAIT)
-            return
+            self._slot_free.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._slot_free.wait(), SLOT_WAIT)
+            free = self._free_slots()
+            if free <= 0 or not self.allow_pick_jobs:
+                return  # else claim now: the freed slot need not wait for the next iteration
         jobs, running_seen = await self._claim(free)
         pool = self._waking_pool
         if not jobs and pool is not None and pool.wait_for_work:
@@ -114,17 +120,14 @@ class BatchWorker(Worker):
 
     def _start(self, job: ClaimedJob) -> None:
         self.job_counter += 1
-        task = self.loop.create_task(self._run(job))
-        task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+        slot = _Slot(self)
+        task = self.loop.create_task(self._run(job, slot.free))
+        task.add_done_callback(slot.end)
         self.tasks[job.job_id] = task
 
-    def _release_sem_dec_counter_on_complete(self) -> None:
-        """A job ended: its slot is free (arq's semaphore is not used by this loop)."""
-        self.job_counter -= 1
-        self._slot_free.set()
-
-    async def _run(self, job: ClaimedJob) -> None:  # noqa: C901 - arq's run_job
-        """arq 0.28's ``run_job``, starting from what the claim returned."""
+    async def _run(self, job: ClaimedJob, free_slot: Callable[[], None]) -> None:  # noqa: C901
+        """arq 0.28's ``run_job``, starting from what the claim returned; ``free_slot`` goes
+        to the job in ctx and is called once the job's function has returned."""
         job_id, score, job_try = job.job_id, job.score, job.job_try
         start_ms = timestamp_ms()
         function_name, enqueue_time_ms = "<unknown>", 0
@@ -215,6 +218,7 @@ class BatchWorker(Worker):
             "job_try": job_try,
             "enqueue_time": ms_to_datetime(enqueue_time_ms),
             "score": score,
+            "free_slot": free_slot,
         }
         if self.on_job_start:
             await self.on_job_start(ctx)
@@ -229,6 +233,7 @@ class BatchWorker(Worker):
                 result = await asyncio.wait_for(task, timeout_s)
             finally:
                 del self.job_tasks[job_id]
+                free_slot()
         except (Exception, asyncio.CancelledError) as e:
             finished_ms = timestamp_ms()
             t = (finished_ms - start_ms) / 1000
@@ -345,6 +350,26 @@ class BatchWorker(Worker):
                 pipe.set(result_key_prefix + job_id, result_data, px=to_ms(expire))
             pipe.delete(in_progress_key_prefix + job_id)
             await pipe.execute()
+
+
+class _Slot:
+    """One job's place among ``max_jobs``: freed once, by the job or when its task ends."""
+
+    __slots__ = ("_held", "_worker")
+
+    def __init__(self, worker: BatchWorker) -> None:
+        self._worker = worker
+        self._held = True
+
+    def free(self) -> None:
+        if self._held:
+            self._held = False
+            self._worker.job_counter -= 1
+            self._worker._slot_free.set()
+
+    def end(self, _task: object = None) -> None:
+        self.free()
+        self._worker._slot_free.set()  # a finishing task ended: the tasks bound may allow more
 
 
 def install() -> None:

@@ -111,7 +111,7 @@ async def _start(ctx: JobContext, name: str, args: tuple[Any, ...], kwargs: dict
     expected = ""
     if attempt >= settings.job_max_tries:  # filed as failed if this attempt is lost
         expected = _dead_job(ctx, name, args, kwargs, deadletter.LAST_ATTEMPT_LOST).to_json()
-    lost, lost_start, requeued = await tracking_scripts.record_start(
+    lost, last_start, requeued = await tracking_scripts.record_start(
         ctx["redis"],
         job_id,
         lock_ms=int(rerun_bound(settings, JobName(name)) * 1000),
@@ -123,12 +123,14 @@ async def _start(ctx: JobContext, name: str, args: tuple[Any, ...], kwargs: dict
         expected=expected,
     )
     this = _Run(name, int(requeued or 0) + 1, attempt, started, args, kwargs)
+    # the status hash outlives every record a job writes (its ttl is renewed at the end)
+    ctx["first_start"] = attempt == 1 and last_start is None and requeued is None
     if lost is not None:  # the worker running the last attempt died before closing it
         settings = ctx["settings"]
         entry = attempts.make_attempt(
             run=this.run,
             attempt=int(lost),
-            started_at=int(lost_start or 0),
+            started_at=int(last_start or 0),
             finished_at=None,
             outcome="interrupted",
             error=attempts.LOST_ATTEMPT,
@@ -251,6 +253,14 @@ def retry_delay(ctx: JobContext, exc: TransientError) -> float:
     return delay
 
 
+def _free_slot(ctx: JobContext) -> None:
+    """The job's own code has ended: the worker may start the next job while this one's
+    bookkeeping is written (service.engine), so the two share round trips."""
+    free_slot = ctx.get("free_slot")
+    if free_slot is not None:
+        free_slot()
+
+
 def tracked(fn: JobFunction[P, R]) -> JobFunction[P, R]:
     """Record the job's attempts and map its failures onto arq's retry machinery."""
     name = fn.__name__
@@ -261,7 +271,10 @@ def tracked(fn: JobFunction[P, R]) -> JobFunction[P, R]:
         this = await _start(ctx, name, args, kwargs)
         attempt = this.attempt
         try:
-            result = await fn(ctx, *args, **kwargs)
+            try:
+                result = await fn(ctx, *args, **kwargs)
+            finally:
+                _free_slot(ctx)
         except TransientError as exc:
             if attempt >= ctx["settings"].job_max_tries:
                 reason = f"gave up after {attempt} attempts: {exc.reason}"

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from arq.connections import ArqRedis
 from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from arq.utils import timestamp_ms
+from arq.worker import func
 
 from service.claim import claim
 from service.queue import JobName, enqueue
@@ -107,3 +109,27 @@ async def test_the_loop_runs_more_jobs_than_it_has_slots_each_once(
     assert await queued(redis, settings) == []
     assert await redis.keys(in_progress_key_prefix + "*") == []
     assert await redis.keys(job_key_prefix + "*") == []
+
+
+async def test_a_job_that_frees_its_slot_lets_the_next_start_while_it_finishes(
+    redis: ArqRedis, run_worker: RunWorker
+) -> None:
+    running, peak = 0, 0
+
+    async def frees_then_writes(ctx: dict[str, Any]) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        ctx["free_slot"]()  # what service.tracking does once the job's own code has ended
+        await asyncio.sleep(0.2)  # its bookkeeping, still being written
+        running -= 1
+
+    for _ in range(4):
+        await redis.enqueue_job("frees_then_writes")
+    worker = await run_worker(
+        max_jobs=1, functions=[func(frees_then_writes, name="frees_then_writes")]
+    )
+
+    assert worker.jobs_complete == 4
+    # one more job started while one was finishing, but no more than max_jobs more
+    assert peak == 2
