@@ -23,7 +23,6 @@ from arq.constants import (
 )
 from arq.jobs import serialize_job
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from service import keys
 from service.scripts import LuaScript
@@ -141,11 +140,6 @@ async def add(redis: Redis, job: DeadJob, *, max_jobs: int, max_age: float) -> N
         [keys.dead_letters(), keys.dead_letter_entries(), keys.dead_letter_expected()],
         [job.job_id, job.failed_at, job.to_json(), max_jobs, oldest],
     )
-
-
-def unexpect(pipe: Pipeline, job_id: str) -> None:
-    """Queue on ``pipe``: the job's attempt ended in a way our code saw."""
-    pipe.hdel(keys.dead_letter_expected(), job_id)
 
 
 async def settle_expected(redis: Redis, *, max_jobs: int, max_age: float) -> None:

@@ -28,6 +28,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import arq.worker
@@ -80,6 +81,28 @@ class BatchWorker(Worker):
                 del self.tasks[job_id]
                 task.result()  # an error in the loop's own code must not pass unseen
         await self.heart_beat()
+
+    async def record_health(self) -> None:
+        """arq's, with ``j_ongoing`` counting the jobs whose own code runs (the slots held),
+        not also those still writing their bookkeeping: it never reads above ``max_jobs``."""
+        now_ts = time.time()
+        if (now_ts - self._last_health_check) < self.health_check_interval:
+            return
+        self._last_health_check = now_ts
+        queued = await self.pool.zcard(self.queue_name)
+        info = (
+            f"{datetime.now():%b-%d %H:%M:%S} j_complete={self.jobs_complete} "
+            f"j_failed={self.jobs_failed} j_retried={self.jobs_retried} "
+            f"j_ongoing={self.job_counter} queued={queued}"
+        )
+        await self.pool.psetex(
+            self.health_check_key, int((self.health_check_interval + 1) * 1000), info.encode()
+        )
+        log_suffix = info[info.index("j_complete=") :]
+        if self._last_health_check_log and log_suffix != self._last_health_check_log:
+            logger.info("recording health: %s", info)
+        if log_suffix != self._last_health_check_log:
+            self._last_health_check_log = log_suffix
 
     def _free_slots(self) -> int:
         free = min(self.max_jobs - self.job_counter, 2 * self.max_jobs - len(self.tasks))

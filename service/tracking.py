@@ -20,7 +20,6 @@ from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from arq import Retry
 from arq.constants import result_key_prefix
-from redis.asyncio.client import Pipeline
 
 from jobs.context import JobContext
 from jobs.errors import PermanentError, TransientError
@@ -145,47 +144,21 @@ async def _start(ctx: JobContext, name: str, args: tuple[Any, ...], kwargs: dict
     return this
 
 
-async def _close_attempt(
-    ctx: JobContext, this: _Run, ended: Outcome, error: str = "", /, **meta: str | int
-) -> None:
-    """One round trip: the attempt added to the history and closed, ``meta`` written."""
-    async with ctx["redis"].pipeline(transaction=False) as pipe:
-        _queue_close_attempt(pipe, ctx, this, ended, error, **meta)
-        await pipe.execute()
-
-
-def _queue_close_attempt(
-    pipe: Pipeline, ctx: JobContext, this: _Run, ended: Outcome, error: str, /, **meta: str | int
-) -> None:
-    settings, key = ctx["settings"], keys.job_meta(ctx["job_id"])
-    entry = attempts.make_attempt(
-        run=this.run,
-        attempt=this.attempt,
-        started_at=this.started_at,
-        finished_at=_now_ms(),
-        outcome=ended,
-        error=error,
-    )
-    attempts.append(
-        pipe, ctx["job_id"], entry, keep=settings.job_history_max, ttl=settings.job_result_ttl
-    )
-    pipe.hdel(key, "open_attempt")
-    if ended != "interrupted":  # an interrupted last attempt may still be failed by arq
-        deadletter.unexpect(pipe, ctx["job_id"])
-    if meta:
-        pipe.hset(key, mapping=meta)
-    pipe.expire(key, settings.job_result_ttl)
-
-
-async def _finish(
-    ctx: JobContext, this: _Run, outcome: Outcome, error: str = "", result: Any = None
-) -> None:
-    """Record how the job ended; a success takes one script call (it is every job's last step)."""
-    name, settings, finished = this.name, ctx["settings"], _now_ms()
-    final_event = ""
-    if outcome == "success":  # announced last, once everything else is readable
-        done = {"status": "SUCCESS", "result": result, "finished_at": _iso(finished)}
-        final_event = events.encode("status", done)
+async def _close(
+    ctx: JobContext,
+    this: _Run,
+    outcome: Outcome,
+    error: str = "",
+    /,
+    *,
+    status: dict[str, Any] | None = None,
+    counted: bool = False,
+    meta: dict[str, str | int],
+) -> int:
+    """Close the attempt in one script call (service.tracking_scripts): its history entry and
+    ``meta``; the day's count for ``outcome`` if ``counted``; ``status`` told to live viewers
+    as the job leaves the running set. Returns when the attempt finished (ms)."""
+    settings, finished = ctx["settings"], _now_ms()
     entry = attempts.make_attempt(
         run=this.run,
         attempt=this.attempt,
@@ -194,22 +167,40 @@ async def _finish(
         outcome=outcome,
         error=error,
     )
+    done = outcome in ("success", "failure")  # counted among the recent and last runs
+    ended = done or outcome == "cancelled"  # the job will not run again
+    if status is not None and ended:
+        status["finished_at"] = _iso(finished)
     await tracking_scripts.record_end(
         ctx["redis"],
         ctx["job_id"],
         entry=attempts.encode(entry),
         keep=settings.job_history_max,
         ttl=settings.job_result_ttl,
+        meta={"finished_at": finished, **meta} if ended else meta,
         stats_key=keys.daily_stats(stats.today(settings.timezone)),
-        stats_field=f"job:{name}:{outcome}",
+        stats_field=f"job:{this.name}:{outcome}" if counted else "",
         recent_keep=RECENT_KEPT,
-        function=name,
-        final_event=final_event,
-        meta={"finished_at": finished, "outcome": outcome, "last_error": error},
+        finished_function=this.name if done else "",
+        # an interrupted last attempt may still be failed by arq: its expected entry stays
+        keep_expected=outcome == "interrupted",
+        status_event="" if status is None else events.encode("status", status),
     )
-    if outcome == "success":
+    return finished
+
+
+async def _finish(
+    ctx: JobContext, this: _Run, outcome: Outcome, error: str = "", result: Any = None
+) -> None:
+    """Record how the job ended; a success takes one script call (it is every job's last step)."""
+    meta: dict[str, str | int] = {"outcome": outcome, "last_error": error}
+    if outcome == "success":  # announced last, once everything else is readable
+        done = {"status": "SUCCESS", "result": result}
+        await _close(ctx, this, outcome, error, status=done, counted=True, meta=meta)
         return
-    failed = _dead_job(ctx, name, this.args, this.kwargs, error, failed_at=finished)
+    finished = await _close(ctx, this, outcome, error, counted=True, meta=meta)
+    settings = ctx["settings"]
+    failed = _dead_job(ctx, this.name, this.args, this.kwargs, error, failed_at=finished)
     await deadletter.add(
         ctx["redis"],
         failed,
@@ -222,24 +213,16 @@ async def _finish(
 async def _interrupted(ctx: JobContext, this: _Run) -> None:
     """The attempt's task was cancelled: by DELETE /jobs/{id}, a time limit or a shutdown."""
     meta = keys.job_meta(ctx["job_id"])
-    reason = await ctx["redis"].hget(meta, "cancel_reason")  # type: ignore[misc]
-    if reason is not None:
-        finished = _now_ms()
-        await _close_attempt(
-            ctx,
-            this,
-            "cancelled",
-            reason.decode(),
-            finished_at=finished,
-            outcome="cancelled",
-            last_error=reason.decode(),
-        )
-        await _announce(ctx, status="CANCELLED", error=reason.decode(), finished_at=_iso(finished))
+    raw = await ctx["redis"].hget(meta, "cancel_reason")  # type: ignore[misc]
+    if raw is not None:
+        reason = raw.decode()
+        status = {"status": "CANCELLED", "error": reason}
+        fields = {"outcome": "cancelled", "last_error": reason}
+        await _close(ctx, this, "cancelled", reason, status=status, meta=fields)
         return
     ctx["attempt_interrupted"] = True  # after_job learns from arq whether it was a time limit
-    await _close_attempt(
-        ctx, this, "interrupted", "attempt interrupted", last_error="attempt interrupted"
-    )
+    interrupted = "attempt interrupted"
+    await _close(ctx, this, "interrupted", interrupted, meta={"last_error": interrupted})
 
 
 def retry_delay(ctx: JobContext, exc: TransientError) -> float:
@@ -285,11 +268,9 @@ def tracked(fn: JobFunction[P, R]) -> JobFunction[P, R]:
                 "job %s attempt %d failed, retrying in %.2fs: %s", name, attempt, delay, exc
             )
             retry_at = _now_ms() + int(delay * 1000)
-            await _close_attempt(
-                ctx, this, "retry", exc.reason, last_error=exc.reason, retry_at=retry_at
-            )
-            await stats.count(ctx["redis"], ctx["settings"].timezone, **{f"job:{name}:retry": 1})
-            await _announce(ctx, status="RETRY", error=exc.reason, next_attempt_at=_iso(retry_at))
+            status = {"status": "RETRY", "error": exc.reason, "next_attempt_at": _iso(retry_at)}
+            fields: dict[str, str | int] = {"last_error": exc.reason, "retry_at": retry_at}
+            await _close(ctx, this, "retry", exc.reason, status=status, counted=True, meta=fields)
             raise Retry(defer=delay) from exc
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):

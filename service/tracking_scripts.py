@@ -1,11 +1,12 @@
-"""The tracking wrapper's two writes on every job, each as one Lua call.
+"""The tracking wrapper's two writes on every attempt, each as one Lua call.
 
 Every attempt writes about twenty small commands: its start (lock, status hash, running set,
 live event) and its end (history, status hash, day counters, recent list, live event). As
 commands they cost the worker more CPU than the no-op job itself (each is built, encoded and
 answered separately); as one script call each, the work moves to Redis, which does it in
-microseconds. The scripts write exactly what service.tracking's pipelines wrote; the keys are
-passed in, so the key layout stays in service.keys.
+microseconds. Every way an attempt ends (success, failure, retry, cancel, interruption) goes
+through the one end script, with what it writes chosen by its arguments; the keys are passed
+in, so the key layout stays in service.keys.
 """
 
 from __future__ import annotations
@@ -36,24 +37,30 @@ return previous
 
 # KEYS: attempts, meta, expected-dead-letters hash, day stats, recent list, last-run hash,
 # running set, events channel.
-# ARGV: attempt entry, attempts kept, ttl, job id, stats field, stats ttl, recent kept,
-# function, final event or '' (the job is not done yet), then meta field/value pairs.
+# ARGV: attempt entry, attempts kept, ttl, job id, stats field or '', stats ttl, recent kept,
+# function or '' (the job is not finished: no recent list, no last run), '1' or '' (file the
+# job as failed if this attempt is lost: keep the expected entry), status event or '', then
+# meta field/value pairs.
 _END = LuaScript("""
 redis.call('RPUSH', KEYS[1], ARGV[1])
 redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('HDEL', KEYS[2], 'open_attempt')
-redis.call('HDEL', KEYS[3], ARGV[4])
-if #ARGV > 9 then redis.call('HSET', KEYS[2], unpack(ARGV, 10)) end
+if ARGV[9] == '' then redis.call('HDEL', KEYS[3], ARGV[4]) end
+if #ARGV > 10 then redis.call('HSET', KEYS[2], unpack(ARGV, 11)) end
 redis.call('EXPIRE', KEYS[2], ARGV[3])
-redis.call('HINCRBY', KEYS[4], ARGV[5], 1)
-redis.call('EXPIRE', KEYS[4], ARGV[6])
-redis.call('LPUSH', KEYS[5], ARGV[4])
-redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[7]) - 1)
-redis.call('HSET', KEYS[6], ARGV[8], ARGV[4])
-if ARGV[9] ~= '' then
+if ARGV[5] ~= '' then
+  redis.call('HINCRBY', KEYS[4], ARGV[5], 1)
+  redis.call('EXPIRE', KEYS[4], ARGV[6])
+end
+if ARGV[8] ~= '' then
+  redis.call('LPUSH', KEYS[5], ARGV[4])
+  redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[7]) - 1)
+  redis.call('HSET', KEYS[6], ARGV[8], ARGV[4])
+end
+if ARGV[10] ~= '' then
   redis.call('ZREM', KEYS[7], ARGV[4])
-  redis.call('PUBLISH', KEYS[8], ARGV[9])
+  redis.call('PUBLISH', KEYS[8], ARGV[10])
 end
 return 1
 """)
@@ -93,27 +100,30 @@ async def record_end(
     entry: str,
     keep: int,
     ttl: int,
-    stats_key: str,
-    stats_field: str,
-    recent_keep: int,
-    function: str,
-    final_event: str,
     meta: dict[str, str | int],
+    stats_key: str = "",
+    stats_field: str = "",
+    recent_keep: int = 0,
+    finished_function: str = "",
+    keep_expected: bool = False,
+    status_event: str = "",
 ) -> None:
-    """Write an attempt's end: history entry, status fields, day counter, recent list, last
-    run, and (``final_event`` not empty) the job leaving the running set with its event."""
+    """Close an attempt: history entry, status fields, and as asked the day's counter
+    (``stats_field``), the recent list and last run (``finished_function``: the job is done),
+    the expected failed-jobs entry (dropped unless ``keep_expected``), and the job leaving the
+    running set with ``status_event``."""
     script_keys = [
         keys.job_attempts(job_id),
         keys.job_meta(job_id),
         keys.dead_letter_expected(),
-        stats_key,
+        stats_key or keys.job_meta(job_id),  # unused without stats_field; any key of the job
         keys.recent_finished(),
         keys.last_run(),
         keys.running(),
         keys.job_events(job_id),
     ]
     args: list[Any] = [entry, keep, ttl, job_id, stats_field, STATS_TTL_SECONDS, recent_keep]
-    args += [function, final_event]
+    args += [finished_function, "1" if keep_expected else "", status_event]
     for field, value in meta.items():
         args += [field, value]
     await _END.run(redis, script_keys, args)
