@@ -3,6 +3,7 @@ every one of them serves the same API on the same port."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from collections.abc import Iterator
@@ -11,13 +12,15 @@ from typing import Any
 
 import aiohttp
 import pytest
+from gunicorn.arbiter import Arbiter
+from gunicorn.glogging import Logger
 
 from settings import Settings
 from tests.conftest import AUTH_HEADERS, TEST_API_TOKEN, free_port
 from tests.processes import ServiceProcess
 from tests.test_worker_process import service_env
 from tests.waiting import wait_until
-from web.server import bind_address
+from web.server import GunicornServer, WebWorker, bind_address
 
 
 def children(pid: int) -> set[int]:
@@ -85,7 +88,7 @@ async def test_two_processes_serve_the_api_and_a_dead_one_is_replaced(
         os.kill(victim, signal.SIGKILL)
         await wait_until(lambda: _replaced(web.popen.pid, gone=victim), within=30)
         (replacement,) = children(web.popen.pid) - first
-        # serving, not just forked: gunicorn loses a SIGTERM sent while a worker still boots
+        # serving, not just forked (a SIGTERM while it boots: see the test below)
         await wait_until(lambda: _served_by(url, web, replacement), within=30)
         async with session.post(f"{url}/events", json={"event": {"n": 20}}) as response:
             assert response.status == 202
@@ -101,3 +104,26 @@ async def test_two_processes_serve_the_api_and_a_dead_one_is_replaced(
 def test_ipv6_hosts_are_bracketed_for_gunicorn() -> None:
     assert bind_address("127.0.0.1", 8080) == "127.0.0.1:8080"
     assert bind_address("::1", 8080) == "[::1]:8080"
+
+
+@pytest.mark.parametrize(
+    ("queued", "stops"),
+    [([signal.SIGTERM], True), ([signal.SIGHUP, signal.SIGINT], True), ([signal.SIGHUP], False)],
+)
+def test_a_stop_signal_that_came_while_a_worker_booted_stops_it(
+    settings: Settings, queued: list[signal.Signals], stops: bool
+) -> None:
+    """What gunicorn's inherited handler left in the worker's copy of the master's queue."""
+    server = GunicornServer(settings)
+    worker = WebWorker(0, os.getpid(), [], server, 30, server.cfg, Logger(server.cfg))
+    worker.loop = asyncio.new_event_loop()
+    saved = list(Arbiter.SIG_QUEUE)
+    Arbiter.SIG_QUEUE[:] = queued
+    try:
+        worker.init_signals()
+        assert worker.alive is not stops
+        assert Arbiter.SIG_QUEUE == []  # the master's signals are not the worker's to handle
+    finally:
+        worker.loop.close()  # and with it the worker's signal handlers
+        worker.tmp.close()  # its heartbeat file
+        Arbiter.SIG_QUEUE[:] = saved
