@@ -58,7 +58,7 @@ class _StopsWhenToldWhileBooting:
     in that copy once its own handlers are in place. A stop signal that was still pending
     for the master when it forked counts too: the master is then stopping all workers.
     (One that lands within microseconds of the fork, before CPython re-arms signals in the
-    child, is dropped by CPython itself: seen in 4 of 4 tries at 0 ms, none at 2 ms.)
+    child, is dropped by CPython itself: seen in 3 of 4 tries at 0 ms, none at 2 ms.)
     """
 
     alive: bool
