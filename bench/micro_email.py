@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import cProfile
 import logging
 import os
@@ -74,8 +73,7 @@ async def drain(
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         sink_cpu = cpu_seconds(sink_pid) - sink_cpu
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):  # jobs still finishing their bookkeeping
-        await worker.close()
+    await worker.close()
     await pool.aclose()
     return elapsed, cpu / emails * 1e6, sink_cpu / emails * 1e6, settings.worker_max_jobs
 

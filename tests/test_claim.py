@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from typing import Any
 
 from arq.connections import ArqRedis
@@ -11,7 +12,9 @@ from arq.utils import timestamp_ms
 from arq.worker import func
 
 from service.claim import claim
+from service.engine import BatchWorker as Worker
 from service.queue import JobName, enqueue
+from service.worker import worker_options
 from settings import Settings
 from tests.conftest import RunWorker, queued
 
@@ -143,3 +146,38 @@ async def test_a_job_that_frees_its_slot_lets_the_next_start_while_it_finishes(
     # those finishing their bookkeeping (arq's count: 2), so never more than max_jobs
     assert len(reported) == 4
     assert max(reported) <= 1
+
+
+async def test_a_stop_cuts_running_jobs_but_lets_finishing_ones_write_their_bookkeeping(
+    redis: ArqRedis, settings: Settings
+) -> None:
+    finishing, running = asyncio.Event(), asyncio.Event()
+
+    async def finishes(ctx: dict[str, Any]) -> str:
+        ctx["free_slot"]()  # its own code has ended
+        finishing.set()
+        await asyncio.sleep(0.3)  # its bookkeeping, still being written
+        return "written"
+
+    async def runs(ctx: dict[str, Any]) -> None:
+        running.set()
+        await asyncio.sleep(30)
+
+    await redis.enqueue_job("finishes")
+    await redis.enqueue_job("runs")
+    options = worker_options(settings)
+    options.update(
+        functions=[func(finishes, name="finishes"), func(runs, name="runs")],
+        handle_signals=False,
+        poll_delay=0.01,
+    )
+    worker = Worker(**options)
+    loop = asyncio.create_task(worker.main())
+    await asyncio.wait_for(asyncio.gather(finishing.wait(), running.wait()), 10)
+
+    worker.handle_sig(signal.SIGTERM)
+    loop.cancel()
+    await worker.close()  # does not raise the cut job's CancelledError
+
+    assert (worker.jobs_complete, worker.jobs_retried) == (1, 1)
+    assert await queued(redis, settings) != []  # the cut job waits for its next run
