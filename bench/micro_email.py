@@ -28,11 +28,11 @@ from redis.asyncio import Redis
 from bench.procs import Process, cpu_seconds
 from bench.run import free_port, start_redis, wait_redis
 from bench.systems import WORK
-from service.engine import BatchWorker as Worker
-from service.logs import configure_logging
-from service.queue import JobName, enqueue
-from service.redis import open_pool
-from service.worker import worker_options
+from service.engine.loop import BatchWorker as Worker
+from service.observability.logs import configure_logging
+from service.queue.enqueue import JobName, enqueue
+from service.store.redis import open_pool
+from service.worker.options import worker_options
 from settings import Settings
 
 

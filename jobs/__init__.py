@@ -1,1 +1,1 @@
-"""Job coroutines. Each takes the typed ctx (jobs.context.JobContext) and keyword arguments."""
+"""Job coroutines: each takes the typed ctx (service.runtime.JobContext) and keyword arguments."""

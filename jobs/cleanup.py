@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from jobs.context import JobContext
-from jobs.files import delete_older_than
+from service.runtime.context import JobContext
+from service.store.files import delete_older_than
 
 
 async def cleanup_old_files(ctx: JobContext) -> dict[str, int]:

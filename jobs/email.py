@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from jobs.context import JobContext
-from jobs.mailer import message_id_for, send_mail
-from service import keys
+from jobs.mail.mailer import message_id_for, send_mail
+from service.runtime.context import JobContext
+from service.store import keys
 
 
 async def send_email(ctx: JobContext, *, to: str, subject: str, body: str) -> dict[str, str]:

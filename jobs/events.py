@@ -6,7 +6,7 @@ import json
 import logging
 from typing import Any
 
-from jobs.context import JobContext
+from service.runtime.context import JobContext
 
 logger = logging.getLogger("jobservice.events")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from jobs.context import JobContext
-from jobs.errors import PermanentError
 from jobs.thumbnails import ThumbnailError, make_thumbnail, thumbnail_path
-from service import stats
+from service.records import stats
+from service.runtime.context import JobContext
+from service.runtime.errors import PermanentError
 
 STEPS = 3  # decoded, resized, saved
 

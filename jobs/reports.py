@@ -7,11 +7,12 @@ import json
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from jobs.context import JobContext
-from jobs.errors import PermanentError
-from jobs.files import write_atomically
-from jobs.mailer import send_mail
-from service import keys, stats
+from jobs.mail.mailer import send_mail
+from service.records import stats
+from service.runtime.context import JobContext
+from service.runtime.errors import PermanentError
+from service.store import keys
+from service.store.files import write_atomically
 
 
 def jobs_by_function(counters: dict[str, int]) -> dict[str, dict[str, int]]:

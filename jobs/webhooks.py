@@ -9,9 +9,9 @@ from typing import Any
 
 import aiohttp
 
-from jobs.context import JobContext
-from jobs.errors import PermanentError, TransientError
 from jobs.webhook_guard import TargetRefusedError, url_refusal
+from service.runtime.context import JobContext
+from service.runtime.errors import PermanentError, TransientError
 
 MAX_RETRY_AFTER = 3600.0
 MAX_RESPONSE_READ = 64 * 1024  # the answer's body is never needed; read a little, never more

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from jobs.context import JobContext
-from jobs.errors import PermanentError, TransientError
-from jobs.mailer import send_mail
-from service import keys
+from jobs.mail.mailer import send_mail
+from service.runtime.context import JobContext
+from service.runtime.errors import PermanentError, TransientError
+from service.store import keys
 
 
 async def send_welcome_email(ctx: JobContext, *, user_id: int) -> dict[str, str]:

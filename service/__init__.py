@@ -14,18 +14,18 @@ __all__ = ["LOGGING", "WorkerSettings"]
 
 def __getattr__(name: str) -> Any:
     if name == "LOGGING":  # arq service.WorkerSettings --custom-log-dict service.LOGGING
-        from service.logs import logging_config
+        from service.observability.logs import logging_config
         from settings import load_settings
 
         return logging_config(load_settings())
     if name == "WorkerSettings":
-        from service.engine import install
+        from service.engine.loop import install
         from service.eventloop import install_uvloop
-        from service.worker import build_worker_settings
+        from service.worker.options import build_worker_settings
         from settings import load_settings
 
         install_uvloop()  # before arq's Worker creates its loop
-        install()  # arq's CLI then builds service.engine's worker
+        install()  # arq's CLI then builds service.engine.loop's worker
 
         worker_settings = build_worker_settings(load_settings())
         globals()["WorkerSettings"] = worker_settings

@@ -25,9 +25,9 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from arq.connections import ArqRedis
 
-from service.engine import BatchWorker as Worker
-from service.redis import open_pool
-from service.worker import worker_options
+from service.engine.loop import BatchWorker as Worker
+from service.store.redis import open_pool
+from service.worker.options import worker_options
 from settings import Settings
 from web import create_app
 

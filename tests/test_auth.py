@@ -19,8 +19,8 @@ from aiohttp import FormData, web
 from aiohttp.test_utils import TestClient, make_mocked_request
 from arq.connections import ArqRedis
 
-from service.database import Database
-from service.dev import dev_token
+from service.dev.launcher import dev_token
+from service.store.database import Database
 from settings import Settings
 from tests.conftest import AUTH_HEADERS, TEST_API_TOKEN, ClientFactory, queued
 from tests.images import image_bytes

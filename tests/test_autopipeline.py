@@ -1,4 +1,4 @@
-"""Auto-pipelining (service.autopipeline): shared round trips, separate replies and errors."""
+"""Auto-pipelining (service.store.autopipeline): shared round trips, separate replies and errors."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from arq.connections import ArqRedis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from service.autopipeline import AutoPipelineRedis
-from service.redis import pack_with_hiredis
+from service.store.autopipeline import AutoPipelineRedis
+from service.store.redis import pack_with_hiredis
 from tests.conftest import TEST_REDIS_URL, free_port
 
 

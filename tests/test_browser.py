@@ -19,9 +19,9 @@ from arq.connections import ArqRedis
 from playwright.async_api import Browser, Page, async_playwright, expect
 from pytest_aiohttp import AiohttpServer
 
-from service.engine import BatchWorker as Worker
-from service.queue import JobName, enqueue
-from service.worker import worker_options
+from service.engine.loop import BatchWorker as Worker
+from service.queue.enqueue import JobName, enqueue
+from service.worker.options import worker_options
 from settings import Settings
 from tests.conftest import TEST_API_TOKEN
 from tests.images import image_bytes

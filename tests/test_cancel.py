@@ -9,7 +9,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from arq.connections import ArqRedis
 
-from service.control import CancelOutcome, JobFinishedError, JobNotFoundError, cancel_job
+from service.queue.cancel import CancelOutcome, JobFinishedError, JobNotFoundError, cancel_job
 from settings import Settings
 from tests.conftest import RunWorker, SmtpRecorder, accepted_task, queued, status_of
 from tests.webhook_targets import HeldTarget, ServerFactory, hook_url, queue_webhook

@@ -1,4 +1,4 @@
-"""Taking jobs in batches (service.claim) and the job loop built on it (service.engine)."""
+"""Taking jobs in batches (engine.claim) and the job loop built on it (engine.loop)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix,
 from arq.utils import timestamp_ms
 from arq.worker import func
 
-from service.claim import claim
-from service.engine import BatchWorker as Worker
-from service.queue import JobName, enqueue
-from service.worker import worker_options
+from service.engine.claim import claim
+from service.engine.loop import BatchWorker as Worker
+from service.queue.enqueue import JobName, enqueue
+from service.worker.options import worker_options
 from settings import Settings
 from tests.conftest import RunWorker, queued
 
@@ -124,7 +124,7 @@ async def test_a_job_that_frees_its_slot_lets_the_next_start_while_it_finishes(
         nonlocal running, peak
         running += 1
         peak = max(peak, running)
-        ctx["free_slot"]()  # what service.tracking does once the job's own code has ended
+        ctx["free_slot"]()  # what service.worker.tracking does once the job's own code has ended
         await asyncio.sleep(0.2)  # its bookkeeping, still being written
         health = await ctx["redis"].get(HEALTH_KEY)  # written on every loop iteration here
         reported.append(int(health.decode().split("j_ongoing=")[1].split()[0]))

@@ -15,8 +15,8 @@ from aiohttp.test_utils import TestClient
 from arq.connections import ArqRedis
 from arq.cron import CronJob
 
-from jobs.files import delete_older_than
-from service.worker import build_worker_settings
+from service.store.files import delete_older_than
+from service.worker.options import build_worker_settings
 from settings import Settings
 from tests.conftest import RunWorker, SmtpRecorder, status_of
 

@@ -19,8 +19,8 @@ from arq.connections import ArqRedis
 from pytest_aiohttp import AiohttpServer
 from yarl import URL
 
-from service import keys
-from service.queue import JobName, enqueue
+from service.queue.enqueue import JobName, enqueue
+from service.store import keys
 from settings import Settings
 from tests.conftest import AUTH_HEADERS, ClientFactory, RunWorker, queued
 from tests.dashboard_client import Dashboard
@@ -395,8 +395,8 @@ async def test_static_files_are_public(anonymous: TestClient[Any, Any]) -> None:
 async def test_each_worker_is_listed_with_running_and_max_jobs(
     dashboard: Dashboard, redis: ArqRedis, settings: Settings
 ) -> None:
-    from service.engine import BatchWorker as Worker
-    from service.worker import worker_options
+    from service.engine.loop import BatchWorker as Worker
+    from service.worker.options import worker_options
 
     options = worker_options(settings)
     options.update(poll_delay=0.01, handle_signals=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from service.database import Database
+from service.store.database import Database
 
 ROUNDS = 20  # the race is real but not every time: 20 rounds of 4 caught it nearly always
 WORKERS = 4

@@ -13,9 +13,9 @@ from aiohttp.test_utils import TestClient
 from arq.connections import ArqRedis
 from arq.jobs import Job
 
-from service import deadletter
-from service.deadletter import DeadJob
-from service.serialization import deserialize
+from service.records import failed_jobs as deadletter
+from service.records.failed_jobs import DeadJob
+from service.store.serialization import deserialize
 from settings import Settings
 from tests.conftest import (
     RunWorker,

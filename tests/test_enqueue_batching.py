@@ -1,4 +1,4 @@
-"""Concurrent enqueues share Redis round trips (service.autopipeline), and nothing else changes:
+"""Concurrent enqueues share Redis round trips (store.autopipeline), and nothing else changes:
 every 202 names a job that is in Redis, and a Redis failure still answers 503 and queues nothing.
 
 These tests use a redis-server of their own, so they can count its connections, fill its
@@ -18,9 +18,9 @@ from arq.connections import ArqRedis
 from arq.jobs import Job
 from redis.exceptions import RedisError
 
-from service.queue import JobName, enqueue, enqueue_job
-from service.redis import open_pool
-from service.serialization import deserialize
+from service.queue.enqueue import JobName, enqueue, enqueue_job
+from service.store.redis import open_pool
+from service.store.serialization import deserialize
 from settings import Settings
 from tests.conftest import AUTH_HEADERS, ClientFactory
 from tests.waiting import wait_until

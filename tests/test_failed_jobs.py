@@ -13,10 +13,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from arq.connections import ArqRedis
 
-from service import deadletter, keys
-from service.deadletter import DeadJob
-from service.engine import BatchWorker as Worker
-from service.worker import worker_options
+from service.engine.loop import BatchWorker as Worker
+from service.records import failed_jobs as deadletter
+from service.records.failed_jobs import DeadJob
+from service.store import keys
+from service.worker.options import worker_options
 from settings import Settings
 from tests.conftest import RunWorker, SmtpRecorder, accepted_task, queued, status_of
 from tests.webhook_targets import ServerFactory, hook_url, queue_webhook

@@ -9,8 +9,8 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from arq.connections import ArqRedis
 
-from service.engine import BatchWorker as Worker
-from service.worker import worker_options
+from service.engine.loop import BatchWorker as Worker
+from service.worker.options import worker_options
 from settings import Settings
 from tests.conftest import AUTH_HEADERS, ClientFactory
 from tests.waiting import wait_until

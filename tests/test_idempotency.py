@@ -12,7 +12,7 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 from arq.connections import ArqRedis
 
-from service.database import Database
+from service.store.database import Database
 from settings import Settings
 from tests.conftest import TEST_API_TOKEN, ClientFactory, queued
 from tests.images import image_bytes

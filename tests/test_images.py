@@ -25,7 +25,7 @@ from blockbuster import BlockingError, blockbuster_ctx
 from PIL import Image
 
 from jobs.thumbnails import make_thumbnail
-from service.serialization import deserialize
+from service.store.serialization import deserialize
 from settings import Settings
 from tests.conftest import (
     AUTH_HEADERS,

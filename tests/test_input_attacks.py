@@ -21,7 +21,7 @@ from arq.connections import ArqRedis
 from PIL import Image
 
 from jobs.thumbnails import ThumbnailError, configure_pillow, decode
-from service.queue import JobName, enqueue
+from service.queue.enqueue import JobName, enqueue
 from settings import Settings
 from tests.conftest import (
     AUTH_HEADERS,

@@ -14,8 +14,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from service.logs import JsonFormatter, TextFormatter
-from service.origin import log_fields, request_id_from
+from service.observability.logs import JsonFormatter, TextFormatter
+from service.observability.origin import log_fields, request_id_from
 from settings import Settings, SettingsError, load_settings
 from tests.conftest import AUTH_HEADERS, TEST_API_TOKEN, free_port
 from tests.processes import ServiceProcess as Process
@@ -83,7 +83,7 @@ async def test_one_request_id_finds_the_request_and_its_jobs_lines(
     worker.stop()
     web_lines, worker_lines = web.lines(), worker.lines()  # every line parses as JSON
     arq_lines = [line for line in worker_lines if line["logger"].startswith("arq")]
-    # the job loop (service.engine) writes no arq line per successful job, ours say it all;
+    # the job loop (service.engine.loop) writes no arq line per successful job, ours say it all;
     # nothing arq writes carries job arguments: they may hold addresses and bodies
     assert not any(task_id in line["message"] for line in arq_lines)
     assert not any("private@example.com" in line["message"] for line in arq_lines)
@@ -178,7 +178,7 @@ def test_log_settings_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     ],
 )
 def test_json_lines_time_is_what_datetime_writes(created: float) -> None:
-    """The formatter keeps each second's text (service.logs._Clock); the time must not move."""
+    """The formatter keeps each second's text (logs._Clock); the time must not move."""
     formatter = JsonFormatter()
     for when in (created - 1, created):  # the second formatted just before differs
         record = logging.makeLogRecord({"msg": "x", "created": when})

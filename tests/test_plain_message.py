@@ -1,7 +1,7 @@
-"""jobs.plain_message writes byte for byte what the email package writes, or declines.
+"""jobs.mail.plain_message writes byte for byte what the email package writes, or declines.
 
-Each case renders the message both ways: the direct bytes (when jobs.mailer.render takes the
-fast path) must equal aiosmtplib's flattening of jobs.mailer.build_message's EmailMessage, for
+Each case renders the message both ways: the direct bytes (when jobs.mail.mailer.render takes the
+fast path) must equal aiosmtplib's flattening of jobs.mail.mailer.build_message's EmailMessage, for
 both of the flattenings send_message uses (servers with and without 8BITMIME). Cases the fast
 path declines are sent as before; some are checked to decline, so the test can fail both ways.
 """
@@ -15,10 +15,10 @@ from email.message import EmailMessage
 import pytest
 from aiosmtplib.email import extract_recipients, extract_sender, flatten_message
 
-from jobs.context import SmtpConfig
-from jobs.errors import PermanentError
-from jobs.mailer import build_message, render
-from jobs.smtp_pool import Envelope
+from jobs.mail.mailer import build_message, render
+from jobs.mail.smtp_pool import Envelope
+from service.runtime.context import SmtpConfig
+from service.runtime.errors import PermanentError
 
 CONFIG = SmtpConfig(
     host="127.0.0.1", port=25, username=None, password=None, use_tls=False, start_tls=False,

@@ -8,7 +8,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from arq.connections import ArqRedis
 
-from service.database import Database
+from service.store.database import Database
 from settings import Settings
 from tests.conftest import AUTH_HEADERS, ClientFactory, queued
 from tests.waiting import wait_until

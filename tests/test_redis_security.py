@@ -21,8 +21,8 @@ import redis as redis_py
 import trustme
 from redis.asyncio import Redis
 
-from service.dev import redis_answers
-from service.redis import connection_options
+from service.dev.launcher import redis_answers
+from service.store.redis import connection_options
 from settings import Settings
 from tests.conftest import (
     AUTH_HEADERS,

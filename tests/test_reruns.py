@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from arq.connections import ArqRedis
 
-from service import keys
+from service.store import keys
 from tests.conftest import RunWorker, SmtpRecorder, status_of
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from arq.connections import ArqRedis
 
-from service.serialization import JobError, describe_exception, deserialize, serialize
+from service.store.serialization import JobError, describe_exception, deserialize, serialize
 from settings import Settings
 from tests.conftest import RunWorker, SmtpRecorder, status_of
 

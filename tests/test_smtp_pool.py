@@ -12,8 +12,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from jobs.context import SmtpConfig
-from jobs.smtp_pool import SmtpPool
+from jobs.mail.smtp_pool import SmtpPool
+from service.runtime.context import SmtpConfig
 from tests.conftest import free_port
 from tests.waiting import wait_until
 

@@ -22,11 +22,11 @@ import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from jobs.context import SmtpConfig
-from jobs.errors import PermanentError, TransientError
-from jobs.mailer import classify
-from jobs.smtp_pool import Envelope as Outgoing
-from jobs.smtp_pool import SmtpPool
+from jobs.mail.mailer import classify
+from jobs.mail.smtp_pool import Envelope as Outgoing
+from jobs.mail.smtp_pool import SmtpPool
+from service.runtime.context import SmtpConfig
+from service.runtime.errors import PermanentError, TransientError
 from tests.conftest import free_port
 
 DATA = b"From: jobs@example.com\r\nTo: {to}\r\nSubject: Hi\r\n\r\nHello\r\n.leading dot\r\n"

@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from arq.connections import ArqRedis
 
-from service import keys
+from service.store import keys
 from settings import Settings
 from tests.conftest import RunWorker, status_of
 from tests.webhook_targets import HeldTarget, ServerFactory, hook_url, queue_webhook

@@ -9,11 +9,11 @@ from arq import func
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
 
-from service.engine import BatchWorker as Worker
-from service.queue import JobName
-from service.redis import retries_for, worker_redis_settings
-from service.timeouts import job_timeouts, rerun_bound
-from service.worker import worker_options
+from service.engine.loop import BatchWorker as Worker
+from service.queue.enqueue import JobName
+from service.store.redis import retries_for, worker_redis_settings
+from service.worker.options import worker_options
+from service.worker.timeouts import job_timeouts, rerun_bound
 from settings import Settings, SettingsError, load_settings
 from tests.conftest import RunWorker
 

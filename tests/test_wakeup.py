@@ -1,4 +1,4 @@
-"""Waking an idle worker on enqueue (service.wakeup) and the one-call enqueue (service.queue)."""
+"""Waking an idle worker on enqueue (engine.wakeup) and the one-call enqueue (queue.enqueue)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import pytest
 from aiohttp.test_utils import TestClient
 from arq.connections import ArqRedis
 
-from service import keys
-from service.engine import BatchWorker as Worker
-from service.queue import JobName, enqueue, enqueue_job
-from service.wakeup import WakingRedis
-from service.worker import worker_options
+from service.engine.loop import BatchWorker as Worker
+from service.engine.wakeup import WakingRedis
+from service.queue.enqueue import JobName, enqueue, enqueue_job
+from service.store import keys
+from service.worker.options import worker_options
 from settings import Settings
 from tests.conftest import SmtpRecorder, queued, status_of
 from tests.waiting import wait_until

@@ -28,8 +28,8 @@ from jobs.webhook_guard import (
     literal_address,
     url_refusal,
 )
-from service.queue import JobName, enqueue
-from service.worker import worker_options
+from service.queue.enqueue import JobName, enqueue
+from service.worker.options import worker_options
 from settings import Settings
 from tests.conftest import AUTH_HEADERS, ClientFactory, RunWorker, free_port, queued, status_of
 from web import create_app

@@ -17,10 +17,10 @@ from arq.connections import ArqRedis
 from multidict import CIMultiDict
 from pytest_aiohttp import AiohttpServer
 
-from jobs.context import JobContext
-from jobs.errors import TransientError
 from jobs.webhooks import MAX_RETRY_AFTER, parse_retry_after
-from service.tracking import retry_delay
+from service.runtime.context import JobContext
+from service.runtime.errors import TransientError
+from service.worker.tracking import retry_delay
 from settings import Settings
 from tests.conftest import RunWorker, assert_refused, free_port, queued, status_of
 

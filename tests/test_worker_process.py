@@ -76,7 +76,8 @@ async def test_arq_cli_worker_runs_jobs_and_stops_on_sigterm(
 
 
 @pytest.mark.parametrize(
-    "command", [["-m", "arq", "service.WorkerSettings"], ["-m", "web"], ["-m", "service.mailsink"]]
+    "command",
+    [["-m", "arq", "service.WorkerSettings"], ["-m", "web"], ["-m", "service.dev.mailsink"]],
 )
 def test_entry_points_refuse_bad_settings_naming_the_variable(
     settings: Settings, command: list[str]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from service.logs import configure_logging
+from service.observability.logs import configure_logging
 from settings import load_settings
 from web.server import serve
 

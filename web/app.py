@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from jobs.files import make_folders
 from jobs.thumbnails import configure_pillow
-from service.database import Database
-from service.metrics import new_registry
-from service.redis import open_pool
+from service.observability.metrics import new_registry
+from service.store.database import Database
+from service.store.files import make_folders
+from service.store.redis import open_pool
 from settings import Settings
 from web.auth import require_token
 from web.errors import json_errors

@@ -14,15 +14,15 @@ from pathlib import Path
 from aiohttp import web
 from yarl import URL
 
-from service import deadletter
-from service.crons import UnknownCronError, cron_schedules, find
-from service.deadletter import NotFailedError
-from service.jobview import job_view
-from service.mailbox import read_mailbox
-from service.masking import masked
-from service.overview import overview as read_overview
-from service.queue import enqueue
-from service.status import JOB_ID_PATTERN
+from service.dashboard.crons import UnknownCronError, cron_schedules, find
+from service.dashboard.jobview import job_view
+from service.dashboard.mailbox import read_mailbox
+from service.dashboard.masking import masked
+from service.dashboard.overview import overview as read_overview
+from service.queue.enqueue import enqueue
+from service.records import failed_jobs as deadletter
+from service.records.failed_jobs import NotFailedError
+from service.records.status import JOB_ID_PATTERN
 from web.auth import matching_token, token_fingerprint
 from web.errors import ApiError
 from web.job_control import NOT_RETRYABLE, cancel_or_refuse, job_id_from, requeue_failed

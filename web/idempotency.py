@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 from aiohttp.typedefs import Handler
 
-from service.idempotency import IdempotencyKey, KeyInUseError, StoredAnswer
+from service.queue.idempotency import IdempotencyKey, KeyInUseError, StoredAnswer
 from web.auth import TOKEN_ID
 from web.errors import ApiError
 from web.keys import REDIS, SETTINGS

@@ -7,10 +7,10 @@ from typing import Any
 
 from aiohttp import web
 
-from service import deadletter
-from service.control import CancelOutcome, JobFinishedError, JobNotFoundError, cancel_job
-from service.deadletter import DeadJob, NotFailedError
-from service.status import JOB_ID_PATTERN, task_status
+from service.queue.cancel import CancelOutcome, JobFinishedError, JobNotFoundError, cancel_job
+from service.records import failed_jobs as deadletter
+from service.records.failed_jobs import DeadJob, NotFailedError
+from service.records.status import JOB_ID_PATTERN, task_status
 from web.errors import ApiError
 from web.keys import REDIS, SETTINGS
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from arq.connections import ArqRedis
 
-from service.database import Database
+from service.store.database import Database
 from settings import Settings
 from web.metrics import WebMetrics
 

@@ -22,9 +22,10 @@ from typing import Any
 from aiohttp import web
 from redis.asyncio.client import PubSub
 
-from service import events, keys
-from service.progress import stored_progress
-from service.status import JOB_ID_PATTERN, TaskState, task_status
+from service.records import events
+from service.records.progress import stored_progress
+from service.records.status import JOB_ID_PATTERN, TaskState, task_status
+from service.store import keys
 from web.errors import ApiError
 from web.keys import REDIS, SETTINGS
 

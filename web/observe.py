@@ -14,7 +14,7 @@ from types import MappingProxyType
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from service.origin import Origin, current_origin, log_fields, request_id_from
+from service.observability.origin import Origin, current_origin, log_fields, request_id_from
 from web.keys import WEB_METRICS
 from web.metrics import method_label, route_label
 

@@ -19,7 +19,7 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from service.status import JOB_ID_PATTERN
+from service.records.status import JOB_ID_PATTERN
 from web import responses, schemas
 from web.auth import is_public
 from web.keys import OPENAPI

@@ -18,7 +18,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
 from service.eventloop import install_uvloop, uvloop_available
-from service.logs import logging_config
+from service.observability.logs import logging_config
 from settings import Settings
 from web.app import create_app
 

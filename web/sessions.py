@@ -24,7 +24,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 from yarl import URL
 
-from service import keys
+from service.store import keys
 from web.errors import ApiError
 
 COOKIE = "jobsvc_session"

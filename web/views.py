@@ -10,11 +10,11 @@ from aiohttp import BodyPartReader, web
 from redis.exceptions import RedisError
 
 from jobs.webhook_guard import url_refusal
-from service import workers
-from service.database import EmailTakenError
-from service.metrics import CONTENT_TYPE
-from service.queue import JobName, enqueue
-from service.status import task_status
+from service.observability.metrics import CONTENT_TYPE
+from service.queue.enqueue import JobName, enqueue
+from service.records import workers
+from service.records.status import task_status
+from service.store.database import EmailTakenError
 from web.errors import ApiError
 from web.idempotency import UPLOAD_DIGEST
 from web.keys import DB, REDIS, SETTINGS, WEB_METRICS

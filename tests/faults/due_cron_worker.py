@@ -15,8 +15,8 @@ from pathlib import Path
 
 from arq.worker import create_worker
 
-from service.engine import install
-from service.worker import build_worker_settings
+from service.engine.loop import install
+from service.worker.options import build_worker_settings
 from settings import load_settings
 
 

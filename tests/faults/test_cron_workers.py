@@ -9,7 +9,7 @@ from pathlib import Path
 
 from arq.connections import ArqRedis
 
-from service import stats
+from service.records import stats
 from settings import Settings
 from tests.conftest import queued
 from tests.faults.conftest import Spawn

@@ -13,8 +13,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
 
-from service.queue import JobName
-from service.timeouts import rerun_bound
+from service.queue.enqueue import JobName
+from service.worker.timeouts import rerun_bound
 from settings import Settings
 from tests.conftest import SmtpRecorder, accepted_task, queued, status_of
 from tests.faults.conftest import Spawn
@@ -109,7 +109,7 @@ async def test_sigterm_lets_the_running_email_finish_and_takes_no_new_job(
     await wait_until(stopped_taking_jobs, within=10)
 
     async def no_read_in_flight() -> bool:
-        # a queue read already waiting for work (service.wakeup, up to 0.5 s) when SIGTERM
+        # a queue read already waiting for work (service.engine.wakeup, up to 0.5 s) when SIGTERM
         # came may still start what it returns; after it, the worker reads no more
         return not any(c.get("cmd") == "blpop" for c in await redis.client_list())
 

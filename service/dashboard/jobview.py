@@ -1,0 +1,75 @@
+"""Everything the dashboard's job page shows about one job, read in one go."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from arq.constants import job_key_prefix, result_key_prefix
+from redis.asyncio import Redis
+
+from service.dashboard.masking import masked
+from service.observability.origin import REQUEST_ID_KWARG
+from service.records.progress import stored_progress
+from service.records.status import task_status
+from service.store import keys
+from service.store.serialization import deserialize
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    status: dict[str, Any]  # the /task-status document
+    args: list[Any] = field(default_factory=list)  # masked
+    kwargs: dict[str, Any] = field(default_factory=dict)  # masked
+    progress: dict[str, Any] | None = None
+    request_id: str | None = None  # of the request that queued it, to find its log lines
+    attempts: list[dict[str, Any]] = field(default_factory=list)  # oldest first
+
+
+def _stored_arguments(raw: bytes | None) -> tuple[list[Any], dict[str, Any]]:
+    if raw is None:
+        return [], {}
+    try:
+        data = deserialize(raw)
+    except (ValueError, TypeError):
+        return [], {}
+    return list(masked(list(data.get("a") or []))), dict(masked(dict(data.get("k") or {})))
+
+
+def _attempts(status: dict[str, Any]) -> list[dict[str, Any]]:
+    """The finished attempts the status API lists, and the one running now, if any."""
+    history = status.get("history")
+    found = (
+        [item for item in history if isinstance(item, dict)] if isinstance(history, list) else []
+    )
+    if status["status"] == "STARTED":
+        found.append(
+            {
+                "attempt": status["attempts"],
+                "started_at": status["started_at"],
+                "outcome": "started",
+            }
+        )
+    return found
+
+
+async def job_view(redis: Redis, queue_name: str, job_id: str) -> JobView | None:
+    status = await task_status(redis, queue_name, job_id)
+    if status is None:
+        return None
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.get(job_key_prefix + job_id)
+        pipe.get(result_key_prefix + job_id)
+        pipe.hgetall(keys.job_meta(job_id))
+        queued, result, raw_meta = await pipe.execute()
+    meta = {key.decode(): value.decode() for key, value in raw_meta.items()}
+    args, kwargs = _stored_arguments(queued if queued is not None else result)
+    request_id = kwargs.pop(REQUEST_ID_KWARG, None)
+    return JobView(
+        status=status,
+        args=args,
+        kwargs=kwargs,
+        progress=stored_progress(meta),
+        request_id=str(request_id) if request_id else None,
+        attempts=_attempts(status),
+    )

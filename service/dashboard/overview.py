@@ -1,0 +1,193 @@
+"""What the dashboard's overview shows, read from Redis in a few pipelined round trips.
+
+Queue depth and age come from arq's queue (a sorted set scored by run time); running jobs
+from the tracking wrapper's running set, confirmed by arq's in-progress keys; successes
+from the tracking wrapper's capped history; failures from the failed-jobs list
+(service.records.failed_jobs), the one Retry and Delete act on; workers from their health keys.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
+from redis.asyncio import Redis
+
+from service.dashboard.masking import short_arguments
+from service.records import failed_jobs as deadletter
+from service.records.failed_jobs import DeadJob
+from service.records.workers import WorkerState, alive
+from service.store import keys
+from service.store.serialization import deserialize
+from settings import Settings
+
+LISTED = 20  # rows per table
+
+
+@dataclass(frozen=True, slots=True)
+class JobLine:
+    """One job in one of the overview's tables; times are seconds since the epoch."""
+
+    job_id: str
+    function: str
+    arguments: str
+    attempt: int
+    enqueued_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    next_attempt_at: float | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueState:
+    depth: int  # every job in the queue, deferred ones included
+    ready: int  # due now, waiting for a worker
+    oldest_ready_age: float | None  # seconds the longest-waiting due job has waited
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    now: float
+    queue: QueueState
+    running: list[JobLine]
+    waiting: list[JobLine]  # deferred or retrying: due later
+    successes: list[JobLine]
+    failures: list[JobLine]
+    failures_total: int
+    workers: list[WorkerState]
+
+
+def _seconds(ms: Any) -> float | None:
+    if ms in (None, b"", ""):
+        return None
+    return int(ms) / 1000
+
+
+def _decode_meta(raw: dict[bytes, bytes]) -> dict[str, str]:
+    return {key.decode(): value.decode() for key, value in raw.items()}
+
+
+def _line(job_id: str, stored: bytes | None, meta: dict[str, str], **extra: Any) -> JobLine:
+    """A row from arq's stored job or result (arguments) and the tracking hash (attempts)."""
+    data: dict[str, Any] = {}
+    if stored is not None:
+        try:
+            data = deserialize(stored)
+        except (ValueError, TypeError):
+            data = {}
+    return JobLine(
+        job_id=job_id,
+        function=str(data.get("f") or meta.get("function") or "?"),
+        arguments=short_arguments(list(data.get("a") or []), dict(data.get("k") or {})),
+        attempt=max(int(data.get("t") or 0), int(meta.get("attempts") or 0)),
+        enqueued_at=_seconds(data.get("et")),
+        started_at=_seconds(meta.get("started_at")),
+        finished_at=_seconds(meta.get("finished_at")),
+        error=meta.get("last_error") or None,
+        **extra,
+    )
+
+
+async def queue_state(redis: Redis, queue_name: str, now_ms: int) -> QueueState:
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.zcard(queue_name)
+        pipe.zcount(queue_name, "-inf", now_ms)
+        pipe.zrangebyscore(queue_name, "-inf", now_ms, start=0, num=1, withscores=True)
+        depth, ready, oldest = await pipe.execute()
+    age = (now_ms - oldest[0][1]) / 1000 if oldest else None
+    return QueueState(depth=depth, ready=ready, oldest_ready_age=age)
+
+
+async def _lines(
+    redis: Redis, ids: list[str], prefix: str, extra: dict[str, dict[str, Any]] | None = None
+) -> list[JobLine]:
+    """Rows for ``ids``, reading arq's keys under ``prefix`` (job or result) and the meta."""
+    if not ids:
+        return []
+    async with redis.pipeline(transaction=False) as pipe:
+        for job_id in ids:
+            pipe.get(prefix + job_id)
+            pipe.hgetall(keys.job_meta(job_id))
+        replies = await pipe.execute()
+    extra = extra or {}
+    return [
+        _line(job_id, stored, _decode_meta(meta), **extra.get(job_id, {}))
+        for job_id, stored, meta in zip(ids, replies[::2], replies[1::2], strict=True)
+        if stored is not None or meta
+    ]
+
+
+async def running_jobs(redis: Redis) -> list[JobLine]:
+    """Jobs a worker runs now; entries whose arq in-progress key is gone are dropped."""
+    ids = [raw.decode() for raw in await redis.zrange(keys.running(), 0, -1)]
+    if not ids:
+        return []
+    async with redis.pipeline(transaction=False) as pipe:
+        for job_id in ids:
+            pipe.exists(in_progress_key_prefix + job_id)
+        flags = await pipe.execute()
+    gone = [job_id for job_id, flag in zip(ids, flags, strict=True) if not flag]
+    if gone:  # a killed worker's job: arq re-queues it, our running set forgets it
+        await redis.zrem(keys.running(), *gone)
+    live = [job_id for job_id, flag in zip(ids, flags, strict=True) if flag]
+    return await _lines(redis, live[:LISTED], job_key_prefix)
+
+
+async def waiting_jobs(redis: Redis, queue_name: str, now_ms: int) -> list[JobLine]:
+    """Deferred and retrying jobs (due later), soonest first."""
+    due = await redis.zrangebyscore(
+        queue_name, f"({now_ms}", "+inf", start=0, num=LISTED, withscores=True
+    )
+    ids = [raw.decode() for raw, _ in due]
+    at = {raw.decode(): {"next_attempt_at": score / 1000} for raw, score in due}
+    return await _lines(redis, ids, job_key_prefix, at)
+
+
+async def recent_successes(redis: Redis) -> list[JobLine]:
+    """The latest successes, newest first, from the tracking history."""
+    recent: list[bytes] = await redis.lrange(keys.recent_finished(), 0, -1)  # type: ignore[misc]
+    unique = list(dict.fromkeys(raw.decode() for raw in recent))  # a re-run appears once
+    async with redis.pipeline(transaction=False) as pipe:
+        for job_id in unique:
+            pipe.hget(keys.job_meta(job_id), "outcome")
+        outcomes = await pipe.execute()
+    ok = [job_id for job_id, o in zip(unique, outcomes, strict=True) if o == b"success"]
+    return await _lines(redis, ok[:LISTED], result_key_prefix)
+
+
+def _failed_line(job: DeadJob) -> JobLine:
+    return JobLine(
+        job_id=job.job_id,
+        function=job.function.removeprefix("cron:"),
+        arguments=short_arguments(job.args, job.kwargs),
+        attempt=job.attempts,
+        enqueued_at=_seconds(job.enqueued_at),
+        finished_at=job.failed_at / 1000,
+        error=job.reason,
+    )
+
+
+async def overview(redis: Redis, settings: Settings) -> Overview:
+    now = time.time()
+    now_ms = int(now * 1000)
+    queue_name = settings.queue_name
+    failed = await deadletter.page(
+        redis,
+        offset=0,
+        limit=LISTED,
+        max_age=settings.dead_letter_max_age,
+        max_jobs=settings.dead_letter_max_jobs,
+    )
+    return Overview(
+        now=now,
+        queue=await queue_state(redis, queue_name, now_ms),
+        running=await running_jobs(redis),
+        waiting=await waiting_jobs(redis, queue_name, now_ms),
+        successes=await recent_successes(redis),
+        failures=[_failed_line(job) for job in failed.jobs],
+        failures_total=failed.total,
+        workers=await alive(redis, queue_name),
+    )

@@ -1,0 +1,5 @@
+"""``python -m service.dev``: see service.dev.launcher."""
+
+from service.dev.launcher import main
+
+main()

@@ -1,0 +1,128 @@
+"""``python -m service.dev`` (behind `make dev`): Redis, mail sink, web app and worker at once.
+
+Uses the Redis at REDIS_URL, or starts a private ``redis-server`` when none answers there;
+honcho runs every process with prefixed output, and one Ctrl-C stops them all.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shlex
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+import redis
+from honcho.manager import Manager
+from honcho.printer import Printer
+from yarl import URL
+
+from service.store.redis import connection_options
+from settings import Settings, load_settings
+
+DEV_WORKER_METRICS_PORT = 9101  # unless WORKER_METRICS_PORT is set
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", ""}
+NO_REDIS_HELP = """\
+No Redis answers at {url}, and `redis-server` is not installed, so none can be started.
+Either install it:
+    Debian/Ubuntu:  sudo apt-get install redis-server
+    macOS:          brew install redis
+or point REDIS_URL at a running server, e.g. REDIS_URL=redis://otherhost:6379/0 make dev"""
+
+
+def redis_answers(settings: Settings) -> bool:
+    """Whether the Redis of REDIS_URL answers, connecting as the service does (password, TLS)."""
+    try:
+        client = redis.Redis(
+            **connection_options(settings.redis_settings),
+            socket_connect_timeout=1,
+            socket_timeout=1,
+        )
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except (redis.RedisError, OSError):
+        return False
+
+
+def port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def private_redis_command(settings: Settings) -> str:
+    """A throw-away redis-server for REDIS_URL's port: loopback only, nothing saved to disk."""
+    url = URL(settings.redis_url)
+    args = [
+        "redis-server",
+        "--port", str(url.port or 6379),
+        "--bind", "127.0.0.1",
+        "--save", "",
+        "--appendonly", "no",
+        "--dir", str(settings.data_dir.resolve()),
+    ]  # fmt: skip
+    if url.password:
+        args += ["--requirepass", url.password]
+    return shlex.join(args)
+
+
+def dev_token(settings: Settings) -> str:
+    """The first of API_TOKENS, else a development token kept in DATA_DIR (made on first use).
+
+    Kept in a file (mode 0600) so a token pasted into another shell survives a restart.
+    """
+    if settings.api_tokens:
+        return settings.api_tokens[0]
+    path = settings.data_dir / "dev-api-token"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(32) + "\n")
+    return path.read_text().strip()
+
+
+def main() -> None:
+    settings = load_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    python = shlex.quote(sys.executable)
+    bin_dir = Path(sys.executable).parent
+    manager = Manager(Printer(sys.stdout))
+
+    if redis_answers(settings):
+        print(f"dev: using the Redis at {settings.redis_url}")
+    else:
+        host = URL(settings.redis_url).host or ""
+        if host not in LOCAL_HOSTS or shutil.which("redis-server") is None:
+            sys.exit(NO_REDIS_HELP.format(url=settings.redis_url))
+        print(f"dev: no Redis at {settings.redis_url}; starting a private redis-server")
+        manager.add_process("redis", private_redis_command(settings))
+
+    if port_open(settings.smtp_host, settings.smtp_port):
+        print(f"dev: an SMTP server already listens on {settings.smtp_host}:{settings.smtp_port}")
+    else:
+        manager.add_process("mail", f"{python} -m service.dev.mailsink")
+    token = dev_token(settings)
+    web_env = "DASHBOARD_MAIL_PAGE=true "
+    web_env += "" if settings.api_tokens else f"API_TOKENS={shlex.quote(token)} "
+    manager.add_process("web", f"{web_env}{python} -m web")
+    arq = shlex.quote(str(bin_dir / "arq"))
+    metrics_port = settings.worker_metrics_port or DEV_WORKER_METRICS_PORT
+    manager.add_process(
+        "worker",
+        f"WORKER_METRICS_PORT={metrics_port} "
+        f"{arq} service.WorkerSettings --custom-log-dict service.LOGGING",
+    )
+    base_url = f"http://{settings.web_host}:{settings.web_port}"
+    print(f"dev: web on {base_url}, mail in {settings.mail_dir}")
+    print(f"dev: dashboard on {base_url}/dashboard (sign in with the API token below)")
+    print(f"dev: worker metrics on http://{settings.worker_metrics_host}:{metrics_port}/metrics")
+    print(f"dev: API token {token}")
+    print(f"dev: try  export TOKEN={token}")
+    print(f'dev:      curl -H "Authorization: Bearer $TOKEN" {base_url}/events \\')
+    print('dev:        -H \'Content-Type: application/json\' -d \'{"event": {"type": "hello"}}\'')
+    manager.loop()
+    sys.exit(manager.returncode)

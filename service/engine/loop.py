@@ -1,0 +1,450 @@
+"""The worker's job loop: arq's Worker, taking jobs in batches and finishing them in batches.
+
+arq spends about ten Redis round trips on every job: five to take it (engine.claim), one to
+finish it, and the job's own bookkeeping. Here a loop iteration takes as many due jobs as it
+has free slots in one call (engine.claim), each job starts from the data that call returned,
+and its finishing writes go through the client's auto-pipelining (store.autopipeline), so the
+jobs finishing together share a round trip. Everything else (functions, retries, time limits,
+results, aborts, cron, health, signals) is arq's, and the keys in Redis are arq's own.
+
+Other differences from arq's loop:
+- an idle worker waits on the wake list (engine.wakeup) inside the loop, and a full one waits
+  for a free slot rather than polling, so a SIGTERM is seen before any further job is taken;
+- a slot (``max_jobs``) is held while the job's own code runs: ``ctx["free_slot"]`` lets the
+  tracking wrapper hand it on as soon as that code ends, so the next job's claim and start
+  share round trips with this one's bookkeeping instead of waiting for it (at most
+  ``max_jobs`` more jobs may be finishing their writes);
+- aborts are looked for at most every ABORT_CHECK_INTERVAL, not on every iteration;
+- no log line per job start and success: service.worker.observe writes one, with more in it.
+
+arq's CLI builds ``arq.worker.Worker`` by name, so :func:`install` points that name here for
+``arq service.WorkerSettings``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Callable
+from datetime import datetime
+from signal import Signals
+from typing import Any
+
+import arq.worker
+from arq import Retry
+from arq.constants import (
+    abort_jobs_ss,
+    in_progress_key_prefix,
+    job_key_prefix,
+    keep_cronjob_progress,
+    result_key_prefix,
+    retry_key_prefix,
+)
+from arq.jobs import SerializationError, deserialize_job_raw, serialize_result
+from arq.utils import ms_to_datetime, timestamp_ms, to_ms
+from arq.worker import Function, JobExecutionFailed, RetryJob, Worker, no_result
+
+from service.engine.claim import ClaimedJob, claim
+from service.engine.wakeup import WakingRedis
+
+logger = logging.getLogger("arq.worker")  # the lines arq itself would write
+
+ABORT_CHECK_INTERVAL = 0.1  # seconds; how soon DELETE /jobs/{id} reaches a running job
+SCAN_EXTRA = 1000  # queue entries a claim may look past: jobs running on other workers
+SLOT_WAIT = 0.1  # seconds a full worker waits for a free slot before looking at aborts, cron
+
+
+class BatchWorker(Worker):
+    """arq's Worker with the batched job loop described in the module docstring."""
+
+    # no __init__: arq's CLI passes only the settings its own Worker's signature names
+    _next_abort_check = 0.0
+    _finishing_ids: set[str] | None = None
+
+    async def main(self) -> None:
+        self._slot_free = asyncio.Event()
+        await super().main()
+
+    @property
+    def _finishing(self) -> set[str]:
+        """Jobs whose own code has ended and whose bookkeeping is being written."""
+        if self._finishing_ids is None:
+            self._finishing_ids = set()
+        return self._finishing_ids
+
+    def handle_sig(self, signum: Signals) -> None:
+        """arq's, except that a job whose own code has ended is left to write its bookkeeping
+        (milliseconds) instead of being cut and, its code done, run again."""
+        sig = Signals(signum)
+        logger.info(
+            "shutdown on %s ◆ %d jobs complete ◆ %d failed ◆ %d retries ◆ %d ongoing to cancel",
+            sig.name,
+            self.jobs_complete,
+            self.jobs_failed,
+            self.jobs_retried,
+            self.job_counter,
+        )
+        for job_id, task in self.tasks.items():
+            if not task.done() and job_id not in self._finishing:
+                task.cancel()
+        if self.main_task:
+            self.main_task.cancel()
+        if self.on_stop:
+            self.on_stop(sig)
+
+    async def close(self) -> None:
+        """arq's, except that a job task that ended cancelled does not stop the rest of the
+        shutdown (the Redis pool closed, on_shutdown run) with its CancelledError."""
+        if not self._handle_signals:
+            self.handle_sig(signal.SIGUSR1)
+        if not self._pool:
+            return
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        await self.pool.delete(self.health_check_key)
+        if self.on_shutdown:
+            await self.on_shutdown(self.ctx)
+        await self.pool.close(close_connection_pool=True)
+        self._pool = None
+
+    @property
+    def _waking_pool(self) -> WakingRedis | None:
+        pool = self.pool
+        return pool if isinstance(pool, WakingRedis) else None
+
+    async def _poll_iteration(self) -> None:
+        if self.allow_pick_jobs:
+            await self._take_jobs()
+        if self.allow_abort_jobs and time.monotonic() >= self._next_abort_check:
+            self._next_abort_check = time.monotonic() + ABORT_CHECK_INTERVAL
+            await self._cancel_aborted_jobs()
+        for job_id, task in list(self.tasks.items()):
+            if task.done():
+                del self.tasks[job_id]
+                task.result()  # an error in the loop's own code must not pass unseen
+        await self.heart_beat()
+
+    async def record_health(self) -> None:
+        """arq's, with ``j_ongoing`` counting the jobs whose own code runs (the slots held),
+        not also those still writing their bookkeeping: it never reads above ``max_jobs``."""
+        now_ts = time.time()
+        if (now_ts - self._last_health_check) < self.health_check_interval:
+            return
+        self._last_health_check = now_ts
+        queued = await self.pool.zcard(self.queue_name)
+        info = (
+            f"{datetime.now():%b-%d %H:%M:%S} j_complete={self.jobs_complete} "
+            f"j_failed={self.jobs_failed} j_retried={self.jobs_retried} "
+            f"j_ongoing={self.job_counter} queued={queued}"
+        )
+        await self.pool.psetex(
+            self.health_check_key, int((self.health_check_interval + 1) * 1000), info.encode()
+        )
+        log_suffix = info[info.index("j_complete=") :]
+        if self._last_health_check_log and log_suffix != self._last_health_check_log:
+            logger.info("recording health: %s", info)
+        if log_suffix != self._last_health_check_log:
+            self._last_health_check_log = log_suffix
+
+    def _free_slots(self) -> int:
+        running = self.job_counter
+        free = min(self.max_jobs - running, 2 * self.max_jobs - running - len(self._finishing))
+        if self.burst and self.max_burst_jobs >= 0:
+            free = min(free, self.max_burst_jobs - self._jobs_started())
+        return free
+
+    async def _take_jobs(self) -> None:
+        free = self._free_slots()
+        if free <= 0:
+            self._slot_free.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._slot_free.wait(), SLOT_WAIT)
+            free = self._free_slots()
+            if free <= 0 or not self.allow_pick_jobs:
+                return  # else claim now: the freed slot need not wait for the next iteration
+        jobs, running_seen = await self._claim(free)
+        pool = self._waking_pool
+        if not jobs and pool is not None and pool.wait_for_work:
+            await pool.wait_for_jobs(self.queue_name, busy=running_seen or bool(self.tasks))
+            if not self.allow_pick_jobs:
+                return  # a SIGTERM came while waiting: take nothing more
+            jobs, _ = await self._claim(free)
+        for job in jobs:
+            self._start(job)
+
+    async def _claim(self, count: int) -> tuple[list[ClaimedJob], bool]:
+        pool = self._waking_pool
+        lock_ms = pool.start_lock_ms if pool is not None else 0
+        return await claim(
+            self.pool,
+            self.queue_name,
+            now_ms=timestamp_ms(),
+            count=count,
+            lock_ms=lock_ms or int(self.in_progress_timeout_s * 1000),
+            scan=count + SCAN_EXTRA,
+        )
+
+    def _start(self, job: ClaimedJob) -> None:
+        self.job_counter += 1
+        slot = _Slot(self, job.job_id)
+        task = self.loop.create_task(self._run(job, slot.free))
+        task.add_done_callback(slot.end)
+        self.tasks[job.job_id] = task
+
+    async def _run(self, job: ClaimedJob, free_slot: Callable[[], None]) -> None:  # noqa: C901
+        """arq 0.28's ``run_job``, starting from what the claim returned; ``free_slot`` goes
+        to the job in ctx and is called once the job's function has returned."""
+        job_id, score, job_try = job.job_id, job.score, job.job_try
+        start_ms = timestamp_ms()
+        function_name, enqueue_time_ms = "<unknown>", 0
+        args: tuple[Any, ...] = ()
+        kwargs: dict[Any, Any] = {}
+
+        async def job_failed(exc: BaseException) -> None:
+            self.jobs_failed += 1
+            result_data_ = serialize_result(
+                function=function_name,
+                args=args,
+                kwargs=kwargs,
+                job_try=job_try,
+                enqueue_time_ms=enqueue_time_ms,
+                success=False,
+                result=exc,
+                start_ms=start_ms,
+                finished_ms=timestamp_ms(),
+                ref=f"{job_id}:{function_name}",
+                serializer=self.job_serializer,
+                queue_name=self.queue_name,
+                job_id=job_id,
+            )
+            await asyncio.shield(self.finish_failed_job(job_id, result_data_))
+
+        if job.data is None:
+            logger.warning("job %s expired", job_id)
+            return await job_failed(JobExecutionFailed("job expired"))
+        try:
+            function_name, args, kwargs, enqueue_job_try, enqueue_time_ms = deserialize_job_raw(
+                job.data, deserializer=self.job_deserializer
+            )
+        except SerializationError as e:
+            logger.exception("deserializing job %s failed", job_id)
+            return await job_failed(e)
+
+        if job.abort_requested:
+            t = (timestamp_ms() - enqueue_time_ms) / 1000
+            logger.info("%6.2fs ⊘ %s:%s aborted before start", t, job_id, function_name)
+            return await job_failed(asyncio.CancelledError())
+
+        try:
+            function = self.functions[function_name]
+        except KeyError:
+            logger.warning("job %s, function %r not found", job_id, function_name)
+            return await job_failed(JobExecutionFailed(f"function {function_name!r} not found"))
+
+        if isinstance(function, Function):
+            ref = f"{job_id}:{function_name}"
+            keep_in_progress: float | None = None
+        else:  # a cron job
+            ref = function_name
+            keep_in_progress = keep_cronjob_progress
+
+        if enqueue_job_try and enqueue_job_try > job_try:
+            job_try = enqueue_job_try
+            await self.pool.setex(retry_key_prefix + job_id, 88400, str(job_try))
+
+        max_tries = self.max_tries if function.max_tries is None else function.max_tries
+        if job_try > max_tries:
+            t = (timestamp_ms() - enqueue_time_ms) / 1000
+            logger.warning("%6.2fs ! %s max retries %d exceeded", t, ref, max_tries)
+            self.jobs_failed += 1
+            result_data = serialize_result(
+                function_name,
+                args,
+                kwargs,
+                job_try,
+                enqueue_time_ms,
+                False,
+                JobExecutionFailed(f"max {max_tries} retries exceeded"),
+                start_ms,
+                timestamp_ms(),
+                ref,
+                self.queue_name,
+                job_id=job_id,
+                serializer=self.job_serializer,
+            )
+            return await asyncio.shield(self.finish_failed_job(job_id, result_data))
+
+        result: Any = no_result
+        finish = False
+        timeout_s = self.job_timeout_s if function.timeout_s is None else function.timeout_s
+        incr_score: int | None = None
+        ctx = {
+            **self.ctx,
+            "job_id": job_id,
+            "job_try": job_try,
+            "enqueue_time": ms_to_datetime(enqueue_time_ms),
+            "score": score,
+            "free_slot": free_slot,
+        }
+        if self.on_job_start:
+            await self.on_job_start(ctx)
+
+        start_ms = timestamp_ms()
+        success = False
+        try:
+            self.job_tasks[job_id] = task = self.loop.create_task(
+                function.coroutine(ctx, *args, **kwargs)
+            )
+            try:
+                result = await asyncio.wait_for(task, timeout_s)
+            finally:
+                del self.job_tasks[job_id]
+                free_slot()
+        except (Exception, asyncio.CancelledError) as e:
+            finished_ms = timestamp_ms()
+            t = (finished_ms - start_ms) / 1000
+            if self.retry_jobs and isinstance(e, Retry):
+                incr_score = e.defer_score
+                logger.info(
+                    "%6.2fs ↻ %s retrying job in %0.2fs", t, ref, (e.defer_score or 0) / 1000
+                )
+                if e.defer_score:
+                    incr_score = e.defer_score + (timestamp_ms() - score)
+                self.jobs_retried += 1
+            elif job_id in self.aborting_tasks and isinstance(e, asyncio.CancelledError):
+                logger.info("%6.2fs ⊘ %s aborted", t, ref)
+                result = e
+                finish = True
+                self.aborting_tasks.remove(job_id)
+                self.jobs_failed += 1
+            elif self.retry_jobs and isinstance(e, asyncio.CancelledError | RetryJob):
+                logger.info("%6.2fs ↻ %s cancelled, will be run again", t, ref)
+                self.jobs_retried += 1
+            else:
+                logger.exception("%6.2fs ! %s failed, %s: %s", t, ref, e.__class__.__name__, e)
+                result = e
+                finish = True
+                self.jobs_failed += 1
+        else:
+            success = True
+            finished_ms = timestamp_ms()
+            finish = True
+            self.jobs_complete += 1
+
+        keep_result_forever = (
+            self.keep_result_forever
+            if function.keep_result_forever is None
+            else function.keep_result_forever
+        )
+        result_timeout_s = (
+            self.keep_result_s if function.keep_result_s is None else function.keep_result_s
+        )
+        result_data = None
+        if result is not no_result and (keep_result_forever or result_timeout_s > 0):
+            result_data = serialize_result(
+                function_name,
+                args,
+                kwargs,
+                job_try,
+                enqueue_time_ms,
+                success,
+                result,
+                start_ms,
+                finished_ms,
+                ref,
+                self.queue_name,
+                job_id=job_id,
+                serializer=self.job_serializer,
+            )
+
+        if self.on_job_end:
+            await self.on_job_end(ctx)
+
+        await asyncio.shield(
+            self.finish_job(
+                job_id,
+                finish,
+                result_data,
+                result_timeout_s,
+                keep_result_forever,
+                incr_score,
+                keep_in_progress,
+            )
+        )
+
+        if self.after_job_end:
+            await self.after_job_end(ctx)
+        return None
+
+    async def finish_job(
+        self,
+        job_id: str,
+        finish: bool,
+        result_data: bytes | None,
+        result_timeout_s: float | None,
+        keep_result_forever: bool,
+        incr_score: int | None,
+        keep_in_progress: float | None,
+    ) -> None:
+        """arq's writes, batched with other jobs' (no MULTI): the job leaves the queue before
+        its lock goes, so no other worker can take it in between."""
+        in_progress_key = in_progress_key_prefix + job_id
+        async with self.pool.pipeline(transaction=False) as pipe:
+            if finish:
+                if result_data:
+                    expire = None if keep_result_forever else result_timeout_s
+                    pipe.set(result_key_prefix + job_id, result_data, px=to_ms(expire))
+                pipe.delete(retry_key_prefix + job_id, job_key_prefix + job_id)
+                pipe.zrem(abort_jobs_ss, job_id)
+                pipe.zrem(self.queue_name, job_id)
+            elif incr_score:
+                pipe.zincrby(self.queue_name, incr_score, job_id)
+            if keep_in_progress is None:
+                pipe.delete(in_progress_key)
+            else:
+                pipe.pexpire(in_progress_key, to_ms(keep_in_progress))
+            await pipe.execute()
+
+    async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
+        """arq's writes for a job that failed before it ran, batched like finish_job."""
+        async with self.pool.pipeline(transaction=False) as pipe:
+            pipe.delete(retry_key_prefix + job_id, job_key_prefix + job_id)
+            pipe.zrem(abort_jobs_ss, job_id)
+            pipe.zrem(self.queue_name, job_id)
+            if result_data is not None and (self.keep_result_forever or self.keep_result_s > 0):
+                expire = 0 if self.keep_result_forever else self.keep_result_s
+                pipe.set(result_key_prefix + job_id, result_data, px=to_ms(expire))
+            pipe.delete(in_progress_key_prefix + job_id)
+            await pipe.execute()
+
+
+class _Slot:
+    """One job's place among ``max_jobs``, freed once: by the job when its own code ends
+    (it is then finishing, until its task ends) or, at the latest, when its task ends."""
+
+    __slots__ = ("_held", "_job_id", "_worker")
+
+    def __init__(self, worker: BatchWorker, job_id: str) -> None:
+        self._worker = worker
+        self._job_id = job_id
+        self._held = True
+
+    def free(self) -> None:
+        if self._held:
+            self._held = False
+            worker = self._worker
+            worker.job_counter -= 1
+            worker._finishing.add(self._job_id)
+            worker._slot_free.set()
+
+    def end(self, _task: object = None) -> None:
+        self.free()
+        self._worker._finishing.discard(self._job_id)
+        self._worker._slot_free.set()  # one fewer finishing: that bound may allow more
+
+
+def install() -> None:
+    """Make arq's CLI (``arq service.WorkerSettings``) build this worker instead of its own."""
+    arq.worker.Worker = BatchWorker  # type: ignore[misc]

@@ -1,0 +1,90 @@
+"""Waking the worker when a job is queued, instead of letting it poll Redis twice a second.
+
+arq's worker reads the queue every ``poll_delay`` (0.5 s by default), so an idle worker starts
+a job 250 ms late on average; polling every few ms instead burns CPU while idle. Here the
+enqueuer pushes a token on a one-element wake list in the same call that queues the job
+(service.queue.enqueue), and the worker, finding nothing to start, blocks on that list (BLPOP) until
+a token comes, the next deferred job is due, or half a second passes (for arq's heartbeat
+and cron, which run between reads).
+
+The job loop (service.engine.loop) calls :meth:`WakingRedis.wait_for_jobs` when a claim found
+nothing to take; the client is the worker's own, which arq also hands to jobs as ctx["redis"].
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from arq.connections import RedisSettings
+from arq.utils import timestamp_ms
+
+from service.store import keys
+from service.store.autopipeline import AutoPipelineRedis
+from service.store.redis import connection_options, pack_with_hiredis
+from service.store.serialization import deserialize, serialize
+
+IDLE_WAIT = 0.5  # seconds; as arq's own poll, so heartbeat and cron keep their rhythm
+BUSY_WAIT = 0.1  # with jobs running: one may end with a retry, or be aborted
+# Redis checks blocking timeouts ten times a second (hz 10): shorter waits are slept instead.
+BLOCK_RESOLUTION = 0.1
+
+
+class WakingRedis(AutoPipelineRedis):
+    """The worker's client: auto-pipelined (service.store.autopipeline), able to wait for work."""
+
+    wait_for_work = True  # off for burst runs (tests), which stop once the queue is empty
+    idle_wait = IDLE_WAIT
+    busy_wait = BUSY_WAIT
+    start_lock_ms = (
+        0  # the lock a claimed job starts with (service.worker.timeouts, step 1); 0: arq's
+    )
+
+    # arq writes its health line under one key per queue (what `arq --check` reads); a copy under
+    # this worker's own key lets /health and the dashboard tell several workers apart.
+    health_check_key: str | None = None
+    worker_health_key: str | None = None
+
+    async def psetex(self, name: Any, time_ms: Any, value: Any) -> Any:
+        result = await super().psetex(name, time_ms, value)
+        if self.worker_health_key is not None and name == self.health_check_key:
+            await super().psetex(self.worker_health_key, time_ms, value)
+        return result
+
+    async def wait_for_jobs(self, queue: str, *, busy: bool) -> None:
+        """Block until a job is queued, the next deferred one is due, or the wait runs out."""
+        now = timestamp_ms()
+        wait = self.busy_wait if busy else self.idle_wait
+        upcoming: list[tuple[bytes, float]] = await self.zrangebyscore(
+            queue, f"({now}", "+inf", start=0, num=1, withscores=True
+        )
+        if upcoming:
+            wait = min(wait, (upcoming[0][1] - now) / 1000)
+        if wait <= 0:
+            return
+        if wait < BLOCK_RESOLUTION:
+            await asyncio.sleep(wait)
+            return
+        await self.blpop([keys.wake(queue)], timeout=wait)  # type: ignore[arg-type, misc]
+
+
+def waking_pool(redis: RedisSettings, queue_name: str) -> WakingRedis:
+    """The worker's client, built like arq's ``create_pool`` builds one from ``redis``.
+
+    Connections open on first use, so this needs no running loop; the retry policy in
+    ``redis`` also covers Redis being down when the worker starts.
+    """
+    pool = WakingRedis(
+        **connection_options(redis),
+        socket_connect_timeout=redis.conn_timeout,
+        retry=redis.retry,
+        retry_on_timeout=redis.retry_on_timeout,
+        retry_on_error=redis.retry_on_error,
+        max_connections=redis.max_connections,
+        encoding="utf8",
+        job_serializer=serialize,
+        job_deserializer=deserialize,
+        default_queue_name=queue_name,
+    )
+    pack_with_hiredis(pool)
+    return pool

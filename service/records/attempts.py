@@ -1,0 +1,98 @@
+"""Every attempt of a job, kept as a short list beside its tracking hash.
+
+The tracking wrapper opens an attempt when a run starts and closes it with its outcome. An
+attempt that was never closed (its worker died) is closed as ``interrupted`` by the next
+attempt, so the history has no holes even after a SIGKILL.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal, TypedDict
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from service.store import keys
+
+Outcome = Literal["success", "retry", "failure", "interrupted", "cancelled", "timeout"]
+
+LOST_ATTEMPT = "the worker stopped during this attempt"
+
+
+class Attempt(TypedDict):
+    """One attempt as stored and as the status API shows it (times in ms since the epoch)."""
+
+    run: int  # 1, then +1 each time the job is re-queued from the failed-jobs list
+    attempt: int  # arq's try number within the run
+    started_at: int
+    finished_at: int | None
+    duration_ms: int | None
+    outcome: Outcome
+    error: str | None
+
+
+def make_attempt(
+    *,
+    run: int,
+    attempt: int,
+    started_at: int,
+    finished_at: int | None,
+    outcome: Outcome,
+    error: str | None = None,
+) -> Attempt:
+    duration = None if finished_at is None else max(finished_at - started_at, 0)
+    return Attempt(
+        run=run,
+        attempt=attempt,
+        started_at=started_at,
+        finished_at=finished_at,
+        duration_ms=duration,
+        outcome=outcome,
+        error=error or None,
+    )
+
+
+def encode(attempt: Attempt) -> str:
+    """An attempt as stored in the history list."""
+    return json.dumps(attempt, separators=(",", ":"))
+
+
+def append(pipe: Pipeline, job_id: str, attempt: Attempt, *, keep: int, ttl: int) -> None:
+    """Queue on ``pipe`` the commands that append ``attempt``, keeping the latest ``keep``."""
+    key = keys.job_attempts(job_id)
+    pipe.rpush(key, encode(attempt))
+    pipe.ltrim(key, -keep, -1)
+    pipe.expire(key, ttl)
+
+
+async def record(redis: Redis, job_id: str, attempt: Attempt, *, keep: int, ttl: int) -> None:
+    """Append ``attempt``; only the latest ``keep`` attempts stay."""
+    async with redis.pipeline(transaction=True) as pipe:
+        append(pipe, job_id, attempt, keep=keep, ttl=ttl)
+        await pipe.execute()
+
+
+async def relabel_last(redis: Redis, job_id: str, outcome: Outcome, error: str) -> None:
+    """Correct the latest attempt's outcome once arq tells more (e.g. a time limit)."""
+    key = keys.job_attempts(job_id)
+    raw = await redis.lindex(key, -1)  # type: ignore[misc]
+    last = _parse(raw) if raw is not None else None
+    if last is None:
+        return
+    last["outcome"] = outcome
+    last["error"] = error
+    await redis.lset(key, -1, json.dumps(last, separators=(",", ":")))  # type: ignore[misc]
+
+
+def _parse(raw: bytes | str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def parse_history(raw_items: list[bytes]) -> list[dict[str, Any]]:
+    """Stored attempts, oldest first; unreadable entries are skipped."""
+    return [item for raw in raw_items if (item := _parse(raw)) is not None]

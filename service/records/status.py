@@ -1,0 +1,205 @@
+"""A job's status as clients see it, derived from arq's keys and the tracking hash.
+
+arq has no "failed" state (a finished job is just "complete"), so the stored result's
+success flag decides SUCCESS or FAILURE, and a queued job that already had an attempt is
+RETRY, waiting for its next one.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from arq.constants import (
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+    retry_key_prefix,
+)
+from redis.asyncio import Redis
+
+from service.records.attempts import parse_history
+from service.store import keys
+from service.store.serialization import JobError, describe_exception, deserialize
+
+JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9:_.\-]{1,200}")
+
+
+class TaskState(StrEnum):
+    PENDING = "PENDING"
+    STARTED = "STARTED"
+    RETRY = "RETRY"
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    CANCELLED = "CANCELLED"
+
+
+def _iso(ms: int | str | bytes | None) -> str | None:
+    if ms is None or ms == b"" or ms == "":
+        return None
+    moment = datetime.fromtimestamp(int(ms) / 1000, tz=UTC)
+    return moment.isoformat(timespec="milliseconds")
+
+
+def _failure_reason(stored: Any, meta: dict[str, str]) -> str:
+    reason = describe_exception(stored) if isinstance(stored, BaseException) else str(stored)
+    if isinstance(stored, JobError) and stored.type_name == "TimeoutError" and not stored.message:
+        reason = "TimeoutError: the job ran past its time limit and was cancelled"
+    last = meta.get("last_error")
+    if isinstance(stored, JobError) and stored.type_name == "JobExecutionFailed" and last:
+        # arq's "max N retries exceeded" hides why the attempts failed; say both
+        reason = f"{reason} (last error: {last})"
+    return reason
+
+
+def _from_result(job_id: str, raw: bytes, meta: dict[str, str]) -> dict[str, Any]:
+    data = deserialize(raw)
+    status: dict[str, Any] = {
+        "task_id": job_id,
+        "function": data["f"],
+        "status": TaskState.SUCCESS if data["s"] else TaskState.FAILURE,
+        "attempts": data["t"],
+        "enqueued_at": _iso(data["et"]),
+        "started_at": _iso(data["st"]),
+        "finished_at": _iso(data["ft"]),
+    }
+    if data["s"]:
+        status["result"] = data["r"]
+    elif _was_cancelled(data["r"], meta):
+        status["status"] = TaskState.CANCELLED
+        status["error"] = meta.get("cancel_reason") or "cancelled"
+    else:
+        status["error"] = _failure_reason(data["r"], meta)
+    return status
+
+
+def _was_cancelled(stored: Any, meta: dict[str, str]) -> bool:
+    """Aborted through DELETE /jobs/{id} (not a shutdown or a time limit)."""
+    aborted = isinstance(stored, JobError) and stored.type_name == "CancelledError"
+    return aborted and "cancel_requested_at" in meta
+
+
+def _from_queue(
+    job_id: str,
+    raw: bytes,
+    meta: dict[str, str],
+    in_progress: bool,
+    tries: int,
+    score: float | None,
+) -> dict[str, Any]:
+    data = deserialize(raw)
+    attempts = max(tries, int(meta.get("attempts", 0)))
+    if in_progress:
+        state = TaskState.STARTED
+    elif attempts > 0:
+        state = TaskState.RETRY
+    else:
+        state = TaskState.PENDING
+    status: dict[str, Any] = {
+        "task_id": job_id,
+        "function": data["f"],
+        "status": state,
+        "attempts": attempts,
+        "enqueued_at": _iso(data["et"]),
+        "started_at": _iso(meta.get("started_at")) if attempts else None,
+        "finished_at": None,
+        "result": None,
+    }
+    if "cancel_requested_at" in meta:
+        status["cancel_requested_at"] = _iso(meta["cancel_requested_at"])
+    if state is TaskState.RETRY:
+        status["error"] = meta.get("last_error") or "attempt interrupted"
+        status["next_attempt_at"] = _iso(int(score)) if score is not None else None
+    elif state is TaskState.PENDING and score is not None:
+        status["scheduled_for"] = _iso(int(score))
+    return status
+
+
+def _from_meta(job_id: str, meta: dict[str, str]) -> dict[str, Any]:
+    """For jobs that keep no result (log_event): what the tracking hash remembers."""
+    ok = meta.get("outcome") == "success"
+    if meta.get("outcome") == "cancelled":
+        state = TaskState.CANCELLED
+    else:
+        state = TaskState.SUCCESS if ok else TaskState.FAILURE
+    status: dict[str, Any] = {
+        "task_id": job_id,
+        "function": meta.get("function"),
+        "status": state,
+        "attempts": int(meta.get("attempts", 0)),
+        "enqueued_at": None,
+        "started_at": _iso(meta.get("started_at")),
+        "finished_at": _iso(meta.get("finished_at")),
+    }
+    if ok:
+        status["result"] = None
+    else:
+        status["error"] = meta.get("last_error") or "failed"
+    return status
+
+
+async def task_status(redis: Redis, queue_name: str, job_id: str) -> dict[str, Any] | None:
+    """The status document for ``job_id``, or None when no such job is known."""
+    if not JOB_ID_PATTERN.fullmatch(job_id):
+        return None
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.get(result_key_prefix + job_id)
+        pipe.get(job_key_prefix + job_id)
+        pipe.exists(in_progress_key_prefix + job_id)
+        pipe.get(retry_key_prefix + job_id)
+        pipe.zscore(queue_name, job_id)
+        pipe.hgetall(keys.job_meta(job_id))
+        pipe.lrange(keys.job_attempts(job_id), 0, -1)
+        result_raw, job_raw, in_progress, tries, score, meta_raw, history = await pipe.execute()
+    meta = {k.decode(): v.decode() for k, v in meta_raw.items()}
+    status = _status(job_id, result_raw, job_raw, meta, bool(in_progress), int(tries or 0), score)
+    if status is not None:
+        status["history"] = [_attempt_times(item) for item in parse_history(history)]
+    return status
+
+
+def _attempt_times(item: dict[str, Any]) -> dict[str, Any]:
+    """A stored attempt with its times as ISO strings, like the rest of the document."""
+    return {
+        **item,
+        "started_at": _iso(item.get("started_at")),
+        "finished_at": _iso(item.get("finished_at")),
+    }
+
+
+def _status(
+    job_id: str,
+    result_raw: bytes | None,
+    job_raw: bytes | None,
+    meta: dict[str, str],
+    in_progress: bool,
+    tries: int,
+    score: float | None,
+) -> dict[str, Any] | None:
+    try:
+        if result_raw is not None:
+            return _from_result(job_id, result_raw, meta)
+        if job_raw is not None:
+            return _from_queue(job_id, job_raw, meta, in_progress, tries, score)
+    except (ValueError, KeyError, TypeError):
+        return _unreadable(job_id)
+    if meta.get("outcome"):
+        return _from_meta(job_id, meta)
+    return None
+
+
+def _unreadable(job_id: str) -> dict[str, Any]:
+    """A job whose stored form is not ours (e.g. written by another client): the worker
+    refuses to run it too, so it can only end as a failure."""
+    return {
+        "task_id": job_id,
+        "function": None,
+        "status": TaskState.FAILURE,
+        "attempts": 0,
+        "enqueued_at": None,
+        "started_at": None,
+        "finished_at": None,
+        "error": "the stored job could not be read: it is not in this service's JSON format",
+    }

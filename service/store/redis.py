@@ -1,0 +1,126 @@
+"""Redis clients for the web app and the worker, each with the retry policy its role needs.
+
+The web app must answer quickly, so its client fails fast (short socket timeouts, one retry
+to replace a connection that a Redis restart broke) and the API answers 503 until Redis is
+back. The worker must ride out a restart, so every Redis command it sends is retried with
+backoff for about REDIS_RETRY_SECONDS before arq gives up and the process exits non-zero.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any
+
+import hiredis
+from arq.connections import ArqRedis, RedisSettings
+from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import DataError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from service.store.autopipeline import AutoPipelineRedis
+from service.store.serialization import deserialize, serialize
+from settings import Settings
+
+RETRIED_ERRORS: list[type[Exception]] = [RedisConnectionError, RedisTimeoutError, OSError]
+BACKOFF_BASE = 0.05  # seconds; doubles per failure up to BACKOFF_CAP
+BACKOFF_CAP = 1.0
+
+
+def retries_for(seconds: float) -> int:
+    """How many backed-off retries add up to about ``seconds`` of waiting."""
+    waited, retries = 0.0, 0
+    while waited < seconds:
+        retries += 1
+        waited += ExponentialBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE).compute(retries)
+    return retries
+
+
+def connection_options(redis: RedisSettings) -> dict[str, Any]:
+    """Where and how to connect (address, login, TLS), as every redis-py client takes it.
+
+    The one translation of arq's RedisSettings for the clients we build ourselves (the web
+    pool, the worker's waking pool, `make dev`'s check), so a TLS or login option reaches all.
+    """
+    return {
+        "host": redis.host,
+        "port": redis.port,
+        "unix_socket_path": redis.unix_socket_path,
+        "db": redis.database,
+        "username": redis.username,
+        "password": redis.password,
+        "ssl": redis.ssl,
+        "ssl_keyfile": redis.ssl_keyfile,
+        "ssl_certfile": redis.ssl_certfile,
+        "ssl_cert_reqs": redis.ssl_cert_reqs,
+        "ssl_ca_certs": redis.ssl_ca_certs,
+        "ssl_ca_data": redis.ssl_ca_data,
+        "ssl_check_hostname": redis.ssl_check_hostname,
+    }
+
+
+class _HiredisPacking(AbstractConnection):
+    """Commands encoded by hiredis (C) instead of redis-py's asyncio code, which is pure
+    Python and, with a dozen small commands per job, the worker's largest single cost."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        if isinstance(args[0], str):  # "CONFIG GET" and the like: one word per argument
+            args = (*args[0].encode().split(), *args[1:])
+        elif b" " in args[0]:
+            args = (*args[0].split(), *args[1:])
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError as exc:  # as redis-py reports an argument it cannot send
+            raise DataError(str(exc)) from exc
+
+
+def pack_with_hiredis(client: Redis) -> None:
+    """Make ``client``'s future connections encode commands with hiredis (same bytes on the
+    wire for the str, bytes, int and float arguments this service sends)."""
+    pool = client.connection_pool
+    base = pool.connection_class
+    if not issubclass(base, _HiredisPacking):
+        pool.connection_class = type(f"Hiredis{base.__name__}", (_HiredisPacking, base), {})
+
+
+def worker_redis_settings(settings: Settings) -> RedisSettings:
+    """arq's connection settings for the worker: every command retried through a restart."""
+    retries = retries_for(settings.redis_retry_seconds)
+    return replace(
+        settings.redis_settings,
+        conn_retries=max(
+            settings.redis_settings.conn_retries, math.ceil(settings.redis_retry_seconds)
+        ),
+        retry_on_timeout=True,
+        retry_on_error=RETRIED_ERRORS,
+        retry=Retry(ExponentialBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), retries),
+    )
+
+
+async def open_pool(settings: Settings) -> ArqRedis:
+    """The web app's pool: fails fast, never blocks a request for long, reconnects by itself.
+    Auto-pipelined (service.store.autopipeline): concurrent requests' commands share round trips.
+
+    Built like arq's ``create_pool`` from the same RedisSettings (so TLS and passwords come
+    from one place) plus a socket timeout, which ``create_pool`` cannot set. It does not ping:
+    the app starts while Redis is down and answers 503 until it is back.
+    """
+    redis = settings.redis_settings
+    pool = AutoPipelineRedis(
+        **connection_options(redis),
+        socket_connect_timeout=min(redis.conn_timeout, settings.redis_socket_timeout),
+        socket_timeout=settings.redis_socket_timeout,
+        retry_on_error=RETRIED_ERRORS,
+        retry=Retry(NoBackoff(), 1),
+        max_connections=redis.max_connections,
+        encoding="utf8",
+        job_serializer=serialize,
+        job_deserializer=deserialize,
+        default_queue_name=settings.queue_name,
+    )
+    pack_with_hiredis(pool)
+    return pool

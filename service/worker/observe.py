@@ -1,0 +1,92 @@
+"""The outermost job wrapper: a log line at each attempt's start and end, and its metrics.
+
+It takes the enqueuing request's id out of the job's keyword arguments (the job function never
+sees it) and puts it, with the job id, function and attempt, on every log line written while
+the attempt runs, so searching the logs for one request id finds its jobs' lines too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from types import MappingProxyType
+from typing import Any
+
+from arq import Retry
+
+from service.observability.origin import REQUEST_ID_KWARG, log_fields
+from service.runtime.context import JobContext
+from service.store.serialization import describe_exception
+
+logger = logging.getLogger("jobservice.jobs")
+
+JobCoroutine = Callable[..., Awaitable[Any]]
+
+
+def _queue_wait(ctx: JobContext) -> float:
+    """Seconds since the job was due: its score is its enqueue time, or its retry/schedule time."""
+    return max(0.0, time.time() - ctx["score"] / 1000)
+
+
+def _outcome(exc: BaseException | None) -> str:
+    if exc is None:
+        return "success"
+    if isinstance(exc, Retry):
+        return "retry"
+    if isinstance(exc, asyncio.CancelledError):
+        return "interrupted"
+    return "failure"
+
+
+def observed(fn: JobCoroutine) -> JobCoroutine:
+    """Log and measure each attempt of ``fn``; ``fn``'s result and errors pass through."""
+    name = fn.__name__
+
+    @functools.wraps(fn)
+    async def run(ctx: JobContext, /, *args: Any, **kwargs: Any) -> Any:
+        request_id = kwargs.pop(REQUEST_ID_KWARG, None)
+        fields: dict[str, str | int] = {
+            "job_id": ctx["job_id"],
+            "function": name,
+            "attempt": ctx["job_try"],
+        }
+        if isinstance(request_id, str):
+            fields["request_id"] = request_id
+        token = log_fields.set(MappingProxyType(fields))
+        metrics = ctx["metrics"].of(name)
+        wait = _queue_wait(ctx)
+        metrics.started.inc()
+        metrics.queue_wait.observe(wait)
+        metrics.in_progress.inc()
+        logger.info(
+            "job started", extra={"event": "job_start", "queue_wait_ms": round(wait * 1000, 1)}
+        )
+        started = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            return await fn(ctx, *args, **kwargs)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            seconds = time.perf_counter() - started
+            outcome = _outcome(error)
+            metrics.in_progress.dec()
+            counter, durations = metrics.outcomes[outcome]
+            counter.inc()
+            durations.observe(seconds)
+            extra: dict[str, Any] = {
+                "event": "job_end",
+                "outcome": outcome,
+                "duration_ms": round(seconds * 1000, 1),
+            }
+            if outcome == "failure" and error is not None:
+                extra["error"] = describe_exception(error)
+            level = logging.WARNING if outcome == "failure" else logging.INFO
+            logger.log(level, "job finished", extra=extra)
+            log_fields.reset(token)
+
+    return run

@@ -1,0 +1,330 @@
+"""Wraps each job: records its attempts for the status API and applies the retry policy.
+
+Jobs stay plain coroutines that raise :class:`TransientError` or :class:`PermanentError`;
+this wrapper turns a transient failure into ``arq.Retry`` with backoff (or a final failure
+once the tries are spent) and keeps a small per-job hash so `/task-status` can show
+attempts, timings and the last error even for jobs that keep no result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
+
+from arq import Retry
+from arq.constants import result_key_prefix
+
+from service.queue.enqueue import JobName
+from service.records import attempt_scripts as tracking_scripts
+from service.records import attempts, events, stats
+from service.records import failed_jobs as deadletter
+from service.records.attempts import Outcome
+from service.records.progress import Progress
+from service.runtime.context import JobContext
+from service.runtime.errors import PermanentError, TransientError
+from service.store import keys
+from service.store.serialization import JobError, describe_exception, deserialize
+from service.worker.backoff import backoff_delay
+from service.worker.timeouts import rerun_bound
+
+P = ParamSpec("P")
+R = TypeVar("R")
+JobFunction = Callable[Concatenate[JobContext, P], Awaitable[R]]
+
+logger = logging.getLogger("jobservice.jobs")
+
+RECENT_KEPT = 100  # finished job ids the dashboard can list
+TIME_LIMIT_REASON = "TimeoutError: the job ran past its time limit and was cancelled"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
+
+
+async def _announce(ctx: JobContext, **data: Any) -> None:
+    """Tell live viewers (``GET /jobs/{id}/events``) how the attempt ended; the job leaves
+    the dashboard's running set in the same round trip."""
+    job_id = ctx["job_id"]
+    async with ctx["redis"].pipeline(transaction=False) as pipe:
+        pipe.zrem(keys.running(), job_id)
+        events.publish_status(pipe, job_id, data)
+        await pipe.execute()
+
+
+async def _write_meta(ctx: JobContext, **fields: str | int) -> None:
+    key = keys.job_meta(ctx["job_id"])
+    async with ctx["redis"].pipeline(transaction=False) as pipe:
+        pipe.hset(key, mapping=fields)
+        pipe.expire(key, ctx["settings"].job_result_ttl)
+        await pipe.execute()
+
+
+def _dead_job(
+    ctx: JobContext,
+    name: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    reason: str,
+    *,
+    failed_at: int | None = None,
+) -> deadletter.DeadJob:
+    return deadletter.DeadJob(
+        job_id=ctx["job_id"],
+        function=name,
+        args=list(args),
+        kwargs=kwargs,
+        attempts=ctx["job_try"],
+        reason=reason,
+        failed_at=failed_at or _now_ms(),
+        enqueued_at=int(ctx["enqueue_time"].timestamp() * 1000),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """What one attempt of a job knows about itself, for its history entry."""
+
+    name: str
+    run: int
+    attempt: int
+    started_at: int
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
+async def _start(ctx: JobContext, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Run:
+    """One script call: arq's in-progress lock bounded by this function's own timeout
+    (service.worker.timeouts), the attempt recorded and marked open (reading what the last attempt
+    left), the last attempt's progress cleared, the start announced."""
+    settings, job_id = ctx["settings"], ctx["job_id"]
+    attempt, started = ctx["job_try"], _now_ms()
+    status = {"status": "STARTED", "attempts": attempt, "started_at": _iso(started)}
+    expected = ""
+    if attempt >= settings.job_max_tries:  # filed as failed if this attempt is lost
+        expected = _dead_job(ctx, name, args, kwargs, deadletter.LAST_ATTEMPT_LOST).to_json()
+    lost, last_start, requeued = await tracking_scripts.record_start(
+        ctx["redis"],
+        job_id,
+        lock_ms=int(rerun_bound(settings, JobName(name)) * 1000),
+        function=name,
+        attempt=attempt,
+        started_ms=started,
+        ttl=settings.job_result_ttl,
+        status_event=events.encode("status", status),
+        expected=expected,
+    )
+    this = _Run(name, int(requeued or 0) + 1, attempt, started, args, kwargs)
+    # the status hash outlives every record a job writes (its ttl is renewed at the end)
+    ctx["first_start"] = attempt == 1 and last_start is None and requeued is None
+    if lost is not None:  # the worker running the last attempt died before closing it
+        settings = ctx["settings"]
+        entry = attempts.make_attempt(
+            run=this.run,
+            attempt=int(lost),
+            started_at=int(last_start or 0),
+            finished_at=None,
+            outcome="interrupted",
+            error=attempts.LOST_ATTEMPT,
+        )
+        await attempts.record(
+            ctx["redis"],
+            ctx["job_id"],
+            entry,
+            keep=settings.job_history_max,
+            ttl=settings.job_result_ttl,
+        )
+    return this
+
+
+async def _close(
+    ctx: JobContext,
+    this: _Run,
+    outcome: Outcome,
+    error: str = "",
+    /,
+    *,
+    status: dict[str, Any] | None = None,
+    counted: bool = False,
+    meta: dict[str, str | int],
+) -> int:
+    """Close the attempt in one script call (service.records.attempt_scripts): its history entry and
+    ``meta``; the day's count for ``outcome`` if ``counted``; ``status`` told to live viewers
+    as the job leaves the running set. Returns when the attempt finished (ms)."""
+    settings, finished = ctx["settings"], _now_ms()
+    entry = attempts.make_attempt(
+        run=this.run,
+        attempt=this.attempt,
+        started_at=this.started_at,
+        finished_at=finished,
+        outcome=outcome,
+        error=error,
+    )
+    done = outcome in ("success", "failure")  # counted among the recent and last runs
+    ended = done or outcome == "cancelled"  # the job will not run again
+    if status is not None and ended:
+        status["finished_at"] = _iso(finished)
+    await tracking_scripts.record_end(
+        ctx["redis"],
+        ctx["job_id"],
+        entry=attempts.encode(entry),
+        keep=settings.job_history_max,
+        ttl=settings.job_result_ttl,
+        meta={"finished_at": finished, **meta} if ended else meta,
+        stats_key=keys.daily_stats(stats.today(settings.timezone)),
+        stats_field=f"job:{this.name}:{outcome}" if counted else "",
+        recent_keep=RECENT_KEPT,
+        finished_function=this.name if done else "",
+        # an interrupted last attempt may still be failed by arq: its expected entry stays
+        keep_expected=outcome == "interrupted",
+        status_event="" if status is None else events.encode("status", status),
+    )
+    return finished
+
+
+async def _finish(
+    ctx: JobContext, this: _Run, outcome: Outcome, error: str = "", result: Any = None
+) -> None:
+    """Record how the job ended; a success takes one script call (it is every job's last step)."""
+    meta: dict[str, str | int] = {"outcome": outcome, "last_error": error}
+    if outcome == "success":  # announced last, once everything else is readable
+        done = {"status": "SUCCESS", "result": result}
+        await _close(ctx, this, outcome, error, status=done, counted=True, meta=meta)
+        return
+    finished = await _close(ctx, this, outcome, error, counted=True, meta=meta)
+    settings = ctx["settings"]
+    failed = _dead_job(ctx, this.name, this.args, this.kwargs, error, failed_at=finished)
+    await deadletter.add(
+        ctx["redis"],
+        failed,
+        max_jobs=settings.dead_letter_max_jobs,
+        max_age=settings.dead_letter_max_age,
+    )
+    await _announce(ctx, status="FAILURE", error=error, finished_at=_iso(finished))
+
+
+async def _interrupted(ctx: JobContext, this: _Run) -> None:
+    """The attempt's task was cancelled: by DELETE /jobs/{id}, a time limit or a shutdown."""
+    meta = keys.job_meta(ctx["job_id"])
+    raw = await ctx["redis"].hget(meta, "cancel_reason")  # type: ignore[misc]
+    if raw is not None:
+        reason = raw.decode()
+        status = {"status": "CANCELLED", "error": reason}
+        fields = {"outcome": "cancelled", "last_error": reason}
+        await _close(ctx, this, "cancelled", reason, status=status, meta=fields)
+        return
+    ctx["attempt_interrupted"] = True  # after_job learns from arq whether it was a time limit
+    interrupted = "attempt interrupted"
+    await _close(ctx, this, "interrupted", interrupted, meta={"last_error": interrupted})
+
+
+def retry_delay(ctx: JobContext, exc: TransientError) -> float:
+    """Backoff for this attempt; a server's Retry-After wins when it asks for longer."""
+    settings = ctx["settings"]
+    delay = backoff_delay(
+        ctx["job_try"], base=settings.retry_backoff_base, cap=settings.retry_backoff_max
+    )
+    if exc.retry_after is not None:
+        delay = max(delay, min(exc.retry_after, settings.retry_backoff_max))
+    return delay
+
+
+def _free_slot(ctx: JobContext) -> None:
+    """The job's own code has ended: the worker may start the next job while this one's
+    bookkeeping is written (service.engine.loop), so the two share round trips."""
+    free_slot = ctx.get("free_slot")
+    if free_slot is not None:
+        free_slot()
+
+
+def tracked(fn: JobFunction[P, R]) -> JobFunction[P, R]:
+    """Record the job's attempts and map its failures onto arq's retry machinery."""
+    name = fn.__name__
+
+    @functools.wraps(fn)
+    async def run(ctx: JobContext, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        ctx["progress"] = Progress(ctx["redis"], ctx["job_id"], ctx["settings"].job_result_ttl)
+        this = await _start(ctx, name, args, kwargs)
+        attempt = this.attempt
+        try:
+            try:
+                result = await fn(ctx, *args, **kwargs)
+            finally:
+                _free_slot(ctx)
+        except TransientError as exc:
+            if attempt >= ctx["settings"].job_max_tries:
+                reason = f"gave up after {attempt} attempts: {exc.reason}"
+                await _finish(ctx, this, "failure", reason)
+                raise PermanentError(reason) from None
+            delay = retry_delay(ctx, exc)
+            logger.info(
+                "job %s attempt %d failed, retrying in %.2fs: %s", name, attempt, delay, exc
+            )
+            retry_at = _now_ms() + int(delay * 1000)
+            status = {"status": "RETRY", "error": exc.reason, "next_attempt_at": _iso(retry_at)}
+            fields: dict[str, str | int] = {"last_error": exc.reason, "retry_at": retry_at}
+            await _close(ctx, this, "retry", exc.reason, status=status, counted=True, meta=fields)
+            raise Retry(defer=delay) from exc
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await _interrupted(ctx, this)
+            raise
+        except Exception as exc:
+            await _finish(ctx, this, "failure", describe_exception(exc))
+            raise
+        await _finish(ctx, this, "success", result=result)
+        return result
+
+    return run
+
+
+async def after_job(ctx: dict[str, Any]) -> None:
+    """arq's ``after_job_end`` hook: file failures arq decides itself (a job past its time
+    limit) in the failed-jobs list, as the wrapper cannot see them."""
+    if not ctx.get("attempt_interrupted"):
+        return  # the wrapper saw how the attempt ended and recorded it
+    job_ctx = cast(JobContext, ctx)
+    redis, settings, job_id = job_ctx["redis"], job_ctx["settings"], job_ctx["job_id"]
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.get(result_key_prefix + job_id)
+        pipe.hget(keys.job_meta(job_id), "outcome")
+        raw, outcome = await pipe.execute()
+    if raw is None or outcome is not None:
+        return  # not finished, or the wrapper already recorded how it ended
+    try:
+        data = deserialize(raw)
+    except ValueError:
+        return
+    error = data.get("r")
+    if data.get("s") or not isinstance(error, JobError) or error.type_name == "CancelledError":
+        return
+    reason = describe_exception(error)
+    if error.type_name == "TimeoutError":
+        reason = TIME_LIMIT_REASON
+        await attempts.relabel_last(redis, job_id, "timeout", reason)
+    await _write_meta(job_ctx, finished_at=_now_ms(), outcome="failure", last_error=reason)
+    name = str(data["f"]).removeprefix("cron:")
+    await stats.count(redis, settings.timezone, **{f"job:{name}:failure": 1})
+    failed = deadletter.DeadJob(
+        job_id=job_id,
+        function=name,
+        args=list(data.get("a") or []),
+        kwargs=dict(data.get("k") or {}),
+        attempts=int(data.get("t") or 0),
+        reason=reason,
+        failed_at=_now_ms(),
+        enqueued_at=data.get("et"),
+    )
+    await deadletter.add(
+        redis, failed, max_jobs=settings.dead_letter_max_jobs, max_age=settings.dead_letter_max_age
+    )
