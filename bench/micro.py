@@ -26,7 +26,7 @@ from bench.procs import Process
 from bench.run import free_port, start_redis, wait_redis
 from service.engine.loop import BatchWorker as Worker
 from service.observability.logs import configure_logging
-from service.queue.enqueue import JobName, enqueue
+from service.queue.enqueue import enqueue
 from service.store.redis import open_pool
 from service.worker.options import worker_options
 from settings import Settings
@@ -37,7 +37,7 @@ async def drain(jobs: int, data_dir: Path, port: int) -> tuple[float, float]:
     pool = await open_pool(settings)
     await pool.flushall()
     for n in range(jobs):
-        await enqueue(pool, JobName.LOG_EVENT, event={"n": n})
+        await enqueue(pool, "log_event", {"event": {"n": n}})
     worker = Worker(**{**worker_options(settings), "handle_signals": False})
     task = asyncio.create_task(worker.async_run())
     started, cpu = time.perf_counter(), time.process_time()

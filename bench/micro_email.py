@@ -30,7 +30,7 @@ from bench.run import free_port, start_redis, wait_redis
 from bench.systems import WORK
 from service.engine.loop import BatchWorker as Worker
 from service.observability.logs import configure_logging
-from service.queue.enqueue import JobName, enqueue
+from service.queue.enqueue import enqueue
 from service.store.redis import open_pool
 from service.worker.options import worker_options
 from settings import Settings
@@ -62,7 +62,7 @@ async def drain(
                 await asyncio.sleep(0.05)
         for n in range(emails):
             await enqueue(
-                pool, JobName.SEND_EMAIL, to=f"u{n}@example.com", subject="Hello", body="Hi!\n"
+                pool, "send_email", {"to": f"u{n}@example.com", "subject": "Hello", "body": "Hi!\n"}
             )
         worker = Worker(**{**worker_options(settings), "handle_signals": False})
         task = asyncio.create_task(worker.async_run())

@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 import json
+from typing import Annotated
 
-from jobs.mail.mailer import message_id_for, send_mail
-from service.runtime.context import JobContext
-from service.store import keys
+from pydantic import StringConstraints
+
+from jobs.mail import MailContext, message_id_for, send_mail
+from service.runtime import HeaderText, Job, JobInput, MailRecipient, job_key
 
 
-async def send_email(ctx: JobContext, *, to: str, subject: str, body: str) -> dict[str, str]:
-    """Send the message; a re-run after it was accepted returns the first result instead.
+class SendEmail(JobInput):
+    to: MailRecipient
+    subject: HeaderText
+    body: Annotated[str, StringConstraints(max_length=100_000)]
 
-    The "sent" marker is checked before sending and written the moment the server's reply
-    accepts the message (before QUIT): only a worker dying between the end of the data and
-    that write can make a re-run send it again, and then with the same Message-ID.
+
+async def send_email(ctx: MailContext, *, to: str, subject: str, body: str) -> dict[str, str]:
+    """Send one email to one recipient (the sender is always MAIL_FROM).
+
+    A re-run after the message was accepted returns the first result instead: the "sent"
+    marker is checked before sending and written the moment the server's reply accepts the
+    message (before QUIT). Only a worker dying between the end of the data and that write can
+    make a re-run send it again, and then with the same Message-ID.
     """
     redis, settings = ctx["redis"], ctx["settings"]
-    marker = keys.email_sent(ctx["job_id"])
+    marker = job_key("sent", ctx["job_id"])
     # on a job's first start there is no earlier run whose marker could exist: no round trip
     previous = None if ctx.get("first_start") else await redis.get(marker)
     if previous is not None:
@@ -31,3 +40,12 @@ async def send_email(ctx: JobContext, *, to: str, subject: str, body: str) -> di
 
     await send_mail(ctx, to=to, subject=subject, body=body, on_accepted=remember_sent)
     return result
+
+
+JOB = Job(
+    name="send_email",
+    run=send_email,
+    input=SendEmail,
+    time_limit=lambda settings: settings.email_job_timeout,
+    api=True,
+)

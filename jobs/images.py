@@ -6,9 +6,7 @@ import asyncio
 from pathlib import Path
 
 from jobs.thumbnails import ThumbnailError, make_thumbnail, thumbnail_path
-from service.records import stats
-from service.runtime.context import JobContext
-from service.runtime.errors import PermanentError
+from service.runtime import Job, JobContext, JobInput, PermanentError, count_today
 
 STEPS = 3  # decoded, resized, saved
 
@@ -25,9 +23,10 @@ def resolve_upload(uploads_dir: Path, upload: str) -> Path:
 
 
 async def process_image(ctx: JobContext, *, upload: str) -> dict[str, str | int]:
-    """Write ``<name>_thumb.<ext>`` next to the upload; safe to run twice (atomic rename).
+    """Make an upload's thumbnail: ``<name>_thumb.<ext>``, fitting in 800x800, beside it.
 
-    Reports progress after each step: decoded, resized, saved.
+    Safe to run twice (the file is renamed into place). Reports progress after each step:
+    decoded, resized, saved.
     """
     settings, progress = ctx["settings"], ctx["progress"]
     source = resolve_upload(settings.uploads_dir, upload)
@@ -47,5 +46,18 @@ async def process_image(ctx: JobContext, *, upload: str) -> dict[str, str | int]
         )
     except ThumbnailError as exc:
         raise PermanentError(str(exc)) from None
-    await stats.count(ctx["redis"], settings.timezone, images_processed=1)
+    await count_today(ctx["redis"], settings.timezone, images_processed=1)
     return {"thumbnail": target.name, "width": width, "height": height}
+
+
+class ProcessImage(JobInput):
+    upload: str  # a file name in the uploads folder (checked again by resolve_upload)
+
+
+# Queued by POST /upload only, once the file is stored and checked.
+JOB = Job(
+    name="process_image",
+    run=process_image,
+    input=ProcessImage,
+    time_limit=lambda settings: settings.image_job_timeout,
+)

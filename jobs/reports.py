@@ -7,12 +7,17 @@ import json
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from jobs.mail.mailer import send_mail
-from service.records import stats
-from service.runtime.context import JobContext
-from service.runtime.errors import PermanentError
-from service.store import keys
-from service.store.files import write_atomically
+from jobs.mail import MailContext, send_mail
+from service.runtime import (
+    Cron,
+    Job,
+    JobInput,
+    PermanentError,
+    day_counts,
+    job_key,
+    today,
+    write_atomically,
+)
 
 
 def jobs_by_function(counters: dict[str, int]) -> dict[str, dict[str, int]]:
@@ -30,9 +35,9 @@ def jobs_by_function(counters: dict[str, int]) -> dict[str, dict[str, int]]:
 SECTIONS = 4  # jobs, users, file written, mailed
 
 
-async def build_report(ctx: JobContext, day: date) -> dict[str, Any]:
+async def build_report(ctx: MailContext, day: date) -> dict[str, Any]:
     tz, progress = ctx["settings"].timezone, ctx["progress"]
-    counters = await stats.read(ctx["redis"], day)
+    counters = await day_counts(ctx["redis"], day)
     await progress("jobs counted", done=1, total=SECTIONS)
     start = datetime.combine(day, time.min, tzinfo=tz)
     registered = await ctx["db"].count_registered(start, start + timedelta(days=1))
@@ -48,19 +53,19 @@ async def build_report(ctx: JobContext, day: date) -> dict[str, Any]:
     }
 
 
-def _report_day(ctx: JobContext, day: str | None) -> date:
+def _report_day(ctx: MailContext, day: str | None) -> date:
     if day is None:
-        return stats.today(ctx["settings"].timezone) - timedelta(days=1)
+        return today(ctx["settings"].timezone) - timedelta(days=1)
     try:
         return date.fromisoformat(day)
     except ValueError:
         raise PermanentError(f"invalid report date {day!r}") from None
 
 
-async def _email_report(ctx: JobContext, report: dict[str, Any]) -> str:
+async def _email_report(ctx: MailContext, report: dict[str, Any]) -> str:
     """Mail the report once per job; the progress step it ends with."""
     settings, redis = ctx["settings"], ctx["redis"]
-    marker = keys.email_sent(ctx["job_id"])
+    marker = job_key("sent", ctx["job_id"])
     if not settings.report_recipients:
         return "no recipients to mail"
     if await redis.get(marker):
@@ -79,8 +84,11 @@ async def _email_report(ctx: JobContext, report: dict[str, Any]) -> str:
     return "mailed"
 
 
-async def daily_report(ctx: JobContext, *, day: str | None = None) -> dict[str, str]:
-    """Write ``reports/<day>.json`` (default: yesterday) and mail it to REPORT_RECIPIENTS."""
+async def daily_report(ctx: MailContext, *, day: str | None = None) -> dict[str, str]:
+    """Count a day's jobs, emails, images and sign-ups (default: yesterday's).
+
+    Writes ``reports/<day>.json`` and mails it to REPORT_RECIPIENTS, once per job.
+    """
     report_day = _report_day(ctx, day)
     report = await build_report(ctx, report_day)
     path = ctx["settings"].reports_dir / f"{report_day.isoformat()}.json"
@@ -93,3 +101,16 @@ async def daily_report(ctx: JobContext, *, day: str | None = None) -> dict[str, 
     await ctx["progress"]("file written", done=3, total=SECTIONS)
     await ctx["progress"](await _email_report(ctx, report), done=4, total=SECTIONS)
     return {"path": f"reports/{path.name}", "date": report_day.isoformat()}
+
+
+class DailyReport(JobInput):
+    day: date | None = None  # in CRON_TIMEZONE; the job's default is yesterday
+
+
+JOB = Job(
+    name="daily_report",
+    run=daily_report,
+    input=DailyReport,
+    cron=Cron(hour=0),
+    api=True,
+)

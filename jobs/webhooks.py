@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Annotated, Any
 
 import aiohttp
+from pydantic import AfterValidator, StringConstraints, ValidationInfo
+from yarl import URL
 
 from jobs.webhook_guard import TargetRefusedError, url_refusal
-from service.runtime.context import JobContext
-from service.runtime.errors import PermanentError, TransientError
+from service.runtime import Job, JobContext, JobInput, PermanentError, TransientError, settings_in
 
 MAX_RETRY_AFTER = 3600.0
 MAX_RESPONSE_READ = 64 * 1024  # the answer's body is never needed; read a little, never more
@@ -34,10 +35,11 @@ def parse_retry_after(value: str | None) -> float | None:
 async def deliver_webhook(
     ctx: JobContext, *, url: str, payload: dict[str, Any] | list[Any]
 ) -> dict[str, int]:
-    """POST ``payload`` as JSON; 2xx succeeds, 5xx/429/network errors retry, 3xx/4xx fail.
+    """POST a JSON payload to a public http(s) URL, with the job id as Idempotency-Key.
 
-    The ``Idempotency-Key`` header is the job id, the same on every attempt, so a receiver
-    can drop repeats of a delivery it already handled.
+    2xx succeeds; 5xx, 429 and network errors are retried; 3xx and other 4xx fail. The
+    ``Idempotency-Key`` header is the job id, the same on every attempt, so a receiver can drop
+    repeats of a delivery it already handled.
     """
     settings = ctx["settings"]
     refusal = url_refusal(url, settings.webhook_allowed_hosts)
@@ -72,3 +74,31 @@ async def deliver_webhook(
     if status >= 300:
         raise PermanentError(f"webhook answered {status}: redirects are not followed")
     return {"status": status, "attempts": ctx["job_try"], "elapsed_ms": elapsed_ms}
+
+
+def _webhook_url(value: str, info: ValidationInfo) -> str:
+    """An absolute http(s) URL to a public host (or one in WEBHOOK_ALLOWED_HOSTS)."""
+    try:
+        url = URL(value)
+    except ValueError:
+        raise ValueError("not a valid URL") from None
+    if url.scheme not in {"http", "https"} or not url.host:
+        raise ValueError("must be an absolute http:// or https:// URL")
+    settings = settings_in(info.context)
+    if settings is not None and (refusal := url_refusal(value, settings.webhook_allowed_hosts)):
+        raise ValueError(refusal)
+    return value
+
+
+class DeliverWebhook(JobInput):
+    url: Annotated[str, StringConstraints(max_length=2048), AfterValidator(_webhook_url)]
+    payload: dict[str, Any] | list[Any]
+
+
+JOB = Job(
+    name="deliver_webhook",
+    run=deliver_webhook,
+    input=DeliverWebhook,
+    time_limit=lambda settings: settings.webhook_job_timeout,
+    api=True,
+)

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from jobs.mail.mailer import send_mail
-from service.runtime.context import JobContext
-from service.runtime.errors import PermanentError, TransientError
-from service.store import keys
+from typing import Annotated
+
+from pydantic import Field
+
+from jobs.mail import MailContext, send_mail
+from service.runtime import Job, JobInput, PermanentError, TransientError, job_key
 
 
-async def send_welcome_email(ctx: JobContext, *, user_id: int) -> dict[str, str]:
-    """Send "Welcome {name}!" unless this user already got it.
+class SendWelcomeEmail(JobInput):
+    user_id: Annotated[int, Field(ge=1)]
+
+
+async def send_welcome_email(ctx: MailContext, *, user_id: int) -> dict[str, str]:
+    """Send "Welcome {name}!" to a registered user, unless they already got it.
 
     A Redis lock keeps two jobs for the same user from sending at once; a Redis marker
     written the moment the server accepts the message, then the database's
@@ -19,9 +25,9 @@ async def send_welcome_email(ctx: JobContext, *, user_id: int) -> dict[str, str]
     of waiting for it to expire.
     """
     db, redis, settings = ctx["db"], ctx["redis"], ctx["settings"]
-    lock = keys.welcome_lock(user_id)
-    # held at most as long as an attempt can run, so a dead attempt's lock frees itself
-    lock_ttl = int(settings.email_job_timeout + settings.job_lock_margin) + 1
+    lock = job_key("lock", "welcome", user_id)
+    # held at most as long as an attempt can hold the job, so a dead attempt's lock frees itself
+    lock_ttl = int(ctx["lease"]) + 1
     if not await redis.set(lock, ctx["job_id"], nx=True, ex=lock_ttl):
         if await redis.get(lock) != ctx["job_id"].encode():
             raise TransientError("another job is sending this user's welcome email")
@@ -30,7 +36,7 @@ async def send_welcome_email(ctx: JobContext, *, user_id: int) -> dict[str, str]
         user = await db.get_user(user_id)
         if user is None:
             raise PermanentError(f"user {user_id} does not exist")
-        sent = keys.welcome_sent(user_id)
+        sent = job_key("welcomed", user_id)
         if user.welcome_sent_at is not None or await redis.exists(sent):
             await db.mark_welcome_sent(user_id)  # a no-op unless a dead attempt missed it
             return {"to": user.email, "status": "already sent"}
@@ -51,3 +57,13 @@ async def send_welcome_email(ctx: JobContext, *, user_id: int) -> dict[str, str]
         if await redis.get(lock) == ctx["job_id"].encode():
             await redis.delete(lock)
     return {"to": user.email, "message_id": message_id, "status": "sent"}
+
+
+# Queued by POST /register only: the user must exist, and their address counts against
+# RATE_LIMIT_PER_RECIPIENT there.
+JOB = Job(
+    name="send_welcome_email",
+    run=send_welcome_email,
+    input=SendWelcomeEmail,
+    time_limit=lambda settings: settings.email_job_timeout,
+)

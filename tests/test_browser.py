@@ -20,7 +20,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 from pytest_aiohttp import AiohttpServer
 
 from service.engine.loop import BatchWorker as Worker
-from service.queue.enqueue import JobName, enqueue
+from service.queue.enqueue import enqueue
 from service.worker.options import worker_options
 from settings import Settings
 from tests.conftest import TEST_API_TOKEN
@@ -162,7 +162,7 @@ async def test_upload_shows_the_job_succeed_and_the_thumbnail_without_reloading(
 async def test_a_failed_job_is_retried_from_the_overview(
     page: Page, worker: Worker, redis: ArqRedis, settings: Settings
 ) -> None:
-    job_id = await enqueue(redis, JobName.PROCESS_IMAGE, upload="arrives-late.jpg")
+    job_id = await enqueue(redis, "process_image", {"upload": "arrives-late.jpg"})
     await sign_in(page)
     await expect(page.locator(".live-dot.on")).to_be_visible()
     await page.evaluate("window.sameDocument = true")

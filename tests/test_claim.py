@@ -13,7 +13,7 @@ from arq.worker import func
 
 from service.engine.claim import claim
 from service.engine.loop import BatchWorker as Worker
-from service.queue.enqueue import JobName, enqueue
+from service.queue.enqueue import enqueue
 from service.worker.options import worker_options
 from settings import Settings
 from tests.conftest import RunWorker, queued
@@ -32,7 +32,7 @@ async def _claim(redis: ArqRedis, settings: Settings, count: int, scan: int = 10
 async def test_a_claim_takes_due_jobs_oldest_first_and_locks_them(
     redis: ArqRedis, settings: Settings
 ) -> None:
-    ids = [await enqueue(redis, JobName.LOG_EVENT, event={"n": n}) for n in range(3)]
+    ids = [await enqueue(redis, "log_event", {"event": {"n": n}}) for n in range(3)]
     jobs, running_seen = await claim(
         redis, settings.queue_name, now_ms=timestamp_ms(), count=2, lock_ms=LOCK_MS, scan=100
     )
@@ -50,10 +50,10 @@ async def test_a_claim_takes_due_jobs_oldest_first_and_locks_them(
 
 
 async def test_a_claim_skips_running_and_deferred_jobs(redis: ArqRedis, settings: Settings) -> None:
-    running = await enqueue(redis, JobName.LOG_EVENT, event={"n": 1})
-    ready = await enqueue(redis, JobName.LOG_EVENT, event={"n": 2})
+    running = await enqueue(redis, "log_event", {"event": {"n": 1}})
+    ready = await enqueue(redis, "log_event", {"event": {"n": 2}})
     await redis.set(in_progress_key_prefix + running, b"1")
-    later = await redis.enqueue_job(JobName.LOG_EVENT, event={"n": 3}, _defer_by=60)
+    later = await redis.enqueue_job("log_event", event={"n": 3}, _defer_by=60)
     assert later is not None
     jobs, running_seen = await claim(
         redis, settings.queue_name, now_ms=timestamp_ms(), count=10, lock_ms=LOCK_MS, scan=100
@@ -64,7 +64,7 @@ async def test_a_claim_skips_running_and_deferred_jobs(redis: ArqRedis, settings
 
 async def test_a_claim_looks_no_further_than_its_scan(redis: ArqRedis, settings: Settings) -> None:
     for n in range(5):
-        await enqueue(redis, JobName.LOG_EVENT, event={"n": n})
+        await enqueue(redis, "log_event", {"event": {"n": n}})
     ids = await queued(redis, settings)
     for job_id in ids[:3]:  # running on other workers
         await redis.set(in_progress_key_prefix + job_id, b"1")
@@ -74,7 +74,7 @@ async def test_a_claim_looks_no_further_than_its_scan(redis: ArqRedis, settings:
 
 async def test_racing_claims_never_take_the_same_job(redis: ArqRedis, settings: Settings) -> None:
     for n in range(40):
-        await enqueue(redis, JobName.LOG_EVENT, event={"n": n})
+        await enqueue(redis, "log_event", {"event": {"n": n}})
     batches = await asyncio.gather(*(_claim(redis, settings, count=7) for _ in range(8)))
     taken = [job_id for batch in batches for job_id in batch]
     assert len(taken) == len(set(taken)) == 40
@@ -83,7 +83,7 @@ async def test_racing_claims_never_take_the_same_job(redis: ArqRedis, settings: 
 async def test_a_claim_reports_an_abort_asked_before_the_start_and_clears_it(
     redis: ArqRedis, settings: Settings
 ) -> None:
-    job_id = await enqueue(redis, JobName.LOG_EVENT, event={"n": 1})
+    job_id = await enqueue(redis, "log_event", {"event": {"n": 1}})
     await redis.zadd(abort_jobs_ss, {job_id: timestamp_ms()})
     [job], _ = await claim(
         redis, settings.queue_name, now_ms=timestamp_ms(), count=1, lock_ms=LOCK_MS, scan=10
@@ -95,7 +95,7 @@ async def test_a_claim_reports_an_abort_asked_before_the_start_and_clears_it(
 async def test_a_claimed_job_whose_data_expired_comes_without_data(
     redis: ArqRedis, settings: Settings
 ) -> None:
-    job_id = await enqueue(redis, JobName.LOG_EVENT, event={"n": 1})
+    job_id = await enqueue(redis, "log_event", {"event": {"n": 1}})
     await redis.delete(job_key_prefix + job_id)
     [job], _ = await claim(
         redis, settings.queue_name, now_ms=timestamp_ms(), count=1, lock_ms=LOCK_MS, scan=10
@@ -107,7 +107,7 @@ async def test_the_loop_runs_more_jobs_than_it_has_slots_each_once(
     redis: ArqRedis, settings: Settings, run_worker: RunWorker
 ) -> None:
     for n in range(130):
-        await enqueue(redis, JobName.LOG_EVENT, event={"n": n})
+        await enqueue(redis, "log_event", {"event": {"n": n}})
     worker = await run_worker(max_jobs=20)
     assert (worker.jobs_complete, worker.jobs_failed, worker.jobs_retried) == (130, 0, 0)
     assert await queued(redis, settings) == []

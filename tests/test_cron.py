@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 from arq.connections import ArqRedis
 from arq.cron import CronJob
 
-from service.store.files import delete_older_than
+from jobs.cleanup import delete_older_than
 from service.worker.options import build_worker_settings
 from settings import Settings
 from tests.conftest import RunWorker, SmtpRecorder, status_of
@@ -33,8 +33,8 @@ def test_crons_are_registered_at_midnight_and_two_in_the_configured_zone() -> No
     jobs = cron_jobs(settings)
     assert set(jobs) == {"cron:daily_report", "cron:cleanup_old_files"}
     report, cleanup = jobs["cron:daily_report"], jobs["cron:cleanup_old_files"]
-    assert (report.hour, report.minute, report.second) == ({0}, {0}, {0})
-    assert (cleanup.hour, cleanup.minute, cleanup.second) == ({2}, {0}, {0})
+    assert (report.hour, report.minute, report.second) == (0, 0, 0)
+    assert (cleanup.hour, cleanup.minute, cleanup.second) == (2, 0, 0)
     assert build_worker_settings(settings).__dict__["timezone"] == ZoneInfo("Europe/Paris")
 
     paris = ZoneInfo("Europe/Paris")
@@ -197,8 +197,8 @@ def test_the_entry_point_class_carries_the_schedules() -> None:
         asyncio.set_event_loop_policy(None)  # building it installs uvloop: keep the tests' loop
     schedule = {job.name: (job.hour, job.minute) for job in worker_settings.cron_jobs}
     assert schedule == {
-        "cron:daily_report": ({0}, {0}),
-        "cron:cleanup_old_files": ({2}, {0}),
+        "cron:daily_report": (0, 0),
+        "cron:cleanup_old_files": (2, 0),
     }
     # arq reads only the class's own __dict__, so the settings must live there
     assert {"functions", "cron_jobs", "job_serializer", "on_startup"} <= set(vars(worker_settings))

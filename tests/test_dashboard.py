@@ -19,7 +19,7 @@ from arq.connections import ArqRedis
 from pytest_aiohttp import AiohttpServer
 from yarl import URL
 
-from service.queue.enqueue import JobName, enqueue
+from service.queue.enqueue import enqueue
 from service.store import keys
 from settings import Settings
 from tests.conftest import AUTH_HEADERS, ClientFactory, RunWorker, queued
@@ -220,14 +220,14 @@ async def test_run_now_queues_the_cron_job_and_shows_it(
 async def test_overview_shows_queue_running_failures_retries_and_workers(
     dashboard: Dashboard, redis: ArqRedis, settings: Settings, run_worker: RunWorker
 ) -> None:
-    ok = await enqueue(redis, JobName.LOG_EVENT, event={"type": "ok"})
-    bad = await enqueue(redis, JobName.PROCESS_IMAGE, upload="missing.jpg")
+    ok = await enqueue(redis, "log_event", {"event": {"type": "ok"}})
+    bad = await enqueue(redis, "process_image", {"upload": "missing.jpg"})
     await run_worker()
     later = await redis.enqueue_job(
-        JobName.SEND_EMAIL, to="a@example.com", subject="s", body="b", _defer_by=600
+        "send_email", to="a@example.com", subject="s", body="b", _defer_by=600
     )
     assert later is not None
-    await enqueue(redis, JobName.LOG_EVENT, event={"type": "waiting"})
+    await enqueue(redis, "log_event", {"event": {"type": "waiting"}})
 
     page = await dashboard.page("/dashboard")
     assert f"/dashboard/jobs/{bad}" in page
@@ -244,7 +244,7 @@ async def test_overview_shows_queue_running_failures_retries_and_workers(
 async def test_attacker_text_in_arguments_and_errors_is_escaped(
     dashboard: Dashboard, redis: ArqRedis, run_worker: RunWorker
 ) -> None:
-    job_id = await enqueue(redis, JobName.PROCESS_IMAGE, upload=XSS)
+    job_id = await enqueue(redis, "process_image", {"upload": XSS})
     await run_worker()
     for path in ["/dashboard", f"/dashboard/jobs/{job_id}"]:
         page = await dashboard.page(path)
@@ -260,9 +260,11 @@ async def test_attacker_text_in_arguments_and_errors_is_escaped(
 async def test_job_page_masks_secrets_in_arguments(dashboard: Dashboard, redis: ArqRedis) -> None:
     job_id = await enqueue(
         redis,
-        JobName.DELIVER_WEBHOOK,
-        url="https://user:hunter2@example.com/hook?token=abc123&x=1",
-        payload={"password": "pa55word", "api_key": "k-123", "order": 42},
+        "deliver_webhook",
+        {
+            "url": "https://user:hunter2@example.com/hook?token=abc123&x=1",
+            "payload": {"password": "pa55word", "api_key": "k-123", "order": 42},
+        },
     )
     page = await dashboard.page(f"/dashboard/jobs/{job_id}")
     for secret in ["hunter2", "abc123", "pa55word", "k-123"]:
@@ -352,7 +354,7 @@ async def test_thumbnail_route_needs_a_session(
 async def test_live_events_open_with_the_session_cookie(
     dashboard: Dashboard, redis: ArqRedis
 ) -> None:
-    job_id = await enqueue(redis, JobName.LOG_EVENT, event={})
+    job_id = await enqueue(redis, "log_event", {"event": {}})
     response = await dashboard.client.get(f"/jobs/{job_id}/events")
     assert response.status == 200
     assert b"PENDING" in await response.content.readuntil(b"\n\n")
@@ -423,7 +425,7 @@ def test_templates_and_static_files_ship_with_the_package() -> None:
 async def test_retry_requeues_a_failed_job_under_its_id(
     dashboard: Dashboard, redis: ArqRedis, settings: Settings, run_worker: RunWorker
 ) -> None:
-    job_id = await enqueue(redis, JobName.PROCESS_IMAGE, upload="later.jpg")
+    job_id = await enqueue(redis, "process_image", {"upload": "later.jpg"})
     await run_worker()
     overview = await dashboard.page("/dashboard")
     assert f"/dashboard/jobs/{job_id}/retry" in overview
@@ -446,7 +448,7 @@ async def test_retry_requeues_a_failed_job_under_its_id(
 async def test_delete_drops_a_failure_from_the_list(
     dashboard: Dashboard, redis: ArqRedis, settings: Settings, run_worker: RunWorker
 ) -> None:
-    job_id = await enqueue(redis, JobName.PROCESS_IMAGE, upload="gone.jpg")
+    job_id = await enqueue(redis, "process_image", {"upload": "gone.jpg"})
     await run_worker()
     response = await dashboard.post(f"/dashboard/jobs/{job_id}/delete")
     assert response.status == 303
@@ -459,7 +461,7 @@ async def test_delete_drops_a_failure_from_the_list(
 async def test_cancel_stops_a_queued_job(
     dashboard: Dashboard, redis: ArqRedis, settings: Settings
 ) -> None:
-    job_id = await enqueue(redis, JobName.LOG_EVENT, event={"n": 1})
+    job_id = await enqueue(redis, "log_event", {"event": {"n": 1}})
     page = await dashboard.page(f"/dashboard/jobs/{job_id}")
     assert f"/dashboard/jobs/{job_id}/cancel" in page
     response = await dashboard.post(f"/dashboard/jobs/{job_id}/cancel")
@@ -480,7 +482,7 @@ async def test_overview_lists_a_running_job_with_its_attempt(
         return web.json_response({"ok": True})
 
     url = await hook_url(aiohttp_server, held)
-    job_id = await enqueue(redis, JobName.DELIVER_WEBHOOK, url=url, payload={"n": 1})
+    job_id = await enqueue(redis, "deliver_webhook", {"url": url, "payload": {"n": 1}})
     worker = asyncio.create_task(run_worker())
     try:
         await asyncio.wait_for(arrived.wait(), 10)
@@ -506,7 +508,7 @@ async def test_overview_stream_says_changed_when_a_job_changes_state(
     assert stream.status == 200
     assert stream.content_type == "text/event-stream"
     assert await stream.content.readuntil(b"\n\n") == b": watching\n\n"
-    await enqueue(redis, JobName.LOG_EVENT, event={"n": 1})
+    await enqueue(redis, "log_event", {"event": {"n": 1}})
     await run_worker()
     event = await asyncio.wait_for(next_event(stream), 5)
     assert event is not None

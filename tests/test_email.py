@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient
 from arq.connections import ArqRedis
 from arq.jobs import Job
 
-from service.records import failed_jobs as deadletter
+from service.records import failed_jobs
 from service.records.failed_jobs import DeadJob
 from service.store.serialization import deserialize
 from settings import Settings
@@ -178,7 +178,7 @@ async def test_a_sent_email_job_that_runs_again_does_not_send_again(
     else:  # it sent, then failed (its bookkeeping, say): a retry is a new run of the same id
         now = int(time.time() * 1000)
         failed = DeadJob(task_id, "send_email", [], EMAIL, 1, "RuntimeError: after sending", now)
-        await deadletter.add(redis, failed, max_jobs=10, max_age=3600)
+        await failed_jobs.add(redis, failed, max_jobs=10, max_age=3600)
         assert (await client.post(f"/jobs/{task_id}/retry")).status == 202
     await run_worker()
 

@@ -18,7 +18,7 @@ from arq.connections import ArqRedis
 from arq.jobs import Job
 from redis.exceptions import RedisError
 
-from service.queue.enqueue import JobName, enqueue, enqueue_job
+from service.queue.enqueue import enqueue, enqueue_job
 from service.store.redis import open_pool
 from service.store.serialization import deserialize
 from settings import Settings
@@ -160,8 +160,8 @@ async def test_each_call_in_a_batch_gets_its_own_reply(redis: ArqRedis, settings
 async def test_a_call_given_up_before_its_batch_left_is_not_sent(
     redis: ArqRedis, settings: Settings
 ) -> None:
-    kept = asyncio.create_task(enqueue(redis, JobName.LOG_EVENT, event={"n": 1}))
-    dropped = asyncio.create_task(enqueue(redis, JobName.LOG_EVENT, event={"n": 2}))
+    kept = asyncio.create_task(enqueue(redis, "log_event", {"event": {"n": 1}}))
+    dropped = asyncio.create_task(enqueue(redis, "log_event", {"event": {"n": 2}}))
     await asyncio.sleep(0)  # both are now waiting for the batch, which has not left yet
     dropped.cancel()
 

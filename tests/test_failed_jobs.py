@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 from arq.connections import ArqRedis
 
 from service.engine.loop import BatchWorker as Worker
-from service.records import failed_jobs as deadletter
+from service.records import failed_jobs
 from service.records.failed_jobs import DeadJob
 from service.store import keys
 from service.worker.options import worker_options
@@ -112,9 +112,9 @@ def dead(job_id: str, failed_at: int) -> DeadJob:
 async def test_the_list_keeps_at_most_the_configured_number_of_jobs(redis: ArqRedis) -> None:
     now = int(time.time() * 1000)
     for n in range(5):
-        await deadletter.add(redis, dead(f"job{n}", now + n), max_jobs=3, max_age=3600)
+        await failed_jobs.add(redis, dead(f"job{n}", now + n), max_jobs=3, max_age=3600)
 
-    page = await deadletter.page(redis, offset=0, limit=10, max_age=3600)
+    page = await failed_jobs.page(redis, offset=0, limit=10, max_age=3600, max_jobs=10)
     assert [job.job_id for job in page.jobs] == ["job4", "job3", "job2"]
     assert page.total == 3
     assert await redis.hlen(keys.dead_letter_entries()) == 3  # type: ignore[misc]
@@ -122,10 +122,10 @@ async def test_the_list_keeps_at_most_the_configured_number_of_jobs(redis: ArqRe
 
 async def test_the_list_drops_jobs_older_than_the_age_limit(redis: ArqRedis) -> None:
     now = int(time.time() * 1000)
-    await deadletter.add(redis, dead("old", now - 7_200_000), max_jobs=10, max_age=86_400)
-    await deadletter.add(redis, dead("new", now), max_jobs=10, max_age=86_400)
+    await failed_jobs.add(redis, dead("old", now - 7_200_000), max_jobs=10, max_age=86_400)
+    await failed_jobs.add(redis, dead("new", now), max_jobs=10, max_age=86_400)
 
-    page = await deadletter.page(redis, offset=0, limit=10, max_age=3600)
+    page = await failed_jobs.page(redis, offset=0, limit=10, max_age=3600, max_jobs=10)
     assert [job.job_id for job in page.jobs] == ["new"]
     assert page.total == 1
     assert await redis.hkeys(keys.dead_letter_entries()) == [b"new"]  # type: ignore[misc]
@@ -326,7 +326,7 @@ async def test_a_job_whose_last_attempt_is_cut_by_a_shutdown_is_listed(
     assert entry["task_id"] == task_id
     assert entry["kwargs"]["payload"] == {"n": 2}
     assert "max 1 retries exceeded" in entry["error"]
-    assert deadletter.LAST_ATTEMPT_LOST in entry["error"]
+    assert failed_jobs.LAST_ATTEMPT_LOST in entry["error"]
     history = (await status_of(client, task_id))["history"]
     assert [h["outcome"] for h in history] == ["interrupted"]
 
@@ -338,8 +338,8 @@ async def test_a_discarded_failed_job_leaves_the_list_and_cannot_be_retried(
     task_id = await send(client)
     await run_worker()
 
-    assert await deadletter.discard(redis, task_id) is True
-    assert await deadletter.discard(redis, task_id) is False
+    assert await failed_jobs.discard(redis, task_id) is True
+    assert await failed_jobs.discard(redis, task_id) is False
 
     assert (await failed_list(client))["total"] == 0
     assert (await client.post(f"/jobs/{task_id}/retry")).status == 409

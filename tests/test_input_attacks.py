@@ -21,7 +21,7 @@ from arq.connections import ArqRedis
 from PIL import Image
 
 from jobs.thumbnails import ThumbnailError, configure_pillow, decode
-from service.queue.enqueue import JobName, enqueue
+from service.queue.enqueue import enqueue
 from settings import Settings
 from tests.conftest import (
     AUTH_HEADERS,
@@ -279,7 +279,7 @@ async def test_header_injection_in_a_job_that_skipped_the_door_fails_it_and_send
     kwargs: dict[str, str],
     reason: str,
 ) -> None:
-    task_id = await enqueue(redis, JobName.SEND_EMAIL, body="x", **kwargs)
+    task_id = await enqueue(redis, "send_email", {"body": "x", **kwargs})
     await run_worker()
     failed = await status_of(client, task_id)
     assert failed["status"] == "FAILURE"

@@ -15,9 +15,9 @@ from email.message import EmailMessage
 import pytest
 from aiosmtplib.email import extract_recipients, extract_sender, flatten_message
 
+from jobs.mail import SmtpConfig
 from jobs.mail.mailer import build_message, render
 from jobs.mail.smtp_pool import Envelope
-from service.runtime.context import SmtpConfig
 from service.runtime.errors import PermanentError
 
 CONFIG = SmtpConfig(

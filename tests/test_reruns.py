@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from arq.connections import ArqRedis
 
-from service.store import keys
+from service.runtime import job_key
 from tests.conftest import RunWorker, SmtpRecorder, status_of
 
 
@@ -26,7 +26,7 @@ async def test_a_rerun_takes_over_the_welcome_lock_its_killed_attempt_left(
 ) -> None:
     user = await _register(client, "bo@example.com")
     # what a worker killed while sending leaves behind: the lock, holding this job's id
-    await redis.set(keys.welcome_lock(user["id"]), user["task_id"], ex=600)
+    await redis.set(job_key("lock", "welcome", user["id"]), user["task_id"], ex=600)
 
     await run_worker()
 
@@ -34,7 +34,7 @@ async def test_a_rerun_takes_over_the_welcome_lock_its_killed_attempt_left(
     assert done["status"] == "SUCCESS", done
     assert done["result"]["status"] == "sent"
     assert [m.recipients for m in smtp_server.messages] == [["bo@example.com"]]
-    assert not await redis.exists(keys.welcome_lock(user["id"]))
+    assert not await redis.exists(job_key("lock", "welcome", user["id"]))
 
 
 async def test_a_welcome_lock_held_by_another_job_still_keeps_this_one_out(
@@ -44,7 +44,7 @@ async def test_a_welcome_lock_held_by_another_job_still_keeps_this_one_out(
     smtp_server: SmtpRecorder,
 ) -> None:
     user = await _register(client, "cy@example.com")
-    await redis.set(keys.welcome_lock(user["id"]), "some-other-job", ex=600)
+    await redis.set(job_key("lock", "welcome", user["id"]), "some-other-job", ex=600)
 
     await run_worker()
 

@@ -12,8 +12,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from jobs.mail import SmtpConfig
 from jobs.mail.smtp_pool import SmtpPool
-from service.runtime.context import SmtpConfig
 from tests.conftest import free_port
 from tests.waiting import wait_until
 

@@ -22,10 +22,10 @@ import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
+from jobs.mail import SmtpConfig
 from jobs.mail.mailer import classify
 from jobs.mail.smtp_pool import Envelope as Outgoing
 from jobs.mail.smtp_pool import SmtpPool
-from service.runtime.context import SmtpConfig
 from service.runtime.errors import PermanentError, TransientError
 from tests.conftest import free_port
 

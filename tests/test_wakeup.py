@@ -12,7 +12,7 @@ from arq.connections import ArqRedis
 
 from service.engine.loop import BatchWorker as Worker
 from service.engine.wakeup import WakingRedis
-from service.queue.enqueue import JobName, enqueue, enqueue_job
+from service.queue.enqueue import enqueue, enqueue_job
 from service.store import keys
 from service.worker.options import worker_options
 from settings import Settings
@@ -74,7 +74,7 @@ async def test_an_idle_worker_wakes_for_a_deferred_job_when_it_is_due(
     redis: ArqRedis, settings: Settings, sleepy_worker: StartWorker
 ) -> None:
     # arq's own enqueue pushes no wake token: only the job's due time can end the wait
-    job = await redis.enqueue_job(JobName.LOG_EVENT, event={"a": 1}, _defer_by=0.3)
+    job = await redis.enqueue_job("log_event", event={"a": 1}, _defer_by=0.3)
     assert job is not None
     sleepy_worker()
 
@@ -89,14 +89,14 @@ async def test_an_idle_worker_wakes_for_a_deferred_job_when_it_is_due(
 
 async def test_enqueue_keeps_at_most_one_wake_token(redis: ArqRedis, settings: Settings) -> None:
     for n in range(5):
-        await enqueue(redis, JobName.LOG_EVENT, event={"n": n})
+        await enqueue(redis, "log_event", {"event": {"n": n}})
     assert len(await queued(redis, settings)) == 5
     assert await redis.llen(keys.wake(settings.queue_name)) == 1  # type: ignore[misc]
 
 
 async def test_enqueue_refuses_an_existing_job_id(redis: ArqRedis, settings: Settings) -> None:
-    assert await enqueue_job(redis, JobName.LOG_EVENT, "fixed-id", {"event": {"n": 1}})
-    assert not await enqueue_job(redis, JobName.LOG_EVENT, "fixed-id", {"event": {"n": 2}})
+    assert await enqueue_job(redis, "log_event", "fixed-id", {"event": {"n": 1}})
+    assert not await enqueue_job(redis, "log_event", "fixed-id", {"event": {"n": 2}})
     assert await queued(redis, settings) == ["fixed-id"]
     [job] = await redis.queued_jobs()  # arq's own reading of the stored job
     assert job.kwargs == {"event": {"n": 1}}

@@ -28,7 +28,7 @@ from jobs.webhook_guard import (
     literal_address,
     url_refusal,
 )
-from service.queue.enqueue import JobName, enqueue
+from service.queue.enqueue import enqueue
 from service.worker.options import worker_options
 from settings import Settings
 from tests.conftest import AUTH_HEADERS, ClientFactory, RunWorker, free_port, queued, status_of
@@ -323,7 +323,7 @@ async def test_a_queued_job_for_a_loopback_target_fails_once_and_never_connects(
 ) -> None:
     """A job that never passed the door (queued by other code) meets the same check."""
     task_ids = [
-        await enqueue(redis, JobName.DELIVER_WEBHOOK, url=url, payload=PAYLOAD)
+        await enqueue(redis, "deliver_webhook", {"url": url, "payload": PAYLOAD})
         for url in attack_urls(recorder.port)
     ]
     await run_worker(closed_settings(settings))
@@ -384,7 +384,7 @@ async def test_the_same_name_allow_listed_is_delivered(
     """Control for the test above: the test DNS does route the name to the recorder."""
     dns = MapResolver({"hooks.example.test": ["127.0.0.1"]})
     url = f"http://hooks.example.test:{recorder.port}/hook"
-    task_id = await enqueue(redis, JobName.DELIVER_WEBHOOK, url=url, payload=PAYLOAD)
+    task_id = await enqueue(redis, "deliver_webhook", {"url": url, "payload": PAYLOAD})
     await run_worker_with_test_dns(run_worker, closed_settings(settings, "hooks.example.test"), dns)
     assert (await status_of(client, task_id))["status"] == "SUCCESS"
     assert recorder.hits == [f"POST hooks.example.test:{recorder.port}/hook"]
@@ -407,7 +407,7 @@ async def test_a_public_looking_url_that_redirects_to_loopback_is_not_followed(
     # "api.example.test" stands for a public host; the test DNS points it at the redirector
     dns = MapResolver({"api.example.test": ["127.0.0.1"]})
     url = f"http://api.example.test:{public.port}/hook"
-    task_id = await enqueue(redis, JobName.DELIVER_WEBHOOK, url=url, payload=PAYLOAD)
+    task_id = await enqueue(redis, "deliver_webhook", {"url": url, "payload": PAYLOAD})
     await run_worker_with_test_dns(run_worker, closed_settings(settings, "api.example.test"), dns)
     status = await status_of(client, task_id)
     assert status["status"] == "FAILURE"
@@ -424,7 +424,7 @@ async def test_a_huge_answer_is_read_only_a_little(
     recorder: Recorder,
 ) -> None:
     url = f"http://127.0.0.1:{recorder.port}/big"
-    task_id = await enqueue(redis, JobName.DELIVER_WEBHOOK, url=url, payload=PAYLOAD)
+    task_id = await enqueue(redis, "deliver_webhook", {"url": url, "payload": PAYLOAD})
     await run_worker()
     assert (await status_of(client, task_id))["status"] == "SUCCESS"
     await asyncio.wait_for(recorder.streaming_done.wait(), 10)

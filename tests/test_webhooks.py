@@ -17,9 +17,9 @@ from arq.connections import ArqRedis
 from multidict import CIMultiDict
 from pytest_aiohttp import AiohttpServer
 
+from jobs.webhooks import JOB as WEBHOOK
 from jobs.webhooks import MAX_RETRY_AFTER, parse_retry_after
-from service.runtime.context import JobContext
-from service.runtime.errors import TransientError
+from service.runtime import JobContext, TransientError
 from service.worker.tracking import retry_delay
 from settings import Settings
 from tests.conftest import RunWorker, assert_refused, free_port, queued, status_of
@@ -333,22 +333,22 @@ async def test_hanging_target_is_cut_by_the_timeout_and_retried(
 
 def test_retry_delay_honours_retry_after(settings: Settings) -> None:
     roomy = settings.model_copy(update={"retry_backoff_max": 300.0})
-    delay = retry_delay(job_ctx(roomy, 1), TransientError("x", retry_after=30))
+    delay = retry_delay(job_ctx(roomy, 1), TransientError("x", retry_after=30), WEBHOOK)
     assert delay >= 30
     assert delay == 30  # backoff for the first try is ~10 ms here, so Retry-After decides
 
 
 def test_retry_delay_caps_retry_after_at_backoff_max(settings: Settings) -> None:
     roomy = settings.model_copy(update={"retry_backoff_max": 300.0})
-    delay = retry_delay(job_ctx(roomy, 1), TransientError("x", retry_after=1000))
+    delay = retry_delay(job_ctx(roomy, 1), TransientError("x", retry_after=1000), WEBHOOK)
     assert delay == 300
 
 
 def test_retry_delay_keeps_the_longer_backoff(settings: Settings) -> None:
     slow = settings.model_copy(update={"retry_backoff_base": 2.0, "retry_backoff_max": 300.0})
     # third try: the exponential step is 8 s, equal jitter keeps it within [4, 8]
-    assert 4 <= retry_delay(job_ctx(slow, 3), TransientError("x", retry_after=1)) <= 8
-    assert 4 <= retry_delay(job_ctx(slow, 3), TransientError("x")) <= 8
+    assert 4 <= retry_delay(job_ctx(slow, 3), TransientError("x", retry_after=1), WEBHOOK) <= 8
+    assert 4 <= retry_delay(job_ctx(slow, 3), TransientError("x"), WEBHOOK) <= 8
 
 
 @pytest.mark.parametrize(

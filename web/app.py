@@ -7,20 +7,23 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from jobs.registry import REGISTRY as JOBS
 from jobs.thumbnails import configure_pillow
 from service.observability.metrics import new_registry
+from service.runtime import Registry
 from service.store.database import Database
 from service.store.files import make_folders
 from service.store.redis import open_pool
 from settings import Settings
 from web.auth import require_token
 from web.errors import json_errors
-from web.keys import DB, REDIS, SETTINGS, WEB_METRICS
+from web.keys import DB, REDIS, REGISTRY, SETTINGS, WEB_METRICS
 from web.metrics import WebMetrics
 from web.observe import echo_request_id, observe_requests
 from web.pages import TEMPLATES, make_environment
 from web.ratelimit import RATE_LIMITS, RateLimits, limit_per_token
 from web.routes import setup_routes
+from web.views import PROCESS_IMAGE, SEND_WELCOME_EMAIL
 
 JSON_BODY_LIMIT = 1024 * 1024  # uploads are streamed and limited separately
 
@@ -50,14 +53,20 @@ async def _plain_server_header(request: web.Request, response: web.StreamRespons
     response.headers["Server"] = "jobservice"
 
 
-def create_app(settings: Settings) -> web.Application:
-    """Build the app; Redis and the database open on start-up and close on clean-up."""
+def create_app(settings: Settings, registry: Registry = JOBS) -> web.Application:
+    """Build the app; Redis and the database open on start-up and close on clean-up.
+
+    ``registry`` holds the jobs the routes queue and document (jobs/registry.py).
+    """
+    for name in (PROCESS_IMAGE, SEND_WELCOME_EMAIL):
+        registry[name]  # the bespoke routes' jobs: an UnknownJobError here, not per request
     # observe_requests first: it logs and counts the status the client finally gets
     app = web.Application(
         middlewares=[observe_requests, json_errors, require_token, limit_per_token],
         client_max_size=JSON_BODY_LIMIT,
     )
     app[SETTINGS] = settings
+    app[REGISTRY] = registry
     app[WEB_METRICS] = WebMetrics(new_registry())
     app.on_response_prepare.extend([echo_request_id, _plain_server_header])
     app[TEMPLATES] = make_environment()

@@ -20,13 +20,13 @@ from service.dashboard.mailbox import read_mailbox
 from service.dashboard.masking import masked
 from service.dashboard.overview import overview as read_overview
 from service.queue.enqueue import enqueue
-from service.records import failed_jobs as deadletter
+from service.records import failed_jobs
 from service.records.failed_jobs import NotFailedError
 from service.records.status import JOB_ID_PATTERN
 from web.auth import matching_token, token_fingerprint
 from web.errors import ApiError
 from web.job_control import NOT_RETRYABLE, cancel_or_refuse, job_id_from, requeue_failed
-from web.keys import REDIS, SETTINGS
+from web.keys import REDIS, REGISTRY, SETTINGS
 from web.pages import render
 from web.ratelimit import RATE_LIMITS
 from web.sessions import (
@@ -61,7 +61,7 @@ def _safe_next(target: str | None) -> str:
 async def overview(request: web.Request) -> web.Response:
     redis, settings = request.app[REDIS], request.app[SETTINGS]
     state = await read_overview(redis, settings)
-    crons = await cron_schedules(redis, settings)
+    crons = await cron_schedules(redis, settings, request.app[REGISTRY])
     return render(request, "overview.html", overview=state, crons=crons)
 
 
@@ -117,10 +117,10 @@ def _regular_file(path: Path) -> bool:
 
 async def run_cron_now(request: web.Request) -> web.Response:
     try:
-        function = find(request.app[SETTINGS], request.match_info["name"])
+        job = find(request.app[REGISTRY], request.match_info["name"])
     except UnknownCronError:
         raise ApiError(404, "no cron schedule has this name") from None
-    job_id = await enqueue(request.app[REDIS], function)
+    job_id = await enqueue(request.app[REDIS], job.name, {})
     return see_other(f"{HOME}/jobs/{job_id}")
 
 
@@ -136,7 +136,7 @@ async def retry_job(request: web.Request) -> web.Response:
 
 async def delete_job(request: web.Request) -> web.Response:
     """Drop a job from the failed-jobs list without running it again."""
-    if not await deadletter.discard(request.app[REDIS], job_id_from(request, "job_id")):
+    if not await failed_jobs.discard(request.app[REDIS], job_id_from(request, "job_id")):
         raise ApiError(409, "this job is not in the failed-jobs list")
     return see_other(HOME)
 

@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
 from service.queue.cancel import CancelOutcome, JobFinishedError, JobNotFoundError, cancel_job
-from service.records import failed_jobs as deadletter
+from service.queue.retry import retry
+from service.records import failed_jobs
 from service.records.failed_jobs import DeadJob, NotFailedError
 from service.records.status import JOB_ID_PATTERN, task_status
+from service.records.times import iso_from_ms
 from web.errors import ApiError
 from web.keys import REDIS, SETTINGS
 
 DEFAULT_PAGE = 20
 MAX_PAGE = 100
-
-
-def _iso(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
 
 
 def _describe(job: DeadJob) -> dict[str, Any]:
@@ -32,8 +27,8 @@ def _describe(job: DeadJob) -> dict[str, Any]:
         "kwargs": job.kwargs,
         "attempts": job.attempts,
         "error": job.reason,
-        "failed_at": _iso(job.failed_at),
-        "enqueued_at": _iso(job.enqueued_at),
+        "failed_at": iso_from_ms(job.failed_at),
+        "enqueued_at": iso_from_ms(job.enqueued_at),
     }
 
 
@@ -63,7 +58,7 @@ async def requeue_failed(request: web.Request, job_id: str) -> None:
     Shared by ``POST /jobs/{id}/retry`` and the dashboard's Retry button.
     """
     redis, settings = request.app[REDIS], request.app[SETTINGS]
-    await deadletter.retry(
+    await retry(
         redis,
         settings.queue_name,
         job_id,
@@ -93,7 +88,7 @@ async def list_failed(request: web.Request) -> web.Response:
     offset = _int_param(request, "offset", 0, 0, 10**9)
     limit = _int_param(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
     settings = request.app[SETTINGS]
-    page = await deadletter.page(
+    page = await failed_jobs.page(
         request.app[REDIS],
         offset=offset,
         limit=limit,

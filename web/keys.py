@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from arq.connections import ArqRedis
 
+from service.runtime import Registry
 from service.store.database import Database
 from settings import Settings
 from web.metrics import WebMetrics
@@ -12,5 +13,6 @@ from web.metrics import WebMetrics
 SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", ArqRedis)
 DB = web.AppKey("db", Database)
+REGISTRY = web.AppKey("registry", Registry)  # the declared jobs (jobs/registry.py)
 WEB_METRICS = web.AppKey("web_metrics", WebMetrics)
 OPENAPI = web.AppKey("openapi", bytes)  # the API description, built at start-up (web.openapi)

@@ -20,9 +20,11 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from service.records.status import JOB_ID_PATTERN
+from service.runtime import Registry
 from web import responses, schemas
 from web.auth import is_public
-from web.keys import OPENAPI
+from web.keys import OPENAPI, REGISTRY
+from web.schemas import api_request_model, request_model
 from web.sessions import accepts_session
 
 TITLE = "jobservice"
@@ -49,6 +51,8 @@ class Operation:
     summary: str
     answers: Mapping[int, Answer]
     body: type[BaseModel] | None = None
+    job: str | None = None  # the body is this registered job's input (+ run_at, delay)
+    any_job: bool = False  # the body names any job the API may queue (POST /jobs)
     body_required: bool = True
     multipart: Mapping[str, Any] | None = None  # form fields, for uploads
     form: Mapping[str, Any] | None = None  # urlencoded form fields, for the dashboard
@@ -87,14 +91,12 @@ UPLOAD_ANSWERS: Mapping[int, Answer] = {
 UPLOAD_FORM = {"file": {"type": "string", "format": "binary"}}
 
 
-def _json_job(
-    summary: str, queued: str, body: type[BaseModel], *, body_required: bool = True
-) -> Operation:
-    """An endpoint that takes a JSON body and queues one job (202 with its Location)."""
+def _json_job(summary: str, queued: str, job: str, *, body_required: bool = True) -> Operation:
+    """An endpoint that queues the job ``job``: its input as a JSON body (202 with a Location)."""
     return Operation(
         summary,
         {202: _queued(queued), 400: BAD_BODY, 413: TOO_LARGE},
-        body=body,
+        job=job,
         body_required=body_required,
         idempotent=True,
         tags=("jobs",),
@@ -102,7 +104,19 @@ def _json_job(
 
 
 OPERATIONS: dict[tuple[str, str], Operation] = {
-    ("POST", "/send-email"): _json_job("Queue an email", "the email", schemas.SendEmailRequest),
+    ("POST", "/send-email"): _json_job("Queue an email", "the email", "send_email"),
+    ("POST", "/jobs"): Operation(
+        "Queue any job the API may queue, by its name, with its keyword arguments",
+        {
+            202: _queued("the job"),
+            400: BAD_BODY,
+            404: _error("no job of this name may be queued through the API"),
+            413: TOO_LARGE,
+        },
+        any_job=True,
+        idempotent=True,
+        tags=("jobs",),
+    ),
     ("GET", "/task-status/{task_id}"): Operation(
         "A task's status, result or error",
         {200: Answer("the task's status", responses.TaskStatus), 404: NO_SUCH_TASK},
@@ -131,16 +145,12 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         idempotent=True,
         tags=("jobs",),
     ),
-    ("POST", "/events"): _json_job(
-        "Log an event (fire and forget)", "the event", schemas.EventRequest
-    ),
-    ("POST", "/webhooks"): _json_job(
-        "Queue a webhook delivery", "the delivery", schemas.WebhookRequest
-    ),
+    ("POST", "/events"): _json_job("Log an event (fire and forget)", "the event", "log_event"),
+    ("POST", "/webhooks"): _json_job("Queue a webhook delivery", "the delivery", "deliver_webhook"),
     ("POST", "/reports/daily"): _json_job(
         "Run the daily report now (yesterday's, or the given day's)",
         "the report",
-        schemas.DailyReportRequest,
+        "daily_report",
         body_required=False,
     ),
     ("GET", "/jobs/{job_id}/events"): Operation(
@@ -405,10 +415,32 @@ def _parameters(path: str, operation: Operation) -> list[dict[str, Any]]:
     return parameters
 
 
-def _body(operation: Operation) -> dict[str, Any] | None:
-    if operation.body is not None:
-        ref = REF_TEMPLATE.format(model=operation.body.__name__)
-        content = {"application/json": {"schema": {"$ref": ref}}}
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": REF_TEMPLATE.format(model=model.__name__)}
+
+
+def _body_models(operation: Operation, registry: Registry) -> list[type[BaseModel]]:
+    """The JSON body's model(s): one, or one per job for ``POST /jobs``."""
+    if operation.job is not None:
+        return [request_model(registry[operation.job])]
+    if operation.any_job:
+        return [api_request_model(job) for job in registry.api_jobs()]
+    return [operation.body] if operation.body is not None else []
+
+
+def _body(operation: Operation, registry: Registry) -> dict[str, Any] | None:
+    if models := _body_models(operation, registry):
+        schema: dict[str, Any] = _ref(models[0])
+        if operation.any_job:
+            mapping = {
+                job.name: _ref(model)["$ref"]
+                for job, model in zip(registry.api_jobs(), models, strict=True)
+            }
+            schema = {
+                "oneOf": [_ref(model) for model in models],
+                "discriminator": {"propertyName": "function", "mapping": mapping},
+            }
+        content = {"application/json": {"schema": schema}}
         return {"required": operation.body_required, "content": content}
     for media, fields in (
         ("multipart/form-data", operation.multipart),
@@ -426,7 +458,7 @@ def _operation_id(method: str, path: str) -> str:
     return f"{method.lower()}_{words}"
 
 
-def _operation(method: str, path: str, operation: Operation) -> dict[str, Any]:
+def _operation(method: str, path: str, operation: Operation, registry: Registry) -> dict[str, Any]:
     described: dict[str, Any] = {
         "summary": operation.summary,
         "operationId": _operation_id(method, path),
@@ -435,20 +467,18 @@ def _operation(method: str, path: str, operation: Operation) -> dict[str, Any]:
     }
     if parameters := _parameters(path, operation):
         described["parameters"] = parameters
-    if (body := _body(operation)) is not None:
+    if (body := _body(operation, registry)) is not None:
         described["requestBody"] = body
     if is_public(method, path):
         described["security"] = []
     return described
 
 
-def _component_schemas() -> dict[str, Any]:
-    models: set[type[BaseModel]] = set()
+def _component_schemas(registry: Registry) -> dict[str, Any]:
+    models: set[type[BaseModel]] = {responses.ErrorAnswer}
     for operation in OPERATIONS.values():
-        if operation.body is not None:
-            models.add(operation.body)
+        models.update(_body_models(operation, registry))
         models.update(a.model for a in operation.answers.values() if a.model is not None)
-    models.add(responses.ErrorAnswer)
     ordered = sorted(models, key=lambda model: model.__name__)
     _, top = models_json_schema(
         [(model, "validation") for model in ordered], ref_template=REF_TEMPLATE
@@ -463,7 +493,8 @@ def build_spec(app: web.Application) -> dict[str, Any]:
     for method, path in sorted(routes_of(app)):
         operation = OPERATIONS.get((method, path))
         if operation is not None:
-            paths.setdefault(path, {})[method.lower()] = _operation(method, path, operation)
+            described = _operation(method, path, operation, app[REGISTRY])
+            paths.setdefault(path, {})[method.lower()] = described
     return {
         "openapi": "3.1.0",
         "info": {
@@ -473,7 +504,7 @@ def build_spec(app: web.Application) -> dict[str, Any]:
         },
         "paths": paths,
         "components": {
-            "schemas": _component_schemas(),
+            "schemas": _component_schemas(app[REGISTRY]),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "security": [{"bearer": []}],

@@ -15,13 +15,21 @@ STATIC_DIR = Path(__file__).parent / "static"
 def setup_routes(app: web.Application) -> None:
     app.add_routes(
         [
-            web.post("/send-email", idempotent(views.send_email)),
+            web.post("/send-email", idempotent(views.queue_job("send_email", "Email queued!"))),
             web.get("/task-status/{task_id}", views.get_task_status),
             web.post("/upload", idempotent(views.upload, upload_fingerprint)),
             web.post("/register", idempotent(views.register)),
-            web.post("/events", idempotent(views.log_event)),
-            web.post("/webhooks", idempotent(views.deliver_webhook)),
-            web.post("/reports/daily", idempotent(views.run_daily_report)),
+            web.post("/events", idempotent(views.queue_job("log_event"))),
+            web.post(
+                "/webhooks", idempotent(views.queue_job("deliver_webhook", "Webhook queued!"))
+            ),
+            web.post(
+                "/reports/daily",
+                idempotent(
+                    views.queue_job("daily_report", "Daily report queued!", optional_body=True)
+                ),
+            ),
+            web.post("/jobs", idempotent(views.queue_any_job)),
             web.get("/health", views.health),
             web.get("/jobs/{job_id}/events", live.job_events),
             web.get("/jobs/failed", job_control.list_failed),

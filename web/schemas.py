@@ -1,105 +1,127 @@
-"""Request bodies, validated by pydantic in strict mode: wrong types are refused, not coerced."""
+"""Request bodies, validated by pydantic in strict mode: wrong types are refused, not coerced.
+
+A route that queues a job takes that job's input model (its declaration in jobs/, see
+service.runtime.inputs) plus two optional scheduling fields, ``run_at`` and ``delay``;
+``POST /jobs`` takes ``{"function", "kwargs", "run_at", "delay"}`` for any job the registry
+lets the API queue. Any problem is a 400 naming the field.
+"""
 
 from __future__ import annotations
 
 import functools
-import unicodedata
-from datetime import date
-from typing import Annotated, Any, TypeVar
+import math
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal, TypeVar, cast
 
 from aiohttp import web
-from email_validator import EmailNotValidError, validate_email
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
     StringConstraints,
     ValidationError,
+    create_model,
 )
-from yarl import URL
 
+from service.runtime import EmailAddress, Job, JobInput, no_control_characters
+from service.runtime.inputs import mail_recipients
+from settings import Settings
 from web.errors import ApiError
 
 Model = TypeVar("Model", bound=BaseModel)
 
-
-def _no_control_characters(value: str) -> str:
-    """CR/LF, other control characters and Unicode line breaks in a header would let a client
-    inject headers (``str.splitlines`` also splits on U+2028/U+2029)."""
-    if any(unicodedata.category(char) in {"Cc", "Zl", "Zp"} for char in value):
-        raise ValueError("must not contain control characters such as CR or LF")
-    return value
-
-
-# The addresses most recently found valid. The checks cost more than all the rest of a
-# request's parsing; many emails go to an address already seen, and those skip them.
-VALID_ADDRESSES_KEPT = 4096
-
-
-@functools.lru_cache(maxsize=VALID_ADDRESSES_KEPT)
-def _email_address(value: str) -> str:
-    """The normalized address; a ValueError (never kept) for an invalid one."""
-    _no_control_characters(value)
-    try:
-        return validate_email(value, check_deliverability=False).normalized
-    except EmailNotValidError as exc:
-        raise ValueError(f"not a valid email address: {exc}") from None
-
-
-def _webhook_url(value: str) -> str:
-    try:
-        url = URL(value)
-    except ValueError:
-        raise ValueError("not a valid URL") from None
-    if url.scheme not in {"http", "https"} or not url.host:
-        raise ValueError("must be an absolute http:// or https:// URL")
-    return value
-
-
-EmailAddress = Annotated[
-    str,
-    StringConstraints(max_length=320),
-    AfterValidator(_email_address),
-    Field(json_schema_extra={"format": "email"}),  # for the OpenAPI description
-]
-HeaderText = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
-    AfterValidator(_no_control_characters),
-]
+MAX_AHEAD = timedelta(days=365)  # a job may be scheduled at most this far ahead
+SCHEDULING_FIELDS = frozenset({"run_at", "delay"})
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
-class SendEmailRequest(Strict):
-    to: EmailAddress
-    subject: HeaderText
-    body: Annotated[str, StringConstraints(max_length=100_000)]
-
-
 class RegisterRequest(Strict):
     name: Annotated[
         str,
         StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
-        AfterValidator(_no_control_characters),
+        AfterValidator(no_control_characters),
     ]
     email: EmailAddress
 
 
-class EventRequest(Strict):
-    event: dict[str, Any]
+class Scheduling(Strict):
+    """When to run the job: at a time (RFC 3339, with its offset) or after a delay; neither
+    means now. A time in the past runs at once; more than a year ahead is refused."""
+
+    run_at: AwareDatetime | None = Field(
+        default=None, description="when to run the job (RFC 3339 with an offset)"
+    )
+    delay: float | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_AHEAD.total_seconds(),
+        allow_inf_nan=False,
+        description="seconds to wait before running the job",
+    )
+
+    def run_at_ms(self) -> int | None:
+        """When to run, in ms since the epoch; None for now. 400 when out of range."""
+        if self.run_at is not None and self.delay is not None:
+            raise ApiError(400, "give run_at or delay, not both")
+        now = datetime.now(UTC)
+        if self.delay is not None:
+            return None if self.delay == 0 else math.ceil((now.timestamp() + self.delay) * 1000)
+        if self.run_at is None:
+            return None
+        if self.run_at - now > MAX_AHEAD:
+            raise ApiError(400, "run_at: must be at most a year from now")
+        return math.ceil(self.run_at.timestamp() * 1000)
 
 
-class WebhookRequest(Strict):
-    url: Annotated[str, StringConstraints(max_length=2048), AfterValidator(_webhook_url)]
-    payload: dict[str, Any] | list[Any]
+class Addressed(BaseModel):
+    """What ``POST /jobs`` reads first: which job the body is for (the rest is that job's)."""
+
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
+
+    function: str
 
 
-class DailyReportRequest(Strict):
-    day: date | None = None
+@functools.cache
+def request_model(job: Job) -> type[Scheduling]:
+    """The body of a job's dedicated route: its input fields, plus run_at and delay."""
+    if clash := SCHEDULING_FIELDS & set(job.input.model_fields):
+        raise ValueError(f"job {job.name!r}: {', '.join(sorted(clash))} is reserved for scheduling")
+    bases: Any = (job.input, Scheduling)
+    return cast(type[Scheduling], create_model(job.input.__name__ + "Request", __base__=bases))
+
+
+class ApiJobRequest(Scheduling):
+    """``POST /jobs``'s body once its job is known: ``kwargs`` is that job's input."""
+
+    function: str
+    kwargs: JobInput
+
+
+@functools.cache
+def api_request_model(job: Job) -> type[ApiJobRequest]:
+    """The body ``POST /jobs`` takes for ``job``; OpenAPI lists one per job, told apart by
+    ``function``. A job without arguments may leave ``kwargs`` out."""
+    kwargs: Any = (job.input, ...) if job.input.model_fields else (job.input, job.input())
+    function: Any = (Literal[job.name], ...)
+    model = create_model(
+        f"{job.input.__name__}Job", __base__=ApiJobRequest, function=function, kwargs=kwargs
+    )
+    return model
+
+
+def job_kwargs(job: Job, model: BaseModel) -> dict[str, Any]:
+    """The validated input as the job's keyword arguments (JSON types, as stored)."""
+    return model.model_dump(mode="json", include=set(job.input.model_fields))
+
+
+def recipients(model: BaseModel) -> list[str]:
+    """The addresses the job will mail, for RATE_LIMIT_PER_RECIPIENT."""
+    return mail_recipients(model)
 
 
 def _describe(error: ValidationError) -> str:
@@ -111,14 +133,10 @@ def _describe(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
-async def parse_json(request: web.Request, model: type[Model], *, optional: bool = False) -> Model:
-    """The request's JSON body as ``model``; any problem is a 400 naming the field."""
-    raw = await request.read()
-    if optional and not raw:  # no body at all; whitespace alone is not JSON (a 400)
-        return model()
+def _validated(model: type[Model], raw: bytes, settings: Settings | None) -> Model:
     try:
         # JSON mode keeps strict types as JSON has them (a date may be an ISO string)
-        return model.model_validate_json(raw)
+        return model.model_validate_json(raw, context={"settings": settings})
     except ValidationError as exc:
         kinds = {item["type"] for item in exc.errors() if not item["loc"]}
         if "json_invalid" in kinds:
@@ -126,3 +144,22 @@ async def parse_json(request: web.Request, model: type[Model], *, optional: bool
         if "model_type" in kinds:
             raise ApiError(400, "request body must be a JSON object") from None
         raise ApiError(400, _describe(exc)) from None
+
+
+def validated(model: type[Model], raw: bytes, settings: Settings | None = None) -> Model:
+    """``raw`` (a request body) as ``model``; any problem is a 400 naming the field."""
+    return _validated(model, raw, settings)
+
+
+async def parse_json(
+    request: web.Request,
+    model: type[Model],
+    *,
+    settings: Settings | None = None,
+    optional: bool = False,
+) -> Model:
+    """The request's JSON body as ``model``; any problem is a 400 naming the field."""
+    raw = await request.read()
+    if optional and not raw:  # no body at all; whitespace alone is not JSON (a 400)
+        return model()
+    return _validated(model, raw, settings)

@@ -19,10 +19,9 @@ import aiosmtplib
 from aiosmtplib.email import extract_sender, flatten_message
 
 from jobs.mail import plain_message
+from jobs.mail.config import MailContext, SmtpConfig
 from jobs.mail.smtp_pool import Envelope, SmtpPool
-from service.records import stats
-from service.runtime.context import JobContext, SmtpConfig
-from service.runtime.errors import PermanentError, TransientError
+from service.runtime import PermanentError, TransientError, count_today
 
 
 def build_message(
@@ -131,7 +130,7 @@ OnAccepted = Callable[[], Awaitable[None]]
 async def deliver(
     pool: SmtpPool, message: Envelope | EmailMessage, on_accepted: OnAccepted | None = None
 ) -> None:
-    """Send one message over the worker's open connections (jobs/smtp_pool.py); raises
+    """Send one message over the worker's open connections (jobs/mail/smtp_pool.py); raises
     TransientError or PermanentError on failure.
 
     ``on_accepted`` runs as soon as the server has accepted the message: a job records "sent"
@@ -149,7 +148,7 @@ async def deliver(
 
 
 async def send_mail(
-    ctx: JobContext, *, to: str, subject: str, body: str, on_accepted: OnAccepted | None = None
+    ctx: MailContext, *, to: str, subject: str, body: str, on_accepted: OnAccepted | None = None
 ) -> str:
     """Send one message for the running job and count it; returns its Message-ID."""
     config = ctx["smtp"]
@@ -160,7 +159,7 @@ async def send_mail(
         # the job's "sent" record and the day's count leave together: one round trip through
         # the worker's auto-pipelined client (service.store.autopipeline), not two in a row
         ctx["metrics"].emails_sent.inc()
-        count = stats.count(ctx["redis"], ctx["settings"].timezone, emails_sent=1)
+        count = count_today(ctx["redis"], ctx["settings"].timezone, emails_sent=1)
         await (asyncio.gather(on_accepted(), count) if on_accepted is not None else count)
 
     await deliver(ctx["smtp_pool"], message, accepted)

@@ -1,6 +1,6 @@
 """Open SMTP connections kept for reuse, so an email costs MAIL, RCPT and DATA only.
 
-aiosmtplib opens each connection; jobs/smtp_session.py then sends over it, pipelining MAIL,
+aiosmtplib opens each connection; jobs/mail/smtp_session.py then sends over it, pipelining MAIL,
 RCPT and DATA when the server offers PIPELINING.
 
 Without it every message pays for a TCP (or TLS) connection, the greeting, EHLO, STARTTLS
@@ -24,8 +24,8 @@ from email.message import EmailMessage
 import aiosmtplib
 from aiosmtplib.email import extract_recipients, extract_sender, flatten_message, parse_address
 
+from jobs.mail.config import SmtpConfig
 from jobs.mail.smtp_session import Session
-from service.runtime.context import SmtpConfig
 
 MAX_IDLE = 60.0  # seconds; far below the 5 minutes RFC 5321 asks servers to wait
 CHECK_AFTER = 1.0  # seconds idle before a reuse is preceded by a NOOP

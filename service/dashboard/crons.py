@@ -1,7 +1,7 @@
 """The cron schedules as the dashboard shows them: last run, its outcome, the next run.
 
-The schedules are the worker's own (``worker_options(settings)["cron_jobs"]``), so the
-dashboard cannot disagree with what the workers will actually run.
+The schedules are the job declarations' own (the registry the worker also builds its cron
+jobs from), so the dashboard cannot disagree with what the workers will actually run.
 """
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from arq.cron import CronJob, next_cron
 from redis.asyncio import Redis
 
-from service.queue.enqueue import JobName
+from service.engine.arq_api import next_cron
+from service.runtime import Job, Registry
 from service.store import keys
 from settings import Settings
 
@@ -20,7 +20,7 @@ from settings import Settings
 @dataclass(frozen=True, slots=True)
 class CronSchedule:
     name: str  # arq's cron name, e.g. "cron:daily_report"
-    function: JobName
+    function: str
     next_run: datetime
     last_job_id: str | None
     last_outcome: str | None  # "success", "failure", or None while running / never run
@@ -32,48 +32,38 @@ class UnknownCronError(LookupError):
     """No cron schedule has this name."""
 
 
-def schedules(settings: Settings) -> list[CronJob]:
-    from service.worker.options import (
-        worker_options,  # the worker's wiring imports every job module
-    )
-
-    crons: list[CronJob] = worker_options(settings)["cron_jobs"]
-    return crons
-
-
-def function_of(cron: CronJob) -> JobName:
-    return JobName(cron.name.removeprefix("cron:"))
-
-
-def find(settings: Settings, name: str) -> JobName:
+def find(registry: Registry, name: str) -> Job:
     """The job a cron schedule runs, for "Run now"; UnknownCronError for any other name."""
-    for cron in schedules(settings):
-        if cron.name == name:
-            return function_of(cron)
+    for job in registry.scheduled():
+        if job.cron_name == name:
+            return job
     raise UnknownCronError(name)
 
 
-def next_run(cron: CronJob, now: datetime) -> datetime:
+def next_run(job: Job, now: datetime) -> datetime:
+    """When the worker will next run ``job`` on its schedule, as arq computes it."""
+    assert job.cron is not None
+    schedule = job.cron
     return next_cron(
         now,
-        month=cron.month,
-        day=cron.day,
-        weekday=cron.weekday,
-        hour=cron.hour,
-        minute=cron.minute,
-        second=cron.second,
-        microsecond=cron.microsecond,
+        month=schedule.month,
+        day=schedule.day,
+        weekday=schedule.weekday,
+        hour=schedule.hour,
+        minute=schedule.minute,
+        second=schedule.second,
     )
 
 
-async def cron_schedules(redis: Redis, settings: Settings) -> list[CronSchedule]:
+async def cron_schedules(
+    redis: Redis, settings: Settings, registry: Registry
+) -> list[CronSchedule]:
     """Every schedule with its function's latest finished run (scheduled or run by hand)."""
     now = datetime.now(settings.timezone)
-    crons = schedules(settings)
-    functions = [function_of(cron) for cron in crons]
-    last_ids = await redis.hmget(keys.last_run(), functions)  # type: ignore[misc]
+    jobs = registry.scheduled()
+    last_ids = await redis.hmget(keys.last_run(), [job.name for job in jobs])  # type: ignore[misc]
     found = []
-    for cron, function, raw_id in zip(crons, functions, last_ids, strict=True):
+    for job, raw_id in zip(jobs, last_ids, strict=True):
         job_id = raw_id.decode() if raw_id else None
         meta: dict[bytes, bytes] = {}
         if job_id:
@@ -81,9 +71,9 @@ async def cron_schedules(redis: Redis, settings: Settings) -> list[CronSchedule]
         finished = meta.get(b"finished_at")
         found.append(
             CronSchedule(
-                name=cron.name,
-                function=function,
-                next_run=next_run(cron, now),
+                name=str(job.cron_name),
+                function=job.name,
+                next_run=next_run(job, now),
                 last_job_id=job_id if meta else None,
                 last_outcome=meta[b"outcome"].decode() if b"outcome" in meta else None,
                 last_finished_at=int(finished) / 1000 if finished else None,

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from arq.constants import job_key_prefix, result_key_prefix
 from redis.asyncio import Redis
 
 from service.dashboard.masking import masked
+from service.engine.arq_api import job_key_prefix, result_key_prefix
 from service.observability.origin import REQUEST_ID_KWARG
 from service.records.progress import stored_progress
 from service.records.status import task_status

@@ -12,11 +12,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
 from redis.asyncio import Redis
 
 from service.dashboard.masking import short_arguments
-from service.records import failed_jobs as deadletter
+from service.engine.arq_api import in_progress_key_prefix, job_key_prefix, result_key_prefix
+from service.records import failed_jobs
 from service.records.failed_jobs import DeadJob
 from service.records.workers import WorkerState, alive
 from service.store import keys
@@ -174,7 +174,7 @@ async def overview(redis: Redis, settings: Settings) -> Overview:
     now = time.time()
     now_ms = int(now * 1000)
     queue_name = settings.queue_name
-    failed = await deadletter.page(
+    failed = await failed_jobs.page(
         redis,
         offset=0,
         limit=LISTED,

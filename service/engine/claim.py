@@ -16,8 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from arq.connections import ArqRedis
-from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, retry_key_prefix
 
+from service.engine.arq_api import (
+    abort_jobs_ss,
+    in_progress_key_prefix,
+    job_key_prefix,
+    retry_key_prefix,
+)
 from service.store.scripts import LuaScript
 
 # KEYS: queue, abort set. ARGV: now (ms), how many to take, lock ms, how many queue entries to

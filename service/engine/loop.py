@@ -18,7 +18,8 @@ Other differences from arq's loop:
 - no log line per job start and success: service.worker.observe writes one, with more in it.
 
 arq's CLI builds ``arq.worker.Worker`` by name, so :func:`install` points that name here for
-``arq service.WorkerSettings``.
+``arq service.WorkerSettings``. Every arq name this module relies on beyond arq's documented API
+comes from service.engine.arq_api, which checks them all at import.
 """
 
 from __future__ import annotations
@@ -33,20 +34,28 @@ from datetime import datetime
 from signal import Signals
 from typing import Any
 
-import arq.worker
 from arq import Retry
-from arq.constants import (
+
+from service.engine.arq_api import (
+    Function,
+    JobExecutionFailed,
+    RetryJob,
+    SerializationError,
+    Worker,
     abort_jobs_ss,
+    deserialize_job_raw,
     in_progress_key_prefix,
     job_key_prefix,
     keep_cronjob_progress,
+    ms_to_datetime,
+    no_result,
     result_key_prefix,
     retry_key_prefix,
+    serialize_result,
+    timestamp_ms,
+    to_ms,
+    use_worker_class,
 )
-from arq.jobs import SerializationError, deserialize_job_raw, serialize_result
-from arq.utils import ms_to_datetime, timestamp_ms, to_ms
-from arq.worker import Function, JobExecutionFailed, RetryJob, Worker, no_result
-
 from service.engine.claim import ClaimedJob, claim
 from service.engine.wakeup import WakingRedis
 
@@ -447,4 +456,4 @@ class _Slot:
 
 def install() -> None:
     """Make arq's CLI (``arq service.WorkerSettings``) build this worker instead of its own."""
-    arq.worker.Worker = BatchWorker  # type: ignore[misc]
+    use_worker_class(BatchWorker)

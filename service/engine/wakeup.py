@@ -17,8 +17,8 @@ import asyncio
 from typing import Any
 
 from arq.connections import RedisSettings
-from arq.utils import timestamp_ms
 
+from service.engine.arq_api import timestamp_ms
 from service.store import keys
 from service.store.autopipeline import AutoPipelineRedis
 from service.store.redis import connection_options, pack_with_hiredis

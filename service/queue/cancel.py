@@ -14,16 +14,18 @@ import asyncio
 import time
 from enum import StrEnum
 
-from arq.constants import (
+from redis.asyncio import Redis
+
+from service.engine.arq_api import (
+    DeserializationError,
     abort_jobs_ss,
+    deserialize_job_raw,
     in_progress_key_prefix,
     job_key_prefix,
     result_key_prefix,
     retry_key_prefix,
+    serialize_result,
 )
-from arq.jobs import DeserializationError, deserialize_job_raw, serialize_result
-from redis.asyncio import Redis
-
 from service.records import events
 from service.store import keys
 from service.store.scripts import LuaScript

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from arq.constants import in_progress_key_prefix
 from redis.asyncio import Redis
 
+from service.engine.arq_api import in_progress_key_prefix
 from service.records.stats import STATS_TTL_SECONDS
 from service.store import keys
 from service.store.scripts import LuaScript

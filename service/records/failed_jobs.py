@@ -2,35 +2,23 @@
 
 Stored as a sorted set of ids scored by failure time plus a hash of entries, both trimmed on
 every write (at most ``DEAD_LETTER_MAX_JOBS`` entries, none older than ``DEAD_LETTER_MAX_AGE``
-seconds). A retry keeps the job's id: the client's ``task_id`` (and any Idempotency-Key that
-points at it) follows the new run; arq's stored failure for that id is deleted so arq accepts
-the id again, while the attempt history is kept and the new run's attempts are numbered
-``run: 2, attempt: 1...``.
+seconds). Running a failed job again is the queue's business (service.queue.retry).
 """
 
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from arq.constants import (
-    in_progress_key_prefix,
-    job_key_prefix,
-    result_key_prefix,
-    retry_key_prefix,
-)
-from arq.jobs import serialize_job
 from redis.asyncio import Redis
 
+from service.engine.arq_api import job_key_prefix, result_key_prefix
+from service.records.times import now_ms
 from service.store import keys
 from service.store.scripts import LuaScript
-from service.store.serialization import JobError, describe_exception, deserialize, serialize
+from service.store.serialization import JobError, describe_exception, deserialize
 
-# A re-queued job may wait this long for a worker before arq drops it (arq's own default).
-RETRIED_JOB_EXPIRES_MS = 86_400_000
-DEFAULT_MAX_JOBS = 10_000  # DEAD_LETTER_MAX_JOBS's default
 LAST_ATTEMPT_LOST = "the worker stopped during the last attempt"
 
 
@@ -75,10 +63,6 @@ class NotFailedError(Exception):
     """The job exists but is not in the failed-jobs list (it did not fail, or aged out)."""
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 # Add one entry and drop entries past the age limit, then the oldest past the size limit.
 _ADD = LuaScript(
     """
@@ -103,38 +87,10 @@ return 1
 """
 )
 
-# Re-queue a failed job under its own id, atomically: only one caller wins a race.
-# Returns 1 when queued, 0 when the job is not in the list, -1 when its id is in use.
-_RETRY = LuaScript(
-    """
-local zset, entries, job_key, result_key, retry_key, progress_key, queue, meta, wake =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
-local job_id, job, score, expires_ms, ttl =
-  ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-if not redis.call('zscore', zset, job_id) then return 0 end
-if redis.call('exists', job_key) == 1 or redis.call('exists', progress_key) == 1 then
-  return -1
-end
-redis.call('del', result_key, retry_key)
-redis.call('psetex', job_key, expires_ms, job)
-redis.call('zadd', queue, score, job_id)
-redis.call('lpush', wake, 1)  -- wake an idle worker, as service.queue.enqueue does
-redis.call('ltrim', wake, 0, 0)
-redis.call('pexpire', wake, 60000)
-redis.call('zrem', zset, job_id)
-redis.call('hdel', entries, job_id)
-redis.call('hdel', meta, 'outcome', 'finished_at', 'last_error', 'retry_at', 'open_attempt',
-  'attempts', 'started_at', 'cancel_requested_at', 'cancel_reason')
-redis.call('hincrby', meta, 'requeued', 1)
-redis.call('expire', meta, ttl)
-return 1
-"""
-)
-
 
 async def add(redis: Redis, job: DeadJob, *, max_jobs: int, max_age: float) -> None:
     """Keep ``job`` in the list (replacing an older entry for the same id)."""
-    oldest = _now_ms() - int(max_age * 1000)
+    oldest = now_ms() - int(max_age * 1000)
     await _ADD.run(
         redis,
         [keys.dead_letters(), keys.dead_letter_entries(), keys.dead_letter_expected()],
@@ -189,7 +145,7 @@ def _lost_failure(raw_entry: bytes, raw_result: bytes | None) -> DeadJob | None:
         kwargs=entry.kwargs,
         attempts=int(result.get("t") or entry.attempts),
         reason=f"{reason} ({LAST_ATTEMPT_LOST})",
-        failed_at=int(result.get("ft") or _now_ms()),
+        failed_at=int(result.get("ft") or now_ms()),
         enqueued_at=entry.enqueued_at,
     )
 
@@ -200,11 +156,11 @@ async def page(
     offset: int,
     limit: int,
     max_age: float,
-    max_jobs: int = DEFAULT_MAX_JOBS,
+    max_jobs: int,
 ) -> DeadJobPage:
     """Failed jobs, newest first; entries past ``max_age`` seconds are dropped first."""
     await settle_expected(redis, max_jobs=max_jobs, max_age=max_age)
-    oldest = _now_ms() - int(max_age * 1000)
+    oldest = now_ms() - int(max_age * 1000)
     await _drop_older_than(redis, oldest)
     async with redis.pipeline(transaction=False) as pipe:
         pipe.zrevrange(keys.dead_letters(), offset, offset + limit - 1)
@@ -239,45 +195,3 @@ async def discard(redis: Redis, job_id: str) -> bool:
         pipe.hdel(keys.dead_letter_entries(), job_id)
         removed, _ = await pipe.execute()
     return bool(removed)
-
-
-async def retry(
-    redis: Redis,
-    queue_name: str,
-    job_id: str,
-    *,
-    meta_ttl: int,
-    max_jobs: int = DEFAULT_MAX_JOBS,
-    max_age: float = 7 * 86_400,
-) -> DeadJob:
-    """Queue the failed job ``job_id`` again (same id, function and arguments).
-
-    Raises :class:`NotFailedError` when the job is not in the failed-jobs list (including
-    when another caller re-queued it first).
-    """
-    await settle_expected(redis, max_jobs=max_jobs, max_age=max_age)
-    job = await get(redis, job_id)
-    if job is None:
-        raise NotFailedError(job_id)
-    now = _now_ms()
-    payload = serialize_job(
-        job.function, tuple(job.args), job.kwargs, None, now, serializer=serialize
-    )
-    queued = await _RETRY.run(
-        redis,
-        [
-            keys.dead_letters(),
-            keys.dead_letter_entries(),
-            job_key_prefix + job_id,
-            result_key_prefix + job_id,
-            retry_key_prefix + job_id,
-            in_progress_key_prefix + job_id,
-            queue_name,
-            keys.job_meta(job_id),
-            keys.wake(queue_name),
-        ],
-        [job_id, payload, now, RETRIED_JOB_EXPIRES_MS, meta_ttl],
-    )
-    if queued != 1:
-        raise NotFailedError(job_id)
-    return job

@@ -6,7 +6,6 @@ from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from service.store import keys
 
@@ -14,24 +13,21 @@ STATS_TTL_SECONDS = 8 * 86_400  # a week of history, plus a day for the report t
 
 
 def today(tz: ZoneInfo) -> date:
+    """Today in ``tz`` (CRON_TIMEZONE): the day a counter written now counts for."""
     return datetime.now(tz).date()
 
 
-async def count(redis: Redis, tz: ZoneInfo, **increments: int) -> None:
-    """Add to today's counters, e.g. ``count(redis, tz, emails_sent=1)``."""
+async def count_today(redis: Redis, tz: ZoneInfo, **increments: int) -> None:
+    """Add to today's counters, e.g. ``count_today(redis, tz, emails_sent=1)``."""
+    key = keys.daily_stats(today(tz))
     async with redis.pipeline(transaction=False) as pipe:
-        add(pipe, tz, **increments)
+        for field, amount in increments.items():
+            pipe.hincrby(key, field, amount)
+        pipe.expire(key, STATS_TTL_SECONDS)
         await pipe.execute()
 
 
-def add(pipe: Pipeline, tz: ZoneInfo, **increments: int) -> None:
-    """Queue on ``pipe`` what :func:`count` does, to share a round trip with other writes."""
-    key = keys.daily_stats(today(tz))
-    for field, amount in increments.items():
-        pipe.hincrby(key, field, amount)
-    pipe.expire(key, STATS_TTL_SECONDS)
-
-
-async def read(redis: Redis, day: date) -> dict[str, int]:
+async def day_counts(redis: Redis, day: date) -> dict[str, int]:
+    """Every counter of ``day``, e.g. ``{"emails_sent": 12, "job:send_email:success": 12}``."""
     raw: dict[bytes, bytes] = await redis.hgetall(keys.daily_stats(day))  # type: ignore[misc]
     return {field.decode(): int(value) for field, value in raw.items()}

@@ -8,19 +8,19 @@ RETRY, waiting for its next one.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from arq.constants import (
+from redis.asyncio import Redis
+
+from service.engine.arq_api import (
     in_progress_key_prefix,
     job_key_prefix,
     result_key_prefix,
     retry_key_prefix,
 )
-from redis.asyncio import Redis
-
 from service.records.attempts import parse_history
+from service.records.times import iso_from_ms
 from service.store import keys
 from service.store.serialization import JobError, describe_exception, deserialize
 
@@ -36,17 +36,16 @@ class TaskState(StrEnum):
     CANCELLED = "CANCELLED"
 
 
-def _iso(ms: int | str | bytes | None) -> str | None:
-    if ms is None or ms == b"" or ms == "":
-        return None
-    moment = datetime.fromtimestamp(int(ms) / 1000, tz=UTC)
-    return moment.isoformat(timespec="milliseconds")
+def time_limit_reason(seconds: float | None = None) -> str:
+    """Why a job that ran past its time limit failed; with the limit when it is known."""
+    limit = "its time limit" if seconds is None else f"its time limit ({seconds:g} s)"
+    return f"TimeoutError: the job ran past {limit} and was cancelled"
 
 
 def _failure_reason(stored: Any, meta: dict[str, str]) -> str:
     reason = describe_exception(stored) if isinstance(stored, BaseException) else str(stored)
     if isinstance(stored, JobError) and stored.type_name == "TimeoutError" and not stored.message:
-        reason = "TimeoutError: the job ran past its time limit and was cancelled"
+        reason = time_limit_reason()
     last = meta.get("last_error")
     if isinstance(stored, JobError) and stored.type_name == "JobExecutionFailed" and last:
         # arq's "max N retries exceeded" hides why the attempts failed; say both
@@ -61,9 +60,9 @@ def _from_result(job_id: str, raw: bytes, meta: dict[str, str]) -> dict[str, Any
         "function": data["f"],
         "status": TaskState.SUCCESS if data["s"] else TaskState.FAILURE,
         "attempts": data["t"],
-        "enqueued_at": _iso(data["et"]),
-        "started_at": _iso(data["st"]),
-        "finished_at": _iso(data["ft"]),
+        "enqueued_at": iso_from_ms(data["et"]),
+        "started_at": iso_from_ms(data["st"]),
+        "finished_at": iso_from_ms(data["ft"]),
     }
     if data["s"]:
         status["result"] = data["r"]
@@ -102,18 +101,18 @@ def _from_queue(
         "function": data["f"],
         "status": state,
         "attempts": attempts,
-        "enqueued_at": _iso(data["et"]),
-        "started_at": _iso(meta.get("started_at")) if attempts else None,
+        "enqueued_at": iso_from_ms(data["et"]),
+        "started_at": iso_from_ms(meta.get("started_at")) if attempts else None,
         "finished_at": None,
         "result": None,
     }
     if "cancel_requested_at" in meta:
-        status["cancel_requested_at"] = _iso(meta["cancel_requested_at"])
+        status["cancel_requested_at"] = iso_from_ms(meta["cancel_requested_at"])
     if state is TaskState.RETRY:
         status["error"] = meta.get("last_error") or "attempt interrupted"
-        status["next_attempt_at"] = _iso(int(score)) if score is not None else None
+        status["next_attempt_at"] = iso_from_ms(int(score)) if score is not None else None
     elif state is TaskState.PENDING and score is not None:
-        status["scheduled_for"] = _iso(int(score))
+        status["scheduled_for"] = iso_from_ms(int(score))
     return status
 
 
@@ -130,8 +129,8 @@ def _from_meta(job_id: str, meta: dict[str, str]) -> dict[str, Any]:
         "status": state,
         "attempts": int(meta.get("attempts", 0)),
         "enqueued_at": None,
-        "started_at": _iso(meta.get("started_at")),
-        "finished_at": _iso(meta.get("finished_at")),
+        "started_at": iso_from_ms(meta.get("started_at")),
+        "finished_at": iso_from_ms(meta.get("finished_at")),
     }
     if ok:
         status["result"] = None
@@ -164,8 +163,8 @@ def _attempt_times(item: dict[str, Any]) -> dict[str, Any]:
     """A stored attempt with its times as ISO strings, like the rest of the document."""
     return {
         **item,
-        "started_at": _iso(item.get("started_at")),
-        "finished_at": _iso(item.get("finished_at")),
+        "started_at": iso_from_ms(item.get("started_at")),
+        "finished_at": iso_from_ms(item.get("finished_at")),
     }
 
 

@@ -1,4 +1,62 @@
 """The job-runtime API: everything a job module may import from ``service``.
 
+A job is a coroutine ``async def my_job(ctx: JobContext, *, arg: T) -> R`` declared once, in
+its own module, with :class:`Job`, and listed in jobs/registry.py (README "Add your own
+job"). import-linter keeps jobs/ to this package: what a job may use is exactly this list.
+
+- :class:`JobContext`: its ``ctx``: settings, the worker's Redis client, a shared HTTP
+  session, a thread pool for blocking work, the users database, metrics, ``job_id``,
+  ``job_try``, ``progress`` (``await ctx["progress"]("resized", done=2, total=3)``) and
+  ``lease`` (how long a lock the job takes should live);
+- :class:`TransientError` (retried with backoff) and :class:`PermanentError` (fails at once):
+  how a job fails; the message is what the status API shows, so keep internals out of it;
+- :class:`Job`, :class:`Cron`, :class:`RetryPolicy`: the declaration; :class:`JobInput`,
+  :class:`NoInput` and the field types :data:`EmailAddress`, :data:`MailRecipient`,
+  :data:`HeaderText` for its input model; :func:`settings_in` for validators;
+- :func:`job_key`: a Redis key of the job's own (a "sent" marker, a lock);
+- :func:`count_today`, :func:`day_counts`, :func:`today`: the day's counters the daily
+  report reads;
+- :func:`write_atomically`: a file written whole or not at all (run it in ``ctx["executor"]``).
+
 May import: ``records``, ``store``, ``observability``.
 """
+
+from service.records.progress import Progress
+from service.records.stats import count_today, day_counts, today
+from service.runtime.context import JobContext
+from service.runtime.declaration import Cron, Job, Registry, RetryPolicy
+from service.runtime.errors import PermanentError, TransientError
+from service.runtime.inputs import (
+    EmailAddress,
+    HeaderText,
+    JobInput,
+    MailRecipient,
+    NoInput,
+    no_control_characters,
+    settings_in,
+)
+from service.store.files import write_atomically
+from service.store.keys import job_key
+
+__all__ = [
+    "Cron",
+    "EmailAddress",
+    "HeaderText",
+    "Job",
+    "JobContext",
+    "JobInput",
+    "MailRecipient",
+    "NoInput",
+    "PermanentError",
+    "Progress",
+    "Registry",
+    "RetryPolicy",
+    "TransientError",
+    "count_today",
+    "day_counts",
+    "job_key",
+    "no_control_characters",
+    "settings_in",
+    "today",
+    "write_atomically",
+]

@@ -17,16 +17,6 @@ def daily_stats(day: date) -> str:
     return f"{PREFIX}stats:{day.isoformat()}"
 
 
-def email_sent(job_id: str) -> str:
-    """Set once an email job's message was accepted, so a re-run does not send it again."""
-    return f"{PREFIX}sent:{job_id}"
-
-
-def welcome_lock(user_id: int) -> str:
-    """Held while one job sends a user's welcome email, so two jobs cannot both send it."""
-    return f"{PREFIX}lock:welcome:{user_id}"
-
-
 def job_events(job_id: str) -> str:
     """Pub/sub channel of one job's state changes and progress, read by the SSE stream;
     ``job_events("*")`` is the pattern the live overview subscribes to."""
@@ -94,6 +84,7 @@ def running() -> str:
     return f"{PREFIX}running"
 
 
-def welcome_sent(user_id: int) -> str:
-    """Set the moment a user's welcome email is accepted, until the database records it."""
-    return f"{PREFIX}welcomed:{user_id}"
+def job_key(*parts: str | int) -> str:
+    """A key of a job's own (a "sent" marker, a lock): ``job_key("sent", job_id)`` is
+    ``jobsvc:sent:<job_id>``. Jobs name their keys here, beside the service's own."""
+    return PREFIX + ":".join(str(part) for part in parts)

@@ -8,7 +8,6 @@ backoff for about REDIS_RETRY_SECONDS before arq gives up and the process exits 
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from typing import Any
 
@@ -92,9 +91,6 @@ def worker_redis_settings(settings: Settings) -> RedisSettings:
     retries = retries_for(settings.redis_retry_seconds)
     return replace(
         settings.redis_settings,
-        conn_retries=max(
-            settings.redis_settings.conn_retries, math.ceil(settings.redis_retry_seconds)
-        ),
         retry_on_timeout=True,
         retry_on_error=RETRIED_ERRORS,
         retry=Retry(ExponentialBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), retries),

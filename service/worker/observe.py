@@ -18,7 +18,7 @@ from typing import Any
 from arq import Retry
 
 from service.observability.origin import REQUEST_ID_KWARG, log_fields
-from service.runtime.context import JobContext
+from service.runtime import JobContext
 from service.store.serialization import describe_exception
 
 logger = logging.getLogger("jobservice.jobs")
@@ -41,9 +41,9 @@ def _outcome(exc: BaseException | None) -> str:
     return "failure"
 
 
-def observed(fn: JobCoroutine) -> JobCoroutine:
-    """Log and measure each attempt of ``fn``; ``fn``'s result and errors pass through."""
-    name = fn.__name__
+def observed(name: str, fn: JobCoroutine) -> JobCoroutine:
+    """Log and measure each attempt of the job ``name``; ``fn``'s result and errors pass
+    through."""
 
     @functools.wraps(fn)
     async def run(ctx: JobContext, /, *args: Any, **kwargs: Any) -> Any:

@@ -1,157 +1,83 @@
-"""The arq worker's wiring: which jobs run, on what schedule, with which shared resources."""
+"""What ``arq service.WorkerSettings`` is: the worker built from the job registry.
+
+Every declared job (jobs/registry.py) becomes an arq function, wrapped in observation (log
+lines, metrics) and attempt tracking (history, retry policy), with its own time limit, tries
+and result keeping; every job with a schedule also becomes an arq cron job. The client is
+the engine's waking one, the job loop the engine's (service.engine).
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
-import aiohttp
 from arq import cron, func
-from arq.constants import health_check_key_suffix
-from arq.cron import CronJob
-from arq.typing import WorkerCoroutine
-from arq.worker import Function
-from redis.exceptions import RedisError
 
-from jobs.cleanup import cleanup_old_files
-from jobs.email import send_email
-from jobs.events import log_event
-from jobs.images import process_image
-from jobs.mail.smtp_pool import SmtpPool
-from jobs.reports import daily_report
-from jobs.thumbnails import configure_pillow
-from jobs.webhook_guard import GuardedResolver
-from jobs.webhooks import deliver_webhook
-from jobs.welcome import send_welcome_email
+from jobs.registry import REGISTRY
+from service.engine.arq_api import CronJob, Function, WorkerCoroutine, health_check_key_suffix
 from service.engine.wakeup import waking_pool
 from service.observability.logs import configure_logging
-from service.observability.metrics import JobMetrics, new_registry
-from service.observability.metrics_server import start_metrics_server
-from service.queue.enqueue import JobName
-from service.records.workers import health_key, register, unregister, worker_name
-from service.runtime.context import JobContext, SmtpConfig
-from service.store.database import Database
-from service.store.files import make_folders
+from service.records.workers import health_key, worker_name
+from service.runtime import Job, Registry
 from service.store.redis import worker_redis_settings
 from service.store.serialization import deserialize, serialize
 from service.worker.observe import observed
-from service.worker.timeouts import job_timeouts
-from service.worker.tracking import after_job, tracked
+from service.worker.resources import close_resources, open_resources
+from service.worker.tracking import arq_failures, tracked
 from settings import Settings
 
-logger = logging.getLogger("jobservice.worker")
-
 HEALTH_CHECK_INTERVAL = 10  # seconds; /health calls a worker dead once its key is this stale
-# With slots free, an idle worker waits on the wake list (service.engine.wakeup), not on this delay;
-# it only paces re-reads while all slots are taken.
+# With slots free, an idle worker waits on the wake list (service.engine.wakeup), not on this
+# delay; it only paces re-reads while all slots are taken.
 POLL_DELAY = 0.005
 
 
-def _startup(settings: Settings) -> Any:
-    async def on_startup(ctx: dict[str, Any]) -> None:
-        """Open what jobs share, once per worker process."""
-        configure_pillow(settings.max_image_pixels)
-        await asyncio.get_running_loop().run_in_executor(
-            None, make_folders, settings.uploads_dir, settings.reports_dir
-        )
-        ctx["settings"] = settings
-        ctx["db"] = await Database.open(settings.database_path)
-        ctx["http"] = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                limit=settings.worker_max_jobs,
-                resolver=GuardedResolver(settings.webhook_allowed_hosts),  # SSRF guard
-            ),
-            raise_for_status=False,
-        )
-        ctx["executor"] = ThreadPoolExecutor(
-            max_workers=settings.image_threads, thread_name_prefix="jobs"
-        )
-        ctx["smtp"] = SmtpConfig.from_settings(settings)
-        ctx["smtp_pool"] = SmtpPool(ctx["smtp"], settings.smtp_connections_kept)
-        ctx["metrics"] = JobMetrics(new_registry())
-        if settings.worker_metrics_port:
-            ctx["metrics_server"] = await start_metrics_server(
-                ctx["metrics"].registry, settings.worker_metrics_host, settings.worker_metrics_port
-            )
-        await register(ctx["redis"], worker_name(), settings.worker_max_jobs)
-        logger.info("worker ready: max_jobs=%d", settings.worker_max_jobs)
-
-    return on_startup
-
-
-async def on_shutdown(ctx: dict[str, Any]) -> None:
-    """Close what on_startup opened; tolerate a start-up that failed half way."""
-    job_ctx = cast(JobContext, ctx)
-    if "http" in ctx:
-        await job_ctx["http"].close()
-    if "executor" in ctx:
-        # waiting for running resizes blocks, so wait in a thread, not on the loop
-        await asyncio.get_running_loop().run_in_executor(None, job_ctx["executor"].shutdown)
-    if "db" in ctx:
-        await job_ctx["db"].close()
-    if "smtp_pool" in ctx:
-        await job_ctx["smtp_pool"].close()
-    if ctx.get("metrics_server") is not None:
-        await ctx["metrics_server"].cleanup()
-    with contextlib.suppress(RedisError, OSError):  # Redis may be the reason we stop
-        await unregister(job_ctx["redis"], worker_name())
-
-
-def _job(fn: Callable[..., Awaitable[Any]]) -> WorkerCoroutine:
+def _wrapped(job: Job) -> WorkerCoroutine:
     """A job as arq registers it: observed, tracked, and typed as arq's coroutine protocol."""
-    return cast(WorkerCoroutine, observed(tracked(fn)))
+    return cast(WorkerCoroutine, observed(job.name, tracked(job)))
 
 
-def _daily(
-    fn: Callable[..., Awaitable[Any]], name: JobName, *, hour: int, settings: Settings
-) -> CronJob:
-    """A cron job at ``hour``:00:00 in CRON_TIMEZONE; its result is kept like any job's."""
-    return cron(
-        _job(fn),
-        name=f"cron:{name}",
-        hour={hour},
-        minute={0},
-        second={0},
-        timeout=job_timeouts(settings)[name],
-        max_tries=settings.job_max_tries,
-        keep_result=settings.job_result_ttl,
+def _function(job: Job, settings: Settings) -> Function:
+    return func(
+        _wrapped(job),
+        name=job.name,
+        max_tries=job.retry.tries(settings),
+        timeout=job.seconds(settings),
+        keep_result=settings.job_result_ttl if job.keep_result else 0,
     )
 
 
-def worker_options(settings: Settings) -> dict[str, Any]:
+def _cron(job: Job, settings: Settings) -> CronJob:
+    """A job's schedule, in CRON_TIMEZONE; a run keeps its result like any job's."""
+    schedule = job.cron
+    assert schedule is not None
+    return cron(
+        _wrapped(job),
+        name=str(job.cron_name),
+        month=schedule.month,
+        day=schedule.day,
+        weekday=schedule.weekday,
+        hour=schedule.hour,
+        minute=schedule.minute,
+        second=schedule.second,
+        timeout=job.seconds(settings),
+        max_tries=job.retry.tries(settings),
+        keep_result=settings.job_result_ttl if job.keep_result else 0,
+    )
+
+
+def worker_options(settings: Settings, registry: Registry = REGISTRY) -> dict[str, Any]:
     """Keyword arguments for ``arq.Worker``; also the body of ``WorkerSettings``."""
-    tries = settings.job_max_tries
-    timeouts = job_timeouts(settings)
     redis = worker_redis_settings(settings)
     pool = waking_pool(redis, settings.queue_name)
-    pool.start_lock_ms = int(settings.job_lock_margin * 1000)  # service.worker.timeouts, step 1
+    pool.start_lock_ms = int(settings.job_lock_margin * 1000)  # service.worker.lease, step 1
     pool.health_check_key = settings.queue_name + health_check_key_suffix
     pool.worker_health_key = health_key(settings.queue_name, worker_name())
-
-    def job(fn: Callable[..., Awaitable[Any]], name: JobName, **options: Any) -> Function:
-        return func(_job(fn), name=name, max_tries=tries, timeout=timeouts[name], **options)
-
     return {
-        "functions": [
-            job(send_email, JobName.SEND_EMAIL),
-            job(send_welcome_email, JobName.SEND_WELCOME_EMAIL),
-            job(process_image, JobName.PROCESS_IMAGE),
-            job(deliver_webhook, JobName.DELIVER_WEBHOOK),
-            job(log_event, JobName.LOG_EVENT, keep_result=0),
-            job(daily_report, JobName.DAILY_REPORT),
-            job(cleanup_old_files, JobName.CLEANUP_OLD_FILES),
-        ],
-        "cron_jobs": [
-            _daily(daily_report, JobName.DAILY_REPORT, hour=0, settings=settings),
-            _daily(cleanup_old_files, JobName.CLEANUP_OLD_FILES, hour=2, settings=settings),
-        ],
-        "on_startup": _startup(settings),
-        "on_shutdown": on_shutdown,
-        "after_job_end": after_job,
+        "functions": [_function(job, settings) for job in registry],
+        "cron_jobs": [_cron(job, settings) for job in registry.scheduled()],
+        "on_startup": open_resources(settings),
+        "on_shutdown": close_resources,
+        "after_job_end": arq_failures(registry),
         "allow_abort_jobs": True,  # DELETE /jobs/{id} on a running job
         "redis_settings": redis,
         "redis_pool": pool,
@@ -160,11 +86,9 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         "job_serializer": serialize,
         "job_deserializer": deserialize,
         "max_jobs": settings.worker_max_jobs,
-        "job_timeout": settings.job_timeout,
         # SIGTERM: stop taking jobs, let running ones finish for this long, then cut them;
         # arq re-queues a cut job (CancelledError is retried), it is not failed
         "job_completion_wait": settings.worker_shutdown_grace,
-        "max_tries": tries,
         "keep_result": settings.job_result_ttl,
         "health_check_interval": HEALTH_CHECK_INTERVAL,
         # arq's own per-queue key, so `arq --check` works; the pool copies each line to this

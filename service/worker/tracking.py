@@ -12,44 +12,30 @@ import asyncio
 import contextlib
 import functools
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Concatenate, ParamSpec, TypeVar, cast
+from typing import Any, cast
 
 from arq import Retry
-from arq.constants import result_key_prefix
 
-from service.queue.enqueue import JobName
-from service.records import attempt_scripts as tracking_scripts
-from service.records import attempts, events, stats
-from service.records import failed_jobs as deadletter
+from service.engine.arq_api import result_key_prefix
+from service.records import attempt_scripts, attempts, events, failed_jobs, stats
 from service.records.attempts import Outcome
 from service.records.progress import Progress
-from service.runtime.context import JobContext
-from service.runtime.errors import PermanentError, TransientError
+from service.records.status import time_limit_reason
+from service.records.times import iso_from_ms, now_ms
+from service.runtime import Job, JobContext, PermanentError, Registry, TransientError
+from service.runtime.declaration import job_of_cron
 from service.store import keys
 from service.store.serialization import JobError, describe_exception, deserialize
 from service.worker.backoff import backoff_delay
-from service.worker.timeouts import rerun_bound
+from service.worker.lease import lease_seconds
 
-P = ParamSpec("P")
-R = TypeVar("R")
-JobFunction = Callable[Concatenate[JobContext, P], Awaitable[R]]
+JobFunction = Callable[..., Awaitable[Any]]
 
 logger = logging.getLogger("jobservice.jobs")
 
 RECENT_KEPT = 100  # finished job ids the dashboard can list
-TIME_LIMIT_REASON = "TimeoutError: the job ran past its time limit and was cancelled"
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
 
 
 async def _announce(ctx: JobContext, **data: Any) -> None:
@@ -78,15 +64,15 @@ def _dead_job(
     reason: str,
     *,
     failed_at: int | None = None,
-) -> deadletter.DeadJob:
-    return deadletter.DeadJob(
+) -> failed_jobs.DeadJob:
+    return failed_jobs.DeadJob(
         job_id=ctx["job_id"],
         function=name,
         args=list(args),
         kwargs=kwargs,
         attempts=ctx["job_try"],
         reason=reason,
-        failed_at=failed_at or _now_ms(),
+        failed_at=failed_at or now_ms(),
         enqueued_at=int(ctx["enqueue_time"].timestamp() * 1000),
     )
 
@@ -103,20 +89,22 @@ class _Run:
     kwargs: dict[str, Any]
 
 
-async def _start(ctx: JobContext, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Run:
-    """One script call: arq's in-progress lock bounded by this function's own timeout
-    (service.worker.timeouts), the attempt recorded and marked open (reading what the last attempt
-    left), the last attempt's progress cleared, the start announced."""
+async def _start(
+    ctx: JobContext, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], *, last: bool
+) -> _Run:
+    """One script call: arq's in-progress lock set to this attempt's lease (service.worker.lease),
+    the attempt recorded and marked open (reading what the last attempt left), the last
+    attempt's progress cleared, the start announced. ``last``: no try is left after this one."""
     settings, job_id = ctx["settings"], ctx["job_id"]
-    attempt, started = ctx["job_try"], _now_ms()
-    status = {"status": "STARTED", "attempts": attempt, "started_at": _iso(started)}
+    attempt, started = ctx["job_try"], now_ms()
+    status = {"status": "STARTED", "attempts": attempt, "started_at": iso_from_ms(started)}
     expected = ""
-    if attempt >= settings.job_max_tries:  # filed as failed if this attempt is lost
-        expected = _dead_job(ctx, name, args, kwargs, deadletter.LAST_ATTEMPT_LOST).to_json()
-    lost, last_start, requeued = await tracking_scripts.record_start(
+    if last:  # filed as failed if this attempt is lost
+        expected = _dead_job(ctx, name, args, kwargs, failed_jobs.LAST_ATTEMPT_LOST).to_json()
+    lost, last_start, requeued = await attempt_scripts.record_start(
         ctx["redis"],
         job_id,
-        lock_ms=int(rerun_bound(settings, JobName(name)) * 1000),
+        lock_ms=int(ctx["lease"] * 1000),
         function=name,
         attempt=attempt,
         started_ms=started,
@@ -128,7 +116,6 @@ async def _start(ctx: JobContext, name: str, args: tuple[Any, ...], kwargs: dict
     # the status hash outlives every record a job writes (its ttl is renewed at the end)
     ctx["first_start"] = attempt == 1 and last_start is None and requeued is None
     if lost is not None:  # the worker running the last attempt died before closing it
-        settings = ctx["settings"]
         entry = attempts.make_attempt(
             run=this.run,
             attempt=int(lost),
@@ -161,7 +148,7 @@ async def _close(
     """Close the attempt in one script call (service.records.attempt_scripts): its history entry and
     ``meta``; the day's count for ``outcome`` if ``counted``; ``status`` told to live viewers
     as the job leaves the running set. Returns when the attempt finished (ms)."""
-    settings, finished = ctx["settings"], _now_ms()
+    settings, finished = ctx["settings"], now_ms()
     entry = attempts.make_attempt(
         run=this.run,
         attempt=this.attempt,
@@ -173,8 +160,8 @@ async def _close(
     done = outcome in ("success", "failure")  # counted among the recent and last runs
     ended = done or outcome == "cancelled"  # the job will not run again
     if status is not None and ended:
-        status["finished_at"] = _iso(finished)
-    await tracking_scripts.record_end(
+        status["finished_at"] = iso_from_ms(finished)
+    await attempt_scripts.record_end(
         ctx["redis"],
         ctx["job_id"],
         entry=attempts.encode(entry),
@@ -204,13 +191,13 @@ async def _finish(
     finished = await _close(ctx, this, outcome, error, counted=True, meta=meta)
     settings = ctx["settings"]
     failed = _dead_job(ctx, this.name, this.args, this.kwargs, error, failed_at=finished)
-    await deadletter.add(
+    await failed_jobs.add(
         ctx["redis"],
         failed,
         max_jobs=settings.dead_letter_max_jobs,
         max_age=settings.dead_letter_max_age,
     )
-    await _announce(ctx, status="FAILURE", error=error, finished_at=_iso(finished))
+    await _announce(ctx, status="FAILURE", error=error, finished_at=iso_from_ms(finished))
 
 
 async def _interrupted(ctx: JobContext, this: _Run) -> None:
@@ -228,14 +215,12 @@ async def _interrupted(ctx: JobContext, this: _Run) -> None:
     await _close(ctx, this, "interrupted", interrupted, meta={"last_error": interrupted})
 
 
-def retry_delay(ctx: JobContext, exc: TransientError) -> float:
+def retry_delay(ctx: JobContext, exc: TransientError, job: Job) -> float:
     """Backoff for this attempt; a server's Retry-After wins when it asks for longer."""
-    settings = ctx["settings"]
-    delay = backoff_delay(
-        ctx["job_try"], base=settings.retry_backoff_base, cap=settings.retry_backoff_max
-    )
+    base, cap = job.retry.backoff(ctx["settings"])
+    delay = backoff_delay(ctx["job_try"], base=base, cap=cap)
     if exc.retry_after is not None:
-        delay = max(delay, min(exc.retry_after, settings.retry_backoff_max))
+        delay = max(delay, min(exc.retry_after, cap))
     return delay
 
 
@@ -247,31 +232,39 @@ def _free_slot(ctx: JobContext) -> None:
         free_slot()
 
 
-def tracked(fn: JobFunction[P, R]) -> JobFunction[P, R]:
-    """Record the job's attempts and map its failures onto arq's retry machinery."""
-    name = fn.__name__
+def tracked(job: Job) -> JobFunction:
+    """Record the job's attempts and map its failures onto arq's retry machinery, as its
+    declaration says (tries, backoff, time limit)."""
+    fn, name = job.run, job.name
 
     @functools.wraps(fn)
-    async def run(ctx: JobContext, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        ctx["progress"] = Progress(ctx["redis"], ctx["job_id"], ctx["settings"].job_result_ttl)
-        this = await _start(ctx, name, args, kwargs)
-        attempt = this.attempt
+    async def run(ctx: JobContext, /, *args: Any, **kwargs: Any) -> Any:
+        settings = ctx["settings"]
+        tries = job.retry.tries(settings)
+        ctx["lease"] = lease_seconds(job, settings)
+        ctx["progress"] = Progress(ctx["redis"], ctx["job_id"], settings.job_result_ttl)
+        attempt = ctx["job_try"]
+        this = await _start(ctx, name, args, kwargs, last=attempt >= tries)
         try:
             try:
                 result = await fn(ctx, *args, **kwargs)
             finally:
                 _free_slot(ctx)
         except TransientError as exc:
-            if attempt >= ctx["settings"].job_max_tries:
+            if attempt >= tries:
                 reason = f"gave up after {attempt} attempts: {exc.reason}"
                 await _finish(ctx, this, "failure", reason)
                 raise PermanentError(reason) from None
-            delay = retry_delay(ctx, exc)
+            delay = retry_delay(ctx, exc, job)
             logger.info(
                 "job %s attempt %d failed, retrying in %.2fs: %s", name, attempt, delay, exc
             )
-            retry_at = _now_ms() + int(delay * 1000)
-            status = {"status": "RETRY", "error": exc.reason, "next_attempt_at": _iso(retry_at)}
+            retry_at = now_ms() + int(delay * 1000)
+            status = {
+                "status": "RETRY",
+                "error": exc.reason,
+                "next_attempt_at": iso_from_ms(retry_at),
+            }
             fields: dict[str, str | int] = {"last_error": exc.reason, "retry_at": retry_at}
             await _close(ctx, this, "retry", exc.reason, status=status, counted=True, meta=fields)
             raise Retry(defer=delay) from exc
@@ -288,13 +281,19 @@ def tracked(fn: JobFunction[P, R]) -> JobFunction[P, R]:
     return run
 
 
-async def after_job(ctx: dict[str, Any]) -> None:
+def arq_failures(registry: Registry) -> Callable[[dict[str, Any]], Awaitable[None]]:
     """arq's ``after_job_end`` hook: file failures arq decides itself (a job past its time
     limit) in the failed-jobs list, as the wrapper cannot see them."""
-    if not ctx.get("attempt_interrupted"):
-        return  # the wrapper saw how the attempt ended and recorded it
-    job_ctx = cast(JobContext, ctx)
-    redis, settings, job_id = job_ctx["redis"], job_ctx["settings"], job_ctx["job_id"]
+
+    async def after_job(ctx: dict[str, Any]) -> None:
+        if ctx.get("attempt_interrupted"):  # else the wrapper saw how the attempt ended
+            await _record_arq_failure(cast(JobContext, ctx), registry)
+
+    return after_job
+
+
+async def _record_arq_failure(ctx: JobContext, registry: Registry) -> None:
+    redis, settings, job_id = ctx["redis"], ctx["settings"], ctx["job_id"]
     async with redis.pipeline(transaction=False) as pipe:
         pipe.get(result_key_prefix + job_id)
         pipe.hget(keys.job_meta(job_id), "outcome")
@@ -308,23 +307,24 @@ async def after_job(ctx: dict[str, Any]) -> None:
     error = data.get("r")
     if data.get("s") or not isinstance(error, JobError) or error.type_name == "CancelledError":
         return
+    name = job_of_cron(str(data["f"]))
     reason = describe_exception(error)
     if error.type_name == "TimeoutError":
-        reason = TIME_LIMIT_REASON
+        job = registry.get(name)
+        reason = time_limit_reason(None if job is None else job.seconds(settings))
         await attempts.relabel_last(redis, job_id, "timeout", reason)
-    await _write_meta(job_ctx, finished_at=_now_ms(), outcome="failure", last_error=reason)
-    name = str(data["f"]).removeprefix("cron:")
-    await stats.count(redis, settings.timezone, **{f"job:{name}:failure": 1})
-    failed = deadletter.DeadJob(
+    await _write_meta(ctx, finished_at=now_ms(), outcome="failure", last_error=reason)
+    await stats.count_today(redis, settings.timezone, **{f"job:{name}:failure": 1})
+    failed = failed_jobs.DeadJob(
         job_id=job_id,
         function=name,
         args=list(data.get("a") or []),
         kwargs=dict(data.get("k") or {}),
         attempts=int(data.get("t") or 0),
         reason=reason,
-        failed_at=_now_ms(),
+        failed_at=now_ms(),
         enqueued_at=data.get("et"),
     )
-    await deadletter.add(
+    await failed_jobs.add(
         redis, failed, max_jobs=settings.dead_letter_max_jobs, max_age=settings.dead_letter_max_age
     )

@@ -35,7 +35,7 @@ async def test_three_workers_make_one_daily_report_and_one_cleanup(
     cue.replace(go)  # atomically: a worker must never read a half-written cue
 
     async def both_ran() -> bool:
-        counters = await stats.read(redis, stats.today(settings.timezone))
+        counters = await stats.day_counts(redis, stats.today(settings.timezone))
         done = counters.get("job:daily_report:success", 0)
         return done >= 1 and counters.get("job:cleanup_old_files:success", 0) >= 1
 
@@ -47,7 +47,7 @@ async def test_three_workers_make_one_daily_report_and_one_cleanup(
         return time.time() > due + 2 and await queued(redis, settings) == []
 
     await wait_until(every_worker_past_the_schedule, within=STARTUP)
-    counters = await stats.read(redis, stats.today(settings.timezone))
+    counters = await stats.day_counts(redis, stats.today(settings.timezone))
     assert counters["job:daily_report:success"] == 1
     assert counters["job:cleanup_old_files:success"] == 1
     assert all(worker.running() for worker in workers)

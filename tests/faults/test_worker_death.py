@@ -13,8 +13,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
 
-from service.queue.enqueue import JobName
-from service.worker.timeouts import rerun_bound
+from jobs.registry import REGISTRY
+from service.worker.lease import lease_seconds
 from settings import Settings
 from tests.conftest import SmtpRecorder, accepted_task, queued, status_of
 from tests.faults.conftest import Spawn
@@ -63,7 +63,7 @@ async def test_sigkill_mid_email_is_rerun_within_its_bound_and_sent_once(
     task_id = await _post_email(client)
     release = await _hold_first_data(smtp_server)
     lock_ttl_ms = await redis.pttl(in_progress_key_prefix + task_id)
-    bound = rerun_bound(settings, JobName.SEND_EMAIL)
+    bound = lease_seconds(REGISTRY["send_email"], settings)
     assert 0 < lock_ttl_ms <= bound * 1000, "the lock follows the email's timeout, not 310 s"
 
     first.signal(signal.SIGKILL)

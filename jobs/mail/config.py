@@ -1,0 +1,46 @@
+"""Where and how the worker sends mail, and the ctx of jobs that do."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from service.runtime import JobContext
+from settings import Settings
+
+if TYPE_CHECKING:
+    from jobs.mail.smtp_pool import SmtpPool
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpConfig:
+    """The SMTP server and sender; built once from settings in the worker's start-up."""
+
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    use_tls: bool
+    start_tls: bool
+    timeout: float
+    sender: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SmtpConfig:
+        return cls(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            username=settings.smtp_username,
+            password=settings.smtp_password,
+            use_tls=settings.smtp_tls,
+            start_tls=settings.smtp_starttls,
+            timeout=settings.smtp_timeout,
+            sender=settings.mail_from,
+        )
+
+
+class MailContext(JobContext):
+    """The ctx of a job that sends mail: the worker's start-up adds these two."""
+
+    smtp: SmtpConfig
+    smtp_pool: SmtpPool  # open connections to the SMTP server, reused across emails

@@ -1,0 +1,142 @@
+"""A job, declared once: its name, coroutine, limits, retry policy, input model and schedule.
+
+Each job module ends with one :class:`Job` (``JOB = Job(name="send_email", run=send_email,
+...)``) and jobs/registry.py lists them all. Everything else reads that list: the worker
+registers the functions, their time limits, retry policies and cron schedules from it; the
+web app validates ``POST /jobs`` and the dedicated routes against each job's input model and
+documents them in OpenAPI; the status API and the dashboard show what it declares. Adding a
+job is therefore one module and one line in the list (README "Add your own job").
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from settings import Settings
+
+CRON_PREFIX = "cron:"  # arq's name for a job's cron schedule: "cron:daily_report"
+
+TimeLimit = float | Callable[[Settings], float]
+Weekday = Literal["mon", "tues", "wed", "thurs", "fri", "sat", "sun"]
+
+
+@dataclass(frozen=True, slots=True)
+class Cron:
+    """When a job runs on its own, in CRON_TIMEZONE: arq's cron fields (a value, a set of
+    values, or None for "every"); ``Cron(hour=0)`` is every day at 00:00:00."""
+
+    month: int | set[int] | None = None
+    day: int | set[int] | None = None
+    weekday: int | set[int] | Weekday | None = None
+    hour: int | set[int] | None = None
+    minute: int | set[int] | None = 0
+    second: int | set[int] = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often a job runs before it fails for good, and how long it waits in between.
+
+    ``None`` takes the service-wide setting (JOB_MAX_TRIES, RETRY_BACKOFF_BASE,
+    RETRY_BACKOFF_MAX). Only a :class:`~service.runtime.TransientError` is retried; every
+    start counts as a try, including one cut short by a dying worker.
+    """
+
+    max_tries: int | None = None
+    backoff_base: float | None = None
+    backoff_max: float | None = None
+
+    def tries(self, settings: Settings) -> int:
+        return settings.job_max_tries if self.max_tries is None else self.max_tries
+
+    def backoff(self, settings: Settings) -> tuple[float, float]:
+        """(base, cap) of the exponential backoff, in seconds."""
+        base = settings.retry_backoff_base if self.backoff_base is None else self.backoff_base
+        cap = settings.retry_backoff_max if self.backoff_max is None else self.backoff_max
+        return base, cap
+
+
+def _default_time_limit(settings: Settings) -> float:
+    return settings.job_timeout
+
+
+@dataclass(frozen=True, slots=True, eq=False)  # one object per job: hashed by identity
+class Job:
+    """One job's declaration; see the module docstring."""
+
+    name: str
+    run: Callable[..., Awaitable[Any]]  # async def run(ctx, *, <the input model's fields>)
+    input: type[BaseModel]  # its keyword arguments, validated by the API before queueing
+    time_limit: TimeLimit = _default_time_limit  # seconds, or read from the settings
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    keep_result: bool = True  # False: fire and forget (the status API still tells the outcome)
+    cron: Cron | None = None
+    api: bool = False  # POST /jobs may queue it (its dedicated route, if any, always can)
+
+    @property
+    def summary(self) -> str:
+        """The first line of the coroutine's docstring, for OpenAPI and the dashboard."""
+        doc = inspect.getdoc(self.run) or self.name
+        return doc.splitlines()[0]
+
+    def seconds(self, settings: Settings) -> float:
+        """Its time limit: past it the attempt is cancelled and the job fails."""
+        limit = self.time_limit
+        return float(limit(settings) if callable(limit) else limit)
+
+    @property
+    def cron_name(self) -> str | None:
+        return None if self.cron is None else CRON_PREFIX + self.name
+
+
+def job_of_cron(cron_name: str) -> str:
+    """The job a cron schedule runs: "cron:daily_report" -> "daily_report"."""
+    return cron_name.removeprefix(CRON_PREFIX)
+
+
+class UnknownJobError(LookupError):
+    """No job is registered under this name."""
+
+
+class Registry:
+    """Every declared job, by name; the one list the worker, the API and the dashboard read."""
+
+    def __init__(self, jobs: Iterable[Job]) -> None:
+        self._jobs: dict[str, Job] = {}
+        for job in jobs:
+            if job.name in self._jobs:
+                raise ValueError(f"two jobs are declared as {job.name!r}")
+            if job.name.startswith(CRON_PREFIX) or not job.name.isidentifier():
+                raise ValueError(f"a job's name must be an identifier, not {job.name!r}")
+            self._jobs[job.name] = job
+
+    def __iter__(self) -> Iterator[Job]:
+        return iter(self._jobs.values())
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._jobs
+
+    def __getitem__(self, name: str) -> Job:
+        try:
+            return self._jobs[name]
+        except KeyError:
+            raise UnknownJobError(name) from None
+
+    def get(self, name: str) -> Job | None:
+        return self._jobs.get(job_of_cron(name))
+
+    def api_jobs(self) -> list[Job]:
+        """The jobs ``POST /jobs`` may queue, by name."""
+        return sorted((job for job in self if job.api), key=lambda job: job.name)
+
+    def scheduled(self) -> list[Job]:
+        """The jobs with a cron schedule."""
+        return [job for job in self if job.cron is not None]

@@ -1,0 +1,82 @@
+"""What jobs share in one worker process: opened once at start-up, closed at shutdown.
+
+The worker's ctx holds them (service.runtime.JobContext, jobs.mail.MailContext): the
+settings, the users database, one HTTP session (its resolver is the webhooks' SSRF guard), a
+thread pool for Pillow and file walks, the SMTP pool, and this worker's metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import aiohttp
+from redis.exceptions import RedisError
+
+from jobs.mail import SmtpConfig, SmtpPool
+from jobs.thumbnails import configure_pillow
+from jobs.webhook_guard import GuardedResolver
+from service.observability.metrics import JobMetrics, new_registry
+from service.observability.metrics_server import start_metrics_server
+from service.records.workers import register, unregister, worker_name
+from service.store.database import Database
+from service.store.files import make_folders
+from settings import Settings
+
+logger = logging.getLogger("jobservice.worker")
+
+OnStartup = Any  # arq's startup hook: async (ctx) -> None
+
+
+def open_resources(settings: Settings) -> OnStartup:
+    """arq's ``on_startup`` for these settings."""
+
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        configure_pillow(settings.max_image_pixels)
+        await asyncio.get_running_loop().run_in_executor(
+            None, make_folders, settings.uploads_dir, settings.reports_dir
+        )
+        ctx["settings"] = settings
+        ctx["db"] = await Database.open(settings.database_path)
+        ctx["http"] = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(
+                limit=settings.worker_max_jobs,
+                resolver=GuardedResolver(settings.webhook_allowed_hosts),  # SSRF guard
+            ),
+            raise_for_status=False,
+        )
+        ctx["executor"] = ThreadPoolExecutor(
+            max_workers=settings.image_threads, thread_name_prefix="jobs"
+        )
+        ctx["smtp"] = SmtpConfig.from_settings(settings)
+        ctx["smtp_pool"] = SmtpPool(ctx["smtp"], settings.smtp_connections_kept)
+        ctx["metrics"] = JobMetrics(new_registry())
+        if settings.worker_metrics_port:
+            ctx["metrics_server"] = await start_metrics_server(
+                ctx["metrics"].registry, settings.worker_metrics_host, settings.worker_metrics_port
+            )
+        await register(ctx["redis"], worker_name(), settings.worker_max_jobs)
+        logger.info("worker ready: max_jobs=%d", settings.worker_max_jobs)
+
+    return on_startup
+
+
+async def close_resources(ctx: dict[str, Any]) -> None:
+    """arq's ``on_shutdown``: close what on_startup opened; a start-up that failed half way
+    leaves some of it unopened."""
+    if "http" in ctx:
+        await ctx["http"].close()
+    if "executor" in ctx:
+        # waiting for running resizes blocks, so wait in a thread, not on the loop
+        await asyncio.get_running_loop().run_in_executor(None, ctx["executor"].shutdown)
+    if "db" in ctx:
+        await ctx["db"].close()
+    if "smtp_pool" in ctx:
+        await ctx["smtp_pool"].close()
+    if ctx.get("metrics_server") is not None:
+        await ctx["metrics_server"].cleanup()
+    with contextlib.suppress(RedisError, OSError):  # Redis may be the reason we stop
+        await unregister(ctx["redis"], worker_name())
