@@ -105,8 +105,9 @@ class ApiJobRequest(Scheduling):
 @functools.cache
 def api_request_model(job: Job) -> type[ApiJobRequest]:
     """The body ``POST /jobs`` takes for ``job``; OpenAPI lists one per job, told apart by
-    ``function``. A job without arguments may leave ``kwargs`` out."""
-    kwargs: Any = (job.input, ...) if job.input.model_fields else (job.input, job.input())
+    ``function``. A job whose arguments all have defaults may leave ``kwargs`` out."""
+    optional = all(not field.is_required() for field in job.input.model_fields.values())
+    kwargs: Any = (job.input, job.input()) if optional else (job.input, ...)
     function: Any = (Literal[job.name], ...)
     model = create_model(
         f"{job.input.__name__}Job", __base__=ApiJobRequest, function=function, kwargs=kwargs

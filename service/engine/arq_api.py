@@ -124,7 +124,6 @@ OVERRIDDEN_METHODS: dict[str, tuple[str, ...]] = {
     "_poll_iteration": ("self",),
     "record_health": ("self",),
     "handle_sig": ("self", "signum"),
-    "handle_sig_wait_for_completion": ("self", "signum"),
     "finish_job": (
         "self",
         "job_id",
@@ -148,7 +147,6 @@ CALLERS: dict[str, tuple[str, ...]] = {
     "_poll_iteration": ("main",),
     "record_health": ("heart_beat",),
     "handle_sig": ("__init__", "close"),
-    "handle_sig_wait_for_completion": ("__init__",),
     "finish_job": ("run_job",),
     "finish_failed_job": ("run_job",),
 }
@@ -277,8 +275,8 @@ def _check_format() -> None:
             )
 
 
-_check_methods()
 _check_attributes()
+_check_methods()
 _check_fields()
 _check_format()
 
