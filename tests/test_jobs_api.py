@@ -36,7 +36,7 @@ async def queue(client: TestClient[Any, Any], body: dict[str, Any], path: str = 
 async def score_of(redis: ArqRedis, settings: Settings, task_id: str) -> float:
     score = await redis.zscore(settings.queue_name, task_id)
     assert score is not None
-    return score
+    return float(score)
 
 
 async def test_any_api_job_is_queued_by_name_and_runs(
