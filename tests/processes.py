@@ -14,11 +14,13 @@ ROOT = Path(__file__).resolve().parent.parent
 class ServiceProcess:
     """A service process whose stderr goes to a file, read once it has stopped."""
 
-    def __init__(self, command: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self, command: list[str], env: dict[str, str], log: Path, cwd: Path = ROOT
+    ) -> None:
         self.log = log
         self._out: IO[bytes] = log.open("wb")
         self.popen = subprocess.Popen(
-            [sys.executable, *command], cwd=ROOT, env=env, stdout=self._out, stderr=self._out
+            [sys.executable, *command], cwd=cwd, env=env, stdout=self._out, stderr=self._out
         )
 
     def stop(self) -> None:

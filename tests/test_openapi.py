@@ -106,7 +106,14 @@ def _cases() -> list[tuple[str, str, GenerationMode]]:
         if (method, path) in ENDLESS:
             continue
         cases.append((method, path, GenerationMode.POSITIVE))
-        takes_input = operation.body or operation.multipart or operation.form or operation.query
+        takes_input = (
+            operation.body
+            or operation.job
+            or operation.any_job
+            or operation.multipart
+            or operation.form
+            or operation.query
+        )
         if (takes_input or "{" in path) and (method, path) not in ANY_INPUT_GOES:
             cases.append((method, path, GenerationMode.NEGATIVE))
     return cases
