@@ -19,6 +19,7 @@ from arq.connections import ArqRedis
 from pytest_aiohttp import AiohttpServer
 from yarl import URL
 
+from jobs.registry import REGISTRY
 from service.queue.enqueue import enqueue
 from service.store import keys
 from settings import Settings
@@ -550,3 +551,20 @@ async def test_sign_in_never_echoes_control_characters_into_location(
     )
     assert response.status == 303
     assert response.headers["Location"] == "/dashboard"
+
+
+async def test_overview_lists_every_declared_job_with_its_limits(
+    dashboard: Dashboard, settings: Settings
+) -> None:
+    page = await dashboard.page("/dashboard")
+    jobs = page.split('id="jobs"', 1)[1]
+    for name in REGISTRY:
+        assert f"<strong>{name.name}</strong>" in jobs
+    send_email = jobs.split("<strong>send_email</strong>", 1)[1].split("</tr>", 1)[0]
+    assert "Send one email to one recipient" in send_email
+    assert f'<td class="time">{settings.job_max_tries}</td>' in send_email
+    assert "POST /jobs" in send_email
+    welcome = jobs.split("<strong>send_welcome_email</strong>", 1)[1].split("</tr>", 1)[0]
+    assert "its own route" in welcome
+    events = jobs.split("<strong>log_event</strong>", 1)[1].split("</tr>", 1)[0]
+    assert "keeps no result" in events

@@ -81,7 +81,8 @@ async def test_job_past_its_time_limit_fails_saying_so(
 
     failed = await status_of(client, task_id)
     assert failed["status"] == "FAILURE"
-    assert "ran past its time limit" in failed["error"]
+    assert "ran past its time limit (0.3 s)" in failed["error"]
+    assert failed["max_tries"] == settings.job_max_tries
 
 
 async def test_fire_and_forget_event_keeps_no_result_but_reports_success(

@@ -17,7 +17,7 @@ from service.store.redis import open_pool
 from settings import Settings
 from web.auth import require_token
 from web.errors import json_errors
-from web.keys import DB, REDIS, REGISTRY, SETTINGS, WEB_METRICS
+from web.keys import DB, DECLARED, REDIS, REGISTRY, SETTINGS, WEB_METRICS
 from web.metrics import WebMetrics
 from web.observe import echo_request_id, observe_requests
 from web.pages import TEMPLATES, make_environment
@@ -67,6 +67,7 @@ def create_app(settings: Settings, registry: Registry = JOBS) -> web.Application
     )
     app[SETTINGS] = settings
     app[REGISTRY] = registry
+    app[DECLARED] = registry.declared(settings)
     app[WEB_METRICS] = WebMetrics(new_registry())
     app.on_response_prepare.extend([echo_request_id, _plain_server_header])
     app[TEMPLATES] = make_environment()

@@ -14,6 +14,7 @@ from pathlib import Path
 from aiohttp import web
 from yarl import URL
 
+from service.dashboard.catalog import catalog
 from service.dashboard.crons import UnknownCronError, cron_schedules, find
 from service.dashboard.jobview import job_view
 from service.dashboard.mailbox import read_mailbox
@@ -26,7 +27,7 @@ from service.records.status import JOB_ID_PATTERN
 from web.auth import matching_token, token_fingerprint
 from web.errors import ApiError
 from web.job_control import NOT_RETRYABLE, cancel_or_refuse, job_id_from, requeue_failed
-from web.keys import REDIS, REGISTRY, SETTINGS
+from web.keys import DECLARED, REDIS, REGISTRY, SETTINGS
 from web.pages import render
 from web.ratelimit import RATE_LIMITS
 from web.sessions import (
@@ -61,15 +62,19 @@ def _safe_next(target: str | None) -> str:
 async def overview(request: web.Request) -> web.Response:
     redis, settings = request.app[REDIS], request.app[SETTINGS]
     state = await read_overview(redis, settings)
-    crons = await cron_schedules(redis, settings, request.app[REGISTRY])
-    return render(request, "overview.html", overview=state, crons=crons)
+    registry = request.app[REGISTRY]
+    crons = await cron_schedules(redis, settings, registry)
+    jobs = catalog(registry, settings)
+    return render(request, "overview.html", overview=state, crons=crons, jobs=jobs)
 
 
 async def job_page(request: web.Request) -> web.Response:
     job_id = request.match_info["job_id"]
     view = None
     if JOB_ID_PATTERN.fullmatch(job_id):
-        view = await job_view(request.app[REDIS], request.app[SETTINGS].queue_name, job_id)
+        view = await job_view(
+            request.app[REDIS], request.app[SETTINGS].queue_name, job_id, request.app[DECLARED]
+        )
     if view is None:
         return render(request, "missing.html", status=404, job_id=job_id)
     return render(request, "job.html", job=view, result=masked(view.status.get("result")))

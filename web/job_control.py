@@ -13,7 +13,7 @@ from service.records.failed_jobs import DeadJob, NotFailedError
 from service.records.status import JOB_ID_PATTERN, task_status
 from service.records.times import iso_from_ms
 from web.errors import ApiError
-from web.keys import REDIS, SETTINGS
+from web.keys import DECLARED, REDIS, SETTINGS
 
 DEFAULT_PAGE = 20
 MAX_PAGE = 100
@@ -42,6 +42,12 @@ def _int_param(request: web.Request, name: str, default: int, low: int, high: in
 
 
 NOT_RETRYABLE = "this job is not in the failed-jobs list: only failed jobs can be retried"
+
+
+async def status_document(request: web.Request, job_id: str) -> dict[str, Any] | None:
+    """``job_id``'s status as ``GET /task-status`` shows it, or None for an unknown job."""
+    app = request.app
+    return await task_status(app[REDIS], app[SETTINGS].queue_name, job_id, app[DECLARED])
 
 
 def job_id_from(request: web.Request, name: str = "task_id") -> str:
@@ -120,12 +126,16 @@ async def retry_failed(request: web.Request) -> web.Response:
 async def cancel(request: web.Request) -> web.Response:
     job_id = job_id_from(request)
     outcome = await cancel_or_refuse(request, job_id)
-    status = await task_status(request.app[REDIS], request.app[SETTINGS].queue_name, job_id)
+    status = await task_status(
+        request.app[REDIS], request.app[SETTINGS].queue_name, job_id, request.app[DECLARED]
+    )
     status = status or {"task_id": job_id}
     return web.json_response(status, status=200 if outcome is CancelOutcome.CANCELLED else 202)
 
 
 async def _known_or_404(request: web.Request, job_id: str) -> None:
-    known = await task_status(request.app[REDIS], request.app[SETTINGS].queue_name, job_id)
+    known = await task_status(
+        request.app[REDIS], request.app[SETTINGS].queue_name, job_id, request.app[DECLARED]
+    )
     if known is None:
         raise ApiError(404, f"no task with id {job_id!r}")

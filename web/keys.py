@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from arq.connections import ArqRedis
 
+from service.records.status import Declared
 from service.runtime import Registry
 from service.store.database import Database
 from settings import Settings
@@ -14,5 +15,6 @@ SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", ArqRedis)
 DB = web.AppKey("db", Database)
 REGISTRY = web.AppKey("registry", Registry)  # the declared jobs (jobs/registry.py)
+DECLARED = web.AppKey("declared", Declared)  # what status documents show of them
 WEB_METRICS = web.AppKey("web_metrics", WebMetrics)
 OPENAPI = web.AppKey("openapi", bytes)  # the API description, built at start-up (web.openapi)

@@ -24,9 +24,10 @@ from redis.asyncio.client import PubSub
 
 from service.records import events
 from service.records.progress import stored_progress
-from service.records.status import JOB_ID_PATTERN, TaskState, task_status
+from service.records.status import JOB_ID_PATTERN, TaskState
 from service.store import keys
 from web.errors import ApiError
+from web.job_control import status_document
 from web.keys import REDIS, SETTINGS
 
 RECHECK_SECONDS = 3.0
@@ -43,7 +44,7 @@ def sse(kind: str, data: dict[str, Any]) -> bytes:
 
 async def _snapshot(request: web.Request, job_id: str) -> tuple[dict[str, Any] | None, Any]:
     redis = request.app[REDIS]
-    status = await task_status(redis, request.app[SETTINGS].queue_name, job_id)
+    status = await status_document(request, job_id)
     raw: bytes | None = await redis.hget(keys.job_meta(job_id), "progress")  # type: ignore[misc]
     progress = stored_progress({"progress": raw.decode()}) if raw else None
     return status, progress

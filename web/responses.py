@@ -41,6 +41,7 @@ class TaskStatus(BaseModel):
     status: TaskState | None = None
     function: str | None = None
     attempts: int | None = None
+    max_tries: int | None = None
     enqueued_at: str | None = None
     started_at: str | None = None
     finished_at: str | None = None

@@ -14,12 +14,12 @@ from redis.exceptions import RedisError
 from service.observability.metrics import CONTENT_TYPE
 from service.queue.enqueue import enqueue
 from service.records import workers
-from service.records.status import task_status
 from service.records.times import iso_from_ms
 from service.runtime import Job
 from service.store.database import EmailTakenError
 from web.errors import ApiError
 from web.idempotency import UPLOAD_DIGEST
+from web.job_control import status_document
 from web.keys import DB, REDIS, REGISTRY, SETTINGS, WEB_METRICS
 from web.ratelimit import RATE_LIMITS
 from web.schemas import (
@@ -94,7 +94,7 @@ async def queue_any_job(request: web.Request) -> web.Response:
 
 async def get_task_status(request: web.Request) -> web.Response:
     task_id = request.match_info["task_id"]
-    status = await task_status(request.app[REDIS], request.app[SETTINGS].queue_name, task_id)
+    status = await status_document(request, task_id)
     if status is None:
         raise ApiError(404, f"no task with id {task_id!r}")
     return web.json_response(status)

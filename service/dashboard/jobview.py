@@ -11,7 +11,7 @@ from service.dashboard.masking import masked
 from service.engine.arq_api import job_key_prefix, result_key_prefix
 from service.observability.origin import REQUEST_ID_KWARG
 from service.records.progress import stored_progress
-from service.records.status import task_status
+from service.records.status import Declared, task_status
 from service.store import keys
 from service.store.serialization import deserialize
 
@@ -53,8 +53,10 @@ def _attempts(status: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
-async def job_view(redis: Redis, queue_name: str, job_id: str) -> JobView | None:
-    status = await task_status(redis, queue_name, job_id)
+async def job_view(
+    redis: Redis, queue_name: str, job_id: str, declared: Declared
+) -> JobView | None:
+    status = await task_status(redis, queue_name, job_id, declared)
     if status is None:
         return None
     async with redis.pipeline(transaction=False) as pipe:

@@ -161,7 +161,7 @@ async def recent_successes(redis: Redis) -> list[JobLine]:
 def _failed_line(job: DeadJob) -> JobLine:
     return JobLine(
         job_id=job.job_id,
-        function=job.function.removeprefix("cron:"),
+        function=keys.job_of_cron(job.function),
         arguments=short_arguments(job.args, job.kwargs),
         attempt=job.attempts,
         enqueued_at=_seconds(job.enqueued_at),

@@ -8,6 +8,8 @@ RETRY, waiting for its next one.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -36,16 +38,27 @@ class TaskState(StrEnum):
     CANCELLED = "CANCELLED"
 
 
+@dataclass(frozen=True, slots=True)
+class Declared:
+    """What the job declarations (jobs/registry.py) say per function that a status shows:
+    how many tries it gets and its time limit, in seconds. Built once per process."""
+
+    max_tries: Mapping[str, int] = field(default_factory=dict)
+    time_limits: Mapping[str, float] = field(default_factory=dict)
+
+
 def time_limit_reason(seconds: float | None = None) -> str:
     """Why a job that ran past its time limit failed; with the limit when it is known."""
     limit = "its time limit" if seconds is None else f"its time limit ({seconds:g} s)"
     return f"TimeoutError: the job ran past {limit} and was cancelled"
 
 
-def _failure_reason(stored: Any, meta: dict[str, str]) -> str:
+def _failure_reason(stored: Any, meta: dict[str, str], limit: float | None) -> str:
     reason = describe_exception(stored) if isinstance(stored, BaseException) else str(stored)
     if isinstance(stored, JobError) and stored.type_name == "TimeoutError" and not stored.message:
-        reason = time_limit_reason()
+        # the worker records the limit it applied; until it has, the declared one
+        recorded = meta.get("last_error", "")
+        reason = recorded if recorded.startswith("TimeoutError") else time_limit_reason(limit)
     last = meta.get("last_error")
     if isinstance(stored, JobError) and stored.type_name == "JobExecutionFailed" and last:
         # arq's "max N retries exceeded" hides why the attempts failed; say both
@@ -53,7 +66,9 @@ def _failure_reason(stored: Any, meta: dict[str, str]) -> str:
     return reason
 
 
-def _from_result(job_id: str, raw: bytes, meta: dict[str, str]) -> dict[str, Any]:
+def _from_result(
+    job_id: str, raw: bytes, meta: dict[str, str], declared: Declared
+) -> dict[str, Any]:
     data = deserialize(raw)
     status: dict[str, Any] = {
         "task_id": job_id,
@@ -70,7 +85,8 @@ def _from_result(job_id: str, raw: bytes, meta: dict[str, str]) -> dict[str, Any
         status["status"] = TaskState.CANCELLED
         status["error"] = meta.get("cancel_reason") or "cancelled"
     else:
-        status["error"] = _failure_reason(data["r"], meta)
+        limit = declared.time_limits.get(keys.job_of_cron(str(data["f"])))
+        status["error"] = _failure_reason(data["r"], meta, limit)
     return status
 
 
@@ -139,7 +155,9 @@ def _from_meta(job_id: str, meta: dict[str, str]) -> dict[str, Any]:
     return status
 
 
-async def task_status(redis: Redis, queue_name: str, job_id: str) -> dict[str, Any] | None:
+async def task_status(
+    redis: Redis, queue_name: str, job_id: str, declared: Declared
+) -> dict[str, Any] | None:
     """The status document for ``job_id``, or None when no such job is known."""
     if not JOB_ID_PATTERN.fullmatch(job_id):
         return None
@@ -153,8 +171,14 @@ async def task_status(redis: Redis, queue_name: str, job_id: str) -> dict[str, A
         pipe.lrange(keys.job_attempts(job_id), 0, -1)
         result_raw, job_raw, in_progress, tries, score, meta_raw, history = await pipe.execute()
     meta = {k.decode(): v.decode() for k, v in meta_raw.items()}
-    status = _status(job_id, result_raw, job_raw, meta, bool(in_progress), int(tries or 0), score)
+    status = _status(
+        job_id, result_raw, job_raw, meta, bool(in_progress), int(tries or 0), score, declared
+    )
     if status is not None:
+        function = status["function"]
+        tries = declared.max_tries.get(keys.job_of_cron(str(function)))
+        if tries is not None:
+            status["max_tries"] = tries
         status["history"] = [_attempt_times(item) for item in parse_history(history)]
     return status
 
@@ -176,10 +200,11 @@ def _status(
     in_progress: bool,
     tries: int,
     score: float | None,
+    declared: Declared,
 ) -> dict[str, Any] | None:
     try:
         if result_raw is not None:
-            return _from_result(job_id, result_raw, meta)
+            return _from_result(job_id, result_raw, meta, declared)
         if job_raw is not None:
             return _from_queue(job_id, job_raw, meta, in_progress, tries, score)
     except (ValueError, KeyError, TypeError):

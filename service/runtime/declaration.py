@@ -17,9 +17,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from service.records.status import Declared
+from service.store import keys
 from settings import Settings
-
-CRON_PREFIX = "cron:"  # arq's name for a job's cron schedule: "cron:daily_report"
 
 TimeLimit = float | Callable[[Settings], float]
 Weekday = Literal["mon", "tues", "wed", "thurs", "fri", "sat", "sun"]
@@ -91,12 +91,7 @@ class Job:
 
     @property
     def cron_name(self) -> str | None:
-        return None if self.cron is None else CRON_PREFIX + self.name
-
-
-def job_of_cron(cron_name: str) -> str:
-    """The job a cron schedule runs: "cron:daily_report" -> "daily_report"."""
-    return cron_name.removeprefix(CRON_PREFIX)
+        return None if self.cron is None else keys.cron_name(self.name)
 
 
 class UnknownJobError(LookupError):
@@ -111,7 +106,7 @@ class Registry:
         for job in jobs:
             if job.name in self._jobs:
                 raise ValueError(f"two jobs are declared as {job.name!r}")
-            if job.name.startswith(CRON_PREFIX) or not job.name.isidentifier():
+            if not job.name.isidentifier():
                 raise ValueError(f"a job's name must be an identifier, not {job.name!r}")
             self._jobs[job.name] = job
 
@@ -131,7 +126,8 @@ class Registry:
             raise UnknownJobError(name) from None
 
     def get(self, name: str) -> Job | None:
-        return self._jobs.get(job_of_cron(name))
+        """The job declared as ``name``, if any."""
+        return self._jobs.get(name)
 
     def api_jobs(self) -> list[Job]:
         """The jobs ``POST /jobs`` may queue, by name."""
@@ -140,3 +136,10 @@ class Registry:
     def scheduled(self) -> list[Job]:
         """The jobs with a cron schedule."""
         return [job for job in self if job.cron is not None]
+
+    def declared(self, settings: Settings) -> Declared:
+        """What a status document shows of each job's declaration, with these settings."""
+        return Declared(
+            max_tries={job.name: job.retry.tries(settings) for job in self},
+            time_limits={job.name: job.seconds(settings) for job in self},
+        )

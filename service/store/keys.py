@@ -88,3 +88,16 @@ def job_key(*parts: str | int) -> str:
     """A key of a job's own (a "sent" marker, a lock): ``job_key("sent", job_id)`` is
     ``jobsvc:sent:<job_id>``. Jobs name their keys here, beside the service's own."""
     return PREFIX + ":".join(str(part) for part in parts)
+
+
+CRON_PREFIX = "cron:"
+
+
+def cron_name(job_name: str) -> str:
+    """arq's name for a job's cron schedule, which its runs are stored under: "cron:<job>"."""
+    return CRON_PREFIX + job_name
+
+
+def job_of_cron(name: str) -> str:
+    """The job a stored function name runs: "cron:daily_report" -> "daily_report"."""
+    return name.removeprefix(CRON_PREFIX)

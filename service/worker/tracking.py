@@ -25,7 +25,6 @@ from service.records.progress import Progress
 from service.records.status import time_limit_reason
 from service.records.times import iso_from_ms, now_ms
 from service.runtime import Job, JobContext, PermanentError, Registry, TransientError
-from service.runtime.declaration import job_of_cron
 from service.store import keys
 from service.store.serialization import JobError, describe_exception, deserialize
 from service.worker.backoff import backoff_delay
@@ -307,7 +306,7 @@ async def _record_arq_failure(ctx: JobContext, registry: Registry) -> None:
     error = data.get("r")
     if data.get("s") or not isinstance(error, JobError) or error.type_name == "CancelledError":
         return
-    name = job_of_cron(str(data["f"]))
+    name = keys.job_of_cron(str(data["f"]))
     reason = describe_exception(error)
     if error.type_name == "TimeoutError":
         job = registry.get(name)
