@@ -101,12 +101,12 @@ async def record_end(
     keep: int,
     ttl: int,
     meta: dict[str, str | int],
-    stats_key: str = "",
-    stats_field: str = "",
-    recent_keep: int = 0,
-    finished_function: str = "",
-    keep_expected: bool = False,
-    status_event: str = "",
+    stats_key: str,
+    stats_field: str,
+    recent_keep: int,
+    finished_function: str,
+    keep_expected: bool,
+    status_event: str,
 ) -> None:
     """Close an attempt: history entry, status fields, and as asked the day's counter
     (``stats_field``), the recent list and last run (``finished_function``: the job is done),
@@ -116,7 +116,7 @@ async def record_end(
         keys.job_attempts(job_id),
         keys.job_meta(job_id),
         keys.dead_letter_expected(),
-        stats_key or keys.job_meta(job_id),  # unused without stats_field; any key of the job
+        stats_key,
         keys.recent_finished(),
         keys.last_run(),
         keys.running(),

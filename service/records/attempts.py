@@ -11,7 +11,6 @@ import json
 from typing import Any, Literal, TypedDict
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from service.store import keys
 
@@ -58,18 +57,13 @@ def encode(attempt: Attempt) -> str:
     return json.dumps(attempt, separators=(",", ":"))
 
 
-def append(pipe: Pipeline, job_id: str, attempt: Attempt, *, keep: int, ttl: int) -> None:
-    """Queue on ``pipe`` the commands that append ``attempt``, keeping the latest ``keep``."""
-    key = keys.job_attempts(job_id)
-    pipe.rpush(key, encode(attempt))
-    pipe.ltrim(key, -keep, -1)
-    pipe.expire(key, ttl)
-
-
 async def record(redis: Redis, job_id: str, attempt: Attempt, *, keep: int, ttl: int) -> None:
     """Append ``attempt``; only the latest ``keep`` attempts stay."""
+    key = keys.job_attempts(job_id)
     async with redis.pipeline(transaction=True) as pipe:
-        append(pipe, job_id, attempt, keep=keep, ttl=ttl)
+        pipe.rpush(key, encode(attempt))
+        pipe.ltrim(key, -keep, -1)
+        pipe.expire(key, ttl)
         await pipe.execute()
 
 
