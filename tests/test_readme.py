@@ -64,3 +64,35 @@ def test_every_route_is_named_in_the_http_api_section() -> None:
         f"{method} {path}" for method, path in routes if f"`{method} {path}`" not in api
     )
     assert missing == [], "routes with no `METHOD /path` mention in README's HTTP API section"
+
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_the_layout_section_names_every_module_of_the_tree() -> None:
+    rows = dict(re.findall(r"^\| (.+?) \| (.*) \|$", _section("Layout"), re.M))
+    folders = [key.strip("`") for key in rows if re.fullmatch(r"`[\w/]+/`", key)]
+    missing = []
+    for package in ("service", "jobs", "web", "tools"):
+        for module in sorted((ROOT / package).rglob("*.py")):
+            relative = module.relative_to(ROOT).as_posix()
+            if any(f"`{relative}`" in key for key in rows):
+                continue  # a row of its own
+            if module.name == "__init__.py":
+                continue  # a package's docstring: its folder has the row
+            folder = max((f for f in folders if relative.startswith(f)), key=len, default=None)
+            if folder is None or f"`{module.name}`" not in rows[f"`{folder}`"]:
+                missing.append(relative)
+    assert missing == [], "modules the README's Layout table does not name"
+
+
+def test_the_layout_section_states_the_layers_the_contracts_enforce() -> None:
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    layers = re.search(r'containers = \["service"\]\nlayers = \[\n(.*?)\]', pyproject, re.S)
+    assert layers
+    order = [line.strip().strip('",') for line in layers.group(1).splitlines() if line.strip()]
+    stated = " > ".join(f"`{layer.replace(' | ', '`, `')}`" for layer in order)
+    assert stated in " ".join(_section("Layout").split())
+    for layer in order:
+        for name in layer.split(" | "):
+            assert (ROOT / "service" / name).is_dir(), f"{name}: a layer with no folder"
