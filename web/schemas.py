@@ -66,6 +66,8 @@ class Scheduling(Strict):
 
     def run_at_ms(self) -> int | None:
         """When to run, in ms since the epoch; None for now. 400 when out of range."""
+        if self.run_at is None and self.delay is None:
+            return None
         if self.run_at is not None and self.delay is not None:
             raise ApiError(400, "give run_at or delay, not both")
         now = datetime.now(UTC)
@@ -115,9 +117,14 @@ def api_request_model(job: Job) -> type[ApiJobRequest]:
     return model
 
 
+@functools.cache
+def _input_fields(job: Job) -> frozenset[str]:
+    return frozenset(job.input.model_fields)
+
+
 def job_kwargs(job: Job, model: BaseModel) -> dict[str, Any]:
     """The validated input as the job's keyword arguments (JSON types, as stored)."""
-    return model.model_dump(mode="json", include=set(job.input.model_fields))
+    return model.model_dump(mode="json", include=_input_fields(job))
 
 
 def recipients(model: BaseModel) -> list[str]:

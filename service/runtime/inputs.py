@@ -82,15 +82,19 @@ HeaderText = Annotated[
 ]
 
 
+@functools.cache
+def _recipient_fields(model: type[BaseModel]) -> tuple[str, ...]:
+    return tuple(
+        name
+        for name, info in model.model_fields.items()
+        if any(item is MAIL_RECIPIENT for item in info.metadata)
+    )
+
+
 def mail_recipients(model: BaseModel) -> list[str]:
     """The addresses a validated input says its job will mail."""
-    found: list[str] = []
-    for name, info in type(model).model_fields.items():
-        if MAIL_RECIPIENT in info.metadata:
-            value = getattr(model, name)
-            if isinstance(value, str):
-                found.append(value)
-    return found
+    values = (getattr(model, name) for name in _recipient_fields(type(model)))
+    return [value for value in values if isinstance(value, str)]
 
 
 def settings_in(context: Any) -> Settings | None:
