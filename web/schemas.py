@@ -118,8 +118,8 @@ def api_request_model(job: Job) -> type[ApiJobRequest]:
 
 
 @functools.cache
-def _input_fields(job: Job) -> frozenset[str]:
-    return frozenset(job.input.model_fields)
+def _input_fields(job: Job) -> set[str]:
+    return set(job.input.model_fields)  # never changed: model_dump only reads it
 
 
 def job_kwargs(job: Job, model: BaseModel) -> dict[str, Any]:
