@@ -43,16 +43,7 @@ def find(registry: Registry, name: str) -> Job:
 def next_run(job: Job, now: datetime) -> datetime:
     """When the worker will next run ``job`` on its schedule, as arq computes it."""
     assert job.cron is not None
-    schedule = job.cron
-    return next_cron(
-        now,
-        month=schedule.month,
-        day=schedule.day,
-        weekday=schedule.weekday,
-        hour=schedule.hour,
-        minute=schedule.minute,
-        second=schedule.second,
-    )
+    return next_cron(now, **job.cron.fields())
 
 
 async def cron_schedules(

@@ -10,6 +10,7 @@ job is therefore one module and one line in the list (README "Add your own job")
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -36,6 +37,10 @@ class Cron:
     hour: int | set[int] | None = None
     minute: int | set[int] | None = 0
     second: int | set[int] = 0
+
+    def fields(self) -> dict[str, Any]:
+        """As arq's ``cron()`` and ``next_cron()`` take them, by keyword."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
 
 
 @dataclass(frozen=True, slots=True)

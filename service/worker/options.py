@@ -48,17 +48,11 @@ def _function(job: Job, settings: Settings) -> Function:
 
 def _cron(job: Job, settings: Settings) -> CronJob:
     """A job's schedule, in CRON_TIMEZONE; a run keeps its result like any job's."""
-    schedule = job.cron
-    assert schedule is not None
+    assert job.cron is not None
     return cron(
         _wrapped(job),
         name=str(job.cron_name),
-        month=schedule.month,
-        day=schedule.day,
-        weekday=schedule.weekday,
-        hour=schedule.hour,
-        minute=schedule.minute,
-        second=schedule.second,
+        **job.cron.fields(),
         timeout=job.seconds(settings),
         max_tries=job.retry.tries(settings),
         keep_result=settings.job_result_ttl if job.keep_result else 0,
