@@ -23,9 +23,9 @@ def resolve_upload(uploads_dir: Path, upload: str) -> Path:
 
 
 async def process_image(ctx: JobContext, *, upload: str) -> dict[str, str | int]:
-    """Make an upload's thumbnail: ``<name>_thumb.<ext>``, fitting in 800x800, beside it.
+    """Make an upload's thumbnail, fitting in 800x800, beside it.
 
-    Safe to run twice (the file is renamed into place). Reports progress after each step:
+    The thumbnail is ``<name>_thumb.<ext>``. Safe to run twice (the file is renamed into place). Reports progress after each step:
     decoded, resized, saved.
     """
     settings, progress = ctx["settings"], ctx["progress"]

@@ -568,3 +568,7 @@ async def test_overview_lists_every_declared_job_with_its_limits(
     assert "its own route" in welcome
     events = jobs.split("<strong>log_event</strong>", 1)[1].split("</tr>", 1)[0]
     assert "keeps no result" in events
+    cleanup = jobs.split("<strong>cleanup_old_files</strong>", 1)[1].split("</tr>", 1)[0]
+    assert '<td class="small">cron</td>' in cleanup
+    report = jobs.split("<strong>daily_report</strong>", 1)[1].split("</tr>", 1)[0]
+    assert '<td class="small">POST /jobs, cron</td>' in report

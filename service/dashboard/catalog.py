@@ -18,6 +18,12 @@ class DeclaredJob:
     api: bool  # POST /jobs may queue it
     scheduled: bool
 
+    @property
+    def queued_by(self) -> str:
+        """How it gets queued: "POST /jobs", "cron", both, or its own route only."""
+        ways = (["POST /jobs"] if self.api else []) + (["cron"] if self.scheduled else [])
+        return ", ".join(ways) or "its own route"
+
 
 def catalog(registry: Registry, settings: Settings) -> list[DeclaredJob]:
     """Every declared job, by name, with its limits under these settings."""
