@@ -25,8 +25,8 @@ def resolve_upload(uploads_dir: Path, upload: str) -> Path:
 async def process_image(ctx: JobContext, *, upload: str) -> dict[str, str | int]:
     """Make an upload's thumbnail, fitting in 800x800, beside it.
 
-    The thumbnail is ``<name>_thumb.<ext>``. Safe to run twice (the file is renamed into place). Reports progress after each step:
-    decoded, resized, saved.
+    The thumbnail is ``<name>_thumb.<ext>``. Safe to run twice (the file is renamed into
+    place). Reports progress after each step: decoded, resized, saved.
     """
     settings, progress = ctx["settings"], ctx["progress"]
     source = resolve_upload(settings.uploads_dir, upload)
