@@ -144,6 +144,7 @@ CALLED_METHODS: dict[str, tuple[str, ...]] = {
 }
 # Who in arq calls each override: the override is dead code if arq stops calling it.
 CALLERS: dict[str, tuple[str, ...]] = {
+    "close": ("run",),  # so a stopped worker waits for the jobs writing their bookkeeping
     "_poll_iteration": ("main",),
     "record_health": ("heart_beat",),
     "handle_sig": ("__init__", "close"),

@@ -14,6 +14,9 @@ Other differences from arq's loop:
   tracking wrapper hand it on as soon as that code ends, so the next job's claim and start
   share round trips with this one's bookkeeping instead of waiting for it (at most
   ``max_jobs`` more jobs may be finishing their writes);
+- a stop (SIGTERM, SIGINT) cuts only the jobs whose own code still runs, once the grace
+  (``job_completion_wait``) has run out if there is one; a job writing its bookkeeping is
+  left to write it, so its code, done, is not run again;
 - aborts are looked for at most every ABORT_CHECK_INTERVAL, not on every iteration;
 - no log line per job start and success: service.worker.observe writes one, with more in it.
 
@@ -72,6 +75,7 @@ class BatchWorker(Worker):
     # no __init__: arq's CLI passes only the settings its own Worker's signature names
     _next_abort_check = 0.0
     _finishing_ids: set[str] | None = None
+    _stopping: asyncio.Task[None] | None = None  # the wait for the grace, once signalled
 
     async def main(self) -> None:
         self._slot_free = asyncio.Event()
@@ -88,17 +92,76 @@ class BatchWorker(Worker):
         """arq's, except that a job whose own code has ended is left to write its bookkeeping
         (milliseconds) instead of being cut and, its code done, run again."""
         sig = Signals(signum)
+        to_cut = self._running_code()
         logger.info(
             "shutdown on %s ◆ %d jobs complete ◆ %d failed ◆ %d retries ◆ %d ongoing to cancel",
             sig.name,
             self.jobs_complete,
             self.jobs_failed,
             self.jobs_retried,
-            self.job_counter,
+            len(to_cut),
         )
-        for job_id, task in self.tasks.items():
-            if not task.done() and job_id not in self._finishing:
-                task.cancel()
+        self._stop(sig, to_cut)
+
+    def handle_sig_wait_for_completion(self, signum: Signals) -> None:
+        """SIGTERM/SIGINT when ``job_completion_wait`` (WORKER_SHUTDOWN_GRACE) is set, as in
+        production: arq's, with handle_sig's rule once the grace runs out.
+
+        arq's version cuts every task left when the grace ends, a job merely writing its
+        bookkeeping included, which then runs again though its code is done. Here no job is
+        taken from now on, the running ones get up to the grace to end, then only those whose
+        own code still runs are cut; close() (run by arq's ``run``) waits for the rest.
+        """
+        sig = Signals(signum)
+        logger.info("Setting allow_pick_jobs to `False`")
+        self.allow_pick_jobs = False
+        logger.info(
+            "shutdown on %s ◆ %d jobs complete ◆ %d failed ◆ %d retries ◆ %d to be completed",
+            sig.name,
+            self.jobs_complete,
+            self.jobs_failed,
+            self.jobs_retried,
+            sum(not task.done() for task in self.tasks.values()),
+        )
+        if self._stopping is None:  # a second signal does not start a second grace
+            # kept: the loop holds only a weak reference to a task
+            self._stopping = self.loop.create_task(self._stop_after_grace(sig))
+
+    async def _stop_after_grace(self, sig: Signals) -> None:
+        """Wait until every job task has ended or the grace has run out, then stop as
+        handle_sig does. The wait is on the tasks themselves, not arq's 0.1 s poll, and
+        takes in the jobs a claim already in flight at the signal still starts."""
+        deadline = self.loop.time() + self._job_completion_wait
+        while pending := [task for task in self.tasks.values() if not task.done()]:
+            left = deadline - self.loop.time()
+            if left <= 0:
+                break
+            await asyncio.wait(pending, timeout=left)
+        to_cut = self._running_code()
+        logger.info(
+            "shutdown on %s, wait complete ◆ %d jobs complete ◆ %d failed ◆ %d retries ◆ "
+            "%d ongoing to cancel",
+            sig.name,
+            self.jobs_complete,
+            self.jobs_failed,
+            self.jobs_retried,
+            len(to_cut),
+        )
+        self._stop(sig, to_cut)
+
+    def _running_code(self) -> list[asyncio.Task[Any]]:
+        """The job tasks a stop cuts: those whose own code still runs, not the finishing."""
+        return [
+            task
+            for job_id, task in self.tasks.items()
+            if not task.done() and job_id not in self._finishing
+        ]
+
+    def _stop(self, sig: Signals, to_cut: list[asyncio.Task[Any]]) -> None:
+        """Cut ``to_cut`` (each is re-queued: arq retries a CancelledError) and end the job
+        loop, as arq does; close() then waits for every job task, the finishing ones too."""
+        for task in to_cut:
+            task.cancel()
         if self.main_task:
             self.main_task.cancel()
         if self.on_stop:

@@ -7,6 +7,12 @@ enqueuer pushes a token on a one-element wake list in the same call that queues 
 a token comes, the next deferred job is due, or half a second passes (for arq's heartbeat
 and cron, which run between reads).
 
+A stock arq client's ``enqueue_job`` pushes no token, so its jobs wait for the next timed read
+(up to IDLE_WAIT on an idle worker, BUSY_WAIT on a busy one), as on arq's own worker. Waking
+on the queue itself was measured and left out: Redis client tracking or keyspace events send
+every worker a message per write to the queue (25-35 us of worker CPU each, busy workers too),
+and a shorter idle read costs idle CPU (0.28% of a core at 0.5 s, 0.83% at 0.1 s).
+
 The job loop (service.engine.loop) calls :meth:`WakingRedis.wait_for_jobs` when a claim found
 nothing to take; the client is the worker's own, which arq also hands to jobs as ctx["redis"].
 """

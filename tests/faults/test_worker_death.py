@@ -14,10 +14,13 @@ from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
 
 from jobs.registry import REGISTRY
+from service.records import attempt_scripts
 from service.worker.lease import lease_seconds
 from settings import Settings
 from tests.conftest import SmtpRecorder, accepted_task, queued, status_of
 from tests.faults.conftest import Spawn
+from tests.faults.processes import RedisServer
+from tests.faults.redis_relay import HoldingRelay
 from tests.waiting import wait_until
 
 EMAIL = {"to": "ann@example.com", "subject": "Exactly once", "body": "hello"}
@@ -158,6 +161,45 @@ async def test_sigterm_cuts_a_job_past_the_grace_and_requeues_it(
 
     await wait_until(sent, within=STARTUP)
     assert (await status_of(client, task_id))["attempts"] == 2
+    assert len(smtp_server.messages) == 1
+
+
+async def test_sigterm_past_the_grace_lets_a_job_writing_its_bookkeeping_finish(
+    client: TestClient[Any, Any],
+    redis: ArqRedis,
+    settings: Settings,
+    smtp_server: SmtpRecorder,
+    redis_server: RedisServer,
+    spawn: Spawn,
+) -> None:
+    """The case the stop rule exists for: the email is sent (the job's code has ended) and its
+    bookkeeping is still being written when the grace runs out. Cut, it would be queued again
+    and run again; instead it is recorded once and the worker stops after writing it."""
+    # the attempt's end script, held on its way to Redis: sent only once the job's code ended
+    end_script = attempt_scripts._END.sha.encode()
+    async with HoldingRelay(redis_server.port, hold=end_script) as relay:
+        worker = await spawn("worker", worker_shutdown_grace=1, redis_url=relay.url())
+        task_id = await _post_email(client)
+        await asyncio.wait_for(relay.held.wait(), STARTUP)
+        assert [m.message["Subject"] for m in smtp_server.messages] == ["Exactly once"]
+
+        worker.signal(signal.SIGTERM)
+
+        async def grace_over() -> bool:
+            return "wait complete" in worker.output()
+
+        await wait_until(grace_over, within=STARTUP)
+        assert worker.running(), "it waits for the bookkeeping being written"
+        assert await _state(client, task_id) == "STARTED"
+        relay.release()
+        assert await worker.wait(STARTUP) == 0
+
+    done = await status_of(client, task_id)
+    assert done["status"] == "SUCCESS"
+    assert done["attempts"] == 1
+    assert [a["outcome"] for a in done["history"]] == ["success"]
+    assert await queued(redis, settings) == [], "not queued to run again"
+    assert "will be run again" not in worker.output()
     assert len(smtp_server.messages) == 1
 
 
