@@ -124,6 +124,7 @@ OVERRIDDEN_METHODS: dict[str, tuple[str, ...]] = {
     "_poll_iteration": ("self",),
     "record_health": ("self",),
     "handle_sig": ("self", "signum"),
+    "handle_sig_wait_for_completion": ("self", "signum"),
     "finish_job": (
         "self",
         "job_id",
@@ -148,6 +149,7 @@ CALLERS: dict[str, tuple[str, ...]] = {
     "_poll_iteration": ("main",),
     "record_health": ("heart_beat",),
     "handle_sig": ("__init__", "close"),
+    "handle_sig_wait_for_completion": ("__init__",),
     "finish_job": ("run_job",),
     "finish_failed_job": ("run_job",),
 }
