@@ -22,6 +22,7 @@ from yarl import URL
 from service.queue.enqueue import enqueue
 from service.store import keys
 from settings import Settings
+from tests import files
 from tests.conftest import AUTH_HEADERS, ClientFactory, RunWorker, queued
 from tests.dashboard_client import Dashboard
 from tests.images import image_bytes
@@ -298,7 +299,7 @@ async def test_dashboard_upload_queues_and_the_thumbnail_is_served(
     image = await dashboard.client.get(f"/dashboard/thumbnails/{name}")
     assert image.status == 200
     assert image.content_type == "image/jpeg"
-    assert await image.read() == (settings.uploads_dir / name).read_bytes()
+    assert await image.read() == await files.read_bytes(settings.uploads_dir / name)
     assert image.headers["X-Content-Type-Options"] == "nosniff"
 
 
@@ -311,7 +312,7 @@ async def test_dashboard_upload_without_csrf_stores_nothing(
         "/dashboard/upload", data=form, headers={"Origin": dashboard.origin}
     )
     assert response.status == 403
-    assert list(settings.uploads_dir.iterdir()) == []
+    assert await files.names_in(settings.uploads_dir) == []
     assert await queued(redis, settings) == []
 
 
@@ -332,11 +333,12 @@ async def test_dashboard_upload_without_csrf_stores_nothing(
 async def test_thumbnail_route_serves_thumbnails_only(
     dashboard: Dashboard, settings: Settings, name: str
 ) -> None:
-    settings.uploads_dir.mkdir(parents=True, exist_ok=True)
-    (settings.uploads_dir / "0123456789abcdef0123456789abcdef.jpg").write_bytes(b"original")
-    (settings.uploads_dir / ".hidden_thumb.jpg").write_bytes(b"hidden")
-    (settings.data_dir / "secret_thumb.jpg").write_bytes(b"secret")
-    (settings.uploads_dir / "link_thumb.jpg").symlink_to(settings.data_dir / "secret_thumb.jpg")
+    uploads = settings.uploads_dir
+    await files.write_bytes(uploads / "0123456789abcdef0123456789abcdef.jpg", b"original")
+    await files.write_bytes(uploads / ".hidden_thumb.jpg", b"hidden")
+    await files.write_bytes(settings.data_dir / "secret_thumb.jpg", b"secret")
+    link = uploads / "link_thumb.jpg"
+    await asyncio.to_thread(link.symlink_to, settings.data_dir / "secret_thumb.jpg")
     response = await dashboard.client.get(f"/dashboard/thumbnails/{name}")
     assert response.status == 404
     assert response.content_type == "application/json"
@@ -346,8 +348,7 @@ async def test_thumbnail_route_needs_a_session(
     anonymous: TestClient[Any, Any], settings: Settings
 ) -> None:
     name = "0123456789abcdef0123456789abcdef_thumb.jpg"
-    settings.uploads_dir.mkdir(parents=True, exist_ok=True)
-    (settings.uploads_dir / name).write_bytes(image_bytes((10, 10)))
+    await files.write_bytes(settings.uploads_dir / name, image_bytes((10, 10)))
     assert (await anonymous.get(f"/dashboard/thumbnails/{name}")).status == 401
 
 
@@ -365,10 +366,10 @@ async def test_mail_page_lists_captured_mail_in_development(
     aiohttp_client: ClientFactory, settings: Settings, redis: ArqRedis
 ) -> None:
     dev = settings.model_copy(update={"dashboard_mail_page": True})
-    dev.mail_dir.mkdir(parents=True)
-    (dev.mail_dir / "20261124T010203-abcd.eml").write_bytes(
+    await files.write_bytes(
+        dev.mail_dir / "20261124T010203-abcd.eml",
         b"From: jobs@example.com\r\nTo: ann@example.com\r\nSubject: Welcome <b>Ann</b>\r\n"
-        b"Content-Type: text/plain; charset=utf-8\r\n\r\nHello Ann, <script>x</script>\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n\r\nHello Ann, <script>x</script>\r\n",
     )
     board = Dashboard(await aiohttp_client(create_app(dev)))
     await board.sign_in()
@@ -431,7 +432,7 @@ async def test_retry_requeues_a_failed_job_under_its_id(
     assert f"/dashboard/jobs/{job_id}/retry" in overview
     assert "upload &#39;later.jpg&#39; not found" in overview
 
-    (settings.uploads_dir / "later.jpg").write_bytes(image_bytes((400, 300)))
+    await files.write_bytes(settings.uploads_dir / "later.jpg", image_bytes((400, 300)))
     response = await dashboard.post(f"/dashboard/jobs/{job_id}/retry")
     assert response.status == 303, await response.text()
     assert response.headers["Location"] == f"/dashboard/jobs/{job_id}"

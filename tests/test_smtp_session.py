@@ -263,14 +263,14 @@ async def test_pipelining_over_tls_after_login(
 ) -> None:
     _, cert_file = tls_files
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(str(cert_file))
+    await asyncio.to_thread(context.load_cert_chain, str(cert_file))  # reads the file
     handler = PipeliningServer(port=free_port())
     tls: dict[str, Any] = {"ssl_context": context} if implicit else {"tls_context": context}
     controller = Controller(
         handler, hostname="127.0.0.1", port=handler.port, authenticator=accept_app_secret,
         auth_required=True, require_starttls=not implicit, auth_require_tls=not implicit, **tls,
     )  # fmt: skip
-    controller.start()
+    await asyncio.to_thread(controller.start)  # starts a thread and waits for it
     try:
         config = SmtpConfig(
             host="127.0.0.1", port=handler.port, username="app", password="secret",
@@ -281,7 +281,7 @@ async def test_pipelining_over_tls_after_login(
             await pool.send(outgoing(f"u{n}@example.com"))
         await pool.close()
     finally:
-        controller.stop()
+        await asyncio.to_thread(controller.stop)
     assert [recipient for _, recipient, _ in handler.messages] == [
         "u0@example.com", "u1@example.com", "u2@example.com"
     ]  # fmt: skip
