@@ -17,6 +17,7 @@ from arq.cron import CronJob
 
 from jobs.cleanup import delete_older_than
 from service.worker.options import build_worker_settings
+from service.worker.resources import open_resources
 from settings import Settings
 from tests import files
 from tests.conftest import RunWorker, SmtpRecorder, status_of
@@ -104,17 +105,26 @@ def _due_now(job: CronJob, settings: Settings) -> CronJob:
 async def test_two_workers_run_a_due_cron_once(
     settings: Settings, redis: ArqRedis, run_worker: RunWorker
 ) -> None:
-    report = cron_jobs(settings)["cron:daily_report"]
     due = datetime.now(settings.timezone) - timedelta(seconds=1)
-    first_job = _due_now(report, settings)
-    first_job.next_run = due
-    second_job = cron_jobs(settings)["cron:daily_report"]
-    second_job.next_run = due
+    schedules = [cron_jobs(settings)["cron:daily_report"] for _ in range(2)]
+    for schedule in schedules:
+        schedule.next_run = due
+    # Both start up, then meet here: their first loop iterations, which queue the due run and
+    # claim it, race each other instead of one worker finishing before the other begins.
+    both_up = asyncio.Barrier(2)
+    on_startup = open_resources(settings)  # the service's own start-up, then the meeting
 
-    first = await run_worker(cron_jobs=[first_job])
-    second = await run_worker(cron_jobs=[second_job])
+    async def start_together(ctx: dict[str, Any]) -> None:
+        await on_startup(ctx)
+        async with asyncio.timeout(10):
+            await both_up.wait()
 
-    assert first.jobs_complete + second.jobs_complete == 1
+    first, second = await asyncio.gather(
+        *(run_worker(cron_jobs=[schedule], on_startup=start_together) for schedule in schedules)
+    )
+
+    assert sorted([first.jobs_complete, second.jobs_complete]) == [0, 1]
+    assert first.jobs_failed == second.jobs_failed == 0
     yesterday = datetime.now(settings.timezone).date() - timedelta(days=1)
     assert await files.names_in(settings.reports_dir) == [f"{yesterday.isoformat()}.json"]
 
