@@ -24,6 +24,7 @@ from aiohttp.test_utils import TestClient
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from arq.connections import ArqRedis
+from blockbuster import BlockBuster
 
 from service.engine.loop import BatchWorker as Worker
 from service.store.redis import open_pool
@@ -94,6 +95,38 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if _private_redis is not None:
         _private_redis.terminate()
         _private_redis.wait(10)
+
+
+def _writes_to_devnull(predicate: Callable[..., bool]) -> Callable[..., bool]:
+    def can_block(file: Any, *args: Any, **kwargs: Any) -> bool:
+        return getattr(file, "name", None) == os.devnull or predicate(file, *args, **kwargs)
+
+    return can_block
+
+
+@pytest.fixture(autouse=True)
+def blockbuster() -> Iterator[BlockBuster]:
+    """Any blocking call made inside a running event loop fails the test, as in aiohttp's suite.
+
+    That is every async test and async fixture (pytest-asyncio runs them in the loop), the app
+    and worker they run, and the loops that test servers run in threads (aiosmtpd's). Code
+    outside a loop (sync tests and fixtures, subprocesses) is not checked.
+    """
+    bb = BlockBuster()
+    # pytest's own log file is os.devnull unless one is configured: a write there cannot block
+    for name in ("io.TextIOWrapper.write", "io.BufferedWriter.write"):
+        function = bb.functions[name]
+        function.can_block_predicate = _writes_to_devnull(function.can_block_predicate)
+    # aiohttp resolves a static route's folder once, as the app is built (its own suite allows it)
+    for name in ("os.readlink", "os.stat", "os.path.abspath", "os.path.samestat"):
+        bb.functions[name].can_block_in("aiohttp/web_urldispatcher.py", "add_static")
+    # Playwright looks for its driver's executable once, as it starts
+    bb.functions["os.stat"].can_block_in("playwright/_impl/_driver.py", "compute_driver_executable")
+    bb.activate()
+    try:
+        yield bb
+    finally:
+        bb.deactivate()
 
 
 @dataclass

@@ -22,6 +22,7 @@ from arq.connections import ArqRedis
 from service.dev.launcher import dev_token
 from service.store.database import Database
 from settings import Settings
+from tests import files
 from tests.conftest import AUTH_HEADERS, TEST_API_TOKEN, ClientFactory, queued
 from tests.images import image_bytes
 from tests.test_worker_process import ROOT, service_env
@@ -80,7 +81,7 @@ async def anonymous(
 async def assert_nothing_changed(redis: ArqRedis, settings: Settings) -> None:
     assert await queued(redis, settings) == []
     assert await redis.dbsize() == 0, await redis.keys("*")
-    assert list(settings.uploads_dir.iterdir()) == []
+    assert await files.names_in(settings.uploads_dir) == []
     db = await Database.open(settings.database_path)
     try:
         assert await db.get_user(1) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 
 import pytest
@@ -13,11 +14,15 @@ from redis.exceptions import ResponseError
 from service.store.autopipeline import AutoPipelineRedis
 from service.store.redis import pack_with_hiredis
 from tests.conftest import TEST_REDIS_URL, free_port
+from tests.waiting import wait_until
+
+# the name of the fixture's connections in CLIENT LIST; the test process's own
+CLIENT_NAME = f"test-autopipeline-{os.getpid()}"
 
 
 @pytest.fixture
 async def client(redis: ArqRedis) -> AsyncIterator[AutoPipelineRedis]:
-    auto = AutoPipelineRedis.from_url(TEST_REDIS_URL)
+    auto = AutoPipelineRedis.from_url(TEST_REDIS_URL, client_name=CLIENT_NAME)
     yield auto
     await auto.aclose(close_connection_pool=True)
 
@@ -82,19 +87,28 @@ async def test_a_pipeline_keeps_its_replies_in_order_and_raises_its_first_error(
 
 
 async def test_transactions_and_blocking_commands_go_on_their_own(
-    client: AutoPipelineRedis,
+    client: AutoPipelineRedis, redis: ArqRedis
 ) -> None:
     async def wait() -> object:
-        return await client.blpop(["nothing"], timeout=1)  # type: ignore[misc]
+        return await client.blpop(["nothing"], timeout=10)  # type: ignore[misc]
+
+    async def blocked_in_redis() -> bool:
+        connections = await redis.client_list()
+        return any(
+            connection["name"] == CLIENT_NAME and connection["cmd"] == "blpop"
+            for connection in connections
+            if "b" in connection["flags"]  # blocked: the BLPOP is waiting in the server
+        )
 
     waiting = asyncio.create_task(wait())
-    await asyncio.sleep(0.05)
+    await wait_until(blocked_in_redis, within=5, interval=0.005)
     assert await asyncio.wait_for(client.set("quick", 1), 0.5)  # not stuck behind the BLPOP
     async with client.pipeline(transaction=True) as pipe:
         pipe.incr("t")
         pipe.incr("t")
         assert await pipe.execute() == [1, 2]
-    assert await waiting is None
+    await redis.rpush("nothing", "item")  # type: ignore[misc]
+    assert await waiting == (b"nothing", b"item")  # the BLPOP was still waiting, on its own
 
 
 async def test_a_cancelled_caller_does_not_disturb_the_others(client: AutoPipelineRedis) -> None:

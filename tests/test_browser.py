@@ -16,13 +16,14 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestServer
 from arq.connections import ArqRedis
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, FilePayload, Page, async_playwright, expect
 from pytest_aiohttp import AiohttpServer
 
 from service.engine.loop import BatchWorker as Worker
 from service.queue.enqueue import enqueue
 from service.worker.options import worker_options
 from settings import Settings
+from tests import files
 from tests.conftest import TEST_API_TOKEN
 from tests.images import image_bytes
 from web import create_app
@@ -128,15 +129,19 @@ async def test_sign_in_rejects_a_wrong_token_then_accepts_the_right_one(page: Pa
 
 
 async def test_upload_shows_the_job_succeed_and_the_thumbnail_without_reloading(
-    page: Page, worker: Worker, tmp_path: Path
+    page: Page, worker: Worker
 ) -> None:
     await sign_in(page)
     await page.click("nav >> text=Upload")
     await expect(page.locator("h1")).to_have_text("Upload an image")
     await page.evaluate("window.sameDocument = true")  # gone if the page reloads
-    photo = tmp_path / "holiday.jpg"
-    photo.write_bytes(image_bytes((1600, 1200)))
-    await page.set_input_files("#upload-file", str(photo))
+    # the file's bytes go to the browser as they are: nothing to read from disk
+    photo: FilePayload = {
+        "name": "holiday.jpg",
+        "mimeType": "image/jpeg",
+        "buffer": image_bytes((1600, 1200)),
+    }
+    await page.set_input_files("#upload-file", photo)
     await page.click("button:has-text('Upload')")
 
     panel = page.locator("#upload-job")
@@ -172,7 +177,7 @@ async def test_a_failed_job_is_retried_from_the_overview(
     assert await page.evaluate("window.sameDocument") is True, "the page was reloaded"
     await screenshot(page, "overview")
 
-    settings.uploads_dir.joinpath("arrives-late.jpg").write_bytes(image_bytes((900, 600)))
+    await files.write_bytes(settings.uploads_dir / "arrives-late.jpg", image_bytes((900, 600)))
     await row.locator("button:has-text('Retry')").click()
     await expect(page).to_have_url(f"/dashboard/jobs/{job_id}")
     await expect(page.locator(".status-line [data-field=status]")).to_have_text("SUCCESS")
@@ -206,11 +211,11 @@ async def test_run_now_on_a_cron_runs_it_and_the_overview_shows_the_run(
 
 
 async def test_mail_page_shows_what_the_sink_captured(page: Page, settings: Settings) -> None:
-    settings.mail_dir.mkdir(parents=True, exist_ok=True)
-    settings.mail_dir.joinpath("20261124T010203-abcd1234.eml").write_bytes(
+    await files.write_bytes(
+        settings.mail_dir / "20261124T010203-abcd1234.eml",
         b"From: Job Service <jobs@example.com>\r\nTo: ann@example.com\r\n"
         b"Subject: Welcome Ann Lee!\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
-        b"Hi Ann, thanks for signing up.\r\n"
+        b"Hi Ann, thanks for signing up.\r\n",
     )
     await sign_in(page)
     await page.click("nav >> text=Mail")

@@ -17,6 +17,7 @@ from service.queue.enqueue import enqueue
 from service.worker.options import worker_options
 from settings import Settings
 from tests.conftest import RunWorker, queued
+from tests.waiting import wait_until
 
 LOCK_MS = 5_000
 HEALTH_KEY = "test:health-check"
@@ -118,19 +119,33 @@ async def test_the_loop_runs_more_jobs_than_it_has_slots_each_once(
 async def test_a_job_that_frees_its_slot_lets_the_next_start_while_it_finishes(
     redis: ArqRedis, run_worker: RunWorker
 ) -> None:
-    running, peak, reported = 0, 0, []
+    jobs = 4
+    started = [asyncio.Event() for _ in range(jobs)]
+    starts, running, peak, reported = 0, 0, 0, []
 
     async def frees_then_writes(ctx: dict[str, Any]) -> None:
-        nonlocal running, peak
+        nonlocal starts, running, peak
+        mine, starts = starts, starts + 1
+        started[mine].set()
         running += 1
         peak = max(peak, running)
         ctx["free_slot"]()  # what service.worker.tracking does once the job's own code has ended
-        await asyncio.sleep(0.2)  # its bookkeeping, still being written
-        health = await ctx["redis"].get(HEALTH_KEY)  # written on every loop iteration here
+        # its bookkeeping, still being written: until the next job has started beside it ...
+        if mine + 1 < jobs:
+            await asyncio.wait_for(started[mine + 1].wait(), 10)
+        # ... and the worker has written its health line since (on every loop iteration here)
+        pool = ctx["redis"]
+        await pool.delete(HEALTH_KEY)
+
+        async def health_written() -> bool:
+            return bool(await pool.exists(HEALTH_KEY))
+
+        await wait_until(health_written)
+        health = await pool.get(HEALTH_KEY)
         reported.append(int(health.decode().split("j_ongoing=")[1].split()[0]))
         running -= 1
 
-    for _ in range(4):
+    for _ in range(jobs):
         await redis.enqueue_job("frees_then_writes")
     worker = await run_worker(
         max_jobs=1,
@@ -139,24 +154,24 @@ async def test_a_job_that_frees_its_slot_lets_the_next_start_while_it_finishes(
         health_check_interval=0,
     )
 
-    assert worker.jobs_complete == 4
+    assert worker.jobs_complete == jobs
     # one more job started while one was finishing, but no more than max_jobs more
     assert peak == 2
     # the health line counts the jobs whose code runs (none here: each freed its slot), not
     # those finishing their bookkeeping (arq's count: 2), so never more than max_jobs
-    assert len(reported) == 4
+    assert len(reported) == jobs
     assert max(reported) <= 1
 
 
 async def test_a_stop_cuts_running_jobs_but_lets_finishing_ones_write_their_bookkeeping(
     redis: ArqRedis, settings: Settings
 ) -> None:
-    finishing, running = asyncio.Event(), asyncio.Event()
+    finishing, running, stopping = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
     async def finishes(ctx: dict[str, Any]) -> str:
         ctx["free_slot"]()  # its own code has ended
         finishing.set()
-        await asyncio.sleep(0.3)  # its bookkeeping, still being written
+        await stopping.wait()  # its bookkeeping, still being written when the stop comes
         return "written"
 
     async def runs(ctx: dict[str, Any]) -> None:
@@ -176,6 +191,7 @@ async def test_a_stop_cuts_running_jobs_but_lets_finishing_ones_write_their_book
     await asyncio.wait_for(asyncio.gather(finishing.wait(), running.wait()), 10)
 
     worker.handle_sig(signal.SIGTERM)
+    stopping.set()
     loop.cancel()
     await worker.close()  # does not raise the cut job's CancelledError
 

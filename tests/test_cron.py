@@ -17,7 +17,9 @@ from arq.cron import CronJob
 
 from jobs.cleanup import delete_older_than
 from service.worker.options import build_worker_settings
+from service.worker.resources import open_resources
 from settings import Settings
+from tests import files
 from tests.conftest import RunWorker, SmtpRecorder, status_of
 
 DAY = 86_400
@@ -56,30 +58,34 @@ async def test_cleanup_cron_fires_and_deletes_only_old_regular_files(
     settings: Settings, redis: ArqRedis, run_worker: RunWorker, tmp_path: Path
 ) -> None:
     uploads = settings.uploads_dir
-    uploads.mkdir(parents=True)
-    old, fresh = uploads / "old.jpg", uploads / "fresh.jpg"
-    old.write_bytes(b"x")
-    fresh.write_bytes(b"y")
-    _age(old, 31)
-    _age(fresh, 29)
     outside = tmp_path / "outside.txt"
-    outside.write_text("keep me")
-    _age(outside, 90)
-    link = uploads / "link.jpg"
-    link.symlink_to(outside)
-    _age(link, 90)
     nested = uploads / "nested"
-    nested.mkdir()
-    (nested / "deep.jpg").write_bytes(b"z")
-    _age(nested / "deep.jpg", 90)
+
+    def plant_files() -> None:
+        uploads.mkdir(parents=True)
+        old, fresh = uploads / "old.jpg", uploads / "fresh.jpg"
+        old.write_bytes(b"x")
+        fresh.write_bytes(b"y")
+        _age(old, 31)
+        _age(fresh, 29)
+        outside.write_text("keep me")
+        _age(outside, 90)
+        link = uploads / "link.jpg"
+        link.symlink_to(outside)
+        _age(link, 90)
+        nested.mkdir()
+        (nested / "deep.jpg").write_bytes(b"z")
+        _age(nested / "deep.jpg", 90)
+
+    await asyncio.to_thread(plant_files)
 
     cleanup = cron_jobs(settings)["cron:cleanup_old_files"]
     worker = await run_worker(cron_jobs=[_due_now(cleanup, settings)])
 
     assert worker.jobs_complete == 1
-    assert sorted(p.name for p in uploads.iterdir()) == ["fresh.jpg", "link.jpg", "nested"]
-    assert outside.read_text() == "keep me"
-    assert (nested / "deep.jpg").exists()
+    assert await files.names_in(uploads) == ["fresh.jpg", "link.jpg", "nested"]
+    assert await files.read_text(outside) == "keep me"
+    assert await files.exists(nested / "deep.jpg")
     job_id = (await redis.keys("arq:result:cron:cleanup_old_files:*"))[0].decode().split(":", 2)[2]
     result = await redis.get(f"arq:result:{job_id}")
     assert result is not None
@@ -99,20 +105,28 @@ def _due_now(job: CronJob, settings: Settings) -> CronJob:
 async def test_two_workers_run_a_due_cron_once(
     settings: Settings, redis: ArqRedis, run_worker: RunWorker
 ) -> None:
-    report = cron_jobs(settings)["cron:daily_report"]
     due = datetime.now(settings.timezone) - timedelta(seconds=1)
-    first_job = _due_now(report, settings)
-    first_job.next_run = due
-    second_job = cron_jobs(settings)["cron:daily_report"]
-    second_job.next_run = due
+    schedules = [cron_jobs(settings)["cron:daily_report"] for _ in range(2)]
+    for schedule in schedules:
+        schedule.next_run = due
+    # Both start up, then meet here: their first loop iterations, which queue the due run and
+    # claim it, race each other instead of one worker finishing before the other begins.
+    both_up = asyncio.Barrier(2)
+    on_startup = open_resources(settings)  # the service's own start-up, then the meeting
 
-    first = await run_worker(cron_jobs=[first_job])
-    second = await run_worker(cron_jobs=[second_job])
+    async def start_together(ctx: dict[str, Any]) -> None:
+        await on_startup(ctx)
+        async with asyncio.timeout(10):
+            await both_up.wait()
 
-    assert first.jobs_complete + second.jobs_complete == 1
-    reports = list(settings.reports_dir.iterdir())
+    first, second = await asyncio.gather(
+        *(run_worker(cron_jobs=[schedule], on_startup=start_together) for schedule in schedules)
+    )
+
+    assert sorted([first.jobs_complete, second.jobs_complete]) == [0, 1]
+    assert first.jobs_failed == second.jobs_failed == 0
     yesterday = datetime.now(settings.timezone).date() - timedelta(days=1)
-    assert [p.name for p in reports] == [f"{yesterday.isoformat()}.json"]
+    assert await files.names_in(settings.reports_dir) == [f"{yesterday.isoformat()}.json"]
 
 
 async def test_daily_report_counts_the_days_activity_and_mails_it(
@@ -138,7 +152,7 @@ async def test_daily_report_counts_the_days_activity_and_mails_it(
     done = await status_of(client, task_id)
     assert done["status"] == "SUCCESS"
     assert done["result"] == {"path": f"reports/{today}.json", "date": today.isoformat()}
-    report = json.loads((settings.reports_dir / f"{today}.json").read_text())
+    report = json.loads(await files.read_text(settings.reports_dir / f"{today}.json"))
     assert report["date"] == today.isoformat()
     assert report["emails_sent"] == 2
     assert report["users_registered"] == 1
@@ -152,7 +166,7 @@ async def test_daily_report_counts_the_days_activity_and_mails_it(
     assert mail.recipients == ["ops@example.com"]
     assert mail.message["Subject"] == f"Daily report for {today}"
     assert json.loads(mail.message.get_content())["users_registered"] == 1
-    assert not [p for p in settings.reports_dir.iterdir() if p.name.startswith(".")]
+    assert not [name for name in await files.names_in(settings.reports_dir) if name[0] == "."]
 
 
 async def test_report_without_a_day_covers_yesterday(
@@ -162,7 +176,7 @@ async def test_report_without_a_day_covers_yesterday(
     assert response.status == 202
     await run_worker()
     yesterday = datetime.now(settings.timezone).date() - timedelta(days=1)
-    report = json.loads((settings.reports_dir / f"{yesterday}.json").read_text())
+    report = json.loads(await files.read_text(settings.reports_dir / f"{yesterday}.json"))
     assert report == {**report, "date": str(yesterday), "emails_sent": 0, "jobs": {}}
 
 

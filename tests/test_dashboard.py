@@ -7,7 +7,6 @@ the same pages in Chromium.
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +22,12 @@ from jobs.registry import REGISTRY
 from service.queue.enqueue import enqueue
 from service.store import keys
 from settings import Settings
+from tests import files
 from tests.conftest import AUTH_HEADERS, ClientFactory, RunWorker, queued
 from tests.dashboard_client import Dashboard
 from tests.images import image_bytes
 from tests.sse import next_event
+from tests.waiting import wait_until
 from tests.webhook_targets import hook_url
 from web import create_app
 
@@ -299,7 +300,7 @@ async def test_dashboard_upload_queues_and_the_thumbnail_is_served(
     image = await dashboard.client.get(f"/dashboard/thumbnails/{name}")
     assert image.status == 200
     assert image.content_type == "image/jpeg"
-    assert await image.read() == (settings.uploads_dir / name).read_bytes()
+    assert await image.read() == await files.read_bytes(settings.uploads_dir / name)
     assert image.headers["X-Content-Type-Options"] == "nosniff"
 
 
@@ -312,7 +313,7 @@ async def test_dashboard_upload_without_csrf_stores_nothing(
         "/dashboard/upload", data=form, headers={"Origin": dashboard.origin}
     )
     assert response.status == 403
-    assert list(settings.uploads_dir.iterdir()) == []
+    assert await files.names_in(settings.uploads_dir) == []
     assert await queued(redis, settings) == []
 
 
@@ -333,11 +334,12 @@ async def test_dashboard_upload_without_csrf_stores_nothing(
 async def test_thumbnail_route_serves_thumbnails_only(
     dashboard: Dashboard, settings: Settings, name: str
 ) -> None:
-    settings.uploads_dir.mkdir(parents=True, exist_ok=True)
-    (settings.uploads_dir / "0123456789abcdef0123456789abcdef.jpg").write_bytes(b"original")
-    (settings.uploads_dir / ".hidden_thumb.jpg").write_bytes(b"hidden")
-    (settings.data_dir / "secret_thumb.jpg").write_bytes(b"secret")
-    (settings.uploads_dir / "link_thumb.jpg").symlink_to(settings.data_dir / "secret_thumb.jpg")
+    uploads = settings.uploads_dir
+    await files.write_bytes(uploads / "0123456789abcdef0123456789abcdef.jpg", b"original")
+    await files.write_bytes(uploads / ".hidden_thumb.jpg", b"hidden")
+    await files.write_bytes(settings.data_dir / "secret_thumb.jpg", b"secret")
+    link = uploads / "link_thumb.jpg"
+    await asyncio.to_thread(link.symlink_to, settings.data_dir / "secret_thumb.jpg")
     response = await dashboard.client.get(f"/dashboard/thumbnails/{name}")
     assert response.status == 404
     assert response.content_type == "application/json"
@@ -347,8 +349,7 @@ async def test_thumbnail_route_needs_a_session(
     anonymous: TestClient[Any, Any], settings: Settings
 ) -> None:
     name = "0123456789abcdef0123456789abcdef_thumb.jpg"
-    settings.uploads_dir.mkdir(parents=True, exist_ok=True)
-    (settings.uploads_dir / name).write_bytes(image_bytes((10, 10)))
+    await files.write_bytes(settings.uploads_dir / name, image_bytes((10, 10)))
     assert (await anonymous.get(f"/dashboard/thumbnails/{name}")).status == 401
 
 
@@ -366,10 +367,10 @@ async def test_mail_page_lists_captured_mail_in_development(
     aiohttp_client: ClientFactory, settings: Settings, redis: ArqRedis
 ) -> None:
     dev = settings.model_copy(update={"dashboard_mail_page": True})
-    dev.mail_dir.mkdir(parents=True)
-    (dev.mail_dir / "20261124T010203-abcd.eml").write_bytes(
+    await files.write_bytes(
+        dev.mail_dir / "20261124T010203-abcd.eml",
         b"From: jobs@example.com\r\nTo: ann@example.com\r\nSubject: Welcome <b>Ann</b>\r\n"
-        b"Content-Type: text/plain; charset=utf-8\r\n\r\nHello Ann, <script>x</script>\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n\r\nHello Ann, <script>x</script>\r\n",
     )
     board = Dashboard(await aiohttp_client(create_app(dev)))
     await board.sign_in()
@@ -406,11 +407,12 @@ async def test_each_worker_is_listed_with_running_and_max_jobs(
     worker = Worker(**options)
     task = asyncio.create_task(worker.main())
     try:
-        deadline = time.monotonic() + 10
-        while "No worker is alive" in (page := await dashboard.page("/dashboard")):
-            assert time.monotonic() < deadline, "the worker never showed up"
-            await asyncio.sleep(0.05)
-        assert f"0 / {settings.worker_max_jobs}" in page
+
+        async def listed() -> bool:  # once its first health line is written
+            return "No worker is alive" not in await dashboard.page("/dashboard")
+
+        await wait_until(listed)
+        assert f"0 / {settings.worker_max_jobs}" in await dashboard.page("/dashboard")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -432,7 +434,7 @@ async def test_retry_requeues_a_failed_job_under_its_id(
     assert f"/dashboard/jobs/{job_id}/retry" in overview
     assert "upload &#39;later.jpg&#39; not found" in overview
 
-    (settings.uploads_dir / "later.jpg").write_bytes(image_bytes((400, 300)))
+    await files.write_bytes(settings.uploads_dir / "later.jpg", image_bytes((400, 300)))
     response = await dashboard.post(f"/dashboard/jobs/{job_id}/retry")
     assert response.status == 303, await response.text()
     assert response.headers["Location"] == f"/dashboard/jobs/{job_id}"

@@ -14,6 +14,7 @@ from arq.connections import ArqRedis
 
 from service.store.database import Database
 from settings import Settings
+from tests import files
 from tests.conftest import TEST_API_TOKEN, ClientFactory, queued
 from tests.images import image_bytes
 from tests.waiting import wait_until
@@ -36,8 +37,8 @@ async def post_image(
     return response
 
 
-def stored_files(settings: Settings) -> list[str]:
-    return sorted(path.name for path in settings.uploads_dir.iterdir())
+async def stored_files(settings: Settings) -> list[str]:
+    return await files.names_in(settings.uploads_dir)
 
 
 async def users(settings: Settings) -> int:
@@ -159,14 +160,14 @@ async def test_a_repeated_upload_stores_no_second_file(
     first = await post_image(client, picture, key("photo-1"))
     assert first.status == 202, await first.text()
     task_id = (await first.json())["task_id"]
-    files = stored_files(settings)
-    assert len(files) == 1
+    stored = await stored_files(settings)
+    assert len(stored) == 1
 
     again = await post_image(client, picture, key("photo-1"))
 
     assert again.status == 200
     assert (await again.json())["task_id"] == task_id
-    assert stored_files(settings) == files
+    assert await stored_files(settings) == stored
     assert await queued(redis, settings) == [task_id]
 
 
@@ -174,12 +175,12 @@ async def test_a_different_file_under_a_used_key_is_422_and_stores_nothing(
     client: TestClient[Any, Any], redis: ArqRedis, settings: Settings
 ) -> None:
     first = await post_image(client, image_bytes((64, 48), "PNG"), key("photo-2"))
-    files = stored_files(settings)
+    stored = await stored_files(settings)
 
     other = await post_image(client, image_bytes((32, 32), "PNG"), key("photo-2"))
 
     assert other.status == 422
-    assert stored_files(settings) == files
+    assert await stored_files(settings) == stored
     assert await queued(redis, settings) == [(await first.json())["task_id"]]
 
 

@@ -13,7 +13,7 @@ import time
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import pytest
@@ -21,12 +21,13 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 from arq.connections import ArqRedis
 from arq.jobs import Job
-from blockbuster import BlockingError, blockbuster_ctx
+from blockbuster import BlockingError
 from PIL import Image
 
 from jobs.thumbnails import make_thumbnail
 from service.store.serialization import deserialize
 from settings import Settings
+from tests import files
 from tests.conftest import (
     AUTH_HEADERS,
     ClientFactory,
@@ -43,18 +44,35 @@ STORED_NAME = re.compile(r"[0-9a-f]{32}\.(jpg|png|gif|webp)")
 SMALL_LIMIT = 50_000
 
 
-def files_in(folder: Path) -> list[str]:
-    return sorted(path.name for path in folder.iterdir())
+class Decoded(NamedTuple):
+    format: str | None
+    size: tuple[int, int]
+    orientation: int  # the EXIF tag, 1 when absent
 
 
-def tree(root: Path) -> set[Path]:
-    return {path.relative_to(root) for path in root.rglob("*")}
+def _decode(path: Path) -> Decoded:
+    with Image.open(path) as image:
+        image.load()  # the whole file decodes, not just its header
+        return Decoded(image.format, image.size, image.getexif().get(0x0112, 1))
 
 
-def stray_thumbnails(root: Path) -> list[Path]:
-    """Thumbnails anywhere under ``root``, and one beside /etc/passwd if a job made it."""
+async def decoded(path: Path) -> Decoded:
+    """The image at ``path``, decoded in full (in a thread, as the worker does)."""
+    return await asyncio.to_thread(_decode, path)
+
+
+async def tree(root: Path) -> set[Path]:
+    return await asyncio.to_thread(lambda: {path.relative_to(root) for path in root.rglob("*")})
+
+
+def _stray_thumbnails(root: Path) -> list[Path]:
     found = list(root.rglob("*_thumb*"))
     return found + [path for path in [Path("/etc/passwd_thumb")] if path.exists()]
+
+
+async def stray_thumbnails(root: Path) -> list[Path]:
+    """Thumbnails anywhere under ``root``, and one beside /etc/passwd if a job made it."""
+    return await asyncio.to_thread(_stray_thumbnails, root)
 
 
 def millis(iso: str) -> float:
@@ -111,7 +129,8 @@ async def assert_rejected(
     response: ClientResponse, status: int, reason: str, redis: ArqRedis, settings: Settings
 ) -> None:
     await assert_refused(response, status, reason, redis, settings)
-    assert files_in(settings.uploads_dir) == [], "a rejected upload must leave nothing on disk"
+    left = await files.names_in(settings.uploads_dir)
+    assert left == [], "a rejected upload must leave nothing on disk"
 
 
 @pytest.fixture
@@ -135,12 +154,12 @@ async def test_upload_is_stored_queued_and_thumbnailed(
     # The client's name and type say "BMP"; the stored name must follow the bytes instead.
     task_id = await upload_ok(client, data, filename="My Holiday.bmp", content_type="image/bmp")
 
-    stored = files_in(settings.uploads_dir)
+    stored = await files.names_in(settings.uploads_dir)
     assert len(stored) == 1
     name = stored[0]
     assert STORED_NAME.fullmatch(name)
     assert name.endswith(extension)
-    assert (settings.uploads_dir / name).read_bytes() == data
+    assert await files.read_bytes(settings.uploads_dir / name) == data
     assert await queued(redis, settings) == [task_id]
     assert await upload_of(redis, task_id) == name
     pending = await status_of(client, task_id)
@@ -154,13 +173,13 @@ async def test_upload_is_stored_queued_and_thumbnailed(
     assert done["status"] == "SUCCESS"
     assert done["attempts"] == 1
     assert done["result"] == {"thumbnail": thumb_name, "width": 800, "height": 600}
-    with Image.open(settings.uploads_dir / thumb_name) as thumb:
-        assert thumb.format == image_format
-        assert thumb.size == (800, 600)
-        thumb.load()  # the whole file decodes, not just its header
+    thumb = await decoded(settings.uploads_dir / thumb_name)
+    assert thumb.format == image_format
+    assert thumb.size == (800, 600)
     # Only the upload and its thumbnail: no ".tmp-" or ".incoming-" leftovers.
-    assert files_in(settings.uploads_dir) == sorted([name, thumb_name])
-    assert (settings.uploads_dir / name).read_bytes() == data, "the upload is left as it was"
+    assert await files.names_in(settings.uploads_dir) == sorted([name, thumb_name])
+    upload = await files.read_bytes(settings.uploads_dir / name)
+    assert upload == data, "the upload is left as it was"
 
 
 @pytest.mark.parametrize(
@@ -187,8 +206,8 @@ async def test_thumbnail_fits_800_keeps_aspect_and_never_enlarges(
     done = await status_of(client, task_id)
     assert done["status"] == "SUCCESS"
     assert (done["result"]["width"], done["result"]["height"]) == expected
-    with Image.open(settings.uploads_dir / done["result"]["thumbnail"]) as thumb:
-        assert thumb.size == expected
+    thumb = await decoded(settings.uploads_dir / done["result"]["thumbnail"])
+    assert thumb.size == expected
 
 
 async def test_thumbnail_follows_the_photos_exif_orientation(
@@ -205,9 +224,9 @@ async def test_thumbnail_follows_the_photos_exif_orientation(
 
     done = await status_of(client, task_id)
     assert (done["result"]["width"], done["result"]["height"]) == (600, 800)
-    with Image.open(settings.uploads_dir / done["result"]["thumbnail"]) as thumb:
-        assert thumb.size == (600, 800)
-        assert thumb.getexif().get(0x0112, 1) == 1, "the rotation is applied, not left as a tag"
+    thumb = await decoded(settings.uploads_dir / done["result"]["thumbnail"])
+    assert thumb.size == (600, 800)
+    assert thumb.orientation == 1, "the rotation is applied, not left as a tag"
 
 
 @pytest.mark.parametrize(
@@ -250,20 +269,21 @@ async def test_client_filename_is_never_used_as_a_path(
     filename: str,
 ) -> None:
     data = image_bytes((320, 240), "JPEG")
-    before = tree(tmp_path)
+    before = await tree(tmp_path)
 
     task_id = await upload_ok(client, data, filename=filename)
 
-    stored = files_in(settings.uploads_dir)
+    stored = await files.names_in(settings.uploads_dir)
     assert len(stored) == 1
     assert STORED_NAME.fullmatch(stored[0])
-    assert tree(tmp_path) - before == {settings.uploads_dir.relative_to(tmp_path) / stored[0]}
-    assert before <= tree(tmp_path), "nothing may be replaced or removed either"
+    after = await tree(tmp_path)
+    assert after - before == {settings.uploads_dir.relative_to(tmp_path) / stored[0]}
+    assert before <= after, "nothing may be replaced or removed either"
     leaf = Path(filename.replace("\\", "/")).name
     if leaf:
-        assert not (tmp_path / "etc").exists()
-        assert not (Path("/etc") / leaf).exists()
-        assert not (Path("/abs") / leaf).exists()
+        assert not await files.exists(tmp_path / "etc")
+        assert not await files.exists(Path("/etc") / leaf)
+        assert not await files.exists(Path("/abs") / leaf)
     assert await upload_of(redis, task_id) == stored[0]
 
 
@@ -284,7 +304,7 @@ async def test_upload_of_exactly_the_limit_is_accepted(
     small_client: TestClient[Any, Any], redis: ArqRedis, settings: Settings
 ) -> None:
     task_id = await upload_ok(small_client, padded(image_bytes((320, 240), "JPEG"), SMALL_LIMIT))
-    assert len(files_in(settings.uploads_dir)) == 1
+    assert len(await files.names_in(settings.uploads_dir)) == 1
     assert await queued(redis, settings) == [task_id]
 
 
@@ -349,11 +369,11 @@ async def test_truncated_image_fails_cleanly_and_the_worker_goes_on(
     assert done["status"] == "SUCCESS"
     good_thumb = done["result"]["thumbnail"]
     # The two uploads and the good one's thumbnail: nothing partial, no temp files.
-    files = files_in(settings.uploads_dir)
-    assert len(files) == 3
-    assert good_thumb in files
-    assert [name for name in files if "_thumb" in name] == [good_thumb]
-    assert not [name for name in files if name.startswith(".")]
+    names = await files.names_in(settings.uploads_dir)
+    assert len(names) == 3
+    assert good_thumb in names
+    assert [name for name in names if "_thumb" in name] == [good_thumb]
+    assert not [name for name in names if name.startswith(".")]
 
 
 @pytest.mark.parametrize(
@@ -369,8 +389,7 @@ async def test_job_refuses_upload_names_that_leave_the_folder(
     upload: str,
 ) -> None:
     # A real image where "../x.jpg" points, so only the name check can stop the job.
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    (settings.data_dir / "x.jpg").write_bytes(image_bytes((320, 240), "JPEG"))
+    await files.write_bytes(settings.data_dir / "x.jpg", image_bytes((320, 240), "JPEG"))
     task_id = await enqueue_upload(redis, upload)
 
     await run_worker()
@@ -379,7 +398,7 @@ async def test_job_refuses_upload_names_that_leave_the_folder(
     assert failed["status"] == "FAILURE"
     assert failed["attempts"] == 1
     assert "invalid upload name" in failed["error"]
-    assert stray_thumbnails(tmp_path) == []
+    assert await stray_thumbnails(tmp_path) == []
 
 
 async def test_job_for_a_missing_upload_fails_with_its_name(
@@ -394,7 +413,7 @@ async def test_job_for_a_missing_upload_fails_with_its_name(
     assert failed["status"] == "FAILURE"
     assert failed["attempts"] == 1
     assert f"upload {name!r} not found" in failed["error"]
-    assert files_in(settings.uploads_dir) == []
+    assert await files.names_in(settings.uploads_dir) == []
 
 
 async def test_resizing_runs_off_the_event_loop(
@@ -410,17 +429,17 @@ async def test_resizing_runs_off_the_event_loop(
             await asyncio.sleep(0.005)
             ticks.append(time.time() * 1000)
 
-    # Any blocking call made on the loop thread (file reads and writes, os.replace, sleeps,
-    # lock waits ...) raises BlockingError, in the upload handler as well as in the job.
-    with blockbuster_ctx():
-        task_ids = [await upload_ok(client, data) for data in big]
-        beating = asyncio.create_task(heartbeat())
-        try:
-            await run_worker()
-        finally:
-            beating.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beating
+    # Besides, any blocking call made on the loop thread (file reads and writes, os.replace,
+    # sleeps, lock waits ...) raises BlockingError (the blockbuster fixture, conftest.py), in
+    # the upload handler as well as in the job.
+    task_ids = [await upload_ok(client, data) for data in big]
+    beating = asyncio.create_task(heartbeat())
+    try:
+        await run_worker()
+    finally:
+        beating.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beating
 
     statuses = [await status_of(client, task_id) for task_id in task_ids]
     assert [status["status"] for status in statuses] == ["SUCCESS", "SUCCESS"], statuses
@@ -434,12 +453,12 @@ async def test_resizing_runs_off_the_event_loop(
 # Pillow does not close the file when its first read raises, as BlockingError makes it do here.
 @pytest.mark.filterwarnings("ignore:unclosed file:ResourceWarning")
 async def test_blockbuster_catches_pillow_work_on_the_loop(tmp_path: Path) -> None:
-    """Guards the test above: the same Pillow call made on the loop is caught."""
+    """Guards the test above and the blockbuster fixture: Pillow's work on the loop is caught."""
     source = tmp_path / "photo.jpg"
-    source.write_bytes(image_bytes((1600, 1200), "JPEG"))
-    with blockbuster_ctx(), pytest.raises(BlockingError):
+    await files.write_bytes(source, image_bytes((1600, 1200), "JPEG"))
+    with pytest.raises(BlockingError):
         make_thumbnail(source, tmp_path / "photo_thumb.jpg", 10**8)
-    assert not (tmp_path / "photo_thumb.jpg").exists()
+    assert not await files.exists(tmp_path / "photo_thumb.jpg")
 
 
 async def test_image_with_too_many_pixels_is_refused_at_the_door(

@@ -23,6 +23,7 @@ from PIL import Image
 from jobs.thumbnails import ThumbnailError, configure_pillow, decode
 from service.queue.enqueue import enqueue
 from settings import Settings
+from tests import files
 from tests.conftest import (
     AUTH_HEADERS,
     ClientFactory,
@@ -33,7 +34,7 @@ from tests.conftest import (
     status_of,
 )
 from tests.images import image_bytes
-from tests.test_images import assert_rejected, enqueue_upload, files_in, post_file, upload_ok
+from tests.test_images import assert_rejected, enqueue_upload, post_file, tree, upload_ok
 from web import create_app
 
 
@@ -54,13 +55,13 @@ async def test_the_pixel_limit_is_a_setting_and_counts_at_the_door(
     client = await aiohttp_client(create_app(own), headers=AUTH_HEADERS)
     form_ok = await post_file(client, png_bomb(1000, 1000), filename="ok.png")
     assert form_ok.status == 202, await form_ok.text()
-    (stored,) = files_in(settings.uploads_dir)
+    (stored,) = await files.names_in(settings.uploads_dir)
     queued_before = await queued(redis, settings)
 
     response = await post_file(client, png_bomb(1001, 1000), filename="bomb.png")
     assert response.status == 413
     assert "over the 1000000-pixel limit" in (await response.json())["error"]
-    assert files_in(settings.uploads_dir) == [stored]
+    assert await files.names_in(settings.uploads_dir) == [stored]
     assert await queued(redis, settings) == queued_before
 
 
@@ -92,9 +93,8 @@ async def test_a_bomb_that_slips_past_the_door_fails_its_job_and_the_worker_goes
     size: tuple[int, int],
     reason: str,
 ) -> None:
-    settings.uploads_dir.mkdir(parents=True, exist_ok=True)
     bomb = f"{uuid.uuid4().hex}.png"
-    (settings.uploads_dir / bomb).write_bytes(png_bomb(*size))
+    await files.write_bytes(settings.uploads_dir / bomb, png_bomb(*size))
     bomb_id = await enqueue_upload(redis, bomb)
     good_id = await upload_ok(client, image_bytes((1600, 1200), "JPEG"))
 
@@ -107,7 +107,8 @@ async def test_a_bomb_that_slips_past_the_door_fails_its_job_and_the_worker_goes
     assert reason in failed["error"]
     assert str(settings.data_dir) not in failed["error"]
     assert (await status_of(client, good_id))["status"] == "SUCCESS"
-    assert not [name for name in files_in(settings.uploads_dir) if name.startswith(bomb[:32] + "_")]
+    names = await files.names_in(settings.uploads_dir)
+    assert not [name for name in names if name.startswith(bomb[:32] + "_")]
 
 
 def test_pillows_decompression_bomb_warning_is_an_error_after_configure(
@@ -152,7 +153,7 @@ async def test_a_streamed_upload_without_content_length_is_cut_at_the_limit(
     )
     await assert_rejected(response, 413, f"{limit}-byte limit", redis, settings)
     assert "Content-Length" not in response.request_info.headers
-    assert [p for p in settings.uploads_dir.iterdir()] == []
+    assert await files.names_in(settings.uploads_dir) == []
 
 
 def field_part(boundary: str, name: str, value: bytes) -> bytes:
@@ -198,7 +199,7 @@ async def test_small_fields_beside_the_file_are_fine(
         "/upload", data=data, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
     )
     assert response.status == 202, await response.text()
-    assert len(files_in(settings.uploads_dir)) == 1
+    assert len(await files.names_in(settings.uploads_dir)) == 1
 
 
 def raw_multipart(boundary: str, filename: bytes, data: bytes) -> bytes:
@@ -221,7 +222,7 @@ async def test_nul_bytes_in_the_file_name_are_400_and_change_nothing(
     client: TestClient[Any, Any], redis: ArqRedis, settings: Settings, filename: bytes
 ) -> None:
     root = settings.data_dir.parent
-    before = set(root.rglob("*"))
+    before = await tree(root)
     boundary = "b" + uuid.uuid4().hex
     response = await client.post(
         "/upload",
@@ -229,7 +230,7 @@ async def test_nul_bytes_in_the_file_name_are_400_and_change_nothing(
         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
     )
     await assert_rejected(response, 400, "malformed request body", redis, settings)
-    assert set(root.rglob("*")) - before <= {settings.uploads_dir}
+    assert await tree(root) - before <= {settings.uploads_dir.relative_to(root)}
 
 
 # --- email --------------------------------------------------------------------------------

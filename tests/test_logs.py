@@ -3,6 +3,7 @@ the request's id on the lines of the jobs it queued."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -79,9 +80,12 @@ async def test_one_request_id_finds_the_request_and_its_jobs_lines(
             worker_metrics = await response.text()
     assert sample(worker_metrics, "jobservice_jobs_succeeded_total", function="log_event") == 1
 
-    web.stop()
-    worker.stop()
-    web_lines, worker_lines = web.lines(), worker.lines()  # every line parses as JSON
+    await asyncio.gather(asyncio.to_thread(web.stop), asyncio.to_thread(worker.stop))
+    # every line parses as JSON
+    web_lines, worker_lines = (
+        await asyncio.to_thread(web.lines),
+        await asyncio.to_thread(worker.lines),
+    )
     arq_lines = [line for line in worker_lines if line["logger"].startswith("arq")]
     # the job loop (service.engine.loop) writes no arq line per successful job, ours say it all;
     # nothing arq writes carries job arguments: they may hold addresses and bodies

@@ -117,21 +117,22 @@ async def test_a_refused_message_leaves_the_connection_usable(
 async def test_a_connection_the_server_dropped_while_idle_is_replaced() -> None:
     handler = CountingServer(port=free_port())
     pool = pool_for(handler, check_after=0)  # as if it sat idle: checked before reuse
+    # aiosmtpd's controller starts and stops a thread and waits for it: not on the loop
     first = Controller(handler, hostname="127.0.0.1", port=handler.port)
-    first.start()
+    await asyncio.to_thread(first.start)
     try:
         await pool.send(message("ann@example.com"))
     finally:
-        first.stop()  # closes the idle connection from the server's side
+        await asyncio.to_thread(first.stop)  # closes the idle connection from the server's side
     restarted = Controller(handler, hostname="127.0.0.1", port=handler.port)
-    restarted.start()
+    await asyncio.to_thread(restarted.start)
     try:
         await pool.send(message("bob@example.com"))
         assert handler.messages == ["ann@example.com", "bob@example.com"]
         assert handler.ehlos == 2
         await pool.close()
     finally:
-        restarted.stop()
+        await asyncio.to_thread(restarted.stop)
 
 
 async def test_at_most_size_connections_stay_open(

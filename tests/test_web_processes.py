@@ -47,7 +47,7 @@ def two_processes(settings: Settings, tmp_path: Path) -> Iterator[tuple[str, Ser
 
 async def _replaced(pid: int, gone: int | None = None) -> bool:
     """Whether gunicorn (``pid``) runs two processes again, ``gone`` not among them."""
-    now = children(pid)
+    now = await asyncio.to_thread(children, pid)
     return len(now) == 2 and gone not in now
 
 
@@ -64,7 +64,8 @@ async def _served_by(url: str, web: ServiceProcess, pid: int) -> bool:
     the kernel hands it to either process)."""
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as fresh:
         await _healthy(fresh, url)
-    return any(line.get("event") == "request" and line["pid"] == pid for line in web.lines())
+    lines = await asyncio.to_thread(web.lines)
+    return any(line.get("event") == "request" and line["pid"] == pid for line in lines)
 
 
 async def test_two_processes_serve_the_api_and_a_dead_one_is_replaced(
@@ -74,7 +75,7 @@ async def test_two_processes_serve_the_api_and_a_dead_one_is_replaced(
     async with aiohttp.ClientSession(headers=AUTH_HEADERS) as session:
         await wait_until(lambda: _healthy(session, url), within=30)
         await wait_until(lambda: _replaced(web.popen.pid), within=30)
-        first = children(web.popen.pid)
+        first = await asyncio.to_thread(children, web.popen.pid)
 
         task_ids = []
         for n in range(20):  # enough requests that both processes take some
@@ -87,15 +88,15 @@ async def test_two_processes_serve_the_api_and_a_dead_one_is_replaced(
         victim = min(first)
         os.kill(victim, signal.SIGKILL)
         await wait_until(lambda: _replaced(web.popen.pid, gone=victim), within=30)
-        (replacement,) = children(web.popen.pid) - first
+        (replacement,) = await asyncio.to_thread(children, web.popen.pid) - first
         # serving, not just forked (a SIGTERM while it boots: see the test below)
         await wait_until(lambda: _served_by(url, web, replacement), within=30)
         async with session.post(f"{url}/events", json={"event": {"n": 20}}) as response:
             assert response.status == 202
 
-    web.stop()
+    await asyncio.to_thread(web.stop)
     assert web.popen.returncode == 0
-    lines = web.lines()  # every line, gunicorn's own included, is one JSON object
+    lines = await asyncio.to_thread(web.lines)  # every line, gunicorn's own included, is JSON
     served_by = {line["pid"] for line in lines if line.get("event") == "request"}
     assert len(served_by) >= 2
     assert any(line["logger"] == "gunicorn.error" for line in lines)

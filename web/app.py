@@ -28,6 +28,12 @@ from web.views import PROCESS_IMAGE, SEND_WELCOME_EMAIL
 JSON_BODY_LIMIT = 1024 * 1024  # uploads are streamed and limited separately
 
 
+async def _templates(app: web.Application) -> AsyncIterator[None]:
+    """The dashboard's templates, read from disk once, off the event loop."""
+    app[TEMPLATES] = await asyncio.get_running_loop().run_in_executor(None, make_environment)
+    yield
+
+
 async def _redis(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     app[REDIS] = await open_pool(settings)
@@ -54,7 +60,7 @@ async def _plain_server_header(request: web.Request, response: web.StreamRespons
 
 
 def create_app(settings: Settings, registry: Registry = JOBS) -> web.Application:
-    """Build the app; Redis and the database open on start-up and close on clean-up.
+    """Build the app; the templates, Redis and the database open on start-up (no I/O here).
 
     ``registry`` holds the jobs the routes queue and document (jobs/registry.py).
     """
@@ -70,7 +76,6 @@ def create_app(settings: Settings, registry: Registry = JOBS) -> web.Application
     app[DECLARED] = registry.declared(settings)
     app[WEB_METRICS] = WebMetrics(new_registry())
     app.on_response_prepare.extend([echo_request_id, _plain_server_header])
-    app[TEMPLATES] = make_environment()
-    app.cleanup_ctx.extend([_redis, _storage])
+    app.cleanup_ctx.extend([_templates, _redis, _storage])
     setup_routes(app)
     return app

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -29,6 +31,7 @@ SECURITY_HEADERS = {
 }
 
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
+TEMPLATE_DIR = Path(__file__).parent / "templates"
 
 
 def ago(seconds_since_epoch: float | None, now: float | None = None) -> str:
@@ -83,9 +86,25 @@ def short_id(job_id: str) -> str:
     return job_id if len(job_id) <= 14 else job_id[:12] + "…"
 
 
+def _read_templates() -> jinja2.FunctionLoader:
+    """Every template's source, read now: rendering a page never touches the disk."""
+    sources = {
+        path.name: (path.read_text("utf-8"), str(path)) for path in TEMPLATE_DIR.glob("*.html")
+    }
+
+    def load(name: str) -> tuple[str, str, Callable[[], bool]] | None:
+        if name not in sources:
+            return None
+        source, filename = sources[name]
+        return source, filename, lambda: True  # read once: always up to date
+
+    return jinja2.FunctionLoader(load)
+
+
 def make_environment() -> jinja2.Environment:
+    """The dashboard's Jinja2 environment; it reads the templates, so it runs off the loop."""
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("web", "templates"),
+        loader=_read_templates(),
         autoescape=True,  # every template, whatever its file name
         trim_blocks=True,
         lstrip_blocks=True,

@@ -7,6 +7,7 @@ longer than the per-function bound the tests rely on.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -23,7 +24,7 @@ Spawn = Callable[..., Awaitable[Process]]
 
 @pytest.fixture
 async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    binary = shutil.which("redis-server")
+    binary = await asyncio.to_thread(shutil.which, "redis-server")
     if binary is None:
         pytest.skip("the fault tests need redis-server (apt-get install redis-server)")
     server = RedisServer(binary, free_port(), tmp_path / "redis")
@@ -97,10 +98,11 @@ async def spawn(settings: Settings, tmp_path: Path) -> AsyncIterator[Spawn]:
         name = f"{kind}{len(started) + 1}"
         argv = [*commands[kind], *args]
         process = Process(name, argv, service_env(settings, **overrides), tmp_path / f"{name}.log")
-        started.append(process.start())
+        started.append(await process.start())
         return process
 
     yield start
     for process in started:
         await process.kill()
-        print(f"----- {process.name} (pid {process.pid}) output -----\n{process.output()}")
+        output = await process.output()
+        print(f"----- {process.name} (pid {process.pid}) output -----\n{output}")

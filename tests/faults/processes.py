@@ -31,11 +31,16 @@ class Process:
         self.log = log
         self.popen: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> Process:
-        with self.log.open("ab") as out:
-            self.popen = subprocess.Popen(
-                self.argv, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT
-            )
+    async def start(self) -> Process:
+        """Start it; opening the log and forking happen in a thread, off the test's loop."""
+
+        def popen() -> subprocess.Popen[bytes]:
+            with self.log.open("ab") as out:
+                return subprocess.Popen(
+                    self.argv, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT
+                )
+
+        self.popen = await asyncio.to_thread(popen)
         return self
 
     @property
@@ -65,7 +70,10 @@ class Process:
         if self.popen is not None:
             await self.wait(30)
 
-    def output(self) -> str:
+    async def output(self) -> str:
+        return await asyncio.to_thread(self._output)
+
+    def _output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
@@ -76,7 +84,6 @@ class RedisServer:
     def __init__(self, binary: str, port: int, folder: Path) -> None:
         self.port = port
         self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
         argv = [
             binary,
             "--port", str(port),
@@ -97,11 +104,12 @@ class RedisServer:
         )
 
     async def start(self) -> None:
-        self.process.start()
+        await asyncio.to_thread(self.folder.mkdir, parents=True, exist_ok=True)
+        await self.process.start()
         deadline = asyncio.get_running_loop().time() + 10
         while not await asyncio.to_thread(self.answers):
             if not self.process.running() or asyncio.get_running_loop().time() > deadline:
-                raise AssertionError("redis-server did not start:\n" + self.process.output())
+                raise AssertionError("redis-server did not start:\n" + await self.process.output())
             await asyncio.sleep(0.02)
 
     async def stop(self) -> None:

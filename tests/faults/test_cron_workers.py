@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from datetime import datetime, timedelta
@@ -11,6 +12,7 @@ from arq.connections import ArqRedis
 
 from service.records import stats
 from settings import Settings
+from tests import files
 from tests.conftest import queued
 from tests.faults.conftest import Spawn
 from tests.waiting import wait_until
@@ -26,13 +28,13 @@ async def test_three_workers_make_one_daily_report_and_one_cleanup(
     workers = [await spawn("cron-worker", str(go)) for _ in range(WORKERS)]
 
     async def all_waiting() -> bool:
-        return all("waiting for go" in worker.output() for worker in workers)
+        return all(["waiting for go" in await worker.output() for worker in workers])
 
     await wait_until(all_waiting, within=STARTUP)
     due = time.time() + 1.5  # arq enqueues a cron job up to 1 s early: all three are up by then
     cue = go.with_suffix(".tmp")
-    cue.write_text(str(due))
-    cue.replace(go)  # atomically: a worker must never read a half-written cue
+    await files.write_bytes(cue, str(due).encode())
+    await asyncio.to_thread(cue.replace, go)  # atomically: no worker reads a half-written cue
 
     async def both_ran() -> bool:
         counters = await stats.day_counts(redis, stats.today(settings.timezone))
@@ -52,9 +54,11 @@ async def test_three_workers_make_one_daily_report_and_one_cleanup(
     assert counters["job:cleanup_old_files:success"] == 1
     assert all(worker.running() for worker in workers)
     yesterday = datetime.now(settings.timezone).date() - timedelta(days=1)
-    [report] = settings.reports_dir.iterdir()
-    assert report.name == f"{yesterday}.json"
-    assert json.loads(report.read_text())["date"] == str(yesterday)
+    [report] = await files.names_in(settings.reports_dir)
+    assert report == f"{yesterday}.json"
+    assert json.loads(await files.read_text(settings.reports_dir / report))["date"] == str(
+        yesterday
+    )
     results = await redis.keys("arq:result:cron:*")
     assert sorted(key.decode().rsplit(":", 1)[0] for key in results) == [
         "arq:result:cron:cleanup_old_files",

@@ -42,7 +42,7 @@ async def test_smtp_server_down_then_up_the_email_goes_out_once(
 
     late = SmtpRecorder(port=port)
     controller = Controller(late, hostname="127.0.0.1", port=port)
-    controller.start()
+    await asyncio.to_thread(controller.start)  # starts a thread and waits for it
     try:
 
         async def sent() -> bool:
@@ -50,7 +50,7 @@ async def test_smtp_server_down_then_up_the_email_goes_out_once(
 
         await wait_until(sent, within=20)
     finally:
-        controller.stop()
+        await asyncio.to_thread(controller.stop)
     done = await _state(client, task_id)
     assert done["attempts"] >= 3
     [mail] = late.messages

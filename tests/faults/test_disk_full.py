@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 
 from settings import Settings
+from tests import files
 from tests.conftest import AUTH_HEADERS, ClientFactory, RunWorker, status_of
 from tests.images import image_bytes
 from web import create_app
@@ -77,7 +78,7 @@ async def test_full_disk_fails_the_thumbnail_and_the_report_and_leaves_no_partia
     report = await client.post("/reports/daily", json={"day": "2026-11-23"})
     assert report.status == 202
     report_task = (await report.json())["task_id"]
-    uploads_before = sorted(p.name for p in settings.uploads_dir.iterdir())
+    uploads_before = await files.names_in(settings.uploads_dir)
     await asyncio.to_thread(_fill, settings.uploads_dir)
     await asyncio.to_thread(_fill, settings.reports_dir)
 
@@ -86,10 +87,10 @@ async def test_full_disk_fails_the_thumbnail_and_the_report_and_leaves_no_partia
     image: dict[str, Any] = await status_of(client, image_task)
     assert image["status"] == "FAILURE"
     assert "No space left on device" in image["error"]
-    assert sorted(p.name for p in settings.uploads_dir.iterdir()) == sorted(
-        [*uploads_before, FILLER]
-    ), "no thumbnail and no temporary file may be left"
+    assert await files.names_in(settings.uploads_dir) == sorted([*uploads_before, FILLER]), (
+        "no thumbnail and no temporary file may be left"
+    )
     daily: dict[str, Any] = await status_of(client, report_task)
     assert daily["status"] == "FAILURE"
     assert "could not write the report: No space left on device" in daily["error"]
-    assert [p.name for p in settings.reports_dir.iterdir()] == [FILLER]
+    assert await files.names_in(settings.reports_dir) == [FILLER]

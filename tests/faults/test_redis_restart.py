@@ -172,9 +172,9 @@ async def test_a_worker_gives_up_after_redis_retry_seconds_and_exits_non_zero(
     worker = await spawn("worker", redis_retry_seconds=1)
 
     async def connected() -> bool:
-        return "Starting worker" in worker.output()
+        return "Starting worker" in await worker.output()
 
     await wait_until(connected, within=STARTUP)
     await redis_server.stop()
     assert await worker.wait(within=30) != 0
-    assert "ConnectionError" in worker.output()
+    assert "ConnectionError" in await worker.output()

@@ -107,7 +107,7 @@ async def test_sigterm_lets_the_running_email_finish_and_takes_no_new_job(
     worker.signal(signal.SIGTERM)
 
     async def stopped_taking_jobs() -> bool:
-        return "Setting allow_pick_jobs to `False`" in worker.output()
+        return "Setting allow_pick_jobs to `False`" in await worker.output()
 
     await wait_until(stopped_taking_jobs, within=10)
 
