@@ -186,7 +186,7 @@ async def test_sigterm_past_the_grace_lets_a_job_writing_its_bookkeeping_finish(
         worker.signal(signal.SIGTERM)
 
         async def grace_over() -> bool:
-            return "wait complete" in worker.output()
+            return "wait complete" in await worker.output()
 
         await wait_until(grace_over, within=STARTUP)
         assert worker.running(), "it waits for the bookkeeping being written"
@@ -199,7 +199,7 @@ async def test_sigterm_past_the_grace_lets_a_job_writing_its_bookkeeping_finish(
     assert done["attempts"] == 1
     assert [a["outcome"] for a in done["history"]] == ["success"]
     assert await queued(redis, settings) == [], "not queued to run again"
-    assert "will be run again" not in worker.output()
+    assert "will be run again" not in await worker.output()
     assert len(smtp_server.messages) == 1
 
 
