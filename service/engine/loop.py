@@ -62,7 +62,6 @@ from service.engine.wakeup import WakingRedis
 logger = logging.getLogger("arq.worker")  # the lines arq itself would write
 
 ABORT_CHECK_INTERVAL = 0.1  # seconds; how soon DELETE /jobs/{id} reaches a running job
-SCAN_EXTRA = 1000  # queue entries a claim may look past: jobs running on other workers
 SLOT_WAIT = 0.1  # seconds a full worker waits for a free slot before looking at aborts, cron
 
 
@@ -72,10 +71,18 @@ class BatchWorker(Worker):
     # no __init__: arq's CLI passes only the settings its own Worker's signature names
     _next_abort_check = 0.0
     _finishing_ids: set[str] | None = None
+    _slot_event: asyncio.Event | None = None
 
     async def main(self) -> None:
-        self._slot_free = asyncio.Event()
+        self._slot_event = asyncio.Event()
         await super().main()
+
+    @property
+    def _slot_free(self) -> asyncio.Event:
+        """Set when a slot frees. Made on first use too: arq's tests poll without main()."""
+        if self._slot_event is None:
+            self._slot_event = asyncio.Event()
+        return self._slot_event
 
     @property
     def _finishing(self) -> set[str]:
@@ -184,6 +191,9 @@ class BatchWorker(Worker):
             self._start(job)
 
     async def _claim(self, count: int) -> tuple[list[ClaimedJob], bool]:
+        """Take up to ``count`` jobs, reading at most ``queue_read_limit`` queue entries, as
+        arq reads that many job ids per poll (by default ``max(max_jobs * 5, 100)``: room to
+        look past the jobs other workers are running, which stay at the head of the queue)."""
         pool = self._waking_pool
         lock_ms = pool.start_lock_ms if pool is not None else 0
         return await claim(
@@ -192,7 +202,7 @@ class BatchWorker(Worker):
             now_ms=timestamp_ms(),
             count=count,
             lock_ms=lock_ms or int(self.in_progress_timeout_s * 1000),
-            scan=count + SCAN_EXTRA,
+            scan=self.queue_read_limit,
         )
 
     def _start(self, job: ClaimedJob) -> None:
