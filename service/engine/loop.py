@@ -296,6 +296,7 @@ class BatchWorker(Worker):
             return await asyncio.shield(self.finish_failed_job(job_id, result_data))
 
         result: Any = no_result
+        exc_extra: Any = None
         finish = False
         timeout_s = self.job_timeout_s if function.timeout_s is None else function.timeout_s
         incr_score: int | None = None
@@ -318,6 +319,11 @@ class BatchWorker(Worker):
             )
             try:
                 result = await asyncio.wait_for(task, timeout_s)
+            except (Exception, asyncio.CancelledError) as e:
+                # as arq: an exception's ``extra`` (or what it returns) goes on the failure's
+                # log line; read here so that an ``extra()`` that raises fails the job instead
+                exc_extra = _exception_extra(e)
+                raise
             finally:
                 del self.job_tasks[job_id]
                 free_slot()
@@ -342,7 +348,14 @@ class BatchWorker(Worker):
                 logger.info("%6.2fs ↻ %s cancelled, will be run again", t, ref)
                 self.jobs_retried += 1
             else:
-                logger.exception("%6.2fs ! %s failed, %s: %s", t, ref, e.__class__.__name__, e)
+                logger.exception(
+                    "%6.2fs ! %s failed, %s: %s",
+                    t,
+                    ref,
+                    e.__class__.__name__,
+                    e,
+                    extra=None if exc_extra is None else {"extra": exc_extra},
+                )
                 result = e
                 finish = True
                 self.jobs_failed += 1
@@ -437,6 +450,13 @@ class BatchWorker(Worker):
                 pipe.set(result_key_prefix + job_id, result_data, px=to_ms(expire))
             pipe.delete(in_progress_key_prefix + job_id)
             await pipe.execute()
+
+
+def _exception_extra(exc: BaseException) -> Any:
+    """What arq logs as a failed job's ``extra``: the exception's ``extra`` attribute, called
+    if it is a method, so error trackers reading log records get the job's own context."""
+    extra = getattr(exc, "extra", None)
+    return extra() if callable(extra) else extra
 
 
 class _Slot:
