@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+ARQ_CONTRACT := $(VENV)/arq-contract
+ARQ_CONTRACT_STAMP := $(ARQ_CONTRACT)/.installed
 
 .PHONY: install dev test lint format worker web bench clean soak
 
@@ -18,8 +20,25 @@ $(STAMP): pyproject.toml
 dev: install
 	$(BIN)/python -m service.dev
 
-test: install
+test: install $(ARQ_CONTRACT_STAMP)
 	$(BIN)/python -m pytest
+
+# arq's own test suite, run against the engine by tests/test_arq_contract.py. Its tests ship
+# only in arq's source distribution: the one of the arq version pyproject.toml pins is
+# downloaded and its tests unpacked here, with a virtualenv of their own (their pins:
+# tests/arq_contract/requirements.txt) into which this project is installed.
+$(ARQ_CONTRACT_STAMP): pyproject.toml tests/arq_contract/requirements.txt $(STAMP)
+	rm -rf $(ARQ_CONTRACT)
+	mkdir -p $(ARQ_CONTRACT)/download
+	version=$$($(BIN)/python -c 'import arq.version; print(arq.version.VERSION)') && \
+	$(BIN)/python -m pip download --quiet --no-binary :all: --no-deps "arq==$$version" \
+		--dest $(ARQ_CONTRACT)/download && \
+	tar -xzf "$(ARQ_CONTRACT)/download/arq-$$version.tar.gz" -C $(ARQ_CONTRACT) \
+		--strip-components=1 "arq-$$version/tests" "arq-$$version/pyproject.toml"
+	$(PYTHON) -m venv $(ARQ_CONTRACT)/venv
+	$(ARQ_CONTRACT)/venv/bin/python -m pip install --quiet --upgrade pip
+	$(ARQ_CONTRACT)/venv/bin/python -m pip install --quiet -r tests/arq_contract/requirements.txt -e .
+	touch $@
 
 lint: install
 	$(BIN)/ruff check .

@@ -75,12 +75,12 @@ _require(
     "retry_key_prefix",
     "abort_jobs_ss",
     "health_check_key_suffix",
-    "keep_cronjob_progress",
 )
 _require(arq.jobs, "serialize_job", "serialize_result", "deserialize_job_raw", "SerializationError")
 _require(arq.jobs, "DeserializationError")
 _require(arq.utils, "timestamp_ms", "ms_to_datetime", "to_ms")
 _require(arq.worker, "Function", "JobExecutionFailed", "RetryJob", "no_result", "create_worker")
+_require(arq.worker, "keep_cronjob_progress")
 _require(arq_cron, "CronJob", "next_cron")
 _require(arq.typing, "WorkerCoroutine")
 
@@ -91,7 +91,6 @@ result_key_prefix = arq.constants.result_key_prefix
 retry_key_prefix = arq.constants.retry_key_prefix
 abort_jobs_ss = arq.constants.abort_jobs_ss
 health_check_key_suffix = arq.constants.health_check_key_suffix
-keep_cronjob_progress = arq.constants.keep_cronjob_progress
 
 serialize_job = arq.jobs.serialize_job
 serialize_result = arq.jobs.serialize_result
@@ -282,6 +281,12 @@ _check_attributes()
 _check_methods()
 _check_fields()
 _check_format()
+
+
+def cron_progress_seconds() -> float:
+    """How long a cron run's in-progress key outlives it, so the same run is not queued again:
+    arq's ``keep_cronjob_progress``, read from arq.worker when needed, as arq's run_job does."""
+    return float(arq.worker.keep_cronjob_progress)
 
 
 def use_worker_class(worker_class: type[Worker]) -> None:

@@ -46,10 +46,10 @@ from service.engine.arq_api import (
     SerializationError,
     Worker,
     abort_jobs_ss,
+    cron_progress_seconds,
     deserialize_job_raw,
     in_progress_key_prefix,
     job_key_prefix,
-    keep_cronjob_progress,
     ms_to_datetime,
     no_result,
     result_key_prefix,
@@ -65,7 +65,6 @@ from service.engine.wakeup import WakingRedis
 logger = logging.getLogger("arq.worker")  # the lines arq itself would write
 
 ABORT_CHECK_INTERVAL = 0.1  # seconds; how soon DELETE /jobs/{id} reaches a running job
-SCAN_EXTRA = 1000  # queue entries a claim may look past: jobs running on other workers
 SLOT_WAIT = 0.1  # seconds a full worker waits for a free slot before looking at aborts, cron
 
 
@@ -76,10 +75,18 @@ class BatchWorker(Worker):
     _next_abort_check = 0.0
     _finishing_ids: set[str] | None = None
     _stopping: asyncio.Task[None] | None = None  # the wait for the grace, once signalled
+    _slot_event: asyncio.Event | None = None
 
     async def main(self) -> None:
-        self._slot_free = asyncio.Event()
+        self._slot_event = asyncio.Event()
         await super().main()
+
+    @property
+    def _slot_free(self) -> asyncio.Event:
+        """Set when a slot frees. Made on first use too: arq's tests poll without main()."""
+        if self._slot_event is None:
+            self._slot_event = asyncio.Event()
+        return self._slot_event
 
     @property
     def _finishing(self) -> set[str]:
@@ -247,6 +254,9 @@ class BatchWorker(Worker):
             self._start(job)
 
     async def _claim(self, count: int) -> tuple[list[ClaimedJob], bool]:
+        """Take up to ``count`` jobs, reading at most ``queue_read_limit`` queue entries, as
+        arq reads that many job ids per poll (by default ``max(max_jobs * 5, 100)``: room to
+        look past the jobs other workers are running, which stay at the head of the queue)."""
         pool = self._waking_pool
         lock_ms = pool.start_lock_ms if pool is not None else 0
         return await claim(
@@ -255,7 +265,7 @@ class BatchWorker(Worker):
             now_ms=timestamp_ms(),
             count=count,
             lock_ms=lock_ms or int(self.in_progress_timeout_s * 1000),
-            scan=count + SCAN_EXTRA,
+            scan=self.queue_read_limit,
         )
 
     def _start(self, job: ClaimedJob) -> None:
@@ -320,7 +330,7 @@ class BatchWorker(Worker):
             keep_in_progress: float | None = None
         else:  # a cron job
             ref = function_name
-            keep_in_progress = keep_cronjob_progress
+            keep_in_progress = cron_progress_seconds()
 
         if enqueue_job_try and enqueue_job_try > job_try:
             job_try = enqueue_job_try
@@ -349,6 +359,7 @@ class BatchWorker(Worker):
             return await asyncio.shield(self.finish_failed_job(job_id, result_data))
 
         result: Any = no_result
+        exc_extra: Any = None
         finish = False
         timeout_s = self.job_timeout_s if function.timeout_s is None else function.timeout_s
         incr_score: int | None = None
@@ -371,6 +382,11 @@ class BatchWorker(Worker):
             )
             try:
                 result = await asyncio.wait_for(task, timeout_s)
+            except (Exception, asyncio.CancelledError) as e:
+                # as arq: an exception's ``extra`` (or what it returns) goes on the failure's
+                # log line; read here so that an ``extra()`` that raises fails the job instead
+                exc_extra = _exception_extra(e)
+                raise
             finally:
                 del self.job_tasks[job_id]
                 free_slot()
@@ -395,7 +411,14 @@ class BatchWorker(Worker):
                 logger.info("%6.2fs ↻ %s cancelled, will be run again", t, ref)
                 self.jobs_retried += 1
             else:
-                logger.exception("%6.2fs ! %s failed, %s: %s", t, ref, e.__class__.__name__, e)
+                logger.exception(
+                    "%6.2fs ! %s failed, %s: %s",
+                    t,
+                    ref,
+                    e.__class__.__name__,
+                    e,
+                    extra=None if exc_extra is None else {"extra": exc_extra},
+                )
                 result = e
                 finish = True
                 self.jobs_failed += 1
@@ -490,6 +513,13 @@ class BatchWorker(Worker):
                 pipe.set(result_key_prefix + job_id, result_data, px=to_ms(expire))
             pipe.delete(in_progress_key_prefix + job_id)
             await pipe.execute()
+
+
+def _exception_extra(exc: BaseException) -> Any:
+    """What arq logs as a failed job's ``extra``: the exception's ``extra`` attribute, called
+    if it is a method, so error trackers reading log records get the job's own context."""
+    extra = getattr(exc, "extra", None)
+    return extra() if callable(extra) else extra
 
 
 class _Slot:
