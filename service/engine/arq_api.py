@@ -286,7 +286,7 @@ _check_format()
 def cron_progress_seconds() -> float:
     """How long a cron run's in-progress key outlives it, so the same run is not queued again:
     arq's ``keep_cronjob_progress``, read from arq.worker when needed, as arq's run_job does."""
-    return float(arq.worker.keep_cronjob_progress)
+    return float(getattr(arq.worker, "keep_cronjob_progress"))  # noqa: B009 (a re-export)
 
 
 def use_worker_class(worker_class: type[Worker]) -> None:
