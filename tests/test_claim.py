@@ -50,6 +50,22 @@ async def test_a_claim_takes_due_jobs_oldest_first_and_locks_them(
     assert len(await queued(redis, settings)) == 3
 
 
+async def test_a_worker_claims_past_ten_full_workers_running_jobs(
+    redis: ArqRedis, settings: Settings
+) -> None:
+    """Running jobs stay at the head of the queue; ten workers at WORKER_MAX_JOBS, each with as
+    many finishing, hold 2 * 10 * 50 of them, and the next due job must still be found."""
+    running = 2 * 10 * settings.worker_max_jobs
+    async with redis.pipeline(transaction=False) as pipe:
+        for n in range(running):
+            pipe.zadd(settings.queue_name, {f"running-{n}": n})
+            pipe.set(in_progress_key_prefix + f"running-{n}", b"1")
+        await pipe.execute()
+    ready = await enqueue(redis, "log_event", {"event": {"n": 1}})
+    scan = worker_options(settings)["queue_read_limit"]
+    assert await _claim(redis, settings, count=1, scan=scan) == [ready]
+
+
 async def test_a_claim_skips_running_and_deferred_jobs(redis: ArqRedis, settings: Settings) -> None:
     running = await enqueue(redis, "log_event", {"event": {"n": 1}})
     ready = await enqueue(redis, "log_event", {"event": {"n": 2}})

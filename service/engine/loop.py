@@ -255,8 +255,8 @@ class BatchWorker(Worker):
 
     async def _claim(self, count: int) -> tuple[list[ClaimedJob], bool]:
         """Take up to ``count`` jobs, reading at most ``queue_read_limit`` queue entries, as
-        arq reads that many job ids per poll (by default ``max(max_jobs * 5, 100)``: room to
-        look past the jobs other workers are running, which stay at the head of the queue)."""
+        arq reads that many job ids per poll: room to look past the jobs other workers are
+        running, which stay at the head of the queue (service.worker.options sizes it)."""
         pool = self._waking_pool
         lock_ms = pool.start_lock_ms if pool is not None else 0
         return await claim(

@@ -29,6 +29,11 @@ HEALTH_CHECK_INTERVAL = 10  # seconds; /health calls a worker dead once its key 
 # With slots free, an idle worker waits on the wake list (service.engine.wakeup), not on this
 # delay; it only paces re-reads while all slots are taken.
 POLL_DELAY = 0.005
+# Queue entries one claim may read (arq's queue_read_limit). Jobs stay at the head of the queue
+# while they run, and each worker holds up to twice its WORKER_MAX_JOBS there (running, and
+# finishing their bookkeeping): a claim must read past them all to find a due job. arq's own
+# default, max(max_jobs * 5, 100), stops at two full workers; this one at about ten.
+OTHER_WORKERS_RUNNING = 1000
 
 
 def _wrapped(job: Job) -> WorkerCoroutine:
@@ -80,6 +85,7 @@ def worker_options(settings: Settings, registry: Registry = REGISTRY) -> dict[st
         "job_serializer": serialize,
         "job_deserializer": deserialize,
         "max_jobs": settings.worker_max_jobs,
+        "queue_read_limit": settings.worker_max_jobs + OTHER_WORKERS_RUNNING,
         # SIGTERM: stop taking jobs, let running ones finish for this long, then cut them;
         # arq re-queues a cut job (CancelledError is retried), it is not failed
         "job_completion_wait": settings.worker_shutdown_grace,
