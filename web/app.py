@@ -44,12 +44,17 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     await app[REDIS].aclose(close_connection_pool=True)
 
 
-async def _storage(app: web.Application) -> AsyncIterator[None]:
-    """The uploads folder and the users database."""
+async def _files(app: web.Application) -> AsyncIterator[None]:
+    """Where uploads go, and the image limits the upload door applies."""
     settings = app[SETTINGS]
     configure_pillow(settings.max_image_pixels)
     await asyncio.get_running_loop().run_in_executor(None, make_folders, settings.uploads_dir)
-    app[DB] = await Database.open(settings.database_path)
+    yield
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    """The users database."""
+    app[DB] = await Database.open(app[SETTINGS].database_path)
     yield
     await app[DB].close()
 
@@ -76,6 +81,6 @@ def create_app(settings: Settings, registry: Registry = JOBS) -> web.Application
     app[DECLARED] = registry.declared(settings)
     app[WEB_METRICS] = WebMetrics(new_registry())
     app.on_response_prepare.extend([echo_request_id, _plain_server_header])
-    app.cleanup_ctx.extend([_templates, _redis, _storage])
+    app.cleanup_ctx.extend([_templates, _redis, _files, _database])
     setup_routes(app)
     return app

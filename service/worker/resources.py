@@ -31,15 +31,20 @@ logger = logging.getLogger("jobservice.worker")
 OnStartup = Any  # arq's startup hook: async (ctx) -> None
 
 
+async def _open_files(settings: Settings) -> None:
+    """Where uploads, thumbnails and reports are, and the image limits the thumbnails keep."""
+    configure_pillow(settings.max_image_pixels)
+    await asyncio.get_running_loop().run_in_executor(
+        None, make_folders, settings.uploads_dir, settings.reports_dir
+    )
+
+
 def open_resources(settings: Settings) -> OnStartup:
     """arq's ``on_startup`` for these settings."""
 
     async def on_startup(ctx: dict[str, Any]) -> None:
-        configure_pillow(settings.max_image_pixels)
-        await asyncio.get_running_loop().run_in_executor(
-            None, make_folders, settings.uploads_dir, settings.reports_dir
-        )
         ctx["settings"] = settings
+        await _open_files(settings)
         ctx["db"] = await Database.open(settings.database_path)
         ctx["http"] = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
