@@ -15,6 +15,7 @@ from settings import Settings
 from tests.conftest import AUTH_HEADERS, ClientFactory
 from tests.waiting import wait_until
 from web import create_app
+from web.health import add_dependency_check
 
 
 async def test_health_without_a_worker_counts_what_waits(client: TestClient[Any, Any]) -> None:
@@ -24,11 +25,33 @@ async def test_health_without_a_worker_counts_what_waits(client: TestClient[Any,
     assert body == {
         "status": "ok",
         "redis": "ok",
+        "dependencies": {},
         "worker": {"alive": False, "count": 0, "last_check": None},
         "queued": 0,
     }
     await client.post("/events", json={"event": {"n": 1}})
     assert (await (await client.get("/health")).json())["queued"] == 1
+
+
+async def test_a_dependency_that_does_not_answer_makes_health_degraded_not_down(
+    aiohttp_client: ClientFactory, settings: Settings, redis: ArqRedis
+) -> None:
+    async def answers() -> None:
+        pass
+
+    async def refuses() -> None:
+        raise ConnectionRefusedError("nobody there")
+
+    app = create_app(settings)
+    add_dependency_check(app, "files", answers)
+    add_dependency_check(app, "users", refuses)
+    client = await aiohttp_client(app)
+    response = await client.get("/health")
+    assert response.status == 200
+    body = await response.json()
+    assert body["status"] == "degraded"
+    assert body["redis"] == "ok"
+    assert body["dependencies"] == {"files": "ok", "users": "unreachable"}
 
 
 async def test_health_sees_a_running_worker(

@@ -58,8 +58,11 @@ class WorkerHealth(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok", "unavailable"]
+    """``degraded``: Redis answers, a dependency in ``dependencies`` does not."""
+
+    status: Literal["ok", "degraded", "unavailable"]
     redis: Literal["ok", "unreachable"]
+    dependencies: dict[str, Literal["ok", "unreachable"]] | None = None
     worker: WorkerHealth | None
     queued: int | None
 

@@ -18,6 +18,7 @@ from service.records.times import iso_from_ms
 from service.runtime import Job
 from service.store.database import EmailTakenError
 from web.errors import ApiError
+from web.health import dependency_states
 from web.idempotency import UPLOAD_DIGEST
 from web.job_control import status_document
 from web.keys import DB, REDIS, REGISTRY, SETTINGS, WEB_METRICS
@@ -151,6 +152,7 @@ async def register(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
+    """Redis, every other dependency (web.health), the workers and the queue depth."""
     redis = request.app[REDIS]
     queue_name = request.app[SETTINGS].queue_name
     try:
@@ -159,16 +161,20 @@ async def health(request: web.Request) -> web.Response:
                 pipe.ping()
                 pipe.zcard(queue_name)
                 _, depth = await pipe.execute()
-            alive = await workers.alive(redis, queue_name)
+            alive, dependencies = await asyncio.gather(
+                workers.alive(redis, queue_name), dependency_states(request.app)
+            )
     except (RedisError, OSError, TimeoutError):
-        body = {"status": "unavailable", "redis": "unreachable", "worker": None, "queued": None}
-        return web.json_response(body, status=503)
+        down = {"status": "unavailable", "redis": "unreachable", "worker": None, "queued": None}
+        return web.json_response(down, status=503)
     worker = {
         "alive": bool(alive),
         "count": len(alive),
         "last_check": max((w.last_check for w in alive), default=None),
     }
-    return web.json_response({"status": "ok", "redis": "ok", "worker": worker, "queued": depth})
+    status = "ok" if all(state == "ok" for state in dependencies.values()) else "degraded"
+    body: dict[str, Any] = {"status": status, "redis": "ok", "dependencies": dependencies}
+    return web.json_response({**body, "worker": worker, "queued": depth})
 
 
 async def metrics(request: web.Request) -> web.Response:
