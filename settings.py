@@ -6,6 +6,7 @@ all call :func:`load_settings` and pass the result down explicitly.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import unquote
@@ -19,6 +20,17 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MiB = 1024 * 1024
 MIN_TOKEN_LENGTH = 16  # short tokens can be guessed; secrets.token_urlsafe() gives 43
+
+
+@dataclass
+class ServiceRedisSettings(RedisSettings):
+    """arq's RedisSettings plus what they cannot say: the sentinels' own password.
+
+    With REDIS_SENTINELS set, ``sentinel`` is on and ``host`` lists the sentinels, as arq's own
+    ``create_pool`` reads them (``arq service.WorkerSettings --check`` does).
+    """
+
+    sentinel_password: str | None = None
 
 
 class SettingsError(SystemExit):
@@ -36,6 +48,14 @@ class Settings(BaseSettings):
     redis_tls_ca_file: Path | None = None
     redis_tls_cert_file: Path | None = None
     redis_tls_key_file: Path | None = None
+    # Sentinel: the master is whichever server these sentinels name REDIS_SENTINEL_MASTER;
+    # REDIS_URL then gives only the database, the login and TLS (README "Reliability")
+    redis_sentinels: Annotated[tuple[str, ...], NoDecode] = ()
+    redis_sentinel_master: str | None = None
+    redis_sentinel_password: str | None = None
+    # an enqueue is answered 202 only once WAIT says this many replicas hold it
+    redis_min_replicas_ack: int = Field(0, ge=0)
+    redis_replica_ack_timeout: int = Field(1000, ge=1)  # ms; WAIT's 0 would wait forever
     queue_name: str = "arq:queue"
 
     smtp_host: str = "localhost"
@@ -99,11 +119,20 @@ class Settings(BaseSettings):
     worker_metrics_host: str = "127.0.0.1"
     worker_metrics_port: int = Field(0, ge=0, le=65535)  # 0: the worker serves no /metrics
 
-    @field_validator("report_recipients", "api_tokens", "webhook_allowed_hosts", mode="before")
+    @field_validator(
+        "report_recipients", "api_tokens", "webhook_allowed_hosts", "redis_sentinels", mode="before"
+    )
     @classmethod
     def _split_comma_list(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _check_sentinels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for address in value:
+            _host_and_port(address)
         return value
 
     @field_validator("report_recipients")
@@ -182,6 +211,23 @@ class Settings(BaseSettings):
             raise ValueError("WEBHOOK_JOB_TIMEOUT must be longer than WEBHOOK_TIMEOUT")
         return self
 
+    @model_validator(mode="after")
+    def _sentinels_name_a_master(self) -> Settings:
+        if bool(self.redis_sentinels) != bool(self.redis_sentinel_master):
+            raise ValueError("REDIS_SENTINELS and REDIS_SENTINEL_MASTER go together: set both")
+        if self.redis_sentinels and self.redis_url.startswith("unix://"):
+            raise ValueError("REDIS_SENTINELS name TCP servers: REDIS_URL cannot be unix://")
+        return self
+
+    @model_validator(mode="after")
+    def _replica_ack_within_the_socket_timeout(self) -> Settings:
+        """A WAIT cut by the web's own socket timeout would be reported as Redis being down."""
+        if self.redis_min_replicas_ack and (
+            self.redis_replica_ack_timeout >= self.redis_socket_timeout * 1000
+        ):
+            raise ValueError("REDIS_REPLICA_ACK_TIMEOUT (ms) must be below REDIS_SOCKET_TIMEOUT")
+        return self
+
     @property
     def smtp_connections_kept(self) -> int:
         """SMTP_POOL_SIZE, or else as many connections as emails the worker sends at once."""
@@ -208,9 +254,19 @@ class Settings(BaseSettings):
         return ZoneInfo(self.cron_timezone)
 
     @property
-    def redis_settings(self) -> RedisSettings:
-        """arq's connection settings; a short connect timeout keeps the web app answering."""
-        redis = RedisSettings.from_dsn(self.redis_url)
+    def redis_settings(self) -> ServiceRedisSettings:
+        """arq's connection settings; a short connect timeout keeps the web app answering.
+
+        With REDIS_SENTINELS, the sentinels and the master's name replace REDIS_URL's host
+        and port, which are then not used.
+        """
+        url = RedisSettings.from_dsn(self.redis_url)
+        redis = ServiceRedisSettings(**{f.name: getattr(url, f.name) for f in fields(url)})
+        if self.redis_sentinels:
+            redis.sentinel = True
+            redis.host = [_host_and_port(address) for address in self.redis_sentinels]
+            redis.sentinel_master = str(self.redis_sentinel_master)
+            redis.sentinel_password = self.redis_sentinel_password
         # arq keeps the URL's %-escapes: a password "p@ss" is written "p%40ss" in the URL
         redis.username = unquote(redis.username) if redis.username else None
         redis.password = unquote(redis.password) if redis.password else None
@@ -223,6 +279,15 @@ class Settings(BaseSettings):
         redis.conn_retries = 5
         redis.retry_on_timeout = True
         return redis
+
+
+def _host_and_port(address: str) -> tuple[str, int]:
+    """``host:port`` (an IPv6 address in brackets: ``[::1]:26379``) as a pair."""
+    host, colon, port = address.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{address!r} is not host:port")
+    return host, int(port)
 
 
 def _path_or_none(path: Path | None) -> str | None:

@@ -10,7 +10,13 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 from redis.exceptions import RedisError
 
+from service.store.autopipeline import ReplicasBehindError
+
 logger = logging.getLogger("jobservice.web")
+NOT_CONFIRMED = (
+    "Redis replicas did not confirm the job in time, so it is not accepted (it may still run); "
+    "try again shortly"
+)
 
 
 class ApiError(Exception):
@@ -46,6 +52,9 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         # the parser's message quotes the client's bytes, so it is not echoed back
         status = exc.code if 400 <= exc.code < 500 else 400
         return web.json_response({"error": "malformed request body"}, status=status)
+    except ReplicasBehindError as exc:  # REDIS_MIN_REPLICAS_ACK: not promised, may still run
+        logger.warning("not confirmed during %s %s: %s", request.method, request.path, exc)
+        return web.json_response({"error": NOT_CONFIRMED}, status=503, headers={"Retry-After": "5"})
     except (TimeoutError, RedisError, ConnectionError) as exc:
         logger.warning("redis unavailable during %s %s: %s", request.method, request.path, exc)
         return web.json_response(

@@ -9,6 +9,12 @@ now and then, which catches outcomes arq records without the tracking wrapper (a
 running out of tries, a timeout) and keeps proxies from closing an idle stream.
 
 ``GET /dashboard/events`` tells an open overview page when to redraw itself.
+
+Both ride out a Redis outage of up to OUTAGE_LIMIT seconds, a Sentinel failover included:
+while Redis does not answer they send keep-alive comments and try again every
+RECONNECT_PAUSE; the subscription comes back on whichever server is master then (redis-py
+subscribes again as it reconnects), and since what was published meanwhile is lost, the job
+stream re-reads the status. A stream that gave up sooner would only make its viewer reconnect.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from typing import Any
 
 from aiohttp import web
 from redis.asyncio.client import PubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.records import events
 from service.records.progress import stored_progress
@@ -35,6 +43,28 @@ OVERVIEW_PAUSE = 1.0  # seconds between two "changed" events of the overview str
 DRAIN_LIMIT = 10_000  # announcements skipped at most after a pause, so a flood cannot stall it
 FINISHED = {TaskState.SUCCESS, TaskState.FAILURE, TaskState.CANCELLED}
 STREAMS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("event_streams")
+OUTAGE_LIMIT = 60.0  # seconds without Redis a stream waits through before it ends
+RECONNECT_PAUSE = 0.25  # seconds between two tries while Redis does not answer
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+class _Outage:
+    """How long one stream has been without Redis."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+
+    async def failed(self, exc: BaseException) -> None:
+        """Pause before the next try; re-raise ``exc`` once the outage lasts too long."""
+        now = asyncio.get_running_loop().time()
+        if self.since is None:
+            self.since = now
+        elif now - self.since > OUTAGE_LIMIT:
+            raise exc
+        await asyncio.sleep(RECONNECT_PAUSE)
+
+    def ended(self) -> None:
+        self.since = None
 
 
 def sse(kind: str, data: dict[str, Any]) -> bytes:
@@ -50,11 +80,28 @@ async def _snapshot(request: web.Request, job_id: str) -> tuple[dict[str, Any] |
     return status, progress
 
 
-async def _next_event(pubsub: PubSub) -> tuple[str, dict[str, Any]] | None:
-    """The next event from the channel; None after RECHECK_SECONDS of silence."""
+async def _message(pubsub: PubSub, within: float, outage: _Outage) -> dict[str, Any] | None:
+    """The next message within ``within`` seconds; None also when Redis does not answer (then
+    after a pause, with ``outage.since`` set), so the caller re-reads what it may have missed."""
+    try:
+        message: dict[str, Any] | None = await pubsub.get_message(
+            ignore_subscribe_messages=True, timeout=within
+        )
+    except REDIS_DOWN as exc:
+        await outage.failed(exc)
+        return None
+    outage.ended()
+    return message
+
+
+async def _next_event(pubsub: PubSub, outage: _Outage) -> tuple[str, dict[str, Any]] | None:
+    """The next event from the channel; None after RECHECK_SECONDS of silence, or when
+    Redis does not answer."""
     deadline = asyncio.get_running_loop().time() + RECHECK_SECONDS
     while (left := deadline - asyncio.get_running_loop().time()) > 0:
-        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
+        message = await _message(pubsub, left, outage)
+        if outage.since is not None:
+            return None
         if message is not None and (event := events.decode(message["data"])) is not None:
             return event
     return None
@@ -91,10 +138,16 @@ async def _follow(
     status: dict[str, Any],
 ) -> None:
     """Send each change until the job has finished."""
+    outage = _Outage()
     while status["status"] not in FINISHED:
-        event = await _next_event(pubsub)
+        event = await _next_event(pubsub, outage)
         if event is None:
-            fresh, _ = await _snapshot(request, job_id)
+            try:
+                fresh, _ = await _snapshot(request, job_id)
+            except REDIS_DOWN as exc:
+                await response.write(b": waiting for redis\n\n")
+                await outage.failed(exc)
+                continue
             if fresh is not None and fresh["status"] != status["status"]:
                 status = fresh
                 await response.write(sse("status", status))
@@ -162,11 +215,14 @@ async def overview_events(request: web.Request) -> web.StreamResponse:
         return response
 
 
-async def _next_state_change(pubsub: PubSub) -> bool:
-    """Whether some job changed state (progress steps do not count) within RECHECK_SECONDS."""
+async def _next_state_change(pubsub: PubSub, outage: _Outage) -> bool:
+    """Whether some job changed state (progress steps do not count) within RECHECK_SECONDS;
+    also after Redis did not answer, since what was published meanwhile is lost."""
     deadline = asyncio.get_running_loop().time() + RECHECK_SECONDS
     while (left := deadline - asyncio.get_running_loop().time()) > 0:
-        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
+        message = await _message(pubsub, left, outage)
+        if outage.since is not None:
+            return True
         event = events.decode(message["data"]) if message is not None else None
         if event is not None and event[0] == "status":
             return True
@@ -178,17 +234,28 @@ async def _watch_overview(
 ) -> None:
     await response.write(b": watching\n\n")
     signature = await _queue_signature(request)
+    outage = _Outage()
+    missed = False  # an outage hid what was published: redraw once the subscription is back
     while True:
-        changed = await _next_state_change(pubsub)
-        latest = await _queue_signature(request)
-        if not changed and latest == signature:
+        changed = await _next_state_change(pubsub, outage)
+        try:
+            latest = await _queue_signature(request)
+        except REDIS_DOWN as exc:
+            await response.write(b": waiting for redis\n\n")
+            await outage.failed(exc)
+            continue
+        if outage.since is not None:
+            missed = True
+            await response.write(b": waiting for redis\n\n")
+            continue
+        if not (changed or missed) and latest == signature:
             await response.write(b": still here\n\n")
             continue
-        signature = latest
+        signature, missed = latest, False
         await response.write(sse("changed", {}))
         await asyncio.sleep(OVERVIEW_PAUSE)  # a burst of changes: one refresh
         for _ in range(DRAIN_LIMIT):
-            if await pubsub.get_message(ignore_subscribe_messages=True, timeout=0) is None:
+            if await _message(pubsub, 0, outage) is None:
                 break
 
 

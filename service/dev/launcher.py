@@ -12,13 +12,16 @@ import shutil
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import redis
 from honcho.manager import Manager
 from honcho.printer import Printer
+from redis.sentinel import Sentinel
 from yarl import URL
 
 from service.store.redis import connection_options
+from service.store.sentinel import tls_options
 from settings import Settings, load_settings
 
 DEV_WORKER_METRICS_PORT = 9101  # unless WORKER_METRICS_PORT is set
@@ -31,18 +34,40 @@ Either install it:
 or point REDIS_URL at a running server, e.g. REDIS_URL=redis://otherhost:6379/0 make dev"""
 
 
+def _client(settings: Settings) -> redis.Redis:
+    """A client of the service's Redis: REDIS_URL's, or the master the sentinels name."""
+    options = settings.redis_settings
+    timeouts: dict[str, Any] = {"socket_connect_timeout": 1, "socket_timeout": 1}
+    if not options.sentinel:
+        return redis.Redis(**connection_options(options), **timeouts)
+    tls = tls_options(options)
+    sentinels = Sentinel(  # type: ignore[no-untyped-call]
+        options.host,
+        sentinel_kwargs={**timeouts, **tls, "password": options.sentinel_password},
+    )
+    master: redis.Redis = sentinels.master_for(  # type: ignore[no-untyped-call]
+        options.sentinel_master,
+        db=options.database,
+        username=options.username,
+        password=options.password,
+        **tls,
+        **timeouts,
+    )
+    return master
+
+
 def redis_answers(settings: Settings) -> bool:
-    """Whether the Redis of REDIS_URL answers, connecting as the service does (password, TLS)."""
+    """Whether the service's Redis answers, connecting as the service does (password, TLS,
+    through the sentinels when REDIS_SENTINELS names them)."""
     try:
-        client = redis.Redis(
-            **connection_options(settings.redis_settings),
-            socket_connect_timeout=1,
-            socket_timeout=1,
-        )
+        client = _client(settings)
         try:
             return bool(client.ping())
         finally:
             client.close()
+            sentinels = getattr(client.connection_pool, "sentinel_manager", None)
+            for sentinel in sentinels.sentinels if sentinels else ():
+                sentinel.close()
     except (redis.RedisError, OSError):
         return False
 
@@ -85,6 +110,22 @@ def dev_token(settings: Settings) -> str:
     return path.read_text().strip()
 
 
+def _redis(settings: Settings, manager: Manager) -> str:
+    """Use the Redis that answers, else add a private one to ``manager``; the environment
+    the web app and the worker then need."""
+    if redis_answers(settings):
+        print(f"dev: using the Redis at {settings.redis_url}")
+        return ""
+    if settings.redis_sentinels:
+        sys.exit(f"No Redis master answers through REDIS_SENTINELS={settings.redis_sentinels}")
+    host = URL(settings.redis_url).host or ""
+    if host not in LOCAL_HOSTS or shutil.which("redis-server") is None:
+        sys.exit(NO_REDIS_HELP.format(url=settings.redis_url))
+    print(f"dev: no Redis at {settings.redis_url}; starting a private redis-server")
+    manager.add_process("redis", private_redis_command(settings))
+    return ""
+
+
 def main() -> None:
     settings = load_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -92,28 +133,20 @@ def main() -> None:
     bin_dir = Path(sys.executable).parent
     manager = Manager(Printer(sys.stdout))
 
-    if redis_answers(settings):
-        print(f"dev: using the Redis at {settings.redis_url}")
-    else:
-        host = URL(settings.redis_url).host or ""
-        if host not in LOCAL_HOSTS or shutil.which("redis-server") is None:
-            sys.exit(NO_REDIS_HELP.format(url=settings.redis_url))
-        print(f"dev: no Redis at {settings.redis_url}; starting a private redis-server")
-        manager.add_process("redis", private_redis_command(settings))
-
+    redis_env = _redis(settings, manager)
     if port_open(settings.smtp_host, settings.smtp_port):
         print(f"dev: an SMTP server already listens on {settings.smtp_host}:{settings.smtp_port}")
     else:
         manager.add_process("mail", f"{python} -m service.dev.mailsink")
     token = dev_token(settings)
-    web_env = "DASHBOARD_MAIL_PAGE=true "
+    web_env = f"{redis_env}DASHBOARD_MAIL_PAGE=true "
     web_env += "" if settings.api_tokens else f"API_TOKENS={shlex.quote(token)} "
     manager.add_process("web", f"{web_env}{python} -m web")
     arq = shlex.quote(str(bin_dir / "arq"))
     metrics_port = settings.worker_metrics_port or DEV_WORKER_METRICS_PORT
     manager.add_process(
         "worker",
-        f"WORKER_METRICS_PORT={metrics_port} "
+        f"{redis_env}WORKER_METRICS_PORT={metrics_port} "
         f"{arq} service.WorkerSettings --custom-log-dict service.LOGGING",
     )
     base_url = f"http://{settings.web_host}:{settings.web_port}"

@@ -22,13 +22,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from arq.connections import RedisSettings
-
 from service.engine.arq_api import timestamp_ms
 from service.store import keys
 from service.store.autopipeline import AutoPipelineRedis
-from service.store.redis import connection_options, pack_with_hiredis
+from service.store.redis import new_client
 from service.store.serialization import deserialize, serialize
+from settings import ServiceRedisSettings
 
 IDLE_WAIT = 0.5  # seconds; as arq's own poll, so heartbeat and cron keep their rhythm
 BUSY_WAIT = 0.1  # with jobs running: one may end with a retry, or be aborted
@@ -74,23 +73,26 @@ class WakingRedis(AutoPipelineRedis):
         await self.blpop([keys.wake(queue)], timeout=wait)  # type: ignore[arg-type, misc]
 
 
-def waking_pool(redis: RedisSettings, queue_name: str) -> WakingRedis:
-    """The worker's client, built like arq's ``create_pool`` builds one from ``redis``.
+def waking_pool(redis: ServiceRedisSettings, queue_name: str) -> WakingRedis:
+    """The worker's client, built like arq's ``create_pool`` builds one from ``redis``
+    (through the sentinels when ``redis`` names them).
 
     Connections open on first use, so this needs no running loop; the retry policy in
     ``redis`` also covers Redis being down when the worker starts.
     """
-    pool = WakingRedis(
-        **connection_options(redis),
-        socket_connect_timeout=redis.conn_timeout,
-        retry=redis.retry,
-        retry_on_timeout=redis.retry_on_timeout,
-        retry_on_error=redis.retry_on_error,
-        max_connections=redis.max_connections,
-        encoding="utf8",
+    connection = {
+        "socket_connect_timeout": redis.conn_timeout,
+        "retry": redis.retry,
+        "retry_on_timeout": redis.retry_on_timeout,
+        "retry_on_error": redis.retry_on_error,
+        "max_connections": redis.max_connections,
+        "encoding": "utf8",
+    }
+    return new_client(
+        WakingRedis,
+        redis,
+        connection,
         job_serializer=serialize,
         job_deserializer=deserialize,
         default_queue_name=queue_name,
     )
-    pack_with_hiredis(pool)
-    return pool

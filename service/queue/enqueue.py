@@ -61,7 +61,8 @@ async def enqueue_job(
     ``run_at_ms`` defers it: it waits in the queue, scored by that time, as arq's
     ``_defer_until`` does, and its stored job lives until then plus arq's usual margin.
     On an auto-pipelined client (service.store.autopipeline) concurrent calls go to Redis
-    together; each returns once its own job is in Redis.
+    together; each returns once its own job is in Redis, and with REDIS_MIN_REPLICAS_ACK once
+    that many replicas hold it (else ReplicasBehindError: the API answers 503).
     """
     now = timestamp_ms()
     score = now if run_at_ms is None else max(run_at_ms, now)
@@ -74,7 +75,7 @@ async def enqueue_job(
         keys.wake(queue_name),
     ]
     args = [payload, score - now + redis.expires_extra_ms, score, job_id]
-    return int(await _ENQUEUE.run(redis, script_keys, args)) == 1
+    return int(await _ENQUEUE.run_confirmed(redis, script_keys, args)) == 1
 
 
 async def enqueue(

@@ -76,7 +76,7 @@ async def retry(
     payload = serialize_job(
         job.function, tuple(job.args), job.kwargs, None, now, serializer=serialize
     )
-    queued = await _RETRY.run(
+    queued = await _RETRY.run_confirmed(
         redis,
         [
             keys.dead_letters(),

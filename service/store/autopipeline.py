@@ -12,6 +12,12 @@ Each call still gets its own replies and its own errors, in order. What it gives
 what a plain pipeline gives up too: other clients' commands may run between two commands of
 one call. Commands that block (BLPOP), hold connection state (WATCH/MULTI, pub/sub) and
 transactional pipelines bypass the batch.
+
+Writes that must be on replicas before they are promised (REDIS_MIN_REPLICAS_ACK: the web's
+enqueues) go through :meth:`AutoPipelineRedis.confirmed_pipeline`: such calls form batches of
+their own, each sent with one WAIT at its end. WAIT covers the writes made on its connection,
+and a batch is one pipeline on one connection, so one WAIT confirms every call in the batch;
+the other calls never queue behind a WAIT that replicas are slow to answer.
 """
 
 from __future__ import annotations
@@ -19,11 +25,12 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import copy
+from dataclasses import dataclass
 from typing import Any
 
 from arq.connections import ArqRedis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 CommandStack = list[tuple[tuple[Any, ...], Any]]  # (command and arguments, options)
 
@@ -37,6 +44,22 @@ DIRECT_COMMANDS = frozenset(
 )  # fmt: skip
 
 
+@dataclass(frozen=True, slots=True)
+class ReplicaAck:
+    """How many replicas must confirm a write (Redis's WAIT), and how long to wait for them."""
+
+    replicas: int
+    timeout_ms: int
+
+    def wait_command(self) -> tuple[Any, ...]:
+        return ("WAIT", self.replicas, self.timeout_ms)
+
+
+class ReplicasBehindError(RedisError):
+    """Fewer replicas than REDIS_MIN_REPLICAS_ACK confirmed a write in time; the write may
+    still be on the master (and survive), or be lost in a failover: nothing is promised."""
+
+
 def _own_copy(exc: BaseException) -> BaseException:
     try:
         return copy.copy(exc)
@@ -47,8 +70,9 @@ def _own_copy(exc: BaseException) -> BaseException:
 class _Batcher:
     """Collects command stacks and sends them as one non-transactional pipeline per flush."""
 
-    def __init__(self, redis: ArqRedis) -> None:
+    def __init__(self, redis: ArqRedis, confirm: ReplicaAck | None = None) -> None:
         self._redis = redis
+        self._confirm = confirm  # each batch ends with WAIT; its reply ends every call's
         self._waiting: list[tuple[CommandStack, asyncio.Future[list[Any]]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -79,6 +103,8 @@ class _Batcher:
         pipe = Pipeline(self._redis.connection_pool, self._redis.response_callbacks, False, None)
         for commands, _ in batch:
             pipe.command_stack.extend(commands)
+        if self._confirm is not None:
+            pipe.command_stack.append((self._confirm.wait_command(), {}))
         try:
             replies = await pipe.execute(raise_on_error=False)
         except BaseException as exc:  # the connection failed (after the client's retries)
@@ -92,7 +118,8 @@ class _Batcher:
         for commands, future in batch:
             end = start + len(commands)
             if not future.done():  # its caller may have been cancelled meanwhile
-                future.set_result(replies[start:end])
+                confirmed = [replies[-1]] if self._confirm is not None else []
+                future.set_result(replies[start:end] + confirmed)
             start = end
 
 
@@ -120,12 +147,53 @@ class AutoPipeline(Pipeline):
         return replies
 
 
+class ConfirmedPipeline(AutoPipeline):
+    """A pipeline whose ``execute`` returns once enough replicas hold its writes."""
+
+    confirm: ReplicaAck
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        commands, self.command_stack = self.command_stack, []
+        await self.reset()  # type: ignore[no-untyped-call]
+        if not commands:
+            return []
+        assert self.batcher is not None
+        *replies, acked = await self.batcher.run(commands)
+        if raise_on_error:
+            self.raise_first_error(commands, replies)
+        if isinstance(acked, Exception):  # WAIT refused (e.g. sent to a replica)
+            raise acked
+        if acked < self.confirm.replicas:
+            raise ReplicasBehindError(
+                f"{acked} of the {self.confirm.replicas} Redis replicas required confirmed "
+                f"the write within {self.confirm.timeout_ms} ms"
+            )
+        return replies
+
+
 class AutoPipelineRedis(ArqRedis):
     """arq's client with auto-pipelining (see the module docstring)."""
+
+    # set for the web's client when REDIS_MIN_REPLICAS_ACK is above 0
+    replica_ack: ReplicaAck | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._batcher = _Batcher(self)
+        self._confirmed_batcher: _Batcher | None = None
+
+    def confirmed_pipeline(self) -> Pipeline:
+        """A non-transactional pipeline that returns only once ``replica_ack.replicas``
+        replicas hold its writes, else raises :class:`ReplicasBehindError`; without
+        ``replica_ack``, a plain auto-pipelined one."""
+        if self.replica_ack is None:
+            return self.pipeline(transaction=False)
+        if self._confirmed_batcher is None:
+            self._confirmed_batcher = _Batcher(self, self.replica_ack)
+        pipe = ConfirmedPipeline(self.connection_pool, self.response_callbacks, False, None)
+        pipe.batcher = self._confirmed_batcher
+        pipe.confirm = self.replica_ack
+        return pipe
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         if str(args[0]).upper() in DIRECT_COMMANDS or self.single_connection_client:

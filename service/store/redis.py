@@ -9,10 +9,10 @@ backoff for about REDIS_RETRY_SECONDS before arq gives up and the process exits 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 import hiredis
-from arq.connections import ArqRedis, RedisSettings
+from arq.connections import RedisSettings
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
@@ -21,9 +21,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from service.store.autopipeline import AutoPipelineRedis
+from service.store.autopipeline import AutoPipelineRedis, ReplicaAck
+from service.store.sentinel import master_pool
 from service.store.serialization import deserialize, serialize
-from settings import Settings
+from settings import ServiceRedisSettings, Settings
+
+ClientT = TypeVar("ClientT", bound=Redis)
 
 RETRIED_ERRORS: list[type[Exception]] = [RedisConnectionError, RedisTimeoutError, OSError]
 BACKOFF_BASE = 0.05  # seconds; doubles per failure up to BACKOFF_CAP
@@ -44,6 +47,7 @@ def connection_options(redis: RedisSettings) -> dict[str, Any]:
 
     The one translation of arq's RedisSettings for the clients we build ourselves (the web
     pool, the worker's waking pool, `make dev`'s check), so a TLS or login option reaches all.
+    A direct connection only: with sentinels, :func:`new_client` builds the pool.
     """
     return {
         "host": redis.host,
@@ -86,37 +90,68 @@ def pack_with_hiredis(client: Redis) -> None:
         pool.connection_class = type(f"Hiredis{base.__name__}", (_HiredisPacking, base), {})
 
 
-def worker_redis_settings(settings: Settings) -> RedisSettings:
+def new_client(
+    client_class: type[ClientT],
+    redis: ServiceRedisSettings,
+    connection: dict[str, Any],
+    **client: Any,
+) -> ClientT:
+    """A client of ``client_class``: connected to REDIS_URL's server, or with REDIS_SENTINELS
+    to whichever server the sentinels name master (service.store.sentinel); commands packed
+    by hiredis either way.
+
+    ``connection`` holds the connections' options (timeouts, retry policy, pool size),
+    ``client`` the client's own (arq's serializers, the queue's name).
+    """
+    if redis.sentinel:
+        pool = master_pool(redis, redis.sentinel_password, **connection)
+        made = client_class(connection_pool=pool, **client)
+        made.auto_close_connection_pool = True  # it owns its pool, as a direct client does
+    else:
+        made = client_class(**connection_options(redis), **connection, **client)
+    pack_with_hiredis(made)
+    return made
+
+
+def worker_redis_settings(settings: Settings) -> ServiceRedisSettings:
     """arq's connection settings for the worker: every command retried through a restart."""
     retries = retries_for(settings.redis_retry_seconds)
     return replace(
         settings.redis_settings,
         retry_on_timeout=True,
-        retry_on_error=RETRIED_ERRORS,
+        retry_on_error=list(RETRIED_ERRORS),  # a copy: redis-py appends to the list it gets
         retry=Retry(ExponentialBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), retries),
     )
 
 
-async def open_pool(settings: Settings) -> ArqRedis:
+async def open_pool(settings: Settings) -> AutoPipelineRedis:
     """The web app's pool: fails fast, never blocks a request for long, reconnects by itself.
-    Auto-pipelined (service.store.autopipeline): concurrent requests' commands share round trips.
+    Auto-pipelined (service.store.autopipeline): concurrent requests' commands share round trips;
+    with REDIS_MIN_REPLICAS_ACK, enqueues return once that many replicas hold them.
 
     Built like arq's ``create_pool`` from the same RedisSettings (so TLS and passwords come
     from one place) plus a socket timeout, which ``create_pool`` cannot set. It does not ping:
     the app starts while Redis is down and answers 503 until it is back.
     """
     redis = settings.redis_settings
-    pool = AutoPipelineRedis(
-        **connection_options(redis),
-        socket_connect_timeout=min(redis.conn_timeout, settings.redis_socket_timeout),
-        socket_timeout=settings.redis_socket_timeout,
-        retry_on_error=RETRIED_ERRORS,
-        retry=Retry(NoBackoff(), 1),
-        max_connections=redis.max_connections,
-        encoding="utf8",
+    connection = {
+        "socket_connect_timeout": min(redis.conn_timeout, settings.redis_socket_timeout),
+        "socket_timeout": settings.redis_socket_timeout,
+        "retry_on_error": list(RETRIED_ERRORS),
+        "retry": Retry(NoBackoff(), 1),
+        "max_connections": redis.max_connections,
+        "encoding": "utf8",
+    }
+    pool = new_client(
+        AutoPipelineRedis,
+        redis,
+        connection,
         job_serializer=serialize,
         job_deserializer=deserialize,
         default_queue_name=settings.queue_name,
     )
-    pack_with_hiredis(pool)
+    if settings.redis_min_replicas_ack:
+        pool.replica_ack = ReplicaAck(
+            settings.redis_min_replicas_ack, settings.redis_replica_ack_timeout
+        )
     return pool

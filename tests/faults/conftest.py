@@ -18,6 +18,7 @@ import pytest
 from settings import Settings
 from tests.conftest import TEST_API_TOKEN, SmtpRecorder, free_port
 from tests.faults.processes import Process, RedisServer, python
+from tests.faults.sentinels import SentinelGroup
 
 Spawn = Callable[..., Awaitable[Process]]
 
@@ -33,6 +34,20 @@ async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
         yield server
     finally:
         await server.stop()
+
+
+@pytest.fixture
+async def sentinel_group(tmp_path: Path) -> AsyncIterator[SentinelGroup]:
+    """A master, a replica and three sentinels (tests/faults/sentinels.py), all stopped after."""
+    binary = await asyncio.to_thread(shutil.which, "redis-server")
+    if binary is None:
+        pytest.skip("the Sentinel tests need redis-server (apt-get install redis-server)")
+    group = SentinelGroup(binary, tmp_path / "sentinel-group")
+    try:
+        await group.start()
+        yield group
+    finally:
+        await group.stop()
 
 
 @pytest.fixture

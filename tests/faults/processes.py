@@ -79,9 +79,10 @@ class Process:
 
 class RedisServer:
     """A private redis-server on ``port`` that keeps its data across restarts (AOF, fsync
-    always), as a production Redis must for "nothing accepted is lost" to survive a restart."""
+    always), as a production Redis must for "nothing accepted is lost" to survive a restart;
+    ``options`` are more redis-server options (``--replicaof``, ``--maxmemory-policy``...)."""
 
-    def __init__(self, binary: str, port: int, folder: Path) -> None:
+    def __init__(self, binary: str, port: int, folder: Path, *options: str) -> None:
         self.port = port
         self.folder = folder
         argv = [
@@ -92,6 +93,7 @@ class RedisServer:
             "--save", "",
             "--appendonly", "yes",
             "--appendfsync", "always",
+            *options,
         ]  # fmt: skip
         self.process = Process(f"redis:{port}", argv, dict(os.environ), folder / "redis.log")
 
