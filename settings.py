@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     # an enqueue is answered 202 only once WAIT says this many replicas hold it
     redis_min_replicas_ack: int = Field(0, ge=0)
     redis_replica_ack_timeout: int = Field(1000, ge=1)  # ms; WAIT's 0 would wait forever
+    # start-up checks (service.store.redis_checks): eviction drops queued jobs, so it stops
+    # the start unless allowed; a Redis that saves nothing is only worth a warning, and none
+    # where it saves nothing on purpose (make dev's private one says so)
+    redis_allow_eviction: bool = False
+    redis_ephemeral: bool = False
     queue_name: str = "arq:queue"
 
     smtp_host: str = "localhost"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
 from service.observability.logs import configure_logging
+from service.store.redis_checks import check_redis_at_start
 from settings import load_settings
 from web.server import serve
 
@@ -20,6 +22,7 @@ def main() -> None:
     if not settings.api_tokens:
         sys.exit(NO_TOKENS_HELP)
     configure_logging(settings)
+    asyncio.run(check_redis_at_start(settings))  # exits when Redis may evict queued jobs
     serve(settings)
 
 

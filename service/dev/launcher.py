@@ -112,7 +112,7 @@ def dev_token(settings: Settings) -> str:
 
 def _redis(settings: Settings, manager: Manager) -> str:
     """Use the Redis that answers, else add a private one to ``manager``; the environment
-    the web app and the worker then need."""
+    the web app and the worker then need (the private Redis saves nothing, on purpose)."""
     if redis_answers(settings):
         print(f"dev: using the Redis at {settings.redis_url}")
         return ""
@@ -123,7 +123,7 @@ def _redis(settings: Settings, manager: Manager) -> str:
         sys.exit(NO_REDIS_HELP.format(url=settings.redis_url))
     print(f"dev: no Redis at {settings.redis_url}; starting a private redis-server")
     manager.add_process("redis", private_redis_command(settings))
-    return ""
+    return "REDIS_EPHEMERAL=true "
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ from service.observability.logs import configure_logging
 from service.records.workers import health_key, worker_name
 from service.runtime import Job, Registry
 from service.store.redis import worker_redis_settings
+from service.store.redis_checks import check_redis
 from service.store.serialization import deserialize, serialize
 from service.worker.observe import observed
 from service.worker.resources import close_resources, open_resources
@@ -101,6 +102,7 @@ def worker_options(settings: Settings, registry: Registry = REGISTRY) -> dict[st
 def _logging_first(settings: Settings, on_startup: Any) -> Any:
     async def configure_then_start(ctx: dict[str, Any]) -> None:
         configure_logging(settings)  # after arq's CLI set up its own, which this replaces
+        await check_redis(ctx["redis"], settings, "worker")  # may refuse to start
         await on_startup(ctx)
 
     return configure_then_start
@@ -109,7 +111,8 @@ def _logging_first(settings: Settings, on_startup: Any) -> Any:
 def build_worker_settings(settings: Settings) -> type:
     """A ``WorkerSettings`` class (the CLI's entry point); arq reads only its own ``__dict__``.
 
-    Only this entry point configures logging, so in-process workers in tests leave it alone.
+    Only this entry point configures logging and checks Redis's eviction policy and
+    persistence (service.store.redis_checks), so in-process workers in tests do neither.
     """
     options = worker_options(settings)
     options["on_startup"] = _logging_first(settings, options["on_startup"])
