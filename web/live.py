@@ -233,9 +233,13 @@ async def _watch_overview(
     request: web.Request, response: web.StreamResponse, pubsub: PubSub
 ) -> None:
     await response.write(b": watching\n\n")
-    signature = await _queue_signature(request)
     outage = _Outage()
     missed = False  # an outage hid what was published: redraw once the subscription is back
+    signature: tuple[int, ...] = ()
+    try:
+        signature = await _queue_signature(request)
+    except REDIS_DOWN:
+        missed = True
     while True:
         changed = await _next_state_change(pubsub, outage)
         try:

@@ -2,9 +2,10 @@
 
 A real master, a replica and three sentinels (tests/faults/sentinels.py); the web app runs
 in-process so that its clients can be looked at one by one: the pool under the API, the rate
-limits' storage, dashboard sessions, idempotency keys, a live event stream (pub/sub); then a
-worker built from the same settings, and ``arq service.WorkerSettings --check`` as a process.
-REDIS_URL names no server at all: only the sentinels know where the master is.
+limits' storage, dashboard sessions, idempotency keys, a live event stream (pub/sub); a worker
+that runs through the failover, one started after it, and ``arq service.WorkerSettings
+--check`` as a process. REDIS_URL names no server at all: only the sentinels know where the
+master is. (The real web and worker processes under load: test_sentinel_failover.py.)
 """
 
 from __future__ import annotations
@@ -19,8 +20,12 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from service.engine.arq_api import health_check_key_suffix, job_key_prefix
+from service.engine.loop import BatchWorker as Worker
+from service.queue.enqueue import enqueue
 from service.store import keys
+from service.store.redis import open_pool
 from service.store.sentinel import MASTER_CHECK_INTERVAL
+from service.worker.options import worker_options
 from settings import Settings
 from tests.conftest import (
     TEST_API_TOKEN,
@@ -28,6 +33,7 @@ from tests.conftest import (
     RunWorker,
     SmtpRecorder,
     accepted_task,
+    status_of,
 )
 from tests.dashboard_client import Dashboard
 from tests.faults.conftest import Spawn
@@ -38,6 +44,9 @@ from web import create_app
 
 EMAIL = {"to": "ann@example.com", "subject": "Across a failover", "body": "hi"}
 FAILOVER = 30  # seconds Sentinel may take to replace a master on a busy machine
+# seconds a running worker takes to reach the new master once it is named (with redis-py's
+# own Sentinel connection it would retry the dead address for REDIS_RETRY_SECONDS, 30 s)
+RIDE_OUT = 10.0
 MOVED_WITHIN = 3.0  # seconds after a switch by which writes go to the new master
 
 
@@ -56,6 +65,20 @@ def settings(tmp_path: Path, smtp_server: SmtpRecorder, sentinel_group: Sentinel
         retry_backoff_base=0.01,
         retry_backoff_max=0.05,
     )
+
+
+@pytest.fixture
+async def riding_worker(settings: Settings) -> AsyncIterator[Settings]:
+    """A worker running through the failover, on a queue of its own (the settings it has)."""
+    own = settings.model_copy(update={"queue_name": "riding"})
+    options = worker_options(own)
+    options.update(handle_signals=False)
+    worker = Worker(**options)
+    task = asyncio.create_task(worker.main())
+    yield own
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await worker.close()
 
 
 @pytest.fixture
@@ -79,6 +102,7 @@ async def test_every_client_follows_a_killed_master(
     new_master: Redis,
     smtp_server: SmtpRecorder,
     run_worker: RunWorker,
+    riding_worker: Settings,
     spawn: Spawn,
 ) -> None:
     browser = Dashboard(await aiohttp_client(create_app(settings)))  # the cookie, no token
@@ -92,6 +116,7 @@ async def test_every_client_follows_a_killed_master(
     opening = await next_event(stream)
     assert opening is not None
     assert opening.data["status"] == "PENDING"
+    overview = await client.get("/dashboard/events")  # the dashboard's redraw cue
 
     async with sentinel_group.switch() as switched:
         await sentinel_group.master.stop()  # SIGKILL
@@ -110,7 +135,20 @@ async def test_every_client_follows_a_killed_master(
         return await _subscribers(new_master, keys.job_events(task_id)) == 1
 
     await wait_until(stream_resubscribed, within=10)
-    await run_worker()  # built from the same settings: its pool asks the sentinels too
+
+    # the worker that ran through it reconnects by itself, to the new master
+    riding_queue = await open_pool(riding_worker)
+    try:
+        job_id = await enqueue(riding_queue, "log_event", {"event": {"after": "failover"}})
+    finally:
+        await riding_queue.aclose(close_connection_pool=True)
+
+    async def ran() -> bool:
+        return bool((await status_of(client, job_id))["status"] == "SUCCESS")
+
+    await wait_until(ran, within=RIDE_OUT)
+
+    await run_worker()  # built after the failover from the same settings
     events = await all_events(stream)
     # STARTED came by pub/sub: the stream's periodic re-read would only have seen SUCCESS
     assert [e.data["status"] for e in events if e.kind == "status"] == ["STARTED", "SUCCESS"]
@@ -118,6 +156,9 @@ async def test_every_client_follows_a_killed_master(
         "Across a failover",
         "Second",
     ]
+    cue = await asyncio.wait_for(next_event(overview), RIDE_OUT)  # still open, and telling
+    assert cue is not None
+    assert cue.kind == "changed"
 
     # arq's own health check: the key exists on the new master only
     await new_master.psetex(settings.queue_name + health_check_key_suffix, 60_000, "alive")
