@@ -53,6 +53,7 @@ class SentinelGroup:
         # Redis's default 5 s wait for more replicas to share it
         options = ("--appendfsync", "everysec", "--repl-diskless-sync-delay", "0")
         self.master = RedisServer(binary, free_port(), folder / "master", *options)
+        self.options = options
         follow = ("--replicaof", "127.0.0.1", str(self.master.port))
         self.replicas = [
             RedisServer(binary, free_port(), folder / f"replica{n}", *options, *follow)
@@ -137,9 +138,14 @@ class SentinelGroup:
             await client.aclose()
         return int(port)
 
-    def server(self, port: int) -> RedisServer:
-        [found] = [server for server in self.servers if server.port == port]
-        return found
+    async def rejoin_as_replica(self, server: RedisServer, master_port: int) -> RedisServer:
+        """Start the stopped ``server`` again, on its port and data, as the replica of
+        ``master_port``; the sentinels pick it up from the master."""
+        follow = ("--replicaof", "127.0.0.1", str(master_port))
+        again = RedisServer(self.binary, server.port, server.folder, *self.options, *follow)
+        self.servers[self.servers.index(server)] = again
+        await again.start()
+        return again
 
     @asynccontextmanager
     async def switch(self) -> AsyncIterator[asyncio.Future[int]]:
