@@ -230,7 +230,6 @@ async def test_killing_the_master_under_load_loses_nothing(
         f"  without service  {to_first_202:.2f} s from the kill to the next 202 "
         f"(longest gap between two 202s: {longest_gap:.2f} s)"
     )
-    assert statuses[202] > 0.7 * REQUESTS, "the outage took most of the run"
     assert states["SUCCESS"] == len(accepted), states
     assert lost == []
     assert set(copies) == set(in_window), f"emails sent twice outside the window: {copies}"
