@@ -1,8 +1,9 @@
 """What jobs share in one worker process: opened once at start-up, closed at shutdown.
 
 The worker's ctx holds them (service.runtime.JobContext, jobs.mail.MailContext): the
-settings, the users database, one HTTP session (its resolver is the webhooks' SSRF guard), a
-thread pool for Pillow and file walks, the SMTP pool, and this worker's metrics.
+settings, file storage (folders or an S3 bucket), the users database, one HTTP session (its
+resolver is the webhooks' SSRF guard), a thread pool for Pillow and file walks, the SMTP
+pool, and this worker's metrics.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ from service.store.storage import (
     new_temp_name,
     remove_quietly,
 )
+from service.store.storage.local import delete_older_than
 from settings import Settings, bucket_and_prefix
 
 if TYPE_CHECKING:
@@ -66,14 +67,17 @@ def client_config() -> AioConfig:
 
 
 class FileBody:
-    """A PUT's body read from a local file, chunk by chunk in a thread.
+    """A PUT's body read from a local file of ``size`` bytes, chunk by chunk in a thread.
 
     botocore takes any object with ``read`` as a stream and aiohttp sends an async iterable
-    chunk by chunk; ``seek(0)`` lets botocore retry the request from the start.
+    chunk by chunk; ``seek(0)`` lets botocore retry the request from the start. aiohttp stops
+    iterating once it has sent Content-Length bytes, so the file is closed as the last chunk
+    is read, not when the iteration ends (which it may never do).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, size: int) -> None:
         self._path = path
+        self._size = size
 
     def read(self, size: int = -1) -> bytes:
         raise TypeError("FileBody is read asynchronously (async for), never with read()")
@@ -89,10 +93,17 @@ class FileBody:
     async def _chunks(self) -> AsyncIterator[bytes]:
         source = await asyncio.to_thread(self._path.open, "rb")
         try:
-            while chunk := await asyncio.to_thread(source.read, CHUNK_SIZE):
+            left = self._size
+            while left > 0:
+                chunk = await asyncio.to_thread(source.read, min(CHUNK_SIZE, left))
+                if not chunk:
+                    return
+                left -= len(chunk)
+                if left <= 0:
+                    source.close()  # a read-only file: closing it does not wait on the disk
                 yield chunk
         finally:
-            await asyncio.to_thread(source.close)
+            source.close()
 
 
 class S3Storage:
@@ -194,7 +205,7 @@ class S3Storage:
             await self._client.put_object(
                 Bucket=self._bucket,
                 Key=key,
-                Body=FileBody(temp),  # type: ignore[arg-type]  # a stream, read by aiohttp
+                Body=FileBody(temp, size),  # type: ignore[arg-type]  # a stream, read by aiohttp
                 ContentLength=size,
                 ContentType=CONTENT_TYPES.get(Path(name).suffix, "application/octet-stream"),
             )
@@ -261,7 +272,8 @@ class S3Storage:
         before the next page is asked for; only keys directly under ``<prefix>/<area>/``.
 
         DeleteObject one key at a time (ten at once) rather than DeleteObjects: that one needs
-        a body checksum that several S3-compatible servers do not accept.
+        a body checksum that several S3-compatible servers do not accept. Temporary files that
+        a killed process left in DATA_DIR/tmp go too, as the folders' cleanup takes them there.
         """
         area_prefix = f"{self._prefix}{area}/"
         paginator = self._client.get_paginator("list_objects_v2")
@@ -291,6 +303,8 @@ class S3Storage:
                 if failed:
                     raise failed[0]
                 deleted += len(old)
+        if area == "uploads":
+            deleted += await asyncio.to_thread(delete_older_than, self._scratch, cutoff)
         return deleted
 
     async def check(self) -> None:
@@ -307,8 +321,9 @@ def scratch_folder(settings: Settings) -> Path:
 
 
 def _directly_in(key: str, area_prefix: str) -> bool:
+    """Right under the area, not "below" it; a dot-name too, as the local cleanup has it."""
     name = key[len(area_prefix) :]
-    return key.startswith(area_prefix) and is_bare_name(name)
+    return key.startswith(area_prefix) and bool(name) and "/" not in name
 
 
 def _load_botocore_data(session: AioSession) -> None:
