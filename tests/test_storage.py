@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+import stat
 import subprocess
 import time
 import tracemalloc
@@ -110,6 +111,16 @@ async def test_upload_is_stored_and_a_real_worker_stores_its_thumbnail_beside_it
     assert await backend.temporary_files() == [], "no temporary file outlives the job"
     if backend.kind == "s3":
         assert await backend.all_keys() == sorted(f"{PREFIX}/uploads/{n}" for n in (name, thumb))
+    else:  # the upload's and the thumbnail's mode: what the process umask gives a new file
+        umask = os.umask(0o022)
+        os.umask(umask)
+        modes = [
+            stat.S_IMODE(
+                (await asyncio.to_thread(os.stat, backend.settings.uploads_dir / n)).st_mode
+            )
+            for n in (name, thumb)
+        ]
+        assert modes == [0o666 & ~umask] * 2
 
 
 def _bomb() -> bytes:
