@@ -124,7 +124,6 @@ class S3Storage:
         self._scratch = scratch_folder(settings)
         self._page_size = list_page_size
         self._endpoint = settings.s3_endpoint_url or f"AWS S3 in {settings.s3_region}"
-        self._key_id = settings.aws_access_key_id or ""
         self.where = f"s3://{self._bucket}/{self._prefix}"
 
     @classmethod
