@@ -10,6 +10,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 from redis.exceptions import RedisError
 
+from service.store.storage import StorageUnavailableError
+
 logger = logging.getLogger("jobservice.web")
 
 
@@ -50,6 +52,13 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         logger.warning("redis unavailable during %s %s: %s", request.method, request.path, exc)
         return web.json_response(
             {"error": "the job queue is unavailable, try again shortly"},
+            status=503,
+            headers={"Retry-After": "5"},
+        )
+    except StorageUnavailableError as exc:
+        logger.warning("storage unavailable during %s %s: %s", request.method, request.path, exc)
+        return web.json_response(
+            {"error": "file storage is unavailable, try again shortly"},
             status=503,
             headers={"Retry-After": "5"},
         )
