@@ -6,6 +6,7 @@ all call :func:`load_settings` and pass the result down explicitly.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Annotated, Literal
@@ -15,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from arq.connections import RedisSettings
 from email_validator import EmailNotValidError, validate_email
 from limits import parse_many
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MiB = 1024 * 1024
@@ -86,6 +87,13 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(50_000_000, gt=0)
     cleanup_max_age_days: float = Field(30, gt=0)
     cron_timezone: str = "UTC"
+    # Files (uploads, thumbnails, reports): unset, folders under DATA_DIR; s3://bucket/prefix,
+    # an S3-compatible bucket (service/store/storage/). The keys are the standard AWS variables.
+    storage_url: str | None = None
+    s3_endpoint_url: str | None = None  # R2, Garage, MinIO...: path-style addressing
+    s3_region: str = "us-east-1"
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: SecretStr | None = None
     report_recipients: Annotated[tuple[str, ...], NoDecode] = ()
 
     worker_max_jobs: int = Field(50, ge=1)
@@ -201,6 +209,32 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
 
+    @field_validator("storage_url")
+    @classmethod
+    def _check_storage_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        bucket_and_prefix(value)  # raises ValueError naming what is wrong
+        return value.strip()
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _check_endpoint(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value or None
+
+    @model_validator(mode="after")
+    def _s3_needs_keys(self) -> Settings:
+        """Only explicit keys: botocore's other sources (profiles, instance roles) read files
+        and call the metadata address from the event loop, and few S3-compatible servers
+        have them."""
+        if self.storage_url and not (self.aws_access_key_id and self.aws_secret_access_key):
+            raise ValueError(
+                "STORAGE_URL is an s3:// bucket: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+            )
+        return self
+
     @model_validator(mode="after")
     def _one_tls_mode(self) -> Settings:
         if self.smtp_starttls and self.smtp_tls:
@@ -293,6 +327,20 @@ def _host_and_port(address: str) -> tuple[str, int]:
     if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"{address!r} is not host:port")
     return host, int(port)
+
+
+def bucket_and_prefix(url: str) -> tuple[str, str]:
+    """``s3://bucket/some/prefix`` -> ``("bucket", "some/prefix")`` (prefix "" for none)."""
+    scheme, _, rest = url.strip().partition("://")
+    if scheme != "s3":
+        raise ValueError("must be s3://bucket or s3://bucket/prefix (unset: folders in DATA_DIR)")
+    bucket, _, prefix = rest.partition("/")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+        raise ValueError(f"{bucket!r} is not a bucket name (3-63 of a-z, 0-9, '.', '-')")
+    prefix = prefix.strip("/")
+    if any(part in {"", ".", ".."} for part in prefix.split("/")) and prefix:
+        raise ValueError(f"the prefix {prefix!r} has an empty, '.' or '..' part")
+    return bucket, prefix
 
 
 def _path_or_none(path: Path | None) -> str | None:

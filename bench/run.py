@@ -27,7 +27,7 @@ import aiohttp
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from bench import report, scenarios
+from bench import report, scale, scenarios
 from bench.procs import Process
 from bench.scenarios import Sizes
 from bench.systems import BENCH, VENVS, WORK, FlaskCelery, Ours, PlainArq, Ports, System
@@ -35,8 +35,11 @@ from settings import Settings
 
 QUICK = Sizes(
     duration=5, noop_jobs=2_000, probes=10, idle_seconds=4, emails=300, baseline_emails=60,
-    images=40,
+    images=40, scale_jobs=4_000, backlog=100_000,
 )  # fmt: skip
+
+
+SCENARIOS = ("front_door", "noop", "pickup", "emails", "images", "scale")
 
 
 def free_port() -> int:
@@ -120,10 +123,12 @@ async def run(sizes: Sizes, reps: int, only: set[str]) -> dict[str, Any]:
             await scenarios.wait_for(_answers(sink_count), 30, "SMTP sink")
             for rep in range(reps):
                 order = systems[rep % 3 :] + systems[: rep % 3]  # who goes first rotates
-                for scenario in ("front_door", "noop", "pickup", "emails", "images"):
+                for scenario in SCENARIOS:
                     if only and scenario not in only:
                         continue
                     targets = order if scenario != "images" else [systems[0], None]
+                    if scenario == "scale":  # this service's own scaling: no baseline
+                        targets = [systems[0]]
                     if scenario == "images" and rep % 2:
                         targets = targets[::-1]
                     for system in targets:
@@ -132,8 +137,9 @@ async def run(sizes: Sizes, reps: int, only: set[str]) -> dict[str, Any]:
                         name = system.name if system else "raw_pillow"
                         print(f"rep {rep + 1}/{reps} {scenario:<10} {name}", flush=True)
                         figures = await _one(
-                            scenario, system, http, redis, sizes, tag, sink_count, concurrency
-                        )
+                            scenario, system, http, redis, sizes, tag, sink_count, concurrency,
+                            redis_process.pid,
+                        )  # fmt: skip
                         print("   ", json.dumps({k: round(v, 2) for k, v in figures.items()}))
                         record(results, scenario, name, figures)
     finally:
@@ -165,6 +171,7 @@ async def _one(
     tag: str,
     sink_count: Any,
     concurrency: dict[str, int],
+    redis_pid: int,
 ) -> dict[str, float]:
     if system is None:
         return await scenarios.raw_pillow(sizes)
@@ -180,6 +187,10 @@ async def _one(
             sink_count=sink_count, concurrency=concurrency[system.name],
         )  # fmt: skip
     assert isinstance(system, Ours)
+    if scenario == "scale":
+        return await scale.scale(
+            http, system, redis, redis_pid, sizes.scale_jobs, sizes.backlog, tag
+        )
     return await scenarios.images(http, system, redis, sizes, tag)
 
 

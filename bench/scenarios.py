@@ -39,6 +39,8 @@ class Sizes:
     email_delay: float = 0.1
     images: int = 200
     image_threads: int = 2
+    scale_jobs: int = 20_000  # drained by 1, 2 and 4 workers in the scale scenario
+    backlog: int = 1_000_000  # queued jobs the scale scenario measures a deep queue with
 
 
 class Sampler:

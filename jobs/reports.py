@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from datetime import date, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
 
 from jobs.mail import MailContext, send_mail
 from service.runtime import (
+    REPORTS,
     Cron,
     Job,
     JobInput,
     PermanentError,
+    StorageUnavailableError,
+    TransientError,
     day_counts,
     job_key,
     today,
-    write_atomically,
 )
 
 
@@ -87,20 +91,40 @@ async def _email_report(ctx: MailContext, report: dict[str, Any]) -> str:
 async def daily_report(ctx: MailContext, *, day: str | None = None) -> dict[str, str]:
     """Count a day's jobs, emails, images and sign-ups (default: yesterday's).
 
-    Writes ``reports/<day>.json`` and mails it to REPORT_RECIPIENTS, once per job.
+    Writes ``reports/<day>.json`` through storage (DATA_DIR or the bucket) and mails it to
+    REPORT_RECIPIENTS, once per job.
     """
     report_day = _report_day(ctx, day)
     report = await build_report(ctx, report_day)
-    path = ctx["settings"].reports_dir / f"{report_day.isoformat()}.json"
+    name = f"{report_day.isoformat()}.json"
     data = (json.dumps(report, indent=2) + "\n").encode()
-    loop = asyncio.get_running_loop()
-    try:
-        await loop.run_in_executor(ctx["executor"], write_atomically, path, data)
-    except OSError as exc:
-        raise PermanentError(f"could not write the report: {exc.strerror or exc}") from None
+    await _store_report(ctx, name, data)
     await ctx["progress"]("file written", done=3, total=SECTIONS)
     await ctx["progress"](await _email_report(ctx, report), done=4, total=SECTIONS)
-    return {"path": f"reports/{path.name}", "date": report_day.isoformat()}
+    return {"path": f"reports/{name}", "date": report_day.isoformat()}
+
+
+async def _store_report(ctx: MailContext, name: str, data: bytes) -> None:
+    """Written to a temporary file (fsynced), then stored whole: a reader sees the old report
+    or the new one."""
+    storage = ctx["storage"]
+    temp = storage.temp_path(REPORTS, suffix=".json")
+    try:
+        await asyncio.get_running_loop().run_in_executor(ctx["executor"], _write, temp, data)
+        await storage.store(REPORTS, name, temp)
+    except StorageUnavailableError as exc:
+        raise TransientError(f"file storage unavailable: {exc}") from None
+    except OSError as exc:
+        raise PermanentError(f"could not write the report: {exc.strerror or exc}") from None
+    finally:
+        await storage.discard(temp)
+
+
+def _write(path: Path, data: bytes) -> None:
+    with path.open("xb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
 
 
 class DailyReport(JobInput):

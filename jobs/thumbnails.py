@@ -7,8 +7,6 @@ The work is split into decode, resize and save so the job can report each step a
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -49,7 +47,13 @@ def refuse_too_many_pixels(image: Image.Image, max_pixels: int) -> None:
 
 
 def thumbnail_path(source: Path) -> Path:
-    return source.with_name(f"{source.stem}_thumb{source.suffix}")
+    return source.with_name(thumbnail_name(source.name))
+
+
+def thumbnail_name(upload: str) -> str:
+    """``<name>_thumb.<ext>`` for the upload ``<name>.<ext>``."""
+    stem, dot, suffix = upload.rpartition(".")
+    return f"{stem}_thumb.{suffix}" if dot and stem else f"{upload}_thumb"
 
 
 @contextlib.contextmanager
@@ -96,27 +100,20 @@ def resize(image: Image.Image, source: Path) -> tuple[int, int]:
 
 
 def save(image: Image.Image, image_format: str | None, source: Path, target: Path) -> None:
-    """Write ``image`` to ``target`` atomically.
+    """Write ``image`` to ``target``, a new file with the mode the process umask gives.
 
-    The image is written to a temporary file in the target's folder, then renamed over the
-    target, so readers see either no thumbnail or a whole one, never a partial file.
+    ``target`` is a temporary name: the job then stores it whole (a rename in the uploads
+    folder, or one S3 PUT), so readers see no thumbnail or a whole one, never part of it.
     """
-    with _as_thumbnail_error(source):
-        fd, temp_name = tempfile.mkstemp(prefix=".tmp-", suffix=source.suffix, dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                image.save(out, format=image_format, **SAVE_OPTIONS.get(image_format or "", {}))
-            os.replace(temp_name, target)
-        except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
-            raise
+    with _as_thumbnail_error(source), target.open("wb") as out:
+        image.save(out, format=image_format, **SAVE_OPTIONS.get(image_format or "", {}))
 
 
 def make_thumbnail(
     source: Path, target: Path, max_pixels: int, on_step: Callable[[str], None] | None = None
 ) -> tuple[int, int]:
-    """Resize ``source`` to fit 800x800 and write it to ``target`` atomically; ``on_step``
-    hears "decoded", "resized" and "saved" as each step ends."""
+    """Resize ``source`` to fit 800x800 and write it to ``target``; ``on_step`` hears
+    "decoded", "resized" and "written" as each step ends."""
     report = on_step or (lambda _: None)
     with decode(source, max_pixels) as image:
         report("decoded")
@@ -124,5 +121,5 @@ def make_thumbnail(
         size = resize(image, source)
         report("resized")
         save(image, image_format, source, target)
-        report("saved")
+        report("written")
     return size

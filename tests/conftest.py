@@ -30,6 +30,7 @@ from service.engine.loop import BatchWorker as Worker
 from service.store.redis import open_pool
 from service.worker.options import worker_options
 from settings import Settings
+from tests.s3_server import moto_server  # noqa: F401  (the fixture, for every test module)
 from web import create_app
 
 # The tests own this database and flush it before every test.

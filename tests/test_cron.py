@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 from arq.connections import ArqRedis
 from arq.cron import CronJob
 
-from jobs.cleanup import delete_older_than
+from service.store.storage.local import delete_older_than
 from service.worker.options import build_worker_settings
 from service.worker.resources import open_resources
 from settings import Settings
@@ -93,7 +93,7 @@ async def test_cleanup_cron_fires_and_deletes_only_old_regular_files(
 
 
 def test_cleanup_tolerates_a_missing_folder(tmp_path: Path) -> None:
-    assert delete_older_than(tmp_path / "absent", 10) == 0
+    assert delete_older_than(tmp_path / "absent", cutoff=datetime.now().timestamp()) == 0
 
 
 def _due_now(job: CronJob, settings: Settings) -> CronJob:

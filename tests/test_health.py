@@ -25,7 +25,7 @@ async def test_health_without_a_worker_counts_what_waits(client: TestClient[Any,
     assert body == {
         "status": "ok",
         "redis": "ok",
-        "dependencies": {},
+        "dependencies": {"storage": "ok"},
         "worker": {"alive": False, "count": 0, "last_check": None},
         "queued": 0,
     }
@@ -42,16 +42,25 @@ async def test_a_dependency_that_does_not_answer_makes_health_degraded_not_down(
     async def refuses() -> None:
         raise ConnectionRefusedError("nobody there")
 
+    async def hangs() -> None:
+        await asyncio.Event().wait()  # never answers: it must not hold /health up
+
     app = create_app(settings)
     add_dependency_check(app, "files", answers)
     add_dependency_check(app, "users", refuses)
+    add_dependency_check(app, "mail", hangs)
     client = await aiohttp_client(app)
     response = await client.get("/health")
     assert response.status == 200
     body = await response.json()
     assert body["status"] == "degraded"
     assert body["redis"] == "ok"
-    assert body["dependencies"] == {"files": "ok", "users": "unreachable"}
+    assert body["dependencies"] == {
+        "files": "ok",
+        "users": "unreachable",
+        "mail": "unreachable",
+        "storage": "ok",
+    }
 
 
 async def test_health_sees_a_running_worker(

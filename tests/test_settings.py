@@ -77,6 +77,10 @@ def test_environment_values_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
         ("SMTP_TLS", "maybe"),
         ("WORKER_MAX_JOBS", "0"),
         ("MAIL_FROM", "nobody"),
+        ("STORAGE_URL", "ftp://bucket/prefix"),
+        ("STORAGE_URL", "s3://Not_A_Bucket/prefix"),
+        ("STORAGE_URL", "s3://bucket/a/../b"),
+        ("S3_ENDPOINT_URL", "minio.internal:9000"),
     ],
 )
 def test_invalid_values_stop_start_up_naming_the_variable(
@@ -86,6 +90,18 @@ def test_invalid_values_stop_start_up_naming_the_variable(
     with pytest.raises(SettingsError) as raised:
         load_settings()
     assert name in str(raised.value)
+
+
+def test_an_s3_storage_url_needs_both_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STORAGE_URL", "s3://photos/jobservice")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE000000000")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
+    with pytest.raises(SettingsError, match="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"):
+        load_settings()
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "the-secret")
+    settings = load_settings()
+    assert settings.storage_url == "s3://photos/jobservice"
+    assert "the-secret" not in repr(settings), "the secret stays out of logs and tracebacks"
 
 
 def test_starttls_and_tls_are_exclusive(monkeypatch: pytest.MonkeyPatch) -> None:

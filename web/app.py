@@ -12,12 +12,13 @@ from jobs.thumbnails import configure_pillow
 from service.observability.metrics import new_registry
 from service.runtime import Registry
 from service.store.database import Database
-from service.store.files import make_folders
 from service.store.redis import open_pool
+from service.store.storage import open_storage
 from settings import Settings
 from web.auth import require_token
 from web.errors import json_errors
-from web.keys import DB, DECLARED, REDIS, REGISTRY, SETTINGS, WEB_METRICS
+from web.health import add_dependency_check
+from web.keys import DB, DECLARED, REDIS, REGISTRY, SETTINGS, STORAGE, WEB_METRICS
 from web.metrics import WebMetrics
 from web.observe import echo_request_id, observe_requests
 from web.pages import TEMPLATES, make_environment
@@ -45,11 +46,14 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _files(app: web.Application) -> AsyncIterator[None]:
-    """Where uploads go, and the image limits the upload door applies."""
+    """Where uploads go (checked: a wrong STORAGE_URL, endpoint or key stops the app here,
+    naming the setting; /health reports it after), and the limits the upload door applies."""
     settings = app[SETTINGS]
     configure_pillow(settings.max_image_pixels)
-    await asyncio.get_running_loop().run_in_executor(None, make_folders, settings.uploads_dir)
+    app[STORAGE] = await open_storage(settings)
+    add_dependency_check(app, "storage", app[STORAGE].check)
     yield
+    await app[STORAGE].close()
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:

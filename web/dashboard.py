@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import stat
-from pathlib import Path
 
 from aiohttp import web
 from yarl import URL
@@ -24,10 +22,11 @@ from service.queue.enqueue import enqueue
 from service.records import failed_jobs
 from service.records.failed_jobs import NotFailedError
 from service.records.status import JOB_ID_PATTERN
+from service.store.storage import CONTENT_TYPES, UPLOADS
 from web.auth import matching_token, token_fingerprint
 from web.errors import ApiError
 from web.job_control import NOT_RETRYABLE, cancel_or_refuse, job_id_from, requeue_failed
-from web.keys import DECLARED, REDIS, REGISTRY, SETTINGS
+from web.keys import DECLARED, REDIS, REGISTRY, SETTINGS, STORAGE
 from web.pages import render
 from web.ratelimit import RATE_LIMITS
 from web.sessions import (
@@ -93,31 +92,34 @@ async def mail_page(request: web.Request) -> web.Response:
     return render(request, "mail.html", messages=messages)
 
 
-async def thumbnail(request: web.Request) -> web.FileResponse:
-    """A thumbnail from the uploads folder, by the name the job reported; nothing else.
+async def thumbnail(request: web.Request) -> web.StreamResponse:
+    """A thumbnail from the uploads area, by the name the job reported; nothing else.
 
     The name must be a plain ``<name>_thumb.<ext>`` (no separator, no leading dot), so it
-    cannot leave the folder, and a symlink placed there is not followed.
+    cannot leave the area; locally a symlink placed there is not followed. The content is
+    streamed from storage chunk by chunk, never read whole into memory.
     """
     name = request.match_info["name"]
-    path = request.app[SETTINGS].uploads_dir / name
-    if not THUMBNAIL_NAME.fullmatch(name) or not await asyncio.to_thread(_regular_file, path):
+    if not THUMBNAIL_NAME.fullmatch(name):
         raise ApiError(404, "no such thumbnail")
-    return web.FileResponse(
-        path,
-        headers={
-            "X-Content-Type-Options": "nosniff",
-            "Content-Security-Policy": "default-src 'none'",
-            "Cache-Control": "private, max-age=3600",
-        },
-    )
-
-
-def _regular_file(path: Path) -> bool:
-    try:
-        return stat.S_ISREG(path.lstat().st_mode)
-    except OSError:
-        return False
+    async with request.app[STORAGE].reader(UPLOADS, name) as found:
+        if found is None:
+            raise ApiError(404, "no such thumbnail")
+        response = web.StreamResponse(
+            headers={
+                "X-Content-Type-Options": "nosniff",
+                "Content-Security-Policy": "default-src 'none'",
+                "Cache-Control": "private, max-age=3600",
+            }
+        )
+        response.content_type = CONTENT_TYPES[name[name.rindex(".") :]]
+        response.content_length = found.size
+        response.last_modified = found.modified
+        await response.prepare(request)
+        async for chunk in found.chunks:
+            await response.write(chunk)
+        await response.write_eof()
+        return response
 
 
 async def run_cron_now(request: web.Request) -> web.Response:

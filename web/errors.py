@@ -11,6 +11,7 @@ from aiohttp.typedefs import Handler
 from redis.exceptions import RedisError
 
 from service.store.autopipeline import ReplicasBehindError
+from service.store.storage import StorageUnavailableError
 
 logger = logging.getLogger("jobservice.web")
 NOT_CONFIRMED = (
@@ -59,6 +60,13 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         logger.warning("redis unavailable during %s %s: %s", request.method, request.path, exc)
         return web.json_response(
             {"error": "the job queue is unavailable, try again shortly"},
+            status=503,
+            headers={"Retry-After": "5"},
+        )
+    except StorageUnavailableError as exc:
+        logger.warning("storage unavailable during %s %s: %s", request.method, request.path, exc)
+        return web.json_response(
+            {"error": "file storage is unavailable, try again shortly"},
             status=503,
             headers={"Retry-After": "5"},
         )

@@ -17,6 +17,10 @@ from aiohttp import web
 DependencyCheck = Callable[[], Awaitable[None]]  # returns when reachable, raises when not
 DependencyState = Literal["ok", "unreachable"]
 
+# A check that takes longer counts as unreachable: /health answers within its own limit (2 s)
+# whatever a dependency does, and a slow one must not read as Redis being down.
+CHECK_TIMEOUT = 1.5
+
 DEPENDENCY_CHECKS: web.AppKey[dict[str, DependencyCheck]] = web.AppKey("dependency_checks")
 
 
@@ -27,8 +31,9 @@ def add_dependency_check(app: web.Application, name: str, check: DependencyCheck
 
 async def _state(check: DependencyCheck) -> DependencyState:
     try:
-        await check()
-    except Exception:  # any failure means the same to a health check: not usable now
+        async with asyncio.timeout(CHECK_TIMEOUT):
+            await check()
+    except Exception:  # any failure, a timeout included, means the same here: not usable now
         return "unreachable"
     return "ok"
 

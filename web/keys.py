@@ -8,12 +8,14 @@ from arq.connections import ArqRedis
 from service.records.status import Declared
 from service.runtime import Registry
 from service.store.database import Database
+from service.store.storage import Storage
 from settings import Settings
 from web.metrics import WebMetrics
 
 SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", ArqRedis)
 DB = web.AppKey("db", Database)
+STORAGE = web.AppKey("storage", Storage)  # uploads, thumbnails, reports (service/store/storage/)
 REGISTRY = web.AppKey("registry", Registry)  # the declared jobs (jobs/registry.py)
 DECLARED = web.AppKey("declared", Declared)  # what status documents show of them
 WEB_METRICS = web.AppKey("web_metrics", WebMetrics)

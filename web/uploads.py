@@ -2,12 +2,14 @@
 
 The client's filename and Content-Type are ignored: Pillow decides what the bytes are, and the
 file is stored under a fresh server-generated name, so nothing the client sends becomes a path.
+The bytes go to a local temporary file first (in the uploads folder, or DATA_DIR/tmp when
+storage is S3), are checked there, and only then stored; the temporary file never outlives
+the request.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -16,6 +18,7 @@ from aiohttp import BodyPartReader, MultipartReader
 from PIL import Image, UnidentifiedImageError
 
 from jobs.thumbnails import ALLOWED_FORMATS, refuse_too_many_pixels
+from service.store.storage import UPLOADS, Storage
 from web.errors import ApiError
 
 CHUNK_SIZE = 64 * 1024
@@ -50,20 +53,21 @@ class Hasher(Protocol):
 
 async def receive_image(
     field: BodyPartReader,
-    uploads_dir: Path,
+    storage: Storage,
     max_bytes: int,
     max_pixels: int,
     digest: Hasher | None = None,
 ) -> str:
-    """Store the part under a new name in ``uploads_dir`` and return that name; ``digest``,
+    """Store the part under a new name in the uploads area and return that name; ``digest``,
     when given, is fed the content on the way (for Idempotency-Key fingerprints).
 
     Raises ApiError 413 as soon as the part passes ``max_bytes`` and 415 when it is not a
-    JPEG, PNG, GIF or WebP image, or 413 when it has more than ``max_pixels`` pixels;
-    either way nothing is left on disk.
+    JPEG, PNG, GIF or WebP image, or 413 when it has more than ``max_pixels`` pixels, and
+    StorageUnavailableError (503) when storage does not take it; either way nothing is left
+    behind, neither the temporary file nor an object.
     """
     loop = asyncio.get_running_loop()
-    temp = uploads_dir / f".incoming-{uuid.uuid4().hex}"
+    temp = storage.temp_path(UPLOADS, prefix=".incoming-")
     out = await loop.run_in_executor(None, _open_new, temp)
     try:
         size = 0
@@ -81,11 +85,11 @@ async def receive_image(
         if image_format is None:
             raise ApiError(415, "unsupported file type: upload a JPEG, PNG, GIF or WebP image")
         name = f"{uuid.uuid4().hex}{EXTENSIONS[image_format]}"
-        await loop.run_in_executor(None, os.replace, temp, uploads_dir / name)
+        await storage.store(UPLOADS, name, temp)
         return name
-    except BaseException:
-        await loop.run_in_executor(None, _discard, out, temp)
-        raise
+    finally:
+        await loop.run_in_executor(None, out.close)  # a no-op once closed
+        await storage.discard(temp)
 
 
 async def skip_part(part: BodyPartReader | MultipartReader | None, budget: int) -> int:
@@ -102,12 +106,3 @@ async def skip_part(part: BodyPartReader | MultipartReader | None, budget: int) 
                 413, f"fields other than 'file' pass the {OTHER_FIELDS_LIMIT}-byte limit"
             )
     return budget
-
-
-def _discard(out: BinaryIO, temp: Path) -> None:
-    out.close()
-    temp.unlink(missing_ok=True)
-
-
-def remove_upload(uploads_dir: Path, name: str) -> None:
-    (uploads_dir / name).unlink(missing_ok=True)

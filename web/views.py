@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from typing import Any
 
 from aiohttp import BodyPartReader, web
@@ -17,11 +18,12 @@ from service.records import workers
 from service.records.times import iso_from_ms
 from service.runtime import Job
 from service.store.database import EmailTakenError
+from service.store.storage import UPLOADS, Storage, StorageUnavailableError
 from web.errors import ApiError
 from web.health import dependency_states
 from web.idempotency import UPLOAD_DIGEST
 from web.job_control import status_document
-from web.keys import DB, REDIS, REGISTRY, SETTINGS, WEB_METRICS
+from web.keys import DB, REDIS, REGISTRY, SETTINGS, STORAGE, WEB_METRICS
 from web.ratelimit import RATE_LIMITS
 from web.schemas import (
     Addressed,
@@ -34,7 +36,9 @@ from web.schemas import (
     request_model,
     validated,
 )
-from web.uploads import OTHER_FIELDS_LIMIT, receive_image, remove_upload, skip_part
+from web.uploads import OTHER_FIELDS_LIMIT, receive_image, skip_part
+
+logger = logging.getLogger("jobservice.web")
 
 HEALTH_TIMEOUT = 2.0
 # The jobs the two bespoke routes queue (a stored upload, a created user); web.app checks
@@ -114,7 +118,7 @@ async def upload(request: web.Request) -> web.Response:
             digest = hashlib.sha256()
             name = await receive_image(
                 part,
-                settings.uploads_dir,
+                request.app[STORAGE],
                 settings.max_upload_bytes,
                 settings.max_image_pixels,
                 digest,
@@ -127,11 +131,18 @@ async def upload(request: web.Request) -> web.Response:
     try:
         task_id = await enqueue(request.app[REDIS], PROCESS_IMAGE, {"upload": name})
     except BaseException:
-        await asyncio.get_running_loop().run_in_executor(
-            None, remove_upload, settings.uploads_dir, name
-        )
+        await _forget_upload(request.app[STORAGE], name)  # no object without its job
         raise
     return accepted(task_id, "Image uploaded, processing...")
+
+
+async def _forget_upload(storage: Storage, name: str) -> None:
+    """Delete an upload whose job could not be queued. Should storage fail too, the error
+    that matters is the queue's: the object is then left for the cleanup cron."""
+    try:
+        await storage.delete(UPLOADS, name)
+    except StorageUnavailableError as exc:
+        logger.warning("upload %s could not be deleted after a failed enqueue: %s", name, exc)
 
 
 async def register(request: web.Request) -> web.Response:

@@ -16,7 +16,10 @@ job"). import-linter keeps jobs/ to this package: what a job may use is exactly 
 - :func:`job_key`: a Redis key of the job's own (a "sent" marker, a lock);
 - :func:`count_today`, :func:`day_counts`, :func:`today`: the day's counters the daily
   report reads;
-- :func:`write_atomically`: a file written whole or not at all (run it in ``ctx["executor"]``).
+- :func:`write_atomically`: a file written whole or not at all (run it in ``ctx["executor"]``);
+- ``ctx["storage"]`` (:class:`Storage`: folders or an S3 bucket) for uploads, thumbnails and
+  reports, with its areas :data:`UPLOADS` and :data:`REPORTS`; it raises
+  :class:`StorageUnavailableError` while it does not answer (make that a TransientError).
 
 May import: ``records``, ``store``, ``observability``.
 """
@@ -37,8 +40,11 @@ from service.runtime.inputs import (
 )
 from service.store.files import write_atomically
 from service.store.keys import job_key
+from service.store.storage import REPORTS, UPLOADS, Storage, StorageUnavailableError
 
 __all__ = [
+    "REPORTS",
+    "UPLOADS",
     "Cron",
     "EmailAddress",
     "HeaderText",
@@ -51,6 +57,8 @@ __all__ = [
     "Progress",
     "Registry",
     "RetryPolicy",
+    "Storage",
+    "StorageUnavailableError",
     "TransientError",
     "count_today",
     "day_counts",

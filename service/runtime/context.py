@@ -13,6 +13,7 @@ from arq.connections import ArqRedis
 from service.observability.metrics import JobMetrics
 from service.records.progress import Progress
 from service.store.database import Database
+from service.store.storage import Storage
 from settings import Settings
 
 
@@ -25,6 +26,7 @@ class JobContext(TypedDict):
     http: aiohttp.ClientSession  # shared by all HTTP-bound jobs
     executor: ThreadPoolExecutor  # for Pillow and file walks, off the event loop
     db: Database
+    storage: Storage  # uploads, thumbnails, reports: DATA_DIR folders or an S3 bucket
     metrics: JobMetrics  # this worker's Prometheus counters
     job_id: str  # set by arq per job
     job_try: int  # 1 on the first attempt

@@ -1,8 +1,9 @@
 """What jobs share in one worker process: opened once at start-up, closed at shutdown.
 
 The worker's ctx holds them (service.runtime.JobContext, jobs.mail.MailContext): the
-settings, the users database, one HTTP session (its resolver is the webhooks' SSRF guard), a
-thread pool for Pillow and file walks, the SMTP pool, and this worker's metrics.
+settings, file storage (folders or an S3 bucket), the users database, one HTTP session (its
+resolver is the webhooks' SSRF guard), a thread pool for Pillow and file walks, the SMTP
+pool, and this worker's metrics.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from service.observability.metrics import JobMetrics, new_registry
 from service.observability.metrics_server import start_metrics_server
 from service.records.workers import register, unregister, worker_name
 from service.store.database import Database
-from service.store.files import make_folders
+from service.store.storage import Storage, open_storage
 from settings import Settings
 
 logger = logging.getLogger("jobservice.worker")
@@ -31,12 +32,11 @@ logger = logging.getLogger("jobservice.worker")
 OnStartup = Any  # arq's startup hook: async (ctx) -> None
 
 
-async def _open_files(settings: Settings) -> None:
-    """Where uploads, thumbnails and reports are, and the image limits the thumbnails keep."""
+async def _open_files(settings: Settings) -> Storage:
+    """Where uploads, thumbnails and reports are (checked: a wrong STORAGE_URL, endpoint or
+    key stops the worker here, naming the setting), and the image limits thumbnails keep."""
     configure_pillow(settings.max_image_pixels)
-    await asyncio.get_running_loop().run_in_executor(
-        None, make_folders, settings.uploads_dir, settings.reports_dir
-    )
+    return await open_storage(settings)
 
 
 def open_resources(settings: Settings) -> OnStartup:
@@ -44,7 +44,7 @@ def open_resources(settings: Settings) -> OnStartup:
 
     async def on_startup(ctx: dict[str, Any]) -> None:
         ctx["settings"] = settings
-        await _open_files(settings)
+        ctx["storage"] = await _open_files(settings)
         ctx["db"] = await Database.open(settings.database_path)
         ctx["http"] = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
@@ -79,6 +79,8 @@ async def close_resources(ctx: dict[str, Any]) -> None:
         await asyncio.get_running_loop().run_in_executor(None, ctx["executor"].shutdown)
     if "db" in ctx:
         await ctx["db"].close()
+    if "storage" in ctx:
+        await ctx["storage"].close()
     if "smtp_pool" in ctx:
         await ctx["smtp_pool"].close()
     if ctx.get("metrics_server") is not None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from settings import Settings
 from tests.conftest import TEST_API_TOKEN, SmtpRecorder, free_port
@@ -77,6 +78,8 @@ def settings(tmp_path: Path, smtp_server: SmtpRecorder, redis_server: RedisServe
 
 
 def _env_value(value: Any) -> str:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, tuple):
