@@ -112,14 +112,12 @@ class SentinelGroup:
         await wait_until(up, within=10)
 
     async def _ready(self) -> bool:
-        for replica in self.replicas:
-            client = _client(replica.port)
-            try:
-                link = (await client.info("replication")).get("master_link_status")
-            finally:
-                await client.aclose()
-            if link != "up":
+        client = _client(self.master.port)
+        try:  # the master counts a replica once it has acknowledged its sync (once a second)
+            if await client.wait(len(self.replicas), 100) < len(self.replicas):
                 return False
+        finally:
+            await client.aclose()
         for n in range(SENTINELS):
             client = self.sentinel(n)
             try:
