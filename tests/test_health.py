@@ -25,7 +25,7 @@ async def test_health_without_a_worker_counts_what_waits(client: TestClient[Any,
     assert body == {
         "status": "ok",
         "redis": "ok",
-        "dependencies": {},
+        "dependencies": {"database": "ok"},
         "worker": {"alive": False, "count": 0, "last_check": None},
         "queued": 0,
     }
@@ -51,7 +51,7 @@ async def test_a_dependency_that_does_not_answer_makes_health_degraded_not_down(
     body = await response.json()
     assert body["status"] == "degraded"
     assert body["redis"] == "ok"
-    assert body["dependencies"] == {"files": "ok", "users": "unreachable"}
+    assert body["dependencies"] == {"database": "ok", "files": "ok", "users": "unreachable"}
 
 
 async def test_health_sees_a_running_worker(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
 from service.observability.logs import configure_logging
-from settings import load_settings
+from service.store.database import DatabaseOpenError, open_database
+from settings import Settings, load_settings
 from web.server import serve
 
 NO_TOKENS_HELP = """\
@@ -15,12 +17,24 @@ Set one or more comma-separated tokens, e.g.
 (`make dev` generates a development token and prints it.)"""
 
 
+async def _prepare_database(settings: Settings) -> None:
+    """Open the users database once before serving: its schema is brought up to date here,
+    and one that cannot be opened stops ``python -m web`` at once, before gunicorn would
+    start (and restart, forever) WEB_PROCESSES processes that each fail to open it."""
+    database = await open_database(settings)
+    await database.close()
+
+
 def main() -> None:
     settings = load_settings()
     if not settings.api_tokens:
         sys.exit(NO_TOKENS_HELP)
     configure_logging(settings)
-    serve(settings)
+    try:
+        asyncio.run(_prepare_database(settings))
+        serve(settings)  # the app opens it again, and would stop the same way
+    except DatabaseOpenError as exc:
+        sys.exit(f"web: {exc}")
 
 
 if __name__ == "__main__":

@@ -11,12 +11,13 @@ from jobs.registry import REGISTRY as JOBS
 from jobs.thumbnails import configure_pillow
 from service.observability.metrics import new_registry
 from service.runtime import Registry
-from service.store.database import Database
+from service.store.database import open_database
 from service.store.files import make_folders
 from service.store.redis import open_pool
 from settings import Settings
 from web.auth import require_token
 from web.errors import json_errors
+from web.health import add_dependency_check
 from web.keys import DB, DECLARED, REDIS, REGISTRY, SETTINGS, WEB_METRICS
 from web.metrics import WebMetrics
 from web.observe import echo_request_id, observe_requests
@@ -53,8 +54,9 @@ async def _files(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
-    """The users database."""
-    app[DB] = await Database.open(app[SETTINGS].database_path)
+    """The users database (DATABASE_URL), its schema brought up to date; /health pings it."""
+    app[DB] = await open_database(app[SETTINGS])
+    add_dependency_check(app, "database", app[DB].ping)
     yield
     await app[DB].close()
 
