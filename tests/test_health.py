@@ -42,16 +42,25 @@ async def test_a_dependency_that_does_not_answer_makes_health_degraded_not_down(
     async def refuses() -> None:
         raise ConnectionRefusedError("nobody there")
 
+    async def hangs() -> None:  # a server behind a dropped route: no answer, no refusal
+        await asyncio.Event().wait()
+
     app = create_app(settings)
     add_dependency_check(app, "files", answers)
     add_dependency_check(app, "users", refuses)
+    add_dependency_check(app, "search", hangs)
     client = await aiohttp_client(app)
     response = await client.get("/health")
     assert response.status == 200
     body = await response.json()
     assert body["status"] == "degraded"
     assert body["redis"] == "ok"
-    assert body["dependencies"] == {"database": "ok", "files": "ok", "users": "unreachable"}
+    assert body["dependencies"] == {
+        "database": "ok",
+        "files": "ok",
+        "users": "unreachable",
+        "search": "unreachable",
+    }
 
 
 async def test_health_sees_a_running_worker(

@@ -18,6 +18,10 @@ DependencyCheck = Callable[[], Awaitable[None]]  # returns when reachable, raise
 DependencyState = Literal["ok", "unreachable"]
 
 DEPENDENCY_CHECKS: web.AppKey[dict[str, DependencyCheck]] = web.AppKey("dependency_checks")
+# Each check's own limit, inside /health's 2 s (web.views.HEALTH_TIMEOUT): a dependency that
+# hangs (a server behind a dropped route) is reported "unreachable", instead of running out
+# /health's time, which would report Redis as the one unreachable.
+CHECK_TIMEOUT = 1.5
 
 
 def add_dependency_check(app: web.Application, name: str, check: DependencyCheck) -> None:
@@ -27,7 +31,8 @@ def add_dependency_check(app: web.Application, name: str, check: DependencyCheck
 
 async def _state(check: DependencyCheck) -> DependencyState:
     try:
-        await check()
+        async with asyncio.timeout(CHECK_TIMEOUT):
+            await check()
     except Exception:  # any failure means the same to a health check: not usable now
         return "unreachable"
     return "ok"
