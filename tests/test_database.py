@@ -285,7 +285,7 @@ async def _hold_migration_lock(url: str) -> MigrationLock:
 
 
 @pytest.mark.parametrize("upgrade", [False, True], ids=["new", "upgrade"])
-async def test_two_processes_migrating_at_once_take_turns(
+async def test_two_openers_migrating_at_once_take_turns(
     db_settings: Settings, database_url: str, upgrade: bool
 ) -> None:
     """Both openers wait on the lock, are let go at the same instant, race, and both start:

@@ -62,9 +62,8 @@ def _row_to_user(row: asyncpg.Record) -> User:
 
 
 def unavailable(exc: BaseException) -> DatabaseUnavailableError:
-    return DatabaseUnavailableError(
-        f"the users database is unavailable: {type(exc).__name__}: {exc}".rstrip(": ")
-    )
+    reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return DatabaseUnavailableError(f"the users database is unavailable: {reason}")
 
 
 class _Session:

@@ -45,7 +45,7 @@ UNAVAILABLE_CODES = {
 
 
 @contextmanager
-def _unavailable_when_locked() -> Iterator[None]:
+def _unavailable_on_file_errors() -> Iterator[None]:
     try:
         yield
     except sqlite3.OperationalError as exc:
@@ -184,12 +184,12 @@ class SqliteDatabase:
         await self._db.close()
 
     async def ping(self) -> None:
-        with _unavailable_when_locked():
+        with _unavailable_on_file_errors():
             await self._db.execute("SELECT 1")
 
     async def create_user(self, name: str, email: str) -> User:
         user = User(0, name, fold_email(email), datetime.now(UTC), None)
-        with _unavailable_when_locked():
+        with _unavailable_on_file_errors():
             try:
                 cursor = await self._db.execute(
                     "INSERT INTO users (name, email, created_at) VALUES (?, ?, ?)",
@@ -201,17 +201,17 @@ class SqliteDatabase:
         return User(cursor.lastrowid, user.name, user.email, user.created_at, None)
 
     async def delete_user(self, user_id: int) -> None:
-        with _unavailable_when_locked():
+        with _unavailable_on_file_errors():
             await self._db.execute("DELETE FROM users WHERE id = ?", (user_id,))
 
     async def get_user(self, user_id: int) -> User | None:
-        with _unavailable_when_locked():
+        with _unavailable_on_file_errors():
             async with self._db.execute("SELECT * FROM users WHERE id = ?", (user_id,)) as cursor:
                 row = await cursor.fetchone()
         return _row_to_user(row) if row else None
 
     async def mark_welcome_sent(self, user_id: int) -> None:
-        with _unavailable_when_locked():
+        with _unavailable_on_file_errors():
             await self._db.execute(
                 "UPDATE users SET welcome_sent_at = ? WHERE id = ? AND welcome_sent_at IS NULL",
                 (_utc_now(), user_id),
@@ -219,7 +219,7 @@ class SqliteDatabase:
 
     async def count_registered(self, start: datetime, end: datetime) -> int:
         """Users created in [start, end); both bounds must be timezone-aware."""
-        with _unavailable_when_locked():
+        with _unavailable_on_file_errors():
             async with self._db.execute(
                 "SELECT COUNT(*) FROM users WHERE created_at >= ? AND created_at < ?",
                 (start.astimezone(UTC).isoformat(), end.astimezone(UTC).isoformat()),
