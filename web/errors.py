@@ -10,6 +10,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 from redis.exceptions import RedisError
 
+from service.store.database import DatabaseUnavailableError
 from service.store.storage import StorageUnavailableError
 
 logger = logging.getLogger("jobservice.web")
@@ -48,6 +49,13 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         # the parser's message quotes the client's bytes, so it is not echoed back
         status = exc.code if 400 <= exc.code < 500 else 400
         return web.json_response({"error": "malformed request body"}, status=status)
+    except DatabaseUnavailableError as exc:
+        logger.warning("database unavailable during %s %s: %s", request.method, request.path, exc)
+        return web.json_response(
+            {"error": "the users database is unavailable, try again shortly"},
+            status=503,
+            headers={"Retry-After": "5"},
+        )
     except (TimeoutError, RedisError, ConnectionError) as exc:
         logger.warning("redis unavailable during %s %s: %s", request.method, request.path, exc)
         return web.json_response(
