@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from arq.connections import RedisSettings
@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MiB = 1024 * 1024
 MIN_TOKEN_LENGTH = 16  # short tokens can be guessed; secrets.token_urlsafe() gives 43
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")  # asyncpg takes both
 
 
 @dataclass
@@ -82,6 +83,10 @@ class Settings(BaseSettings):
     web_processes: int = Field(1, ge=1, le=64)
 
     data_dir: Path = Path("./var")
+    # the users database: None means sqlite:///DATA_DIR/app.db (README "Choosing the database")
+    database_url: str | None = None
+    database_pool_size: int = Field(10, ge=1, le=1000)  # PostgreSQL connections per process
+    database_timeout: float = Field(5, gt=0)
     max_upload_bytes: int = Field(10 * MiB, gt=0)
     # decoding costs memory per pixel (3-4 bytes each), whatever the file's size
     max_image_pixels: int = Field(50_000_000, gt=0)
@@ -235,6 +240,35 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _check_database_url(cls, value: object) -> object:
+        """The URL itself is never quoted back: it may hold a password."""
+        if not isinstance(value, str):
+            return value
+        value = value.strip()
+        if not value:
+            return None  # DATABASE_URL= (empty) means the default, as unset does
+        if value.startswith("sqlite:"):
+            if not value.startswith("sqlite:///") or value.rstrip("/") == "sqlite:":
+                raise ValueError(
+                    "a SQLite URL names a file: sqlite:///var/app.db (relative)"
+                    " or sqlite:////srv/jobs/app.db (absolute)"
+                )
+            return value
+        if value.startswith(POSTGRES_SCHEMES):
+            parts = urlsplit(value)
+            try:
+                parts.port  # noqa: B018 (raises on a port that is not a number)
+            except ValueError:
+                raise ValueError("the port must be a number from 1 to 65535") from None
+            if not parts.hostname and "host" not in dict(parse_qsl(parts.query)):
+                raise ValueError("a PostgreSQL URL needs a host: postgresql://user@host/dbname")
+            return value
+        raise ValueError(
+            "must be sqlite:///path/to/app.db or postgresql://user:password@host:port/dbname"
+        )
+
     @model_validator(mode="after")
     def _one_tls_mode(self) -> Settings:
         if self.smtp_starttls and self.smtp_tls:
@@ -285,8 +319,22 @@ class Settings(BaseSettings):
         return self.data_dir / "mail"
 
     @property
+    def database_backend(self) -> Literal["sqlite", "postgresql"]:
+        return "postgresql" if (self.database_url or "").startswith(POSTGRES_SCHEMES) else "sqlite"
+
+    @property
     def database_path(self) -> Path:
+        """The SQLite file: DATABASE_URL's path, or DATA_DIR/app.db when it is unset."""
+        if self.database_url and self.database_backend == "sqlite":
+            return Path(unquote(self.database_url.removeprefix("sqlite:///")))
         return self.data_dir / "app.db"
+
+    @property
+    def database_url_shown(self) -> str:
+        """DATABASE_URL as messages may show it: any password replaced by ``***``."""
+        if self.database_backend == "sqlite":
+            return self.database_url or f"sqlite:///{self.database_path.as_posix()}"
+        return _without_password(self.database_url or "")
 
     @property
     def timezone(self) -> ZoneInfo:
@@ -341,6 +389,20 @@ def bucket_and_prefix(url: str) -> tuple[str, str]:
     if any(part in {"", ".", ".."} for part in prefix.split("/")) and prefix:
         raise ValueError(f"the prefix {prefix!r} has an empty, '.' or '..' part")
     return bucket, prefix
+
+
+def _without_password(url: str) -> str:
+    """``postgresql://app:s3cret@db/app?password=x`` -> ``postgresql://app:***@db/app?password=***``."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.partition(':')[0]}:***@{host}"
+    query = [
+        (key, "***" if key == "password" else value)
+        for key, value in parse_qsl(parts.query, keep_blank_values=True)
+    ]
+    return parts._replace(netloc=netloc, query=urlencode(query, safe="*")).geturl()
 
 
 def _path_or_none(path: Path | None) -> str | None:

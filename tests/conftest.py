@@ -123,6 +123,11 @@ def blockbuster() -> Iterator[BlockBuster]:
         bb.functions[name].can_block_in("aiohttp/web_urldispatcher.py", "add_static")
     # Playwright looks for its driver's executable once, as it starts
     bb.functions["os.stat"].can_block_in("playwright/_impl/_driver.py", "compute_driver_executable")
+    # asyncpg, as it opens a connection, looks for ~/.pgpass and the client certificates of
+    # ~/.postgresql/ (a few stats, and reads of whichever exist): once per new connection,
+    # which a pool makes at start and after the server went away, not per query
+    for function in bb.functions.values():
+        function.can_block_in("asyncpg/connect_utils.py", "_parse_connect_dsn_and_args")
     bb.activate()
     try:
         yield bb
@@ -192,6 +197,7 @@ def settings(tmp_path: Path, smtp_server: SmtpRecorder) -> Settings:
     return Settings(
         redis_url=TEST_REDIS_URL,
         data_dir=tmp_path / "data",
+        database_url=None,  # DATA_DIR's SQLite file, whatever the environment says
         smtp_host="127.0.0.1",
         smtp_port=smtp_server.port,
         smtp_timeout=5,

@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestClient, make_mocked_request
 from arq.connections import ArqRedis
 
 from service.dev.launcher import dev_token
-from service.store.database import Database
+from service.store.database import open_database
 from settings import Settings
 from tests import files
 from tests.conftest import AUTH_HEADERS, TEST_API_TOKEN, ClientFactory, queued
@@ -82,7 +82,7 @@ async def assert_nothing_changed(redis: ArqRedis, settings: Settings) -> None:
     assert await queued(redis, settings) == []
     assert await redis.dbsize() == 0, await redis.keys("*")
     assert await files.names_in(settings.uploads_dir) == []
-    db = await Database.open(settings.database_path)
+    db = await open_database(settings)
     try:
         assert await db.get_user(1) is None
     finally:

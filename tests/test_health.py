@@ -25,7 +25,7 @@ async def test_health_without_a_worker_counts_what_waits(client: TestClient[Any,
     assert body == {
         "status": "ok",
         "redis": "ok",
-        "dependencies": {"storage": "ok"},
+        "dependencies": {"database": "ok", "storage": "ok"},
         "worker": {"alive": False, "count": 0, "last_check": None},
         "queued": 0,
     }
@@ -42,13 +42,13 @@ async def test_a_dependency_that_does_not_answer_makes_health_degraded_not_down(
     async def refuses() -> None:
         raise ConnectionRefusedError("nobody there")
 
-    async def hangs() -> None:
-        await asyncio.Event().wait()  # never answers: it must not hold /health up
+    async def hangs() -> None:  # a server behind a dropped route: no answer, no refusal
+        await asyncio.Event().wait()
 
     app = create_app(settings)
     add_dependency_check(app, "files", answers)
     add_dependency_check(app, "users", refuses)
-    add_dependency_check(app, "mail", hangs)
+    add_dependency_check(app, "search", hangs)
     client = await aiohttp_client(app)
     response = await client.get("/health")
     assert response.status == 200
@@ -56,9 +56,10 @@ async def test_a_dependency_that_does_not_answer_makes_health_degraded_not_down(
     assert body["status"] == "degraded"
     assert body["redis"] == "ok"
     assert body["dependencies"] == {
+        "database": "ok",
         "files": "ok",
         "users": "unreachable",
-        "mail": "unreachable",
+        "search": "unreachable",
         "storage": "ok",
     }
 

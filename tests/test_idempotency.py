@@ -12,7 +12,7 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 from arq.connections import ArqRedis
 
-from service.store.database import Database
+from service.store.database import open_database
 from settings import Settings
 from tests import files
 from tests.conftest import TEST_API_TOKEN, ClientFactory, queued
@@ -42,7 +42,7 @@ async def stored_files(settings: Settings) -> list[str]:
 
 
 async def users(settings: Settings) -> int:
-    db = await Database.open(settings.database_path)
+    db = await open_database(settings)
     try:
         return await db.count_registered(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC))
     finally:

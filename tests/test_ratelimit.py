@@ -8,7 +8,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from arq.connections import ArqRedis
 
-from service.store.database import Database
+from service.store.database import open_database
 from settings import Settings
 from tests.conftest import AUTH_HEADERS, ClientFactory, queued
 from tests.waiting import wait_until
@@ -115,7 +115,7 @@ async def test_registration_counts_against_the_welcome_emails_recipient(
     assert response.status == 429, await response.text()
     assert "Retry-After" in response.headers
     assert len(await queued(redis, settings)) == 1
-    db = await Database.open(settings.database_path)
+    db = await open_database(settings)
     try:
         assert await db.get_user(1) is None, "a refused registration creates no user"
     finally:

@@ -1,4 +1,4 @@
-"""Registration: a user row in SQLite and one welcome email, however often the job runs."""
+"""Registration: a user row and one welcome email, however often the job runs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from arq.connections import ArqRedis
 
-from service.store.database import Database
+from service.store.database import open_database
 from settings import Settings
 from tests.conftest import RunWorker, SmtpRecorder, assert_refused, queued, status_of
 
@@ -35,7 +35,7 @@ async def test_register_creates_user_and_sends_one_welcome_email(
     done = await status_of(client, body["task_id"])
     assert done["status"] == "SUCCESS"
     assert done["result"]["status"] == "sent"
-    db = await Database.open(settings.database_path)
+    db = await open_database(settings)
     try:
         user = await db.get_user(body["id"])
     finally:
@@ -111,7 +111,7 @@ async def test_bad_registrations_are_400_and_change_nothing(
 ) -> None:
     response = await client.post("/register", json=payload)
     await assert_refused(response, 400, reason, redis, settings)
-    db = await Database.open(settings.database_path)
+    db = await open_database(settings)
     try:
         assert await db.get_user(1) is None
     finally:

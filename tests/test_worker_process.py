@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def service_env(settings: Settings, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SMTP_", "REDIS", "DATA_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SMTP_", "REDIS", "DATA"))}
     env.update(
         REDIS_URL=settings.redis_url,
         DATA_DIR=str(settings.data_dir),

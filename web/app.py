@@ -11,7 +11,7 @@ from jobs.registry import REGISTRY as JOBS
 from jobs.thumbnails import configure_pillow
 from service.observability.metrics import new_registry
 from service.runtime import Registry
-from service.store.database import Database
+from service.store.database import open_database
 from service.store.redis import open_pool
 from service.store.storage import open_storage
 from settings import Settings
@@ -57,8 +57,9 @@ async def _files(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
-    """The users database."""
-    app[DB] = await Database.open(app[SETTINGS].database_path)
+    """The users database (DATABASE_URL), its schema brought up to date; /health pings it."""
+    app[DB] = await open_database(app[SETTINGS])
+    add_dependency_check(app, "database", app[DB].ping)
     yield
     await app[DB].close()
 

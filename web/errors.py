@@ -11,6 +11,7 @@ from aiohttp.typedefs import Handler
 from redis.exceptions import RedisError
 
 from service.store.autopipeline import ReplicasBehindError
+from service.store.database import DatabaseUnavailableError
 from service.store.storage import StorageUnavailableError
 
 logger = logging.getLogger("jobservice.web")
@@ -56,6 +57,13 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except ReplicasBehindError as exc:  # REDIS_MIN_REPLICAS_ACK: not promised, may still run
         logger.warning("not confirmed during %s %s: %s", request.method, request.path, exc)
         return web.json_response({"error": NOT_CONFIRMED}, status=503, headers={"Retry-After": "5"})
+    except DatabaseUnavailableError as exc:
+        logger.warning("database unavailable during %s %s: %s", request.method, request.path, exc)
+        return web.json_response(
+            {"error": "the users database is unavailable, try again shortly"},
+            status=503,
+            headers={"Retry-After": "5"},
+        )
     except (TimeoutError, RedisError, ConnectionError) as exc:
         logger.warning("redis unavailable during %s %s: %s", request.method, request.path, exc)
         return web.json_response(

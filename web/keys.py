@@ -14,7 +14,7 @@ from web.metrics import WebMetrics
 
 SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", ArqRedis)
-DB = web.AppKey("db", Database)
+DB: web.AppKey[Database] = web.AppKey("db")  # SQLite or PostgreSQL (DATABASE_URL)
 STORAGE = web.AppKey("storage", Storage)  # uploads, thumbnails, reports (service/store/storage/)
 REGISTRY = web.AppKey("registry", Registry)  # the declared jobs (jobs/registry.py)
 DECLARED = web.AppKey("declared", Declared)  # what status documents show of them

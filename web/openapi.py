@@ -140,6 +140,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             400: BAD_BODY,
             409: _error("this email address is already registered"),
             413: TOO_LARGE,
+            503: _error("Redis or the users database is unreachable: try again shortly"),
         },
         body=schemas.RegisterRequest,
         idempotent=True,

@@ -7,7 +7,6 @@ builds its app, and so opens its own Redis pool, after the fork.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -20,7 +19,6 @@ from gunicorn.arbiter import Arbiter
 
 from service.eventloop import install_uvloop, uvloop_available
 from service.observability.logs import logging_config
-from service.store.storage import open_storage
 from settings import Settings
 from web.app import create_app
 
@@ -35,7 +33,6 @@ def _announce(banner: str) -> None:
 def serve(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM, in this process or in WEB_PROCESSES worker processes."""
     if settings.web_processes > 1:
-        asyncio.run(_storage_opens(settings))
         GunicornServer(settings).run()
         return
     install_uvloop()
@@ -47,13 +44,6 @@ def serve(settings: Settings) -> None:
         access_log=None,
         print=_announce,
     )
-
-
-async def _storage_opens(settings: Settings) -> None:
-    """Open storage once before forking: a wrong STORAGE_URL, endpoint or key stops the
-    server with its message, where gunicorn would restart each failing worker forever."""
-    storage = await open_storage(settings)
-    await storage.close()
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)

@@ -17,7 +17,7 @@ from service.queue.enqueue import enqueue
 from service.records import workers
 from service.records.times import iso_from_ms
 from service.runtime import Job
-from service.store.database import EmailTakenError
+from service.store.database import Database, DatabaseUnavailableError, EmailTakenError
 from service.store.storage import UPLOADS, Storage, StorageUnavailableError
 from web.errors import ApiError
 from web.health import dependency_states
@@ -37,6 +37,8 @@ from web.schemas import (
     validated,
 )
 from web.uploads import OTHER_FIELDS_LIMIT, receive_image, skip_part
+
+logger = logging.getLogger("jobservice.web")
 
 logger = logging.getLogger("jobservice.web")
 
@@ -150,16 +152,25 @@ async def register(request: web.Request) -> web.Response:
     await request.app[RATE_LIMITS].check_recipient(form.email)  # the welcome email's recipient
     db = request.app[DB]
     try:
-        user = await db.create_user(form.name, form.email.lower())
+        user = await db.create_user(form.name, form.email)  # stored lower-cased
     except EmailTakenError:
         raise ApiError(409, "this email address is already registered") from None
     try:
         task_id = await enqueue(request.app[REDIS], SEND_WELCOME_EMAIL, {"user_id": user.id})
     except BaseException:
-        await db.delete_user(user.id)  # no welcome email could be queued: undo the sign-up
+        await _undo_sign_up(db, user.id)  # no welcome email could be queued
         raise
     body = {"id": user.id, "name": user.name, "email": user.email, "task_id": task_id}
     return web.json_response(body, status=201, headers={"Location": f"/task-status/{task_id}"})
+
+
+async def _undo_sign_up(db: Database, user_id: int) -> None:
+    try:
+        await db.delete_user(user_id)
+    except DatabaseUnavailableError:
+        # both the queue and the database failed: say which row stays, for someone to remove
+        logger.error("user %d stays without a welcome email: the database went away", user_id)
+        raise
 
 
 async def health(request: web.Request) -> web.Response:

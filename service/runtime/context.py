@@ -25,7 +25,7 @@ class JobContext(TypedDict):
     settings: Settings
     http: aiohttp.ClientSession  # shared by all HTTP-bound jobs
     executor: ThreadPoolExecutor  # for Pillow and file walks, off the event loop
-    db: Database
+    db: Database  # the users database, SQLite or PostgreSQL (DATABASE_URL)
     storage: Storage  # uploads, thumbnails, reports: DATA_DIR folders or an S3 bucket
     metrics: JobMetrics  # this worker's Prometheus counters
     job_id: str  # set by arq per job

@@ -23,7 +23,7 @@ from jobs.webhook_guard import GuardedResolver
 from service.observability.metrics import JobMetrics, new_registry
 from service.observability.metrics_server import start_metrics_server
 from service.records.workers import register, unregister, worker_name
-from service.store.database import Database
+from service.store.database import Database, DatabaseOpenError, open_database
 from service.store.storage import Storage, open_storage
 from settings import Settings
 
@@ -39,13 +39,23 @@ async def _open_files(settings: Settings) -> Storage:
     return await open_storage(settings)
 
 
+async def _open_database(settings: Settings) -> Database:
+    """The users database; one that cannot be opened stops the worker with one clear line
+    (naming DATABASE_URL, never its password) rather than a traceback."""
+    try:
+        return await open_database(settings)
+    except DatabaseOpenError as exc:
+        logger.error("%s", exc)
+        raise SystemExit(f"worker: {exc}") from None
+
+
 def open_resources(settings: Settings) -> OnStartup:
     """arq's ``on_startup`` for these settings."""
 
     async def on_startup(ctx: dict[str, Any]) -> None:
         ctx["settings"] = settings
         ctx["storage"] = await _open_files(settings)
-        ctx["db"] = await Database.open(settings.database_path)
+        ctx["db"] = await _open_database(settings)
         ctx["http"] = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
                 limit=settings.worker_max_jobs,

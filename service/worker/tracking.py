@@ -1,9 +1,11 @@
 """Wraps each job: records its attempts for the status API and applies the retry policy.
 
-Jobs stay plain coroutines that raise :class:`TransientError` or :class:`PermanentError`;
-this wrapper turns a transient failure into ``arq.Retry`` with backoff (or a final failure
-once the tries are spent) and keeps a small per-job hash so `/task-status` can show
-attempts, timings and the last error even for jobs that keep no result.
+Jobs stay plain coroutines that raise :class:`TransientError` or :class:`PermanentError`
+(an unreachable users database, ``DatabaseUnavailableError`` from ``ctx["db"]``, counts as
+a TransientError for every job); this wrapper turns a transient failure into ``arq.Retry``
+with backoff (or a final failure once the tries are spent) and keeps a small per-job hash so
+`/task-status` can show attempts, timings and the last error even for jobs that keep no
+result.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from service.records.status import time_limit_reason
 from service.records.times import iso_from_ms, now_ms
 from service.runtime import Job, JobContext, PermanentError, Registry, TransientError
 from service.store import keys
+from service.store.database import DatabaseUnavailableError
 from service.store.serialization import JobError, describe_exception, deserialize
 from service.worker.backoff import backoff_delay
 from service.worker.lease import lease_seconds
@@ -247,6 +250,10 @@ def tracked(job: Job) -> JobFunction:
         try:
             try:
                 result = await fn(ctx, *args, **kwargs)
+            except DatabaseUnavailableError as exc:
+                # any job that reads or writes ctx["db"] waits out an outage like a refused
+                # SMTP connection: retried with backoff, the status showing why
+                raise TransientError(str(exc)) from exc
             finally:
                 _free_slot(ctx)
         except TransientError as exc:
