@@ -20,16 +20,11 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(CHUNK):
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()  # a half-close passes through (HTTP clients rarely use it)
-    except OSError:
-        pass
-    finally:
-        writer.close()
+    while data := await reader.read(CHUNK):
+        writer.write(data)
+        await writer.drain()
+    if writer.can_write_eof():
+        writer.write_eof()  # a half-close passes through; the other direction carries on
 
 
 def _forwarder(host: str, port: int) -> Handler:
@@ -39,7 +34,19 @@ def _forwarder(host: str, port: int) -> Handler:
         except OSError:
             writer.close()  # the client sees the connection refused as a closed one
             return
-        await asyncio.gather(_pipe(reader, target_writer), _pipe(target_reader, writer))
+        pipes = [
+            asyncio.ensure_future(_pipe(reader, target_writer)),
+            asyncio.ensure_future(_pipe(target_reader, writer)),
+        ]
+        try:
+            await asyncio.gather(*pipes)
+        except OSError:
+            pass  # one side reset the connection: the other is closed with it
+        finally:
+            for pipe in pipes:
+                pipe.cancel()
+            writer.close()
+            target_writer.close()
 
     return forward
 

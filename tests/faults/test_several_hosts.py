@@ -339,7 +339,7 @@ async def _job_lines(process: Process) -> list[dict[str, Any]]:
     """The worker's job_start / job_end log lines, in order (README "Logs")."""
     lines = []
     for line in (await process.output()).splitlines():
-        if line.startswith("{"):
+        if line.startswith("{") and line.endswith("}"):  # not a line cut by a SIGKILL
             entry = json.loads(line)
             if entry.get("event") in ("job_start", "job_end"):
                 entry["at"] = datetime.fromisoformat(entry["time"]).timestamp()
@@ -352,6 +352,20 @@ def _unfinished(lines: list[dict[str, Any]]) -> set[tuple[str, int]]:
     started = {(e["job_id"], e["attempt"]) for e in lines if e["event"] == "job_start"}
     ended = {(e["job_id"], e["attempt"]) for e in lines if e["event"] == "job_end"}
     return started - ended
+
+
+def _restarted(attempts: set[tuple[str, int]], lines: list[dict[str, Any]]) -> dict[str, float]:
+    """For each (job id, attempt) that ``lines`` show a later attempt of: when it started."""
+    later: dict[str, float] = {}
+    for job, attempt in attempts:
+        starts = [
+            e["at"]
+            for e in lines
+            if e["event"] == "job_start" and e["job_id"] == job and e["attempt"] > attempt
+        ]
+        if starts:
+            later[job] = min(starts)
+    return later
 
 
 async def _crons_ran(redis: Redis) -> list[str]:
@@ -470,8 +484,10 @@ async def test_a_worker_host_killed_under_load_loses_nothing(
     settings = await asyncio.to_thread(_settings, ready, hosts.web)  # reads zoneinfo files
     web, workers, due = await _start_service(launcher, hosts, settings, tmp_path)
     survivor, victim = workers
-    redis = Redis(unix_socket_path=str(door / "redis"))
-    async with _client(door, hosts.web) as http:
+    async with (
+        _client(door, hosts.web) as http,
+        Redis(unix_socket_path=str(door / "redis")) as redis,
+    ):
         await _all_up(http, [web, *workers], len(workers))
         # arq enqueues a cron job up to a second early: both hosts were up and in the race
         assert time.time() < due - 1, "the worker hosts started after the cron schedules"
@@ -494,7 +510,6 @@ async def test_a_worker_host_killed_under_load_loses_nothing(
         recovered = time.time() - kill.at
         statuses = {task: await _status(http, task) for task in accepted}
         crons = await _crons_ran(redis)
-        await redis.aclose()
     assert web.running(), "the web host serves on while a worker host dies"
     assert survivor.running()
     assert victim.pid in kill.pids
@@ -512,15 +527,7 @@ async def test_a_worker_host_killed_under_load_loses_nothing(
     lost = sorted(accepted.keys() - copies.keys())
     victim_lines, survivor_lines = await _job_lines(victim), await _job_lines(survivor)
     in_flight = _unfinished(victim_lines)
-    rerun_at = {
-        job: min(
-            e["at"]
-            for e in survivor_lines
-            if e["event"] == "job_start" and e["job_id"] == job and e["attempt"] > attempt
-        )
-        for job, attempt in in_flight
-        if any(e["job_id"] == job and e["attempt"] > attempt for e in survivor_lines)
-    }
+    rerun_at = _restarted(in_flight, survivor_lines)
     reruns = sorted(at - kill.at for at in rerun_at.values())
     lease = settings.email_job_timeout + settings.job_lock_margin
     cron_starts = Counter(
