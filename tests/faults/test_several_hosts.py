@@ -18,7 +18,7 @@ Shown, in order:
    PostgreSQL) and its welcome email; an image uploaded and its thumbnail (both objects in
    the bucket); the daily report (its object in the bucket, counting that user, mailed);
 2. both cron schedules, due while both worker hosts are up, run once between them;
-3. a bounded load of emails, a tenth of them held by the SMTP server for HOLD seconds, while
+3. a bounded load of emails, one in SLOW_EVERY held by the SMTP server for HOLD seconds, while
    one worker host is killed whole: every process in its namespace SIGKILLed, then its cable
    pulled. Every 202 completes; every job the dead host was running runs again on the other
    host; no email arrives twice except one accepted within KNOWN_WINDOW before the kill (its
