@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     redis_replica_ack_timeout: int = Field(1000, ge=1)  # ms; WAIT's 0 would wait forever
     # start-up checks (service.store.redis_checks): eviction drops queued jobs, so it stops
     # the start unless allowed; a Redis that saves nothing is only worth a warning, and none
-    # where it saves nothing on purpose (make dev's private one says so)
+    # where it saves nothing on purpose
     redis_allow_eviction: bool = False
     redis_ephemeral: bool = False
     queue_name: str = "arq:queue"
