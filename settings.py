@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, fields
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
@@ -60,7 +61,7 @@ class Settings(BaseSettings):
     redis_replica_ack_timeout: int = Field(1000, ge=1)  # ms; WAIT's 0 would wait forever
     # start-up checks (service.store.redis_checks): eviction drops queued jobs, so it stops
     # the start unless allowed; a Redis that saves nothing is only worth a warning, and none
-    # where it saves nothing on purpose (make dev's private one says so)
+    # where it saves nothing on purpose
     redis_allow_eviction: bool = False
     redis_ephemeral: bool = False
     queue_name: str = "arq:queue"
@@ -128,6 +129,9 @@ class Settings(BaseSettings):
     # "N/second|minute|hour|day", several joined by ";"; empty switches the limit off
     rate_limit_per_token: str = "6000/minute"  # noqa: S105 (a rate, not a secret)
     rate_limit_per_recipient: str = "10/hour;50/day"
+    # Addresses or networks of reverse proxies whose X-Forwarded-For/-Proto/-Host are believed
+    # (web/proxies.py); from any other peer those headers change nothing
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
     # Dashboard: how long a sign-in lasts; whether to show the dev mail sink's messages
     dashboard_session_hours: float = Field(12, gt=0)
     dashboard_mail_page: bool = False
@@ -138,7 +142,12 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(0, ge=0, le=65535)  # 0: the worker serves no /metrics
 
     @field_validator(
-        "report_recipients", "api_tokens", "webhook_allowed_hosts", "redis_sentinels", mode="before"
+        "report_recipients",
+        "api_tokens",
+        "webhook_allowed_hosts",
+        "redis_sentinels",
+        "trusted_proxies",
+        mode="before",
     )
     @classmethod
     def _split_comma_list(cls, value: object) -> object:
@@ -168,6 +177,19 @@ class Settings(BaseSettings):
                     " (make one: python -c 'import secrets; print(secrets.token_urlsafe())')"
                 )
         return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_trusted_proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        networks = []
+        for entry in value:
+            try:
+                networks.append(str(ip_network(entry, strict=False)))
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or network (e.g. 10.0.0.5, 10.0.0.0/24)"
+                ) from None
+        return tuple(networks)
 
     @field_validator("rate_limit_per_token", "rate_limit_per_recipient")
     @classmethod

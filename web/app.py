@@ -22,6 +22,7 @@ from web.keys import DB, DECLARED, REDIS, REGISTRY, SETTINGS, STORAGE, WEB_METRI
 from web.metrics import WebMetrics
 from web.observe import echo_request_id, observe_requests
 from web.pages import TEMPLATES, make_environment
+from web.proxies import TrustedProxies, strict_transport_security
 from web.ratelimit import RATE_LIMITS, RateLimits, limit_per_token
 from web.routes import setup_routes
 from web.views import PROCESS_IMAGE, SEND_WELCOME_EMAIL
@@ -76,16 +77,26 @@ def create_app(settings: Settings, registry: Registry = JOBS) -> web.Application
     """
     for name in (PROCESS_IMAGE, SEND_WELCOME_EMAIL):
         registry[name]  # the bespoke routes' jobs: an UnknownJobError here, not per request
-    # observe_requests first: it logs and counts the status the client finally gets
+    # observe_requests first: it logs and counts the status the client finally gets; the
+    # proxy's headers are applied before anything looks at the client's address or scheme
+    proxies = TrustedProxies(settings.trusted_proxies)
     app = web.Application(
-        middlewares=[observe_requests, json_errors, require_token, limit_per_token],
+        middlewares=[
+            observe_requests,
+            json_errors,
+            proxies.middleware,
+            require_token,
+            limit_per_token,
+        ],
         client_max_size=JSON_BODY_LIMIT,
     )
     app[SETTINGS] = settings
     app[REGISTRY] = registry
     app[DECLARED] = registry.declared(settings)
     app[WEB_METRICS] = WebMetrics(new_registry())
-    app.on_response_prepare.extend([echo_request_id, _plain_server_header])
+    app.on_response_prepare.extend(
+        [echo_request_id, _plain_server_header, strict_transport_security]
+    )
     app.cleanup_ctx.extend([_templates, _redis, _files, _database])
     setup_routes(app)
     return app
