@@ -28,6 +28,7 @@ from redis.asyncio import Redis
 
 from web.auth import TOKEN_ID
 from web.errors import ApiError
+from web.mailboxes import canonical_mailbox
 
 KEY_PREFIX = "jobsvc:ratelimit"
 # Dashboard sign-in attempts per client address: tokens are long enough not to be guessed,
@@ -61,10 +62,11 @@ class RateLimits:
         await _hit(self._token_limiter, self._per_token, "token", token_id)
 
     async def check_recipient(self, address: str) -> None:
-        """Count one email to ``address``; 429 when a limit is used up."""
+        """Count one email to ``address``'s mailbox (web.mailboxes: tags and Gmail's dots
+        do not make a new one); 429 when a limit is used up."""
         if not self._per_recipient:  # no limit configured: nothing to count, nor to hash
             return
-        digest = hashlib.sha256(address.strip().lower().encode()).hexdigest()[:24]
+        digest = hashlib.sha256(canonical_mailbox(address).encode()).hexdigest()[:24]
         await _hit(self._recipient_limiter, self._per_recipient, "recipient", digest)
 
     async def check_sign_in(self, client: str) -> None:
