@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     smtp_password: str | None = None
     smtp_starttls: bool = False
     smtp_tls: bool = False
+    # SMTP_USERNAME's password in clear over a connection without TLS (jobs/mail/smtp_login.py)
+    smtp_allow_plaintext_auth: bool = False
     smtp_timeout: float = Field(10.0, gt=0)
     # idle connections kept for reuse (None: WORKER_MAX_JOBS, one per email sent at once);
     # 0: a new connection per email
