@@ -102,6 +102,8 @@ class Settings(BaseSettings):
     aws_access_key_id: str | None = None
     aws_secret_access_key: SecretStr | None = None
     report_recipients: Annotated[tuple[str, ...], NoDecode] = ()
+    # POST /reports/daily takes days from this many days ago up to today (CRON_TIMEZONE)
+    report_max_age_days: int = Field(400, ge=0, le=36_500)
 
     worker_max_jobs: int = Field(50, ge=1)
     job_timeout: float = Field(300, gt=0)

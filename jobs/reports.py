@@ -9,6 +9,8 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationInfo, field_validator
+
 from jobs.mail import MailContext, send_mail
 from service.runtime import (
     REPORTS,
@@ -20,8 +22,10 @@ from service.runtime import (
     TransientError,
     day_counts,
     job_key,
+    settings_in,
     today,
 )
+from settings import Settings
 
 
 def jobs_by_function(counters: dict[str, int]) -> dict[str, dict[str, int]]:
@@ -57,13 +61,30 @@ async def build_report(ctx: MailContext, day: date) -> dict[str, Any]:
     }
 
 
+def outside_horizon(day: date, settings: Settings) -> str | None:
+    """Why ``day`` cannot be reported, or None: the days are REPORT_MAX_AGE_DAYS ago up to
+    today in CRON_TIMEZONE (later days have nothing to count, and 9999-12-31 has no next
+    day; older ones would rebuild and mail reports of long ago)."""
+    newest = today(settings.timezone)
+    oldest = newest - timedelta(days=settings.report_max_age_days)
+    if oldest <= day <= newest:
+        return None
+    return (
+        f"must be a day from {oldest} to {newest} ({settings.cron_timezone}): today and up to"
+        f" REPORT_MAX_AGE_DAYS={settings.report_max_age_days} days before"
+    )
+
+
 def _report_day(ctx: MailContext, day: str | None) -> date:
     if day is None:
         return today(ctx["settings"].timezone) - timedelta(days=1)
     try:
-        return date.fromisoformat(day)
+        report_day = date.fromisoformat(day)
     except ValueError:
         raise PermanentError(f"invalid report date {day!r}") from None
+    if (problem := outside_horizon(report_day, ctx["settings"])) is not None:
+        raise PermanentError(f"report day {day}: {problem}")
+    return report_day
 
 
 async def _email_report(ctx: MailContext, report: dict[str, Any]) -> str:
@@ -129,6 +150,15 @@ def _write(path: Path, data: bytes) -> None:
 
 class DailyReport(JobInput):
     day: date | None = None  # in CRON_TIMEZONE; the job's default is yesterday
+
+    @field_validator("day")
+    @classmethod
+    def _within_horizon(cls, value: date | None, info: ValidationInfo) -> date | None:
+        settings = settings_in(info.context)
+        problem = None if value is None or settings is None else outside_horizon(value, settings)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
 
 JOB = Job(
