@@ -11,7 +11,8 @@ from typing import Any
 
 from pydantic import ValidationInfo, field_validator
 
-from jobs.mail import MailContext, send_mail
+from jobs.mail import MailContext
+from jobs.report_mail import mail_report
 from service.runtime import (
     REPORTS,
     Cron,
@@ -21,7 +22,6 @@ from service.runtime import (
     StorageUnavailableError,
     TransientError,
     day_counts,
-    job_key,
     settings_in,
     today,
 )
@@ -87,33 +87,11 @@ def _report_day(ctx: MailContext, day: str | None) -> date:
     return report_day
 
 
-async def _email_report(ctx: MailContext, report: dict[str, Any]) -> str:
-    """Mail the report once per job; the progress step it ends with."""
-    settings, redis = ctx["settings"], ctx["redis"]
-    marker = job_key("sent", ctx["job_id"])
-    if not settings.report_recipients:
-        return "no recipients to mail"
-    if await redis.get(marker):
-        return "mailed"
-
-    async def remember_sent() -> None:
-        await redis.set(marker, "1", ex=settings.job_result_ttl)
-
-    await send_mail(
-        ctx,
-        to=", ".join(settings.report_recipients),
-        subject=f"Daily report for {report['date']}",
-        body=json.dumps(report, indent=2) + "\n",
-        on_accepted=remember_sent,
-    )
-    return "mailed"
-
-
 async def daily_report(ctx: MailContext, *, day: str | None = None) -> dict[str, str]:
     """Count a day's jobs, emails, images and sign-ups (default: yesterday's).
 
     Writes ``reports/<day>.json`` through storage (DATA_DIR or the bucket) and mails it to
-    REPORT_RECIPIENTS, once per job.
+    each of REPORT_RECIPIENTS, once per job (jobs/report_mail.py).
     """
     report_day = _report_day(ctx, day)
     report = await build_report(ctx, report_day)
@@ -121,7 +99,7 @@ async def daily_report(ctx: MailContext, *, day: str | None = None) -> dict[str,
     data = (json.dumps(report, indent=2) + "\n").encode()
     await _store_report(ctx, name, data)
     await ctx["progress"]("file written", done=3, total=SECTIONS)
-    await ctx["progress"](await _email_report(ctx, report), done=4, total=SECTIONS)
+    await ctx["progress"](await mail_report(ctx, report), done=4, total=SECTIONS)
     return {"path": f"reports/{name}", "date": report_day.isoformat()}
 
 
