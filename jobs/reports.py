@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationInfo, field_validator
+from redis.asyncio import Redis
 
 from jobs.mail import MailContext
-from jobs.report_mail import mail_report
+from jobs.report_mail import SENT, mail_report, mailed_key
 from service.runtime import (
     REPORTS,
     Cron,
@@ -75,32 +76,39 @@ def outside_horizon(day: date, settings: Settings) -> str | None:
     )
 
 
+def report_day(settings: Settings, day: date | None) -> date:
+    """The day a report is for: the one asked for, else yesterday in CRON_TIMEZONE."""
+    return today(settings.timezone) - timedelta(days=1) if day is None else day
+
+
 def _report_day(ctx: MailContext, day: str | None) -> date:
-    if day is None:
-        return today(ctx["settings"].timezone) - timedelta(days=1)
     try:
-        report_day = date.fromisoformat(day)
+        asked = None if day is None else date.fromisoformat(day)
     except ValueError:
         raise PermanentError(f"invalid report date {day!r}") from None
-    if (problem := outside_horizon(report_day, ctx["settings"])) is not None:
+    if asked is not None and (problem := outside_horizon(asked, ctx["settings"])) is not None:
         raise PermanentError(f"report day {day}: {problem}")
-    return report_day
+    return report_day(ctx["settings"], asked)
 
 
-async def daily_report(ctx: MailContext, *, day: str | None = None) -> dict[str, str]:
+async def daily_report(
+    ctx: MailContext, *, day: str | None = None, resend: bool = False
+) -> dict[str, str]:
     """Count a day's jobs, emails, images and sign-ups (default: yesterday's).
 
-    Writes ``reports/<day>.json`` through storage (DATA_DIR or the bucket) and mails it to
-    each of REPORT_RECIPIENTS, once per job (jobs/report_mail.py).
+    Writes ``reports/<day>.json`` through storage (DATA_DIR or the bucket) every time, and
+    mails it to each of REPORT_RECIPIENTS once per day, or again when asked with ``resend``
+    (jobs/report_mail.py).
     """
-    report_day = _report_day(ctx, day)
-    report = await build_report(ctx, report_day)
-    name = f"{report_day.isoformat()}.json"
+    the_day = _report_day(ctx, day)
+    report = await build_report(ctx, the_day)
+    name = f"{the_day.isoformat()}.json"
     data = (json.dumps(report, indent=2) + "\n").encode()
     await _store_report(ctx, name, data)
     await ctx["progress"]("file written", done=3, total=SECTIONS)
-    await ctx["progress"](await mail_report(ctx, report), done=4, total=SECTIONS)
-    return {"path": f"reports/{name}", "date": report_day.isoformat()}
+    mailed = await mail_report(ctx, report, the_day, resend=resend)
+    await ctx["progress"](mailed, done=4, total=SECTIONS)
+    return {"path": f"reports/{name}", "date": the_day.isoformat()}
 
 
 async def _store_report(ctx: MailContext, name: str, data: bytes) -> None:
@@ -128,6 +136,7 @@ def _write(path: Path, data: bytes) -> None:
 
 class DailyReport(JobInput):
     day: date | None = None  # in CRON_TIMEZONE; the job's default is yesterday
+    resend: bool = False  # mail the day's report again, although it was mailed already
 
     @field_validator("day")
     @classmethod
@@ -139,10 +148,23 @@ class DailyReport(JobInput):
         return value
 
 
+async def recipients_to_mail(settings: Settings, redis: Redis, job_input: Any) -> list[str]:
+    """The recipients a report job queued now would mail, which the API counts against
+    RATE_LIMIT_PER_RECIPIENT: all with ``resend``, else those the day's report has not been
+    sent to (one it is being sent to right now counts too: it may yet fail)."""
+    recipients = list(settings.report_recipients)
+    if not isinstance(job_input, DailyReport) or job_input.resend or not recipients:
+        return recipients
+    day = report_day(settings, job_input.day)
+    records = await redis.mget([mailed_key(day, recipient) for recipient in recipients])
+    return [r for r, record in zip(recipients, records, strict=True) if record != SENT]
+
+
 JOB = Job(
     name="daily_report",
     run=daily_report,
     input=DailyReport,
+    mails_to=recipients_to_mail,
     cron=Cron(hour=0),
     api=True,
 )

@@ -8,9 +8,23 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from arq.connections import ArqRedis
 
+from jobs.report_mail import mailed_key
 from settings import Settings, SettingsError, load_settings
-from tests.conftest import RunWorker, SmtpRecorder, accepted_task, status_of
+from tests import files
+from tests.conftest import (
+    AUTH_HEADERS,
+    ClientFactory,
+    RunWorker,
+    SmtpRecorder,
+    accepted_task,
+    assert_refused,
+    status_of,
+)
+from tests.dashboard_client import Dashboard
+from tests.test_ratelimit import email_to
+from web import create_app
 
 TWO = ("ops@example.com", "boss@example.org")
 THREE = ("ops@example.com", "boss@example.org", "audit@example.net")
@@ -90,3 +104,120 @@ def test_every_recipient_is_checked_at_start(monkeypatch: pytest.MonkeyPatch) ->
         load_settings()
     monkeypatch.setenv("REPORT_RECIPIENTS", ",".join(THREE))
     assert load_settings().report_recipients == THREE
+
+
+# --- once per day (issue 18.6) ---------------------------------------------------------------
+
+
+async def reporting_client(
+    aiohttp_client: ClientFactory, settings: Settings, recipients: tuple[str, ...], limit: str
+) -> tuple[TestClient[Any, Any], Settings]:
+    """A client of an app whose REPORT_RECIPIENTS and per-recipient limit are these."""
+    reporting = mailing(settings, recipients, rate_limit_per_recipient=limit)
+    return await aiohttp_client(create_app(reporting), headers=AUTH_HEADERS), reporting
+
+
+async def test_fifteen_calls_for_a_day_mail_it_once_and_count_once(
+    aiohttp_client: ClientFactory,
+    settings: Settings,
+    redis: ArqRedis,
+    run_worker: RunWorker,
+    smtp_server: SmtpRecorder,
+) -> None:
+    client, reporting = await reporting_client(
+        aiohttp_client, settings, ("ops@example.com",), "10/hour"
+    )
+    first = await accepted_task(client, "/reports/daily", {})
+    await run_worker(reporting)
+    repeats = [await accepted_task(client, "/reports/daily", {}) for _ in range(14)]
+    await run_worker(reporting)  # the 14 repeats run at once
+
+    for task_id in [first, *repeats]:
+        assert (await status_of(client, task_id))["status"] == "SUCCESS"
+    assert [mail.recipients for mail in smtp_server.messages] == [["ops@example.com"]]
+    assert await files.exists(reporting.reports_dir / f"{yesterday(settings)}.json")
+    # the one report mail used one of ops@'s 10 an hour: 9 more emails, then 429
+    statuses = [
+        (await client.post("/send-email", json=email_to("ops@example.com"))).status
+        for _ in range(10)
+    ]
+    assert statuses == [202] * 9 + [429]
+
+
+async def test_fifteen_calls_queued_together_still_mail_once(
+    aiohttp_client: ClientFactory,
+    settings: Settings,
+    run_worker: RunWorker,
+    smtp_server: SmtpRecorder,
+) -> None:
+    """15 report jobs for one day running at once: one of them mails, the others do not."""
+    client, reporting = await reporting_client(aiohttp_client, settings, TWO, "")
+    task_ids = [await accepted_task(client, "/reports/daily", {}) for _ in range(15)]
+    await run_worker(reporting)
+    for task_id in task_ids:
+        assert (await status_of(client, task_id))["status"] == "SUCCESS"
+    assert [mail.recipients for mail in smtp_server.messages] == [[r] for r in TWO]
+
+
+async def test_resend_mails_again_and_counts_against_the_limit(
+    aiohttp_client: ClientFactory,
+    settings: Settings,
+    redis: ArqRedis,
+    run_worker: RunWorker,
+    smtp_server: SmtpRecorder,
+) -> None:
+    client, reporting = await reporting_client(
+        aiohttp_client, settings, ("ops@example.com",), "2/hour"
+    )
+    day = {"day": yesterday(settings).isoformat()}
+    await accepted_task(client, "/reports/daily", day)
+    await run_worker(reporting)
+    await accepted_task(client, "/reports/daily", {**day, "resend": True})
+    await run_worker(reporting)
+    assert len(smtp_server.messages) == 2, "asked for explicitly: mailed again"
+
+    refused = await client.post("/reports/daily", json={**day, "resend": True})
+    await assert_refused(refused, 429, "too many requests for this recipient", redis, settings)
+    assert "Retry-After" in refused.headers
+    # a plain repeat would mail nothing, so the limit does not stop it: the file is rewritten
+    await accepted_task(client, "/reports/daily", day)
+    await run_worker(reporting)
+    assert len(smtp_server.messages) == 2
+
+
+async def test_a_recipient_added_later_gets_the_days_report_the_others_do_not_again(
+    aiohttp_client: ClientFactory,
+    settings: Settings,
+    run_worker: RunWorker,
+    smtp_server: SmtpRecorder,
+) -> None:
+    client, two = await reporting_client(aiohttp_client, settings, TWO, "")
+    await accepted_task(client, "/reports/daily", {})
+    await run_worker(two)
+    await accepted_task(client, "/reports/daily", {})
+    await run_worker(mailing(settings, THREE))
+    assert [mail.recipients for mail in smtp_server.messages] == [[r] for r in THREE]
+
+
+async def test_run_now_on_the_dashboard_mails_the_day_once_and_is_limited(
+    aiohttp_client: ClientFactory,
+    settings: Settings,
+    redis: ArqRedis,
+    run_worker: RunWorker,
+    smtp_server: SmtpRecorder,
+) -> None:
+    reporting = mailing(settings, ("ops@example.com",), rate_limit_per_recipient="1/hour")
+    dashboard = Dashboard(await aiohttp_client(create_app(reporting)))
+    assert (await dashboard.sign_in()).status == 303
+    run_now = "/dashboard/crons/cron:daily_report/run"
+    for _ in range(2):
+        response = await dashboard.post(run_now)
+        assert response.status == 303, await response.text()
+        await run_worker(reporting)
+    assert [mail.recipients for mail in smtp_server.messages] == [["ops@example.com"]]
+
+    # the day is mailed; another one would mail ops@ again, over its 1 an hour
+    await redis.delete(mailed_key(yesterday(settings), "ops@example.com"))
+    refused = await dashboard.post(run_now)
+    await assert_refused(refused, 429, "too many requests for this recipient", redis, settings)
+    assert len(smtp_server.messages) == 1

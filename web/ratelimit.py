@@ -24,10 +24,14 @@ from limits.aio.strategies import (
     RateLimiter,
     SlidingWindowCounterRateLimiter,
 )
+from pydantic import BaseModel
 from redis.asyncio import Redis
 
+from service.runtime import Job
+from service.runtime.inputs import mail_recipients
 from web.auth import TOKEN_ID
 from web.errors import ApiError
+from web.keys import REDIS, SETTINGS
 from web.mailboxes import canonical_mailbox
 
 KEY_PREFIX = "jobsvc:ratelimit"
@@ -87,6 +91,17 @@ async def _hit(limiter: RateLimiter, items: list[RateLimitItem], kind: str, who:
 
 
 RATE_LIMITS = web.AppKey("rate_limits", RateLimits)
+
+
+async def check_mail_recipients(app: web.Application, job: Job, job_input: BaseModel) -> None:
+    """Count every address a job queued now would mail: its input's MailRecipient fields and
+    what its declaration adds (``Job.mails_to``: the daily report's recipients); 429 when one
+    is over RATE_LIMIT_PER_RECIPIENT, before anything is queued."""
+    addresses = mail_recipients(job_input)
+    if job.mails_to is not None:
+        addresses += await job.mails_to(app[SETTINGS], app[REDIS], job_input)
+    for address in addresses:
+        await app[RATE_LIMITS].check_recipient(address)
 
 
 @web.middleware
