@@ -160,7 +160,12 @@ class Settings(BaseSettings):
     @field_validator("report_recipients")
     @classmethod
     def _check_recipients(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(_valid_address(address) for address in value)
+        """Each address checked; one listed twice (in any case) is mailed once."""
+        kept: dict[str, str] = {}
+        for address in value:
+            valid = _valid_address(address)
+            kept.setdefault(valid.lower(), valid)
+        return tuple(kept.values())
 
     @field_validator("api_tokens")
     @classmethod

@@ -104,6 +104,8 @@ def test_every_recipient_is_checked_at_start(monkeypatch: pytest.MonkeyPatch) ->
         load_settings()
     monkeypatch.setenv("REPORT_RECIPIENTS", ",".join(THREE))
     assert load_settings().report_recipients == THREE
+    monkeypatch.setenv("REPORT_RECIPIENTS", "ops@example.com, boss@example.org, OPS@Example.com")
+    assert load_settings().report_recipients == TWO, "one listed twice is mailed once"
 
 
 # --- once per day (issue 18.6) ---------------------------------------------------------------
