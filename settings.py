@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     smtp_password: str | None = None
     smtp_starttls: bool = False
     smtp_tls: bool = False
+    # SMTP_USERNAME's password in clear over a connection without TLS (jobs/mail/smtp_login.py)
+    smtp_allow_plaintext_auth: bool = False
     smtp_timeout: float = Field(10.0, gt=0)
     # idle connections kept for reuse (None: WORKER_MAX_JOBS, one per email sent at once);
     # 0: a new connection per email
@@ -101,6 +103,8 @@ class Settings(BaseSettings):
     aws_access_key_id: str | None = None
     aws_secret_access_key: SecretStr | None = None
     report_recipients: Annotated[tuple[str, ...], NoDecode] = ()
+    # POST /reports/daily takes days from this many days ago up to today (CRON_TIMEZONE)
+    report_max_age_days: int = Field(400, ge=0, le=36_500)
 
     worker_max_jobs: int = Field(50, ge=1)
     job_timeout: float = Field(300, gt=0)
@@ -165,7 +169,12 @@ class Settings(BaseSettings):
     @field_validator("report_recipients")
     @classmethod
     def _check_recipients(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(_valid_address(address) for address in value)
+        """Each address checked; one listed twice (in any case) is mailed once."""
+        kept: dict[str, str] = {}
+        for address in value:
+            valid = _valid_address(address)
+            kept.setdefault(valid.lower(), valid)
+        return tuple(kept.values())
 
     @field_validator("api_tokens")
     @classmethod

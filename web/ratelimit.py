@@ -24,10 +24,15 @@ from limits.aio.strategies import (
     RateLimiter,
     SlidingWindowCounterRateLimiter,
 )
+from pydantic import BaseModel
 from redis.asyncio import Redis
 
+from service.runtime import Job
+from service.runtime.inputs import mail_recipients
 from web.auth import TOKEN_ID
 from web.errors import ApiError
+from web.keys import REDIS, SETTINGS
+from web.mailboxes import canonical_mailbox
 
 KEY_PREFIX = "jobsvc:ratelimit"
 # Dashboard sign-in attempts per client address: tokens are long enough not to be guessed,
@@ -61,10 +66,11 @@ class RateLimits:
         await _hit(self._token_limiter, self._per_token, "token", token_id)
 
     async def check_recipient(self, address: str) -> None:
-        """Count one email to ``address``; 429 when a limit is used up."""
+        """Count one email to ``address``'s mailbox (web.mailboxes: tags and Gmail's dots
+        do not make a new one); 429 when a limit is used up."""
         if not self._per_recipient:  # no limit configured: nothing to count, nor to hash
             return
-        digest = hashlib.sha256(address.strip().lower().encode()).hexdigest()[:24]
+        digest = hashlib.sha256(canonical_mailbox(address).encode()).hexdigest()[:24]
         await _hit(self._recipient_limiter, self._per_recipient, "recipient", digest)
 
     async def check_sign_in(self, client: str) -> None:
@@ -85,6 +91,17 @@ async def _hit(limiter: RateLimiter, items: list[RateLimitItem], kind: str, who:
 
 
 RATE_LIMITS = web.AppKey("rate_limits", RateLimits)
+
+
+async def check_mail_recipients(app: web.Application, job: Job, job_input: BaseModel) -> None:
+    """Count every address a job queued now would mail: its input's MailRecipient fields and
+    what its declaration adds (``Job.mails_to``: the daily report's recipients); 429 when one
+    is over RATE_LIMIT_PER_RECIPIENT, before anything is queued."""
+    addresses = mail_recipients(job_input)
+    if job.mails_to is not None:
+        addresses += await job.mails_to(app[SETTINGS], app[REDIS], job_input)
+    for address in addresses:
+        await app[RATE_LIMITS].check_recipient(address)
 
 
 @web.middleware

@@ -26,7 +26,6 @@ from pydantic import (
 )
 
 from service.runtime import EmailAddress, Job, JobInput, no_control_characters
-from service.runtime.inputs import mail_recipients
 from settings import Settings
 from web.errors import ApiError
 
@@ -125,11 +124,6 @@ def _input_fields(job: Job) -> set[str]:
 def job_kwargs(job: Job, model: BaseModel) -> dict[str, Any]:
     """The validated input as the job's keyword arguments (JSON types, as stored)."""
     return model.model_dump(mode="json", include=_input_fields(job))
-
-
-def recipients(model: BaseModel) -> list[str]:
-    """The addresses the job will mail, for RATE_LIMIT_PER_RECIPIENT."""
-    return mail_recipients(model)
 
 
 def _describe(error: ValidationError) -> str:

@@ -24,7 +24,7 @@ from web.health import dependency_states
 from web.idempotency import UPLOAD_DIGEST
 from web.job_control import status_document
 from web.keys import DB, REDIS, REGISTRY, SETTINGS, STORAGE, WEB_METRICS
-from web.ratelimit import RATE_LIMITS
+from web.ratelimit import RATE_LIMITS, check_mail_recipients
 from web.schemas import (
     Addressed,
     RegisterRequest,
@@ -32,7 +32,6 @@ from web.schemas import (
     api_request_model,
     job_kwargs,
     parse_json,
-    recipients,
     request_model,
     validated,
 )
@@ -65,8 +64,7 @@ async def _queue(
 ) -> web.Response:
     """Queue a validated job: its recipients counted, at the time asked for."""
     run_at_ms = when.run_at_ms()
-    for address in recipients(job_input):
-        await request.app[RATE_LIMITS].check_recipient(address)
+    await check_mail_recipients(request.app, job, job_input)
     kwargs = job_kwargs(job, job_input)
     task_id = await enqueue(request.app[REDIS], job.name, kwargs, run_at_ms=run_at_ms)
     return accepted(task_id, message, run_at_ms)

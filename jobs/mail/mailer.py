@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import unicodedata
 from collections.abc import Awaitable, Callable
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -21,7 +20,7 @@ from aiosmtplib.email import extract_sender, flatten_message
 from jobs.mail import plain_message
 from jobs.mail.config import MailContext, SmtpConfig
 from jobs.mail.smtp_pool import Envelope, SmtpPool
-from service.runtime import PermanentError, TransientError, count_today
+from service.runtime import PermanentError, TransientError, count_today, text_refusal
 
 
 def build_message(
@@ -83,8 +82,8 @@ def _check_recipient(to: str, subject: str) -> None:
 
 
 def _check_header(name: str, value: str) -> None:
-    if any(unicodedata.category(char) in {"Cc", "Zl", "Zp"} for char in value):
-        raise PermanentError(f"refused: the {name} contains control characters or line breaks")
+    if (reason := text_refusal(value)) is not None:
+        raise PermanentError(f"refused: the {name} {reason}")
 
 
 def message_id_for(job_id: str, config: SmtpConfig) -> str:

@@ -13,6 +13,7 @@ job"). import-linter keeps jobs/ to this package: what a job may use is exactly 
 - :class:`Job`, :class:`Cron`, :class:`RetryPolicy`: the declaration; :class:`JobInput`,
   :class:`NoInput` and the field types :data:`EmailAddress`, :data:`MailRecipient`,
   :data:`HeaderText` for its input model; :func:`settings_in` for validators;
+  :func:`text_refusal`: why a text may not go into a mail header (service.runtime.text);
 - :func:`job_key`: a Redis key of the job's own (a "sent" marker, a lock);
 - :func:`count_today`, :func:`day_counts`, :func:`today`: the day's counters the daily
   report reads;
@@ -38,6 +39,7 @@ from service.runtime.inputs import (
     no_control_characters,
     settings_in,
 )
+from service.runtime.text import refusal as text_refusal
 from service.store.files import write_atomically
 from service.store.keys import job_key
 from service.store.storage import REPORTS, UPLOADS, Storage, StorageUnavailableError
@@ -65,6 +67,7 @@ __all__ = [
     "job_key",
     "no_control_characters",
     "settings_in",
+    "text_refusal",
     "today",
     "write_atomically",
 ]
