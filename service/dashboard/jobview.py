@@ -7,8 +7,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from service.dashboard.masking import masked
 from service.engine.arq_api import job_key_prefix, result_key_prefix
+from service.observability.masking import masked
 from service.observability.origin import REQUEST_ID_KWARG
 from service.records.progress import stored_progress
 from service.records.status import Declared, task_status
