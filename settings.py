@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     idempotency_ttl: int = Field(86_400, ge=1)
     dead_letter_max_jobs: int = Field(10_000, ge=1)
     dead_letter_max_age: int = Field(7 * 86_400, ge=1)
+    # what a failed job's entry keeps of its arguments (failed-jobs list): larger ones are
+    # cut to this size, and such a failed job cannot be retried (service/records/arguments.py)
+    dead_letter_max_argument_bytes: int = Field(4096, ge=256, le=MiB)
     job_history_max: int = Field(50, ge=1)
     email_job_timeout: float = Field(60, gt=0)
     webhook_job_timeout: float = Field(30, gt=0)

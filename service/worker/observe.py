@@ -55,6 +55,7 @@ def observed(name: str, fn: JobCoroutine) -> JobCoroutine:
         }
         if isinstance(request_id, str):
             fields["request_id"] = request_id
+            ctx["request_id"] = request_id
         token = log_fields.set(MappingProxyType(fields))
         metrics = ctx["metrics"].of(name)
         wait = _queue_wait(ctx)

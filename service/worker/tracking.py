@@ -21,7 +21,7 @@ from typing import Any, cast
 from arq import Retry
 
 from service.engine.arq_api import result_key_prefix
-from service.records import attempt_scripts, attempts, events, failed_jobs, stats
+from service.records import arguments, attempt_scripts, attempts, events, failed_jobs, stats
 from service.records.attempts import Outcome
 from service.records.progress import Progress
 from service.records.status import time_limit_reason
@@ -67,11 +67,15 @@ def _dead_job(
     *,
     failed_at: int | None = None,
 ) -> failed_jobs.DeadJob:
+    """The failed-jobs entry: its arguments whole when they fit in
+    DEAD_LETTER_MAX_ARGUMENT_BYTES, else a cut copy (which cannot be retried)."""
+    kept = arguments.bounded(args, kwargs, ctx["settings"].dead_letter_max_argument_bytes)
     return failed_jobs.DeadJob(
         job_id=ctx["job_id"],
         function=name,
-        args=list(args),
-        kwargs=kwargs,
+        args=kept.args,
+        kwargs=kept.kwargs,
+        truncated=kept.truncated,
         attempts=ctx["job_try"],
         reason=reason,
         failed_at=failed_at or now_ms(),
@@ -184,8 +188,11 @@ async def _close(
 async def _finish(
     ctx: JobContext, this: _Run, outcome: Outcome, error: str = "", result: Any = None
 ) -> None:
-    """Record how the job ended; a success takes one script call (it is every job's last step)."""
-    meta: dict[str, str | int] = {"outcome": outcome, "last_error": error}
+    """Record how the job ended; a success takes one script call (it is every job's last step).
+
+    The tracking hash keeps what the dashboard shows of a finished job (arq's result keeps no
+    arguments): a masked, bounded copy of them, and the id of the request that queued it."""
+    meta: dict[str, str | int] = {"outcome": outcome, "last_error": error, **_shown(ctx, this)}
     if outcome == "success":  # announced last, once everything else is readable
         done = {"status": "SUCCESS", "result": result}
         await _close(ctx, this, outcome, error, status=done, counted=True, meta=meta)
@@ -202,6 +209,14 @@ async def _finish(
     await _announce(ctx, status="FAILURE", error=error, finished_at=iso_from_ms(finished))
 
 
+def _shown(ctx: JobContext, this: _Run) -> dict[str, str | int]:
+    shown: dict[str, str | int] = {"arguments": arguments.preview(this.args, this.kwargs)}
+    request_id = ctx.get("request_id")
+    if request_id:
+        shown["request_id"] = request_id
+    return shown
+
+
 async def _interrupted(ctx: JobContext, this: _Run) -> None:
     """The attempt's task was cancelled: by DELETE /jobs/{id}, a time limit or a shutdown."""
     meta = keys.job_meta(ctx["job_id"])
@@ -209,7 +224,7 @@ async def _interrupted(ctx: JobContext, this: _Run) -> None:
     if raw is not None:
         reason = raw.decode()
         status = {"status": "CANCELLED", "error": reason}
-        fields = {"outcome": "cancelled", "last_error": reason}
+        fields = {"outcome": "cancelled", "last_error": reason, **_shown(ctx, this)}
         await _close(ctx, this, "cancelled", reason, status=status, meta=fields)
         return
     ctx["attempt_interrupted"] = True  # after_job learns from arq whether it was a time limit
@@ -245,6 +260,7 @@ def tracked(job: Job) -> JobFunction:
         tries = job.retry.tries(settings)
         ctx["lease"] = lease_seconds(job, settings)
         ctx["progress"] = Progress(ctx["redis"], ctx["job_id"], settings.job_result_ttl)
+        ctx["arguments"] = (args, kwargs)  # for after_job: arq's result keeps none
         attempt = ctx["job_try"]
         this = await _start(ctx, name, args, kwargs, last=attempt >= tries)
         try:
@@ -314,6 +330,7 @@ async def _record_arq_failure(ctx: JobContext, registry: Registry) -> None:
     if data.get("s") or not isinstance(error, JobError) or error.type_name == "CancelledError":
         return
     name = keys.job_of_cron(str(data["f"]))
+    args, kwargs = ctx.get("arguments", ((), {}))
     reason = describe_exception(error)
     if error.type_name == "TimeoutError":
         job = registry.get(name)
@@ -321,11 +338,13 @@ async def _record_arq_failure(ctx: JobContext, registry: Registry) -> None:
         await attempts.relabel_last(redis, job_id, "timeout", reason)
     await _write_meta(ctx, finished_at=now_ms(), outcome="failure", last_error=reason)
     await stats.count_today(redis, settings.timezone, **{f"job:{name}:failure": 1})
+    kept = arguments.bounded(args, kwargs, settings.dead_letter_max_argument_bytes)
     failed = failed_jobs.DeadJob(
         job_id=job_id,
         function=name,
-        args=list(data.get("a") or []),
-        kwargs=dict(data.get("k") or {}),
+        args=kept.args,
+        kwargs=kept.kwargs,
+        truncated=kept.truncated,
         attempts=int(data.get("t") or 0),
         reason=reason,
         failed_at=now_ms(),
