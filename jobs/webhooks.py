@@ -101,4 +101,5 @@ JOB = Job(
     input=DeliverWebhook,
     time_limit=lambda settings: settings.webhook_job_timeout,
     api=True,
+    max_payload=lambda settings: settings.webhook_max_payload_bytes,
 )
