@@ -6,6 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
+from service.observability.masking import masked
 from service.queue.cancel import CancelOutcome, JobFinishedError, JobNotFoundError, cancel_job
 from service.queue.retry import retry
 from service.records import failed_jobs
@@ -23,8 +24,10 @@ def _describe(job: DeadJob) -> dict[str, Any]:
     return {
         "task_id": job.job_id,
         "function": job.function,
-        "args": job.args,
-        "kwargs": job.kwargs,
+        # masked as on the dashboard: the list is read by whoever holds a token, not only by
+        # the client that queued the job (a retry runs the arguments kept unmasked)
+        "args": masked(job.args),
+        "kwargs": masked(job.kwargs),
         "arguments_truncated": job.truncated,
         "attempts": job.attempts,
         "error": job.reason,

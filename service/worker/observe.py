@@ -19,7 +19,8 @@ from arq import Retry
 
 from service.observability.origin import REQUEST_ID_KWARG, log_fields
 from service.runtime import JobContext
-from service.store.serialization import describe_exception
+from service.store.serialization import JobError
+from service.worker.failures import full_text
 
 logger = logging.getLogger("jobservice.jobs")
 
@@ -39,6 +40,15 @@ def _outcome(exc: BaseException | None) -> str:
     if isinstance(exc, asyncio.CancelledError):
         return "interrupted"
     return "failure"
+
+
+def _logged(error: BaseException) -> str:
+    """The whole story for the log line: the error the job raised and every error it came
+    from (an address, a path: what clients are not shown, service.worker.failures), masked.
+    The tracking wrapper's Retry and public JobError only carry it: start at their cause."""
+    if isinstance(error, Retry | JobError) and error.__cause__ is not None:
+        error = error.__cause__
+    return full_text(error)
 
 
 def observed(name: str, fn: JobCoroutine) -> JobCoroutine:
@@ -84,8 +94,8 @@ def observed(name: str, fn: JobCoroutine) -> JobCoroutine:
                 "outcome": outcome,
                 "duration_ms": round(seconds * 1000, 1),
             }
-            if outcome == "failure" and error is not None:
-                extra["error"] = describe_exception(error)
+            if outcome in ("failure", "retry") and error is not None:
+                extra["error"] = _logged(error)
             level = logging.WARNING if outcome == "failure" else logging.INFO
             logger.log(level, "job finished", extra=extra)
             log_fields.reset(token)

@@ -21,16 +21,25 @@ from typing import Any, cast
 from arq import Retry
 
 from service.engine.arq_api import result_key_prefix
+from service.observability.masking import mask_text
 from service.records import arguments, attempt_scripts, attempts, events, failed_jobs, stats
 from service.records.attempts import Outcome
 from service.records.progress import Progress
 from service.records.status import time_limit_reason
 from service.records.times import iso_from_ms, now_ms
-from service.runtime import Job, JobContext, PermanentError, Registry, TransientError
+from service.runtime import (
+    Job,
+    JobContext,
+    PermanentError,
+    Registry,
+    TransientError,
+    connection_problem,
+)
 from service.store import keys
 from service.store.database import DatabaseUnavailableError
 from service.store.serialization import JobError, describe_exception, deserialize
 from service.worker.backoff import backoff_delay
+from service.worker.failures import full_text, public_error, public_reason
 from service.worker.lease import lease_seconds
 
 JobFunction = Callable[..., Awaitable[Any]]
@@ -232,6 +241,22 @@ async def _interrupted(ctx: JobContext, this: _Run) -> None:
     await _close(ctx, this, "interrupted", interrupted, meta={"last_error": interrupted})
 
 
+def _database_unavailable(exc: DatabaseUnavailableError) -> TransientError:
+    """The outage as clients see it: a connection failure by its kind, never its address."""
+    if any(isinstance(cause, OSError) for cause in _chain(exc)):
+        return TransientError(f"the users database is unavailable: {connection_problem(exc)}")
+    return TransientError(str(exc))  # a server's or SQLite's own words ("database is locked")
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    found: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in found and len(found) < 10:
+        found.append(current)
+        current = current.__cause__ or current.__context__
+    return found
+
+
 def retry_delay(ctx: JobContext, exc: TransientError, job: Job) -> float:
     """Backoff for this attempt; a server's Retry-After wins when it asks for longer."""
     base, cap = job.retry.backoff(ctx["settings"])
@@ -269,34 +294,36 @@ def tracked(job: Job) -> JobFunction:
             except DatabaseUnavailableError as exc:
                 # any job that reads or writes ctx["db"] waits out an outage like a refused
                 # SMTP connection: retried with backoff, the status showing why
-                raise TransientError(str(exc)) from exc
+                raise _database_unavailable(exc) from exc
             finally:
                 _free_slot(ctx)
         except TransientError as exc:
+            said = mask_text(exc.reason)  # the job's own reason: what clients read
             if attempt >= tries:
-                reason = f"gave up after {attempt} attempts: {exc.reason}"
+                reason = f"gave up after {attempt} attempts: {said}"
                 await _finish(ctx, this, "failure", reason)
-                raise PermanentError(reason) from None
+                raise PermanentError(reason) from exc  # exc: for the log line, not stored
             delay = retry_delay(ctx, exc, job)
             logger.info(
-                "job %s attempt %d failed, retrying in %.2fs: %s", name, attempt, delay, exc
+                "job %s attempt %d failed, retrying in %.2fs: %s",
+                name,
+                attempt,
+                delay,
+                full_text(exc),
             )
             retry_at = now_ms() + int(delay * 1000)
-            status = {
-                "status": "RETRY",
-                "error": exc.reason,
-                "next_attempt_at": iso_from_ms(retry_at),
-            }
-            fields: dict[str, str | int] = {"last_error": exc.reason, "retry_at": retry_at}
-            await _close(ctx, this, "retry", exc.reason, status=status, counted=True, meta=fields)
+            status = {"status": "RETRY", "error": said, "next_attempt_at": iso_from_ms(retry_at)}
+            fields: dict[str, str | int] = {"last_error": said, "retry_at": retry_at}
+            await _close(ctx, this, "retry", said, status=status, counted=True, meta=fields)
             raise Retry(defer=delay) from exc
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 await _interrupted(ctx, this)
             raise
         except Exception as exc:
-            await _finish(ctx, this, "failure", describe_exception(exc))
-            raise
+            await _finish(ctx, this, "failure", public_reason(exc))
+            # arq stores what it is given as the result: the public reason, never exc's text
+            raise public_error(exc) from exc
         await _finish(ctx, this, "success", result=result)
         return result
 
@@ -331,7 +358,7 @@ async def _record_arq_failure(ctx: JobContext, registry: Registry) -> None:
         return
     name = keys.job_of_cron(str(data["f"]))
     args, kwargs = ctx.get("arguments", ((), {}))
-    reason = describe_exception(error)
+    reason = mask_text(describe_exception(error))
     if error.type_name == "TimeoutError":
         job = registry.get(name)
         reason = time_limit_reason(None if job is None else job.seconds(settings))
