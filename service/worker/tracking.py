@@ -322,6 +322,8 @@ def tracked(job: Job) -> JobFunction:
             raise
         except Exception as exc:
             await _finish(ctx, this, "failure", public_reason(exc))
+            if isinstance(exc, Retry):
+                raise  # arq's own retry, raised by a job's code: arq must still see it
             # arq stores what it is given as the result: the public reason, never exc's text
             raise public_error(exc) from exc
         await _finish(ctx, this, "success", result=result)
