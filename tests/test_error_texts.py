@@ -178,6 +178,10 @@ async def test_a_webhook_urls_secrets_are_masked_in_answers_and_log(
     board = Dashboard(await aiohttp_client(create_app(settings)))
     assert (await board.sign_in()).status == 303
     seen = await _everything_clients_see(client, board, task_id)
+    page = await board.page(f"/dashboard/jobs/{task_id}")
+    # a finished job's page shows the copy its tracking hash keeps: masked, with the request id
+    assert f"127.0.0.1:{not_http}/hook?token={MASK}" in page
+    assert "req-188" in page
     lines = await _job_lines(worker, task_id)
     failure = [line for line in lines if line.get("event") == "job_end"]
     assert failure
