@@ -213,3 +213,25 @@ async def test_100_requests_of_1_mib_keep_kilobytes_not_megabytes(
     )
     assert held > 100 * MiB
     assert kept < 100 * 16 * 1024, f"{kept // 100} bytes kept per request"
+
+
+async def test_a_request_over_the_quota_uses_up_no_recipient_limit(
+    aiohttp_client: ClientFactory, redis: ArqRedis, settings: Settings
+) -> None:
+    limited = settings.model_copy(
+        update={
+            "webhook_max_payload_bytes": 8192,
+            "event_max_payload_bytes": 4096,
+            "payload_quota_per_token": 20_000,
+            "rate_limit_per_recipient": "2/hour",
+        }
+    )
+    client = await aiohttp_client(create_app(limited), headers=AUTH_HEADERS)
+    email = {"to": "ann@example.com", "subject": "Hi"}
+    assert (await client.post("/send-email", json={**email, "body": "x" * 15_000})).status == 202
+    over = await client.post("/send-email", json={**email, "body": "y" * 15_000})
+    assert over.status == 429
+    assert "quota" in (await over.json())["error"]
+    small = await client.post("/send-email", json={**email, "body": "z"})
+    assert small.status == 202, "the refused email did not count against ann's 2/hour"
+    assert len(await queued(redis, settings)) == 2

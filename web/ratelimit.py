@@ -79,15 +79,21 @@ class RateLimits:
         digest = hashlib.sha256(address.strip().lower().encode()).hexdigest()[:24]
         await _hit(self._recipient_limiter, self._per_recipient, "recipient", digest)
 
-    async def check_payload(self, token_id: str, size: int) -> None:
-        """Count ``size`` bytes queued by the token; 429 when its quota would be exceeded."""
+    async def check_payload(self, token_id: str, size: int, *, count: bool = True) -> None:
+        """Count ``size`` bytes queued by the token; 429 when its quota would be exceeded.
+        With ``count=False`` only look: a request refused later must not use up the quota."""
         for item in self._payload:
-            if not await self._token_limiter.hit(item, "payload", token_id, cost=size):
-                wait = await _wait(self._token_limiter, item, "payload", token_id)
+            limiter = self._token_limiter
+            if count:
+                fits = await limiter.hit(item, "payload", token_id, cost=size)
+            else:
+                fits = await limiter.test(item, "payload", token_id, cost=size)
+            if not fits:
+                wait = await _wait(limiter, item, "payload", token_id)
                 raise ApiError(
                     429,
-                    f"this token has queued {item.amount} bytes of job payloads in the last"
-                    f" {item.multiples} s, its quota: retry in {wait} s",
+                    f"{size} more bytes of job payloads would pass this token's quota"
+                    f" ({item.amount} bytes per {item.multiples} s): retry in {wait} s",
                     {"Retry-After": str(wait)},
                 )
 

@@ -80,11 +80,13 @@ async def _queue(
     """Queue a validated job: its recipients counted, its body's ``size`` counted against the
     token's payload quota, at the time asked for."""
     run_at_ms = when.run_at_ms()
+    limits, token_id = request.app[RATE_LIMITS], request.get(TOKEN_ID)
+    if token_id is not None:  # looked at first: a refusal here uses up no recipient's limit
+        await limits.check_payload(token_id, size, count=False)
     for address in recipients(job_input):
-        await request.app[RATE_LIMITS].check_recipient(address)
-    token_id = request.get(TOKEN_ID)
+        await limits.check_recipient(address)
     if token_id is not None:
-        await request.app[RATE_LIMITS].check_payload(token_id, size)
+        await limits.check_payload(token_id, size)
     kwargs = job_kwargs(job, job_input)
     task_id = await enqueue(request.app[REDIS], job.name, kwargs, run_at_ms=run_at_ms)
     return accepted(task_id, message, run_at_ms)
