@@ -38,7 +38,7 @@ _BY_ERRNO = {
 }
 
 
-def _causes(exc: BaseException) -> list[BaseException]:
+def error_chain(exc: BaseException) -> list[BaseException]:
     """``exc`` and what it was raised from (or during), outermost first."""
     chain: list[BaseException] = []
     current: BaseException | None = exc
@@ -51,7 +51,7 @@ def _causes(exc: BaseException) -> list[BaseException]:
 def connection_problem(exc: BaseException) -> str:
     """What went wrong with a connection, without the address: "connection refused",
     "timed out", "host name not found"...; read from ``exc`` and the errors it came from."""
-    for cause in reversed(_causes(exc)):  # the innermost says most
+    for cause in reversed(error_chain(exc)):  # the innermost says most
         if isinstance(cause, socket.gaierror):
             return "host name not found"
         if isinstance(cause, ssl.SSLError | ssl.CertificateError):

@@ -35,6 +35,7 @@ from service.runtime import (
     TransientError,
     connection_problem,
 )
+from service.runtime.errors import error_chain
 from service.store import keys
 from service.store.database import DatabaseUnavailableError
 from service.store.serialization import JobError, describe_exception, deserialize
@@ -243,18 +244,9 @@ async def _interrupted(ctx: JobContext, this: _Run) -> None:
 
 def _database_unavailable(exc: DatabaseUnavailableError) -> TransientError:
     """The outage as clients see it: a connection failure by its kind, never its address."""
-    if any(isinstance(cause, OSError) for cause in _chain(exc)):
+    if any(isinstance(cause, OSError) for cause in error_chain(exc)):
         return TransientError(f"the users database is unavailable: {connection_problem(exc)}")
     return TransientError(str(exc))  # a server's or SQLite's own words ("database is locked")
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    found: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in found and len(found) < 10:
-        found.append(current)
-        current = current.__cause__ or current.__context__
-    return found
 
 
 def retry_delay(ctx: JobContext, exc: TransientError, job: Job) -> float:
