@@ -26,6 +26,7 @@ from tests.conftest import (
     queued,
     status_of,
 )
+from tests.dashboard_client import Dashboard
 from tests.webhook_targets import ServerFactory, hook_url, queue_webhook
 from web import create_app
 
@@ -137,6 +138,7 @@ async def test_a_result_keeps_no_arguments_and_the_status_still_works(
 
 async def test_the_failed_list_keeps_a_bounded_copy_which_is_not_retried(
     client: TestClient[Any, Any],
+    aiohttp_client: ClientFactory,
     redis: ArqRedis,
     settings: Settings,
     run_worker: RunWorker,
@@ -157,6 +159,13 @@ async def test_the_failed_list_keeps_a_bounded_copy_which_is_not_retried(
     assert cut["kwargs"]["payload"]["data"].startswith("zzz")
     assert listed[small]["arguments_truncated"] is False
     assert listed[small]["kwargs"]["payload"] == {"data": "small"}
+
+    board = Dashboard(await aiohttp_client(create_app(settings)))
+    assert (await board.sign_in()).status == 303
+    overview = await board.page("/dashboard")
+    assert f"/dashboard/jobs/{small}/retry" in overview
+    assert f"/dashboard/jobs/{large}/retry" not in overview, "no Retry for a cut copy"
+    assert f"/dashboard/jobs/{large}/delete" in overview
 
     refused = await client.post(f"/jobs/{large}/retry")
     await assert_refused(refused, 409, "too large to keep whole", redis, settings)

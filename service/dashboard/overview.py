@@ -39,6 +39,7 @@ class JobLine:
     finished_at: float | None = None
     next_attempt_at: float | None = None
     error: str | None = None
+    retryable: bool = True  # a failure whose arguments were kept whole (records.arguments)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +172,7 @@ def _failed_line(job: DeadJob) -> JobLine:
         enqueued_at=_seconds(job.enqueued_at),
         finished_at=job.failed_at / 1000,
         error=job.reason,
+        retryable=not job.truncated,
     )
 
 
