@@ -116,9 +116,16 @@ class Settings(BaseSettings):
     webhook_timeout: float = Field(10.0, gt=0)
     # hosts (names or IP addresses) webhooks may reach even when they are not public
     webhook_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+    # largest request body (bytes) that queues a webhook / an event, by its route or POST /jobs;
+    # the job holds it in Redis until it has run: 413 beyond
+    webhook_max_payload_bytes: int = Field(64 * 1024, ge=1024, le=64 * MiB)
+    event_max_payload_bytes: int = Field(16 * 1024, ge=1024, le=64 * MiB)
     idempotency_ttl: int = Field(86_400, ge=1)
     dead_letter_max_jobs: int = Field(10_000, ge=1)
     dead_letter_max_age: int = Field(7 * 86_400, ge=1)
+    # what a failed job's entry keeps of its arguments (failed-jobs list): larger ones are
+    # cut to this size, and such a failed job cannot be retried (service/records/arguments.py)
+    dead_letter_max_argument_bytes: int = Field(4096, ge=256, le=MiB)
     job_history_max: int = Field(50, ge=1)
     email_job_timeout: float = Field(60, gt=0)
     webhook_job_timeout: float = Field(30, gt=0)
@@ -136,6 +143,10 @@ class Settings(BaseSettings):
     # Addresses or networks of reverse proxies whose X-Forwarded-For/-Proto/-Host are believed
     # (web/proxies.py); from any other peer those headers change nothing
     trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
+    # bytes of request bodies that queue jobs one token may send per window (sliding), what its
+    # jobs hold in Redis: 429 beyond; 0 switches the quota off
+    payload_quota_per_token: int = Field(64 * MiB, ge=0)
+    payload_quota_window: int = Field(3600, ge=1)  # seconds
     # Dashboard: how long a sign-in lasts; whether to show the dev mail sink's messages
     dashboard_session_hours: float = Field(12, gt=0)
     dashboard_mail_page: bool = False
@@ -330,6 +341,17 @@ class Settings(BaseSettings):
             self.redis_replica_ack_timeout >= self.redis_socket_timeout * 1000
         ):
             raise ValueError("REDIS_REPLICA_ACK_TIMEOUT (ms) must be below REDIS_SOCKET_TIMEOUT")
+        return self
+
+    @model_validator(mode="after")
+    def _quota_holds_one_payload(self) -> Settings:
+        """A quota smaller than one accepted body would refuse that body forever."""
+        largest = max(self.webhook_max_payload_bytes, self.event_max_payload_bytes)
+        if self.payload_quota_per_token and self.payload_quota_per_token < largest:
+            raise ValueError(
+                "PAYLOAD_QUOTA_PER_TOKEN must be 0 (off) or at least the largest payload limit"
+                f" ({largest} bytes: WEBHOOK_MAX_PAYLOAD_BYTES, EVENT_MAX_PAYLOAD_BYTES)"
+            )
         return self
 
     @property

@@ -52,4 +52,5 @@ JOB = Job(
     time_limit=lambda settings: settings.email_job_timeout,
     keep_result=False,
     api=True,
+    max_payload=lambda settings: settings.event_max_payload_bytes,
 )

@@ -120,9 +120,10 @@ async def _store_report(ctx: MailContext, name: str, data: bytes) -> None:
         await asyncio.get_running_loop().run_in_executor(ctx["executor"], _write, temp, data)
         await storage.store(REPORTS, name, temp)
     except StorageUnavailableError as exc:
-        raise TransientError(f"file storage unavailable: {exc}") from None
+        raise TransientError("file storage unavailable") from exc  # exc names the server
     except OSError as exc:
-        raise PermanentError(f"could not write the report: {exc.strerror or exc}") from None
+        reason = exc.strerror or type(exc).__name__  # never the file's path
+        raise PermanentError(f"could not write the report: {reason}") from exc
     finally:
         await storage.discard(temp)
 

@@ -30,6 +30,13 @@ from web.views import PROCESS_IMAGE, SEND_WELCOME_EMAIL
 JSON_BODY_LIMIT = 1024 * 1024  # uploads are streamed and limited separately
 
 
+def _body_limit(settings: Settings, registry: Registry) -> int:
+    """The app's body limit: JSON_BODY_LIMIT, or a job's own payload limit when larger (each
+    route that queues a job holds its body to that job's limit, web.views)."""
+    limits = (job.payload_limit(settings) for job in registry)
+    return max([JSON_BODY_LIMIT, *(limit for limit in limits if limit is not None)])
+
+
 async def _templates(app: web.Application) -> AsyncIterator[None]:
     """The dashboard's templates, read from disk once, off the event loop."""
     app[TEMPLATES] = await asyncio.get_running_loop().run_in_executor(None, make_environment)
@@ -40,7 +47,10 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     app[REDIS] = await open_pool(settings)
     app[RATE_LIMITS] = RateLimits(
-        app[REDIS], settings.rate_limit_per_token, settings.rate_limit_per_recipient
+        app[REDIS],
+        settings.rate_limit_per_token,
+        settings.rate_limit_per_recipient,
+        (settings.payload_quota_per_token, settings.payload_quota_window),
     )
     yield
     await app[REDIS].aclose(close_connection_pool=True)
@@ -88,7 +98,7 @@ def create_app(settings: Settings, registry: Registry = JOBS) -> web.Application
             require_token,
             limit_per_token,
         ],
-        client_max_size=JSON_BODY_LIMIT,
+        client_max_size=_body_limit(settings, registry),
     )
     app[SETTINGS] = settings
     app[REGISTRY] = registry

@@ -16,8 +16,8 @@ from service.dashboard.catalog import catalog
 from service.dashboard.crons import UnknownCronError, cron_schedules, find
 from service.dashboard.jobview import job_view
 from service.dashboard.mailbox import read_mailbox
-from service.dashboard.masking import masked
 from service.dashboard.overview import overview as read_overview
+from service.observability.masking import masked
 from service.queue.enqueue import enqueue
 from service.records import failed_jobs
 from service.records.failed_jobs import NotFailedError

@@ -161,7 +161,13 @@ async def parse_json(
     optional: bool = False,
 ) -> Model:
     """The request's JSON body as ``model``; any problem is a 400 naming the field."""
-    raw = await request.read()
+    return parse_body(await request.read(), model, settings=settings, optional=optional)
+
+
+def parse_body(
+    raw: bytes, model: type[Model], *, settings: Settings | None = None, optional: bool = False
+) -> Model:
+    """A body already read, as ``model``; with ``optional``, no body means the defaults."""
     if optional and not raw:  # no body at all; whitespace alone is not JSON (a 400)
         return model()
     return _validated(model, raw, settings)

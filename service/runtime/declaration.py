@@ -89,6 +89,10 @@ class Job:
     # fields (ones the settings give, such as REPORT_RECIPIENTS): whoever queues it through
     # the API counts them against RATE_LIMIT_PER_RECIPIENT, as it counts those fields.
     mails_to: MailsTo | None = None
+    # largest request body that may queue it, in bytes (read from the settings); None: the
+    # app's JSON body limit. Its arguments sit in Redis until it has run, so a job taking a
+    # free-form payload sets one (webhooks, events)
+    max_payload: Callable[[Settings], int] | None = None
 
     @property
     def summary(self) -> str:
@@ -100,6 +104,10 @@ class Job:
         """Its time limit: past it the attempt is cancelled and the job fails."""
         limit = self.time_limit
         return float(limit(settings) if callable(limit) else limit)
+
+    def payload_limit(self, settings: Settings) -> int | None:
+        """The largest request body (bytes) that may queue it; None: no limit of its own."""
+        return None if self.max_payload is None else int(self.max_payload(settings))
 
     @property
     def cron_name(self) -> str | None:
