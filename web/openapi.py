@@ -208,6 +208,21 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         uses_redis=False,  # an unreachable Redis shows as a NaN queue depth, not an error
         tags=("operations",),
     ),
+    ("GET", "/stats/throughput"): Operation(
+        "Jobs completed and failed: per second for 5 minutes, per minute for 24 hours, or per "
+        "hour for 30 days",
+        {
+            200: Answer("counts per step, oldest first", responses.Throughput),
+            400: _error("range is not one of 5m, 24h, 30d"),
+        },
+        query={"range": {"type": "string", "enum": ["5m", "24h", "30d"], "default": "5m"}},
+        tags=("operations",),
+    ),
+    ("GET", "/stats/functions"): Operation(
+        "Per function, the last hour: jobs, failure rate, duration p50/p95, queue wait p95",
+        {200: Answer("each function with an attempt in the last hour", responses.FunctionsStats)},
+        tags=("operations",),
+    ),
     # the dashboard: HTML pages and form actions (web/dashboard.py); a browser signs in and
     # sends its session cookie and CSRF token, an API client may use its bearer token instead
     ("GET", "/dashboard"): Operation(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from web import dashboard, job_control, live, openapi, views
+from web import dashboard, job_control, live, openapi, stats, views
 from web.idempotency import idempotent, upload_fingerprint
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -36,6 +36,8 @@ def setup_routes(app: web.Application) -> None:
             web.post("/jobs/{task_id}/retry", job_control.retry_failed),
             web.delete("/jobs/{task_id}", job_control.cancel),
             web.get("/metrics", views.metrics),
+            web.get("/stats/throughput", stats.throughput),
+            web.get("/stats/functions", stats.by_function),
             # dashboard: HTML pages and form actions (web/dashboard.py, web/templates/)
             web.get("/dashboard", dashboard.overview),
             web.get("/dashboard/events", live.overview_events),

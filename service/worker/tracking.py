@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -22,7 +23,16 @@ from arq import Retry
 
 from service.engine.arq_api import result_key_prefix
 from service.observability.masking import mask_text
-from service.records import arguments, attempt_scripts, attempts, events, failed_jobs, stats
+from service.records import (
+    arguments,
+    attempt_scripts,
+    attempts,
+    events,
+    failed_jobs,
+    function_stats,
+    stats,
+    throughput,
+)
 from service.records.attempts import Outcome
 from service.records.progress import Progress
 from service.records.status import time_limit_reason
@@ -103,6 +113,7 @@ class _Run:
     started_at: int
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
+    clock: float  # time.perf_counter() at the start: the run time without the wall clock's steps
 
 
 async def _start(
@@ -128,7 +139,7 @@ async def _start(
         status_event=events.encode("status", status),
         expected=expected,
     )
-    this = _Run(name, int(requeued or 0) + 1, attempt, started, args, kwargs)
+    this = _Run(name, int(requeued or 0) + 1, attempt, started, args, kwargs, time.perf_counter())
     # the status hash outlives every record a job writes (its ttl is renewed at the end)
     ctx["first_start"] = attempt == 1 and last_start is None and requeued is None
     if lost is not None:  # the worker running the last attempt died before closing it
@@ -148,6 +159,15 @@ async def _start(
             ttl=settings.job_result_ttl,
         )
     return this
+
+
+# how a counted attempt shows in the throughput graphs (a retry does not end the job) and in
+# its function's last-hour figures
+_graphed: dict[str, tuple[throughput.Finished | None, function_stats.Outcome]] = {
+    "success": ("c", "success"),
+    "failure": ("f", "failure"),
+    "retry": (None, "retry"),
+}
 
 
 async def _close(
@@ -175,6 +195,7 @@ async def _close(
     )
     done = outcome in ("success", "failure")  # counted among the recent and last runs
     ended = done or outcome == "cancelled"  # the job will not run again
+    graphed = _graphed.get(outcome) if counted else None
     if status is not None and ended:
         status["finished_at"] = iso_from_ms(finished)
     await attempt_scripts.record_end(
@@ -191,6 +212,14 @@ async def _close(
         # an interrupted last attempt may still be failed by arq: its expected entry stays
         keep_expected=outcome == "interrupted",
         status_event="" if status is None else events.encode("status", status),
+        tally=throughput.tally(finished, graphed[0] if graphed else None),
+        sample=function_stats.sample(
+            this.name,
+            graphed[1] if graphed else None,
+            finished,
+            run=time.perf_counter() - this.clock,
+            wait=max(0, this.started_at - ctx["score"]) / 1000,
+        ),
     )
     return finished
 
@@ -359,6 +388,7 @@ async def _record_arq_failure(ctx: JobContext, registry: Registry) -> None:
         await attempts.relabel_last(redis, job_id, "timeout", reason)
     await _write_meta(ctx, finished_at=now_ms(), outcome="failure", last_error=reason)
     await stats.count_today(redis, settings.timezone, **{f"job:{name}:failure": 1})
+    await throughput.count(redis, now_ms(), "f")
     kept = arguments.bounded(args, kwargs, settings.dead_letter_max_argument_bytes)
     failed = failed_jobs.DeadJob(
         job_id=job_id,

@@ -1,0 +1,117 @@
+"""Per function, the last hour: jobs finished, failure rate, duration and queue-wait percentiles.
+
+Each attempt that ends with an outcome (success, failure, retry) adds to its function's hash of
+the minute (the attempt's script call writes it, service.records.attempt_scripts): its
+outcome's count (``s``, ``f``, ``r``), and the latency buckets (service.records.latency) of its
+run time (``d<bucket>``) and of its wait in the queue from when it was due to its start
+(``w<bucket>``). A hash expires after a little over an hour, and its size depends on the spread
+of the function's latencies (a few buckets each, usually), never on the traffic.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from redis.asyncio import Redis
+
+from service.records import latency
+from service.store import keys
+
+TTL = 3600 + 120  # the last hour, and the minute it starts in
+WINDOW_MINUTES = 60
+Outcome = Literal["success", "failure", "retry"]
+_LETTER: dict[Outcome, str] = {"success": "s", "failure": "f", "retry": "r"}
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """The hash and fields one attempt adds one to; empty fields: not sampled."""
+
+    key: str
+    outcome: str
+    duration: str
+    wait: str
+
+
+def sample(
+    function: str, outcome: Outcome | None, ended_ms: int, run: float, wait: float
+) -> Sample:
+    """Where an attempt of ``function`` that ran ``run`` seconds after waiting ``wait`` is
+    counted (``outcome`` None: it is not, an attempt cut short says nothing of the function)."""
+    key = keys.function_minute(function, ended_ms // 60_000)
+    if outcome is None:
+        return Sample(key, "", "", "")
+    return Sample(key, _LETTER[outcome], f"d{latency.bucket(run)}", f"w{latency.bucket(wait)}")
+
+
+@dataclass(slots=True)
+class FunctionStats:
+    """One function's last hour; seconds, None when no attempt was timed."""
+
+    function: str
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    durations: Counter[int] = field(default_factory=Counter)
+    waits: Counter[int] = field(default_factory=Counter)
+
+    @property
+    def jobs(self) -> int:
+        """Jobs finished: succeeded or failed for good (a retry is not an end)."""
+        return self.succeeded + self.failed
+
+    @property
+    def failure_rate(self) -> float | None:
+        return self.failed / self.jobs if self.jobs else None
+
+    @property
+    def duration_p50(self) -> float | None:
+        return latency.percentile(self.durations, 0.50)
+
+    @property
+    def duration_p95(self) -> float | None:
+        return latency.percentile(self.durations, 0.95)
+
+    @property
+    def wait_p95(self) -> float | None:
+        return latency.percentile(self.waits, 0.95)
+
+
+def _add(stats: FunctionStats, kind: str, value: int) -> None:
+    if kind == "s":
+        stats.succeeded += value
+    elif kind == "f":
+        stats.failed += value
+    elif kind == "r":
+        stats.retried += value
+    elif kind[:1] == "d" and kind[1:].isdigit():
+        stats.durations[int(kind[1:])] += value
+    elif kind[:1] == "w" and kind[1:].isdigit():
+        stats.waits[int(kind[1:])] += value
+
+
+async def last_hour(
+    redis: Redis, functions: Iterable[str], now: float | None = None
+) -> list[FunctionStats]:
+    """Each of ``functions`` with an attempt in the last 60 minutes (this one included), by
+    name; one round trip."""
+    minute = int(time.time() if now is None else now) // 60
+    names = sorted(functions)
+    async with redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            for back in range(WINDOW_MINUTES):
+                pipe.hgetall(keys.function_minute(name, minute - back))
+        replies: list[dict[bytes, bytes]] = await pipe.execute()
+    found = []
+    for at, name in enumerate(names):
+        stats = FunctionStats(name)
+        for reply in replies[at * WINDOW_MINUTES : (at + 1) * WINDOW_MINUTES]:
+            for kind, value in reply.items():
+                _add(stats, kind.decode(), int(value))
+        if stats.succeeded or stats.failed or stats.retried:
+            found.append(stats)
+    return found
