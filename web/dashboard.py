@@ -14,12 +14,13 @@ from yarl import URL
 
 from service.dashboard.catalog import catalog
 from service.dashboard.crons import UnknownCronError, cron_schedules, find
+from service.dashboard.graphs import graphs as read_graphs
 from service.dashboard.jobview import job_view
 from service.dashboard.mailbox import read_mailbox
 from service.dashboard.overview import overview as read_overview
 from service.observability.masking import masked
 from service.queue.enqueue import enqueue
-from service.records import failed_jobs
+from service.records import failed_jobs, latency
 from service.records.failed_jobs import NotFailedError
 from service.records.status import JOB_ID_PATTERN
 from service.store.storage import CONTENT_TYPES, UPLOADS
@@ -64,7 +65,16 @@ async def overview(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY]
     crons = await cron_schedules(redis, settings, registry)
     jobs = catalog(registry, settings)
-    return render(request, "overview.html", overview=state, crons=crons, jobs=jobs)
+    drawn = await read_graphs(redis, (job.name for job in registry))
+    return render(
+        request,
+        "overview.html",
+        overview=state,
+        crons=crons,
+        jobs=jobs,
+        graphs=drawn,
+        relative_error=latency.RELATIVE_ERROR,
+    )
 
 
 async def job_page(request: web.Request) -> web.Response:
