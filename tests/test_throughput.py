@@ -14,7 +14,9 @@ from service.queue.enqueue import enqueue
 from service.records import function_stats, latency, throughput
 from service.records.throughput import SPANS
 from service.store import keys
-from tests.conftest import RunWorker, SmtpRecorder
+from settings import Settings
+from tests.conftest import RunWorker, SmtpRecorder, status_of
+from tests.webhook_targets import HeldTarget, ServerFactory, hook_url, queue_webhook
 
 KINDS: tuple[throughput.Finished, ...] = ("c", "f")
 EMAIL = {"to": "ann@example.com", "subject": "Hi", "body": "Hi Ann"}
@@ -79,6 +81,36 @@ async def test_each_function_has_its_jobs_failure_rate_and_latencies_for_the_las
         assert 0 < entry["duration_p50"] <= entry["duration_p95"] < 5, entry
         assert entry["wait_p95"] is not None, entry
         assert 0 <= entry["wait_p95"] < 30, entry
+
+
+async def test_a_job_past_its_time_limit_counts_as_failed(
+    client: TestClient[Any, Any],
+    settings: Settings,
+    run_worker: RunWorker,
+    aiohttp_server: ServerFactory,
+) -> None:
+    """arq fails such a job itself, past the attempt's script: counted all the same."""
+    target = HeldTarget()
+    url = await hook_url(aiohttp_server, target.handle)
+    impatient = settings.model_copy(
+        update={"job_timeout": 0.3, "webhook_job_timeout": 0.3, "webhook_timeout": 30}
+    )
+    task_id = await queue_webhook(client, url, {})
+    try:
+        await run_worker(impatient)
+    finally:
+        target.release.set()
+
+    assert (await status_of(client, task_id))["status"] == "FAILURE"
+    for span in SPANS:
+        body = await _json(client, f"/stats/throughput?range={span}")
+        assert (sum(body["completed"]), sum(body["failed"])) == (0, 1), span
+    (webhooks,) = (await _json(client, "/stats/functions"))["functions"]
+    assert (webhooks["function"], webhooks["jobs"], webhooks["failure_rate"]) == (
+        "deliver_webhook",
+        1,
+        1.0,
+    )
 
 
 async def test_series_put_each_count_in_its_step_and_drop_what_is_out_of_range(

@@ -10,6 +10,7 @@ of the function's latencies (a few buckets each, usually), never on the traffic.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -42,10 +43,26 @@ def sample(
 ) -> Sample:
     """Where an attempt of ``function`` that ran ``run`` seconds after waiting ``wait`` is
     counted (``outcome`` None: it is not, an attempt cut short says nothing of the function)."""
-    key = keys.function_minute(function, ended_ms // 60_000)
+    key = _key(function, ended_ms // 60_000)
     if outcome is None:
         return Sample(key, "", "", "")
     return Sample(key, _LETTER[outcome], f"d{latency.bucket(run)}", f"w{latency.bucket(wait)}")
+
+
+async def count_failure(redis: Redis, function: str, ended_ms: int) -> None:
+    """Count a failure outside the attempt's script (one arq decided: a time limit); its run
+    time is the limit's, not a measure of the function, so no latency is sampled."""
+    key = _key(function, ended_ms // 60_000)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hincrby(key, _LETTER["failure"], 1)
+        pipe.expire(key, TTL)
+        await pipe.execute()
+
+
+@functools.lru_cache(maxsize=64)
+def _key(function: str, minute: int) -> str:
+    """Cached: a function's attempts in one minute share their key."""
+    return keys.function_minute(function, minute)
 
 
 @dataclass(slots=True)

@@ -10,6 +10,7 @@ small fields per hash, each a Redis listpack (tests/test_throughput.py measures 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -44,7 +45,12 @@ NOT_COUNTED = ("", "", "")
 def tally(finished_ms: int, kind: Finished | None) -> Tally:
     """Where a job finished at ``finished_ms`` is counted, as ``kind`` (None: it is not, an
     attempt that did not end the job)."""
-    second = finished_ms // 1000
+    return _tally(finished_ms // 1000, kind)
+
+
+@functools.lru_cache(maxsize=16)
+def _tally(second: int, kind: Finished | None) -> Tally:
+    """Cached: the jobs a busy worker finishes in one second share their keys and fields."""
     minute, hour = second // 60, second // 3600
     if kind is None:
         fields = NOT_COUNTED

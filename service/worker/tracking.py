@@ -389,6 +389,7 @@ async def _record_arq_failure(ctx: JobContext, registry: Registry) -> None:
     await _write_meta(ctx, finished_at=now_ms(), outcome="failure", last_error=reason)
     await stats.count_today(redis, settings.timezone, **{f"job:{name}:failure": 1})
     await throughput.count(redis, now_ms(), "f")
+    await function_stats.count_failure(redis, name, now_ms())
     kept = arguments.bounded(args, kwargs, settings.dead_letter_max_argument_bytes)
     failed = failed_jobs.DeadJob(
         job_id=job_id,
