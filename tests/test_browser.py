@@ -247,10 +247,12 @@ COMPLETED_RGB, FAILED_RGB = (0x15, 0x80, 0x3D), (0xB9, 0x1C, 0x1C)
 async def test_the_overview_draws_the_jobs_it_sees_finish_in_its_throughput_graphs(
     page: Page, worker: Worker, redis: ArqRedis
 ) -> None:
-    await sign_in(page)  # before listening: the sign-in page asks for /favicon.ico (401)
+    await sign_in(page)
     errors: list[str] = []
-    page.on(
-        "console", lambda message: errors.append(message.text) if message.type == "error" else None
+    page.on("pageerror", lambda error: errors.append(str(error)))  # uncaught script errors
+    await page.evaluate(  # and what the Content-Security-Policy refused, as the page redraws
+        "window.refused = []; document.addEventListener('securitypolicyviolation',"
+        " (event) => window.refused.push(event.violatedDirective + ' ' + event.blockedURI))"
     )
     await expect(page.locator(".live-dot.on")).to_be_visible()
     await expect(page.locator("#graph-5m canvas")).to_have_count(1)
@@ -283,5 +285,16 @@ async def test_the_overview_draws_the_jobs_it_sees_finish_in_its_throughput_grap
     await expect(events.locator("td").nth(2)).to_have_text("0.0%")
     images = functions.locator("tr", has=page.locator("text=process_image"))
     await expect(images.locator("td").nth(2)).to_have_text("100.0%")
-    assert errors == [], errors  # no script error, no Content-Security-Policy refusal
+    assert errors == [], errors
+    assert await page.evaluate("window.refused") == []
     await screenshot(page, "overview-throughput")
+
+    # with nothing finishing, the live graph still moves on, by the browser's clock alone
+    live = await page.locator("#graph-5m").element_handle()
+    assert live is not None
+    last = int(await live.get_attribute("data-last") or 0)
+    await page.wait_for_function(
+        "([figure, last]) => figure.isConnected && Number(figure.dataset.last) >= last + 2",
+        arg=[live, last],
+    )
+    assert await page.evaluate("window.sameDocument") is True
