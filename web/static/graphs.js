@@ -65,6 +65,7 @@ function advance() {
     }
     graph.chart.setData(graph.data);
     figure.dataset.last = String(xs[xs.length - 1]);
+    figure.dataset.advanced = String(Number(figure.dataset.advanced || 0) + gone);
   }
 }
 
