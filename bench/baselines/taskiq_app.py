@@ -29,7 +29,10 @@ if os.environ["BENCH_TASKIQ_BROKER"] == "stream":
     # the group reads the stream from its start: jobs queued before any worker ran count too
     broker = RedisStreamBroker(BROKER_URL, consumer_id="0")
 else:
-    broker = ListQueueBroker(BROKER_URL)
+    # Its worker waits in a BRPOP without a timeout, and redis-py 8 reads with a 5 s socket
+    # timeout by default: an idle worker process then dies every 5 s and is restarted, which
+    # is no way to run it. socket_timeout=None lets the BRPOP wait, as it was written to.
+    broker = ListQueueBroker(BROKER_URL, socket_timeout=None)
 broker = broker.with_result_backend(results)
 
 
