@@ -343,7 +343,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
         p50,
         color=["#3b7dd8" if s == "ours" else "#aaaaaa" for s in systems],
     )
-    right.tick_params(axis="x", labelsize=7)
+    right.tick_params(axis="x", labelsize=7, labelrotation=30)
     right.axhline(10, color="#d0342c", linestyle="--")
     right.set_yscale("log")
     right.set_ylabel("ms (log scale)")
