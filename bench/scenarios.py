@@ -132,17 +132,24 @@ class Drained:
 
 
 async def drain(
-    system: System, redis: Redis, queued: int, within: float, worker: Process
+    system: System,
+    redis: Redis,
+    queued: int,
+    within: float,
+    worker: Process,
+    finished: Callable[[Redis, int], Awaitable[int]] | None = None,
 ) -> Drained:
     """Wait until ``queued`` jobs are finished; the window from the first finished to the last.
 
-    The worker's CPU is read from /proc at both ends of the window only: a scan of /proc per
-    poll would cost the machine more than it tells.
+    ``finished`` counts them (the system's ``finished`` unless given). The worker's CPU is
+    read from /proc at both ends of the window only: a scan of /proc per poll would cost the
+    machine more than it tells.
     """
+    count = finished or system.finished
     first_at, first_count, first_cpu = 0.0, 0, 0.0
     deadline = time.monotonic() + within
     while True:
-        done = await system.finished(redis, queued)
+        done = await count(redis, queued)
         now = time.perf_counter()
         if done and not first_at:
             first_at, first_count, first_cpu = now, done, cpu_seconds(worker.pid)
@@ -237,10 +244,12 @@ async def noop(
         _, enqueue_rate = await post_many(http, system, "/events", bodies)
     finally:
         web.stop()
-    worker = system.start_worker(tag)
+    worker = system.start_worker(tag, *system.noop_worker())
     try:
         sampler = Sampler(worker)
-        drained = await drain(system, redis, sizes.noop_jobs, 600, worker)
+        drained = await drain(
+            system, redis, sizes.noop_jobs, 600, worker, finished=system.noop_finished
+        )
         cpu = cpu_seconds(worker.pid)  # start-up included: a few % of the total
         peak = await sampler.stop()
     finally:

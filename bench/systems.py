@@ -69,6 +69,14 @@ class System:
     def cwd(self) -> Path:
         return ROOT
 
+    def noop_worker(self) -> tuple[list[str], dict[str, str]]:
+        """The command and extra environment of the worker that drains the no-op jobs."""
+        return self.worker_argv(), {}
+
+    async def noop_finished(self, redis: Redis, queued: int) -> int:
+        """How many of the ``queued`` no-op jobs that worker has finished."""
+        return await self.finished(redis, queued)
+
     def io_worker(self, concurrency: int) -> tuple[list[str], dict[str, str]]:
         """The command and extra environment of a worker running ``concurrency`` sleep jobs at
         once (the I/O drain, bench/io_drain.py)."""

@@ -7,8 +7,9 @@ Run by bench/run.py in its own virtualenv (requirements-dramatiq.txt):
 - ``python dramatiq_app.py enqueue-sleep COUNT SECONDS`` queues COUNT sleep jobs and exits.
 
 BENCH_REDIS_URL_BROKER / _RESULTS pick the databases. Every job returns the time it started,
-kept by Dramatiq's Results middleware under ``dramatiq-results:default:<actor>:<message id>``:
-the bench reads pickup latency from it and counts finished jobs as result keys.
+kept by Dramatiq's Results middleware under ``dramatiq-results:default:<actor>:<message id>``
+unless BENCH_PEER_RESULTS is ``off``: the bench reads pickup latency from it and counts
+finished jobs as result keys.
 """
 
 import os
@@ -22,15 +23,16 @@ from dramatiq.results.backends import RedisBackend
 from flask import Flask, jsonify, request
 
 broker = RedisBroker(url=os.environ["BENCH_REDIS_URL_BROKER"])
-broker.add_middleware(
-    Results(
-        backend=RedisBackend(
-            url=os.environ["BENCH_REDIS_URL_RESULTS"], use_namespace_prefix_keys=True
-        ),
-        store_results=True,
-        result_ttl=3_600_000,
+if os.environ.get("BENCH_PEER_RESULTS") != "off":
+    broker.add_middleware(
+        Results(
+            backend=RedisBackend(
+                url=os.environ["BENCH_REDIS_URL_RESULTS"], use_namespace_prefix_keys=True
+            ),
+            store_results=True,
+            result_ttl=3_600_000,
+        )
     )
-)
 dramatiq.set_broker(broker)
 app = Flask(__name__)
 

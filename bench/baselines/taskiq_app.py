@@ -8,8 +8,8 @@ Run by bench/run.py in its own virtualenv (requirements-taskiq.txt):
 
 BENCH_TASKIQ_BROKER is ``list`` (ListQueueBroker) or ``stream`` (RedisStreamBroker);
 BENCH_REDIS_URL_BROKER / _RESULTS pick the databases. Every job returns the time it started,
-kept by taskiq-redis's result backend (JSON): the bench reads pickup latency from it and
-counts finished jobs as result keys, as it does for Celery.
+kept by taskiq-redis's result backend (JSON) unless BENCH_PEER_RESULTS is ``off``: the bench
+reads pickup latency from it and counts finished jobs as result keys, as it does for Celery.
 """
 
 import asyncio
@@ -33,7 +33,8 @@ else:
     # timeout by default: an idle worker process then dies every 5 s and is restarted, which
     # is no way to run it. socket_timeout=None lets the BRPOP wait, as it was written to.
     broker = ListQueueBroker(BROKER_URL, socket_timeout=None)
-broker = broker.with_result_backend(results)
+if os.environ.get("BENCH_PEER_RESULTS") != "off":
+    broker = broker.with_result_backend(results)
 
 
 @broker.task
