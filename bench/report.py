@@ -272,10 +272,14 @@ HOW = [
     "(`bench/baselines/taskiq_app.py`, `dramatiq_app.py`): taskiq with its list broker and "
     "with its stream broker, `taskiq worker --workers 1 --max-async-tasks` = this service's "
     "`WORKER_MAX_JOBS`, an aiohttp app; Dramatiq with its Redis broker, `dramatiq --processes "
-    "1 --threads 8` (100 in the I/O drain), Flask under gunicorn (2 workers). Their no-op job "
-    "logs nothing and returns its start time, kept by the peer's own Redis result backend: "
-    "pickup is read from it, finished jobs are counted as result keys. They run the no-op, "
-    "pickup and I/O-drain scenarios only.",
+    "1 --threads 8` (100 in the I/O drain), Flask under gunicorn (2 workers). Their jobs log "
+    "nothing of their own and return their start time, kept by the peer's own Redis result "
+    "backend: pickup is read from it, finished jobs are counted as result keys. In the no-op "
+    "drain they run without a result backend (their lightest set-up; this service keeps its "
+    "status records), and finished jobs are counted from the broker's keys: taskiq's stream "
+    "group (read less pending), Dramatiq's message hash, taskiq's list (popped counts as "
+    "finished: up to `--max-async-tasks` jobs early). They run the no-op, pickup and I/O-drain "
+    "scenarios only.",
     "- I/O drain: the jobs (this service: `bench_sleep`, a bench-only job that the bench's "
     "worker `arq bench.worker.WorkerSettings` adds to the service's registry; taskiq: "
     "`asyncio.sleep`; Dramatiq: `time.sleep`) are queued with each system's own client, then "

@@ -76,6 +76,10 @@ def test_peer_workers_run_as_the_issue_says() -> None:
     assert Taskiq(ports, "list", 50).io_worker(100)[0][-1] == "100"
     assert Dramatiq(ports).worker_argv()[-4:] == ["--processes", "1", "--threads", "8"]
     assert Dramatiq(ports).io_worker(100)[0][-1] == "100"
+    for peer in (Taskiq(ports, "list", 50), Taskiq(ports, "stream", 50), Dramatiq(ports)):
+        argv, env = peer.noop_worker()
+        assert (argv, env) == (peer.worker_argv(), {"BENCH_PEER_RESULTS": "off"})
+    assert Ours(ports).noop_worker() == (Ours(ports).worker_argv(), {})
     argv, env = Ours(ports).io_worker(100)
     assert "bench.worker.WorkerSettings" in argv
     assert env == {"WORKER_MAX_JOBS": "100"}
