@@ -108,12 +108,13 @@ def _logging_first(settings: Settings, on_startup: Any) -> Any:
     return configure_then_start
 
 
-def build_worker_settings(settings: Settings) -> type:
+def build_worker_settings(settings: Settings, registry: Registry = REGISTRY) -> type:
     """A ``WorkerSettings`` class (the CLI's entry point); arq reads only its own ``__dict__``.
 
     Only this entry point configures logging and checks Redis's eviction policy and
     persistence (service.store.redis_checks), so in-process workers in tests do neither.
+    ``registry`` is jobs/registry.py's; the bench's worker (bench/worker.py) adds its own jobs.
     """
-    options = worker_options(settings)
+    options = worker_options(settings, registry)
     options["on_startup"] = _logging_first(settings, options["on_startup"])
     return type("WorkerSettings", (), options)
