@@ -38,6 +38,12 @@ def wake(queue_name: str) -> str:
     return f"{PREFIX}wake:{queue_name}"
 
 
+def paused(queue_name: str) -> str:
+    """String holding when the queue was paused (ms), present only while it is: the claim
+    script reads it, so no worker takes a job from the queue meanwhile."""
+    return f"{PREFIX}paused:{queue_name}"
+
+
 def job_attempts(job_id: str) -> str:
     """List of one job's finished attempts (JSON each), oldest first, capped in length."""
     return f"{PREFIX}attempts:{job_id}"
