@@ -21,6 +21,7 @@ from pytest_aiohttp import AiohttpServer
 
 from service.engine.loop import BatchWorker as Worker
 from service.queue.enqueue import enqueue
+from service.queue.pause import pause, resume
 from service.worker.options import worker_options
 from settings import Settings
 from tests import files
@@ -224,3 +225,31 @@ async def test_mail_page_shows_what_the_sink_captured(page: Page, settings: Sett
     await mail.locator("summary").click()
     await expect(mail.locator("pre")).to_contain_text("thanks for signing up")
     await screenshot(page, "mail")
+
+
+async def test_pause_shows_a_banner_that_resume_lifts_and_another_operators_pause_shows_live(
+    page: Page, worker: Worker, redis: ArqRedis, settings: Settings
+) -> None:
+    await sign_in(page)
+    banner = page.locator("#paused-banner")
+    await expect(banner).to_have_count(0)
+    await page.click("button:has-text('Pause queue')")  # the confirmation is accepted
+    await expect(banner).to_contain_text("Queue paused")
+    await expect(banner).to_contain_text("Nothing is running: safe to stop the workers.")
+    job_id = await enqueue(redis, "log_event", {"event": {"n": 1}})
+    await page.reload()
+    await expect(page.locator("#stat-queued .value")).to_have_text("1")  # waits, not taken
+    await screenshot(page, "overview-paused")
+
+    await banner.locator("button:has-text('Resume')").click()
+    await expect(banner).to_have_count(0)
+    await expect(page.locator("#successes")).to_contain_text(job_id[:8])
+
+    # a pause made elsewhere (the API, another operator) reaches this open page by itself
+    await expect(page.locator(".live-dot.on")).to_be_visible()
+    await page.evaluate("window.sameDocument = true")
+    await pause(redis, settings.queue_name)
+    await expect(banner).to_be_visible()
+    assert await page.evaluate("window.sameDocument") is True, "the page was reloaded"
+    await resume(redis, settings.queue_name)
+    await expect(banner).to_have_count(0)

@@ -18,6 +18,7 @@ from service.dashboard.jobview import job_view
 from service.dashboard.mailbox import read_mailbox
 from service.dashboard.masking import masked
 from service.dashboard.overview import overview as read_overview
+from service.queue import pause
 from service.queue.enqueue import enqueue
 from service.records import failed_jobs
 from service.records.failed_jobs import NotFailedError
@@ -64,7 +65,8 @@ async def overview(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY]
     crons = await cron_schedules(redis, settings, registry)
     jobs = catalog(registry, settings)
-    return render(request, "overview.html", overview=state, crons=crons, jobs=jobs)
+    paused = await pause.pause_state(redis, settings.queue_name)
+    return render(request, "overview.html", overview=state, crons=crons, jobs=jobs, pause=paused)
 
 
 async def job_page(request: web.Request) -> web.Response:
@@ -129,6 +131,18 @@ async def run_cron_now(request: web.Request) -> web.Response:
         raise ApiError(404, "no cron schedule has this name") from None
     job_id = await enqueue(request.app[REDIS], job.name, {})
     return see_other(f"{HOME}/jobs/{job_id}")
+
+
+async def pause_queue(request: web.Request) -> web.Response:
+    """The overview's **Pause**: as ``POST /queue/pause``; the banner then says so."""
+    await pause.pause(request.app[REDIS], request.app[SETTINGS].queue_name)
+    return see_other(HOME)
+
+
+async def resume_queue(request: web.Request) -> web.Response:
+    """The banner's **Resume**: as ``POST /queue/resume``."""
+    await pause.resume(request.app[REDIS], request.app[SETTINGS].queue_name)
+    return see_other(HOME)
 
 
 async def retry_job(request: web.Request) -> web.Response:

@@ -21,7 +21,7 @@ from pydantic.json_schema import models_json_schema
 
 from service.records.status import JOB_ID_PATTERN
 from service.runtime import Registry
-from web import responses, schemas
+from web import queue_control, responses, schemas
 from web.auth import is_public
 from web.keys import OPENAPI, REGISTRY
 from web.schemas import api_request_model, request_model
@@ -208,6 +208,40 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         uses_redis=False,  # an unreachable Redis shows as a NaN queue depth, not an error
         tags=("operations",),
     ),
+    ("GET", "/queue"): Operation(
+        "The queue as a whole: paused or not, jobs running, jobs queued",
+        {200: Answer("the queue's state", responses.QueueState)},
+        tags=("operations",),
+    ),
+    ("POST", "/queue/pause"): Operation(
+        "Pause the queue: jobs are still accepted, workers take none; running ones finish",
+        {200: Answer("paused (already paused: unchanged)", responses.QueueState)},
+        tags=("operations",),
+    ),
+    ("POST", "/queue/resume"): Operation(
+        "Resume the queue: workers take jobs again",
+        {200: Answer("not paused (any more)", responses.QueueState)},
+        tags=("operations",),
+    ),
+    ("POST", "/queue/drain"): Operation(
+        "Pause the queue, then wait until no job runs",
+        {
+            200: Answer("paused and nothing runs: safe to stop the workers", responses.QueueState),
+            202: Answer(
+                "paused, jobs still running after timeout: call again", responses.QueueState
+            ),
+            400: _error("timeout out of range"),
+        },
+        query={
+            "timeout": {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": queue_control.DRAIN_MAX,
+                "default": queue_control.DRAIN_DEFAULT,
+            }
+        },
+        tags=("operations",),
+    ),
     # the dashboard: HTML pages and form actions (web/dashboard.py); a browser signs in and
     # sends its session cookie and CSRF token, an API client may use its bearer token instead
     ("GET", "/dashboard"): Operation(
@@ -276,6 +310,14 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/dashboard/crons/{name}/run"): Operation(
         "Dashboard: run a cron schedule's job now",
         {303: SEE_OTHER, 404: _error("no cron schedule has this name")},
+        tags=("dashboard",),
+    ),
+    ("POST", "/dashboard/queue/pause"): Operation(
+        "Dashboard: pause the queue (as POST /queue/pause)", {303: SEE_OTHER}, tags=("dashboard",)
+    ),
+    ("POST", "/dashboard/queue/resume"): Operation(
+        "Dashboard: resume the queue (as POST /queue/resume)",
+        {303: SEE_OTHER},
         tags=("dashboard",),
     ),
     ("POST", "/dashboard/jobs/{job_id}/retry"): Operation(

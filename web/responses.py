@@ -65,6 +65,19 @@ class Health(BaseModel):
     dependencies: dict[str, Literal["ok", "unreachable"]] | None = None
     worker: WorkerHealth | None
     queued: int | None
+    paused: bool | None = None  # the queue is paused (POST /queue/pause): no job is taken
+    paused_at: str | None = None
+
+
+class QueueState(BaseModel):
+    """The queue as a whole: paused or not, jobs running, jobs queued (deferred included);
+    ``drained`` only from ``POST /queue/drain``."""
+
+    paused: bool
+    paused_at: str | None
+    running: int
+    queued: int
+    drained: bool | None = None
 
 
 class FailedJob(BaseModel):
