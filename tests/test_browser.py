@@ -253,3 +253,23 @@ async def test_pause_shows_a_banner_that_resume_lifts_and_another_operators_paus
     assert await page.evaluate("window.sameDocument") is True, "the page was reloaded"
     await resume(redis, settings.queue_name)
     await expect(banner).to_have_count(0)
+
+
+async def test_a_paused_cron_schedule_shows_as_paused_with_its_next_and_last_runs(
+    page: Page, worker: Worker
+) -> None:
+    await sign_in(page)
+    report = page.locator("#cron-daily_report")
+    await expect(report.locator(".badge")).to_have_count(0)
+    await report.locator("button:has-text('Pause')").click()  # the confirmation is accepted
+    await expect(report.locator(".badge-paused")).to_have_text("PAUSED")
+    await expect(report).to_contain_text("skipped while paused")
+    more = page.locator("#cron-daily_report + tr.cron-more")
+    await more.locator("summary").click()
+    await expect(more.locator("ol.next-runs li")).to_have_count(5)
+    await expect(more).to_contain_text("No scheduled run yet.")
+    await screenshot(page, "overview-cron-paused")
+
+    await report.locator("button:has-text('Resume')").click()
+    await expect(report.locator(".badge-paused")).to_have_count(0)
+    await expect(report.locator("button:has-text('Pause')")).to_be_visible()

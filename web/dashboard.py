@@ -20,11 +20,13 @@ from service.dashboard.masking import masked
 from service.dashboard.overview import overview as read_overview
 from service.queue import pause
 from service.queue.enqueue import enqueue
-from service.records import failed_jobs
+from service.records import failed_jobs, schedules
 from service.records.failed_jobs import NotFailedError
 from service.records.status import JOB_ID_PATTERN
+from service.records.times import now_ms
 from service.store.storage import CONTENT_TYPES, UPLOADS
 from web.auth import matching_token, token_fingerprint
+from web.cron_control import cron_name_from
 from web.errors import ApiError
 from web.job_control import NOT_RETRYABLE, cancel_or_refuse, job_id_from, requeue_failed
 from web.keys import DECLARED, REDIS, REGISTRY, SETTINGS, STORAGE
@@ -131,6 +133,18 @@ async def run_cron_now(request: web.Request) -> web.Response:
         raise ApiError(404, "no cron schedule has this name") from None
     job_id = await enqueue(request.app[REDIS], job.name, {})
     return see_other(f"{HOME}/jobs/{job_id}")
+
+
+async def pause_cron(request: web.Request) -> web.Response:
+    """A schedule's **Pause**: as ``POST /crons/{name}/pause``."""
+    await schedules.pause(request.app[REDIS], cron_name_from(request), now_ms())
+    return see_other(f"{HOME}#crons")
+
+
+async def resume_cron(request: web.Request) -> web.Response:
+    """A paused schedule's **Resume**: as ``POST /crons/{name}/resume``."""
+    await schedules.resume(request.app[REDIS], cron_name_from(request))
+    return see_other(f"{HOME}#crons")
 
 
 async def pause_queue(request: web.Request) -> web.Response:

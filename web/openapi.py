@@ -82,6 +82,7 @@ TASK_ID = {"type": "string", "pattern": f"^{JOB_ID_PATTERN.pattern}$"}
 JOB_ID_NAMES = {"task_id", "job_id"}
 PLAIN_NAME = {"type": "string", "pattern": "^[A-Za-z0-9:_.-]{1,200}$"}  # one path segment
 NO_MATCH = _error("nothing has this name or id")
+NO_CRON = _error("no cron schedule has this name")
 UPLOAD_ANSWERS: Mapping[int, Answer] = {
     202: _queued("the thumbnail job"),
     400: _error("not multipart/form-data, no 'file' field, or an empty file"),
@@ -242,6 +243,21 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         },
         tags=("operations",),
     ),
+    ("GET", "/crons"): Operation(
+        "The cron schedules: paused or not, next five runs, last twenty runs",
+        {200: Answer("every schedule", responses.CronList)},
+        tags=("operations",),
+    ),
+    ("POST", "/crons/{name}/pause"): Operation(
+        "Pause one cron schedule: every worker skips its runs until it is resumed",
+        {200: Answer("the schedule, paused", responses.CronState), 404: NO_CRON},
+        tags=("operations",),
+    ),
+    ("POST", "/crons/{name}/resume"): Operation(
+        "Resume one cron schedule",
+        {200: Answer("the schedule, not paused", responses.CronState), 404: NO_CRON},
+        tags=("operations",),
+    ),
     # the dashboard: HTML pages and form actions (web/dashboard.py); a browser signs in and
     # sends its session cookie and CSRF token, an API client may use its bearer token instead
     ("GET", "/dashboard"): Operation(
@@ -309,7 +325,17 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("POST", "/dashboard/crons/{name}/run"): Operation(
         "Dashboard: run a cron schedule's job now",
-        {303: SEE_OTHER, 404: _error("no cron schedule has this name")},
+        {303: SEE_OTHER, 404: NO_CRON},
+        tags=("dashboard",),
+    ),
+    ("POST", "/dashboard/crons/{name}/pause"): Operation(
+        "Dashboard: pause a cron schedule (as POST /crons/{name}/pause)",
+        {303: SEE_OTHER, 404: NO_CRON},
+        tags=("dashboard",),
+    ),
+    ("POST", "/dashboard/crons/{name}/resume"): Operation(
+        "Dashboard: resume a cron schedule (as POST /crons/{name}/resume)",
+        {303: SEE_OTHER, 404: NO_CRON},
         tags=("dashboard",),
     ),
     ("POST", "/dashboard/queue/pause"): Operation(

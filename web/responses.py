@@ -80,6 +80,34 @@ class QueueState(BaseModel):
     drained: bool | None = None
 
 
+class CronRun(BaseModel):
+    """One run of a schedule; ``skipped``: the schedule was paused at its time."""
+
+    job_id: str
+    outcome: Literal["success", "failure", "retry", "interrupted", "skipped"]
+    started_at: str | None
+    finished_at: str | None
+    duration_ms: int
+    error: str | None
+
+
+class CronState(BaseModel):
+    """A schedule: paused or not, its next five times (in CRON_TIMEZONE, with their offsets)
+    and its latest twenty runs, newest first."""
+
+    name: str
+    function: str
+    paused: bool
+    paused_at: str | None
+    next_runs: list[str]
+    last_runs: list[CronRun]
+
+
+class CronList(BaseModel):
+    timezone: str
+    crons: list[CronState]
+
+
 class FailedJob(BaseModel):
     # the field is "kwargs" on the wire; by name, the model's own __init__ can take it
     model_config = ConfigDict(populate_by_name=True)
