@@ -25,13 +25,20 @@ def describe(state: PauseState, running: int, queued: int) -> dict[str, Any]:
     return {"paused": state.paused, "paused_at": paused_at, "running": running, "queued": queued}
 
 
-async def _answer(request: web.Request, state: PauseState, **extra: Any) -> web.Response:
+async def _answer(
+    request: web.Request,
+    state: PauseState,
+    running: int | None = None,
+    drained: bool | None = None,
+) -> web.Response:
+    """The queue's state; ``running`` counted now unless given, ``drained`` for a drain."""
     redis = request.app[REDIS]
-    running = extra.pop("running", None)
     if running is None:
         running = await pause.running_count(redis)
-    queued = await redis.zcard(request.app[SETTINGS].queue_name)
-    return web.json_response({**describe(state, running, queued), **extra})
+    body = describe(state, running, await redis.zcard(request.app[SETTINGS].queue_name))
+    if drained is not None:
+        body["drained"] = drained
+    return web.json_response(body, status=200 if drained in (None, True) else 202)
 
 
 async def queue_state(request: web.Request) -> web.Response:
@@ -66,8 +73,4 @@ async def drain_queue(request: web.Request) -> web.Response:
     within = _drain_timeout(request)
     redis, queue_name = request.app[REDIS], request.app[SETTINGS].queue_name
     drained = await pause.drain(redis, queue_name, within=within)
-    response = await _answer(
-        request, drained.pause, running=drained.running, drained=drained.drained
-    )
-    response.set_status(200 if drained.drained else 202)
-    return response
+    return await _answer(request, drained.pause, drained.running, drained.drained)
