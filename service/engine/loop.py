@@ -38,6 +38,7 @@ from signal import Signals
 from typing import Any
 
 from arq import Retry
+from redis.exceptions import RedisError
 
 from service.engine.arq_api import (
     Function,
@@ -61,6 +62,7 @@ from service.engine.arq_api import (
 )
 from service.engine.claim import ClaimedJob, claim
 from service.engine.wakeup import WakingRedis
+from service.store.outage import RedisOutage
 
 logger = logging.getLogger("arq.worker")  # the lines arq itself would write
 
@@ -95,10 +97,35 @@ class BatchWorker(Worker):
             self._finishing_ids = set()
         return self._finishing_ids
 
+    @property
+    def _outage(self) -> RedisOutage | None:
+        pool = self._waking_pool
+        return None if pool is None else pool.outage
+
+    def _redis_down(self) -> bool:
+        """Redis has not answered since its last failure (service.store.outage)."""
+        outage = self._outage
+        return outage is not None and outage.down
+
+    def run(self) -> None:
+        """arq's, except that a worker whose Redis stayed away for REDIS_RETRY_SECONDS exits
+        with status 1 after the one line that says so (service.store.outage), not with a
+        traceback, for its supervisor to restart it."""
+        outage = self._outage  # read now: close() drops the pool
+        try:
+            super().run()
+        except RedisError:
+            if outage is None or not outage.gave_up:
+                raise
+            raise SystemExit(1) from None
+
     def handle_sig(self, signum: Signals) -> None:
         """arq's, except that a job whose own code has ended is left to write its bookkeeping
         (milliseconds) instead of being cut and, its code done, run again."""
         sig = Signals(signum)
+        if self._redis_down():
+            self._stop_during_outage(sig)
+            return
         to_cut = self._running_code()
         logger.info(
             "shutdown on %s ◆ %d jobs complete ◆ %d failed ◆ %d retries ◆ %d ongoing to cancel",
@@ -120,6 +147,9 @@ class BatchWorker(Worker):
         own code still runs are cut; close() (run by arq's ``run``) waits for the rest.
         """
         sig = Signals(signum)
+        if self._redis_down():
+            self._stop_during_outage(sig)
+            return
         logger.info("Setting allow_pick_jobs to `False`")
         self.allow_pick_jobs = False
         logger.info(
@@ -156,6 +186,23 @@ class BatchWorker(Worker):
         )
         self._stop(sig, to_cut)
 
+    def _stop_during_outage(self, sig: Signals) -> None:
+        """A stop while Redis does not answer: no grace, since no job can record anything;
+        every Redis call fails at its next error instead of retrying, the running jobs are cut
+        and run again once their locks expire, as after a kill (README "Reliability")."""
+        outage = self._outage
+        assert outage is not None
+        outage.stop()
+        self.allow_pick_jobs = False
+        to_cut = [task for task in self.tasks.values() if not task.done()]
+        logger.warning(
+            "shutdown on %s with Redis unreachable: %d running jobs cut now, without "
+            "the grace; they run again once their locks expire",
+            sig.name,
+            len(to_cut),
+        )
+        self._stop(sig, to_cut)
+
     def _running_code(self) -> list[asyncio.Task[Any]]:
         """The job tasks a stop cuts: those whose own code still runs, not the finishing."""
         return [
@@ -176,13 +223,15 @@ class BatchWorker(Worker):
 
     async def close(self) -> None:
         """arq's, except that a job task that ended cancelled does not stop the rest of the
-        shutdown (the Redis pool closed, on_shutdown run) with its CancelledError."""
+        shutdown (the Redis pool closed, on_shutdown run) with its CancelledError, and that
+        nothing is written to a Redis that does not answer."""
         if not self._handle_signals:
             self.handle_sig(signal.SIGUSR1)
         if not self._pool:
             return
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
-        await self.pool.delete(self.health_check_key)
+        if not self._redis_down():  # else it expires on its own, in health_check_interval
+            await self.pool.delete(self.health_check_key)
         if self.on_shutdown:
             await self.on_shutdown(self.ctx)
         await self.pool.close(close_connection_pool=True)
