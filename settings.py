@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     webhook_timeout: float = Field(10.0, gt=0)
     # hosts (names or IP addresses) webhooks may reach even when they are not public
     webhook_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+    # worker slots the webhooks to one host may hold at once (0: no cap), so a target that
+    # never answers holds 5 of WORKER_MAX_JOBS' 50, not all of them (jobs.webhooks)
+    webhook_host_concurrency: int = Field(5, ge=0)
     idempotency_ttl: int = Field(86_400, ge=1)
     dead_letter_max_jobs: int = Field(10_000, ge=1)
     dead_letter_max_age: int = Field(7 * 86_400, ge=1)

@@ -61,6 +61,7 @@ from service.engine.arq_api import (
     use_worker_class,
 )
 from service.engine.claim import ClaimedJob, claim
+from service.engine.postpone import Postponed
 from service.engine.wakeup import WakingRedis
 from service.store.outage import RedisOutage
 
@@ -442,7 +443,9 @@ class BatchWorker(Worker):
         except (Exception, asyncio.CancelledError) as e:
             finished_ms = timestamp_ms()
             t = (finished_ms - start_ms) / 1000
-            if self.retry_jobs and isinstance(e, Retry):
+            if isinstance(e, Postponed):  # never started: back in the queue, quietly
+                incr_score = (e.defer_score or 0) + (timestamp_ms() - score)
+            elif self.retry_jobs and isinstance(e, Retry):
                 incr_score = e.defer_score
                 logger.info(
                     "%6.2fs ↻ %s retrying job in %0.2fs", t, ref, (e.defer_score or 0) / 1000

@@ -10,9 +10,9 @@ job"). import-linter keeps jobs/ to this package: what a job may use is exactly 
   ``lease`` (how long a lock the job takes should live);
 - :class:`TransientError` (retried with backoff) and :class:`PermanentError` (fails at once):
   how a job fails; the message is what the status API shows, so keep internals out of it;
-- :class:`Job`, :class:`Cron`, :class:`RetryPolicy`: the declaration; :class:`JobInput`,
-  :class:`NoInput` and the field types :data:`EmailAddress`, :data:`MailRecipient`,
-  :data:`HeaderText` for its input model; :func:`settings_in` for validators;
+- :class:`Job`, :class:`Cron`, :class:`RetryPolicy`, :class:`SlotLimit`: the declaration;
+  :class:`JobInput`, :class:`NoInput` and the field types :data:`EmailAddress`,
+  :data:`MailRecipient`, :data:`HeaderText` for its input model; :func:`settings_in` for validators;
 - :func:`job_key`: a Redis key of the job's own (a "sent" marker, a lock);
 - :func:`count_today`, :func:`day_counts`, :func:`today`: the day's counters the daily
   report reads;
@@ -27,7 +27,7 @@ May import: ``records``, ``store``, ``observability``.
 from service.records.progress import Progress
 from service.records.stats import count_today, day_counts, today
 from service.runtime.context import JobContext
-from service.runtime.declaration import Cron, Job, Registry, RetryPolicy
+from service.runtime.declaration import Cron, Job, Registry, RetryPolicy, SlotLimit
 from service.runtime.errors import PermanentError, TransientError
 from service.runtime.inputs import (
     EmailAddress,
@@ -57,6 +57,7 @@ __all__ = [
     "Progress",
     "Registry",
     "RetryPolicy",
+    "SlotLimit",
     "Storage",
     "StorageUnavailableError",
     "TransientError",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -66,6 +66,20 @@ class RetryPolicy:
         return base, cap
 
 
+@dataclass(frozen=True, slots=True)
+class SlotLimit:
+    """At most ``per_key(settings)`` attempts of a job with the same ``key`` run at once in a
+    worker (``0``: no limit), so that one slow destination cannot take every worker slot.
+
+    ``key`` reads the job's keyword arguments (``None``: this job is not limited). A job over
+    the limit goes back to the queue for about a second without using up a try and without
+    holding a slot (service.worker.slots).
+    """
+
+    key: Callable[[Mapping[str, Any]], str | None]
+    per_key: Callable[[Settings], int]
+
+
 def _default_time_limit(settings: Settings) -> float:
     return settings.job_timeout
 
@@ -82,6 +96,7 @@ class Job:
     keep_result: bool = True  # False: fire and forget (the status API still tells the outcome)
     cron: Cron | None = None
     api: bool = False  # POST /jobs may queue it (its dedicated route, if any, always can)
+    slots: SlotLimit | None = None  # how many may run at once per key (a webhook's host)
 
     @property
     def summary(self) -> str:

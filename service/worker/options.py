@@ -23,6 +23,7 @@ from service.store.redis_checks import check_redis
 from service.store.serialization import deserialize, serialize
 from service.worker.observe import observed
 from service.worker.resources import close_resources, open_resources
+from service.worker.slots import KeyedSlots, limited
 from service.worker.tracking import arq_failures, tracked
 from settings import Settings
 
@@ -37,14 +38,15 @@ POLL_DELAY = 0.005
 OTHER_WORKERS_RUNNING = 1000
 
 
-def _wrapped(job: Job) -> WorkerCoroutine:
-    """A job as arq registers it: observed, tracked, and typed as arq's coroutine protocol."""
-    return cast(WorkerCoroutine, observed(job.name, tracked(job)))
+def _wrapped(job: Job, settings: Settings, slots: KeyedSlots) -> WorkerCoroutine:
+    """A job as arq registers it: held to its slot limit, observed, tracked, and typed as
+    arq's coroutine protocol."""
+    return cast(WorkerCoroutine, limited(job, settings, slots, observed(job.name, tracked(job))))
 
 
-def _function(job: Job, settings: Settings) -> Function:
+def _function(job: Job, settings: Settings, slots: KeyedSlots) -> Function:
     return func(
-        _wrapped(job),
+        _wrapped(job, settings, slots),
         name=job.name,
         max_tries=job.retry.tries(settings),
         timeout=job.seconds(settings),
@@ -52,11 +54,11 @@ def _function(job: Job, settings: Settings) -> Function:
     )
 
 
-def _cron(job: Job, settings: Settings) -> CronJob:
+def _cron(job: Job, settings: Settings, slots: KeyedSlots) -> CronJob:
     """A job's schedule, in CRON_TIMEZONE; a run keeps its result like any job's."""
     assert job.cron is not None
     return cron(
-        _wrapped(job),
+        _wrapped(job, settings, slots),
         name=str(job.cron_name),
         **job.cron.fields(),
         timeout=job.seconds(settings),
@@ -72,9 +74,10 @@ def worker_options(settings: Settings, registry: Registry = REGISTRY) -> dict[st
     pool.start_lock_ms = int(settings.job_lock_margin * 1000)  # service.worker.lease, step 1
     pool.health_check_key = settings.queue_name + health_check_key_suffix
     pool.worker_health_key = health_key(settings.queue_name, worker_name())
+    slots = KeyedSlots()  # this worker's: its jobs' slots per key (webhooks per host)
     return {
-        "functions": [_function(job, settings) for job in registry],
-        "cron_jobs": [_cron(job, settings) for job in registry.scheduled()],
+        "functions": [_function(job, settings, slots) for job in registry],
+        "cron_jobs": [_cron(job, settings, slots) for job in registry.scheduled()],
         "on_startup": open_resources(settings),
         "on_shutdown": close_resources,
         "after_job_end": arq_failures(registry),
