@@ -81,6 +81,10 @@ def test_environment_values_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
         ("STORAGE_URL", "s3://Not_A_Bucket/prefix"),
         ("STORAGE_URL", "s3://bucket/a/../b"),
         ("S3_ENDPOINT_URL", "minio.internal:9000"),
+        ("WEBHOOK_ALLOWED_HOSTS", "hooks.internal:0"),
+        ("WEBHOOK_ALLOWED_HOSTS", "hooks.internal,hooks.internal:https"),
+        ("WEBHOOK_ALLOWED_HOSTS", "[fd00::7]8443"),
+        ("WEBHOOK_HOST_CONCURRENCY", "-1"),
     ],
 )
 def test_invalid_values_stop_start_up_naming_the_variable(
