@@ -62,7 +62,9 @@ from service.engine.arq_api import (
 )
 from service.engine.claim import ClaimedJob, claim
 from service.engine.postpone import Postponed
+from service.engine.queue_counts import queue_counts
 from service.engine.wakeup import WakingRedis
+from service.observability.metrics import JobMetrics
 from service.store.outage import RedisOutage
 
 logger = logging.getLogger("arq.worker")  # the lines arq itself would write
@@ -257,16 +259,23 @@ class BatchWorker(Worker):
 
     async def record_health(self) -> None:
         """arq's, with ``j_ongoing`` counting the jobs whose own code runs (the slots held),
-        not also those still writing their bookkeeping: it never reads above ``max_jobs``."""
+        not also those still writing their bookkeeping: it never reads above ``max_jobs``;
+        ``queued`` counts the queue's jobs no worker runs (arq's counted the running ones
+        too), followed by ``waiting``, ``deferred`` and ``running`` (engine.queue_counts),
+        which also go to the worker's metrics."""
         now_ts = time.time()
         if (now_ts - self._last_health_check) < self.health_check_interval:
             return
         self._last_health_check = now_ts
-        queued = await self.pool.zcard(self.queue_name)
+        counts = await queue_counts(self.pool, self.queue_name, timestamp_ms())
+        metrics = self.ctx.get("metrics")
+        if isinstance(metrics, JobMetrics):
+            metrics.count_queue(counts.waiting, counts.deferred, counts.running)
         info = (
             f"{datetime.now():%b-%d %H:%M:%S} j_complete={self.jobs_complete} "
             f"j_failed={self.jobs_failed} j_retried={self.jobs_retried} "
-            f"j_ongoing={self.job_counter} queued={queued}"
+            f"j_ongoing={self.job_counter} queued={counts.queued} waiting={counts.waiting} "
+            f"deferred={counts.deferred} running={counts.running}"
         )
         await self.pool.psetex(
             self.health_check_key, int((self.health_check_interval + 1) * 1000), info.encode()
