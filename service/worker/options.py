@@ -38,10 +38,13 @@ POLL_DELAY = 0.005
 OTHER_WORKERS_RUNNING = 1000
 
 
-def _wrapped(job: Job, settings: Settings, slots: KeyedSlots) -> WorkerCoroutine:
-    """A job as arq registers it: held to its slot limit, observed, tracked, and typed as
-    arq's coroutine protocol."""
-    return cast(WorkerCoroutine, limited(job, settings, slots, observed(job.name, tracked(job))))
+def _wrapped(job: Job, settings: Settings, slots: KeyedSlots | None) -> WorkerCoroutine:
+    """A job as arq registers it: held to its slot limit (``slots``), observed, tracked, and
+    typed as arq's coroutine protocol."""
+    run = observed(job.name, tracked(job))
+    if slots is not None:
+        run = limited(job, settings, slots, run)
+    return cast(WorkerCoroutine, run)
 
 
 def _function(job: Job, settings: Settings, slots: KeyedSlots) -> Function:
@@ -54,11 +57,12 @@ def _function(job: Job, settings: Settings, slots: KeyedSlots) -> Function:
     )
 
 
-def _cron(job: Job, settings: Settings, slots: KeyedSlots) -> CronJob:
-    """A job's schedule, in CRON_TIMEZONE; a run keeps its result like any job's."""
+def _cron(job: Job, settings: Settings) -> CronJob:
+    """A job's schedule, in CRON_TIMEZONE; a run keeps its result like any job's. A cron run
+    is never postponed for a slot: arq keeps its lock after it, so it would not run again."""
     assert job.cron is not None
     return cron(
-        _wrapped(job, settings, slots),
+        _wrapped(job, settings, None),
         name=str(job.cron_name),
         **job.cron.fields(),
         timeout=job.seconds(settings),
@@ -77,7 +81,7 @@ def worker_options(settings: Settings, registry: Registry = REGISTRY) -> dict[st
     slots = KeyedSlots()  # this worker's: its jobs' slots per key (webhooks per host)
     return {
         "functions": [_function(job, settings, slots) for job in registry],
-        "cron_jobs": [_cron(job, settings, slots) for job in registry.scheduled()],
+        "cron_jobs": [_cron(job, settings) for job in registry.scheduled()],
         "on_startup": open_resources(settings),
         "on_shutdown": close_resources,
         "after_job_end": arq_failures(registry),
