@@ -17,6 +17,13 @@ Other differences from arq's loop:
 - a stop (SIGTERM, SIGINT) cuts only the jobs whose own code still runs, once the grace
   (``job_completion_wait``) has run out if there is one; a job writing its bookkeeping is
   left to write it, so its code, done, is not run again;
+- a stop while Redis does not answer (store.outage) cuts every job at once, without the
+  grace, and writes nothing; a worker whose Redis stayed away for REDIS_RETRY_SECONDS exits
+  with status 1 after one line, not a traceback;
+- a job that raises engine.postpone's Postponed goes back to the queue without a retry's
+  line or count (it never started);
+- the health line's ``queued`` leaves out the running jobs, and waiting, deferred and running
+  follow it (engine.queue_counts);
 - aborts are looked for at most every ABORT_CHECK_INTERVAL, not on every iteration;
 - no log line per job start and success: service.worker.observe writes one, with more in it.
 
