@@ -25,7 +25,7 @@ from typing import Any
 from service.engine.arq_api import timestamp_ms
 from service.store import keys
 from service.store.autopipeline import AutoPipelineRedis
-from service.store.outage import RedisOutage, outage_of
+from service.store.outage import RedisOutage, outage_of, retry_handshakes
 from service.store.redis import new_client
 from service.store.serialization import deserialize, serialize
 from settings import ServiceRedisSettings
@@ -100,4 +100,5 @@ def waking_pool(redis: ServiceRedisSettings, queue_name: str) -> WakingRedis:
         default_queue_name=queue_name,
     )
     pool.outage = outage_of(redis.retry)
+    retry_handshakes(pool)  # a connection's handshake is retried too (store.outage)
     return pool
