@@ -20,6 +20,7 @@ from service.runtime import (
     PermanentError,
     SlotLimit,
     TransientError,
+    connection_problem,
     settings_in,
 )
 
@@ -70,8 +71,16 @@ async def deliver_webhook(
     except TargetRefusedError as exc:  # raised by the connector's GuardedResolver
         raise PermanentError(f"webhook target refused: {exc}") from None
     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
-        reason = "timed out" if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) else str(exc)
-        raise TransientError(f"webhook unreachable: {reason or type(exc).__name__}") from exc
+        # aiohttp's text names the address; the log gets it (raised from), the client a reason
+        if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+            reason = "timed out"
+        elif isinstance(exc, aiohttp.ClientPayloadError):
+            reason = "the answer was cut short"
+        elif isinstance(exc, aiohttp.ServerDisconnectedError):
+            reason = "the server closed the connection"
+        else:
+            reason = connection_problem(exc)
+        raise TransientError(f"webhook unreachable: {reason}") from exc
     except aiohttp.ClientError as exc:
         raise PermanentError(f"webhook request failed: {exc}") from exc
 
@@ -120,6 +129,7 @@ JOB = Job(
     input=DeliverWebhook,
     time_limit=lambda settings: settings.webhook_job_timeout,
     api=True,
+    max_payload=lambda settings: settings.webhook_max_payload_bytes,
     slots=SlotLimit(
         key=destination_host, per_key=lambda settings: settings.webhook_host_concurrency
     ),

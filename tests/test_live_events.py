@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpServer
 
 from tests.conftest import RunWorker, status_of
+from tests.days import RECENT_DAY
 from tests.images import image_bytes
 from tests.sse import Event, all_events, next_event
 from tests.webhook_targets import hook_url, queue_webhook
@@ -108,7 +109,7 @@ async def test_retries_are_streamed_with_their_next_attempt_time(
 async def test_report_job_reports_each_section(
     client: TestClient[Any, Any], run_worker: RunWorker
 ) -> None:
-    response = await client.post("/reports/daily", json={"day": "2026-11-23"})
+    response = await client.post("/reports/daily", json={"day": RECENT_DAY})
     task_id = (await response.json())["task_id"]
     stream = await client.get(f"/jobs/{task_id}/events")
     assert (await next_event(stream)) is not None
