@@ -10,9 +10,10 @@ from typing import Any
 
 from aiohttp import web
 
+from service.engine.queue_counts import queue_counts
 from service.queue import pause
 from service.queue.pause import PauseState
-from service.records.times import iso_from_ms
+from service.records.times import iso_from_ms, now_ms
 from web.errors import ApiError
 from web.keys import REDIS, SETTINGS
 
@@ -31,11 +32,10 @@ async def _answer(
     running: int | None = None,
     drained: bool | None = None,
 ) -> web.Response:
-    """The queue's state; ``running`` counted now unless given, ``drained`` for a drain."""
-    redis = request.app[REDIS]
-    if running is None:
-        running = await pause.running_count(redis)
-    body = describe(state, running, await redis.zcard(request.app[SETTINGS].queue_name))
+    """The queue's state; ``running`` counted now unless given, ``drained`` for a drain;
+    ``queued`` as /health says it: waiting + deferred, running jobs not included."""
+    counts = await queue_counts(request.app[REDIS], request.app[SETTINGS].queue_name, now_ms())
+    body = describe(state, counts.running if running is None else running, counts.queued)
     if drained is not None:
         body["drained"] = drained
     return web.json_response(body, status=200 if drained in (None, True) else 202)

@@ -57,6 +57,14 @@ class WorkerHealth(BaseModel):
     last_check: str | None
 
 
+class JobCounts(BaseModel):
+    """The queue's jobs: due and waiting for a worker, due later, and running now."""
+
+    waiting: int
+    deferred: int
+    running: int
+
+
 class Health(BaseModel):
     """``degraded``: Redis answers, a dependency in ``dependencies`` does not."""
 
@@ -64,13 +72,14 @@ class Health(BaseModel):
     redis: Literal["ok", "unreachable"]
     dependencies: dict[str, Literal["ok", "unreachable"]] | None = None
     worker: WorkerHealth | None
-    queued: int | None
+    queued: int | None  # waiting + deferred: in the queue, not running
+    jobs: JobCounts | None = None
     paused: bool | None = None  # the queue is paused (POST /queue/pause): no job is taken
     paused_at: str | None = None
 
 
 class QueueState(BaseModel):
-    """The queue as a whole: paused or not, jobs running, jobs queued (deferred included);
+    """The queue as a whole: paused or not, jobs running, jobs queued (waiting + deferred);
     ``drained`` only from ``POST /queue/drain``."""
 
     paused: bool

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from service.engine.arq_api import in_progress_key_prefix
+from service.engine.queue_counts import queue_counts
 from service.queue.enqueue import wake_a_worker
+from service.records.times import now_ms
 from service.store import keys
 from service.store.scripts import LuaScript
 
@@ -90,16 +91,11 @@ async def pause_state(redis: Redis, queue_name: str) -> PauseState:
     return _state(await redis.get(keys.paused(queue_name)))
 
 
-async def running_count(redis: Redis) -> int:
+async def running_count(redis: Redis, queue_name: str) -> int:
     """Jobs some worker runs now: the running set's entries whose arq lock is still held
-    (a killed worker's entry counts until its lock expires, as its job may still run)."""
-    ids: list[bytes] = await redis.zrange(keys.running(), 0, -1)
-    if not ids:
-        return 0
-    async with redis.pipeline(transaction=False) as pipe:
-        for job_id in ids:
-            pipe.exists(in_progress_key_prefix + job_id.decode())
-        return sum(await pipe.execute())
+    (a killed worker's entry counts until its lock expires, as its job may still run), as
+    /health counts them (service.engine.queue_counts)."""
+    return (await queue_counts(redis, queue_name, now_ms())).running
 
 
 async def drain(redis: Redis, queue_name: str, *, within: float) -> DrainState:
@@ -110,7 +106,7 @@ async def drain(redis: Redis, queue_name: str, *, within: float) -> DrainState:
     settled_at = state.paused_at_ms / 1000 + SETTLE_SECONDS
     deadline = time.monotonic() + within
     while True:
-        running = await running_count(redis)
+        running = await running_count(redis, queue_name)
         settled = time.time() >= settled_at
         if (running == 0 and settled) or time.monotonic() >= deadline:
             return DrainState(state, running, settled)

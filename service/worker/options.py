@@ -25,6 +25,7 @@ from service.store.serialization import deserialize, serialize
 from service.worker.observe import observed
 from service.worker.resources import close_resources, open_resources
 from service.worker.schedules import catch_up, steered
+from service.worker.slots import KeyedSlots, limited
 from service.worker.tracking import arq_failures, tracked
 from settings import Settings
 
@@ -39,14 +40,18 @@ POLL_DELAY = 0.005
 OTHER_WORKERS_RUNNING = 1000
 
 
-def _wrapped(job: Job) -> WorkerCoroutine:
-    """A job as arq registers it: observed, tracked, and typed as arq's coroutine protocol."""
-    return cast(WorkerCoroutine, observed(job.name, tracked(job)))
+def _wrapped(job: Job, settings: Settings, slots: KeyedSlots | None) -> WorkerCoroutine:
+    """A job as arq registers it: held to its slot limit (``slots``), observed, tracked, and
+    typed as arq's coroutine protocol."""
+    run = observed(job.name, tracked(job))
+    if slots is not None:
+        run = limited(job, settings, slots, run)
+    return cast(WorkerCoroutine, run)
 
 
-def _function(job: Job, settings: Settings) -> Function:
+def _function(job: Job, settings: Settings, slots: KeyedSlots) -> Function:
     return func(
-        _wrapped(job),
+        _wrapped(job, settings, slots),
         name=job.name,
         max_tries=job.retry.tries(settings),
         timeout=job.seconds(settings),
@@ -56,10 +61,11 @@ def _function(job: Job, settings: Settings) -> Function:
 
 def _cron(job: Job, settings: Settings) -> CronJob:
     """A job's schedule, in CRON_TIMEZONE; a run keeps its result like any job's, and obeys
-    the schedule's pause (service.worker.schedules)."""
+    the schedule's pause (service.worker.schedules). A cron run is never postponed for a slot:
+    arq keeps its lock after it, so it would not run again."""
     assert job.cron is not None
     return cron(
-        steered(job, settings, _wrapped(job)),
+        steered(job, settings, _wrapped(job, settings, None)),
         name=str(job.cron_name),
         **job.cron.fields(),
         timeout=job.seconds(settings),
@@ -75,8 +81,9 @@ def worker_options(settings: Settings, registry: Registry = REGISTRY) -> dict[st
     pool.start_lock_ms = int(settings.job_lock_margin * 1000)  # service.worker.lease, step 1
     pool.health_check_key = settings.queue_name + health_check_key_suffix
     pool.worker_health_key = health_key(settings.queue_name, worker_name())
+    slots = KeyedSlots()  # this worker's: its jobs' slots per key (webhooks per host)
     return {
-        "functions": [_function(job, settings) for job in registry],
+        "functions": [_function(job, settings, slots) for job in registry],
         "cron_jobs": [_cron(job, settings) for job in registry.scheduled()],
         "on_startup": _catching_up(settings, registry, open_resources(settings)),
         "on_shutdown": close_resources,
