@@ -57,7 +57,15 @@ LOCALHOST_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-l
 
 
 class TargetRefusedError(Exception):
-    """The webhook's target is not a public address (and not allow-listed): never retried."""
+    """The webhook's target is not a public address (and not allow-listed): never retried.
+
+    Its message, for the worker's log, may name the address a host resolved to; ``public``
+    says only that the target was refused, for the job's status: a client that could read
+    what our DNS answers for a name could map internal hosts through its webhooks."""
+
+    def __init__(self, detail: str, public: str | None = None) -> None:
+        super().__init__(detail)
+        self.public = detail if public is None else public
 
 
 def address_refusal(address: IPAddress) -> str | None:
@@ -162,14 +170,17 @@ class GuardedResolver(AbstractResolver):
                 address: IPAddress = ipaddress.ip_address(result["host"])
             except ValueError:
                 raise TargetRefusedError(
-                    f"{host} resolves to an unreadable address: refused"
+                    f"{host} resolves to an unreadable address: refused",
+                    public=f"{host} does not resolve to a public address: refused",
                 ) from None
             why = address_refusal(address)
             if why is not None:
                 # one bad address refuses the host: mixing in a private one is a known trick
                 raise TargetRefusedError(
                     f"{host} resolves to {address}, {why}: refused "
-                    "(allow it with WEBHOOK_ALLOWED_HOSTS)"
+                    "(allow it with WEBHOOK_ALLOWED_HOSTS)",
+                    public=f"{host} does not resolve to a public address: refused "
+                    "(allow it with WEBHOOK_ALLOWED_HOSTS)",
                 )
         return results
 

@@ -69,7 +69,8 @@ async def deliver_webhook(
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             await response.content.read(MAX_RESPONSE_READ)
     except TargetRefusedError as exc:  # raised by the connector's GuardedResolver
-        raise PermanentError(f"webhook target refused: {exc}") from None
+        # the log gets the address the host resolved to (raised from), the client no more
+        raise PermanentError(f"webhook target refused: {exc.public}") from exc
     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
         # aiohttp's text names the address; the log gets it (raised from), the client a reason
         if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
