@@ -122,6 +122,8 @@ class Settings(BaseSettings):
     worker_shutdown_grace: int = Field(25, ge=0)
     redis_retry_seconds: float = Field(30, ge=0)
     redis_socket_timeout: float = Field(5, gt=0)
+    # connections each web process opens to Redis at most (live streams share one of them)
+    web_redis_max_connections: int = Field(50, ge=2)
 
     # Bearer tokens the API accepts; empty means every protected route refuses (see web/auth.py)
     api_tokens: Annotated[tuple[str, ...], NoDecode] = ()
@@ -131,6 +133,11 @@ class Settings(BaseSettings):
     # Dashboard: how long a sign-in lasts; whether to show the dev mail sink's messages
     dashboard_session_hours: float = Field(12, gt=0)
     dashboard_mail_page: bool = False
+    # live-update streams (SSE): open at once per token and per web process, and how long one
+    # stays open without an event before it is closed (the browser reconnects)
+    live_streams_per_token: int = Field(100, ge=1)
+    live_streams_per_process: int = Field(1000, ge=1)
+    live_stream_idle_seconds: float = Field(300, gt=0)
 
     log_format: Literal["json", "text"] = "json"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

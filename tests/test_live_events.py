@@ -4,17 +4,30 @@ the stream ends when the job has finished. Real worker, real Redis pub/sub, real
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import aiohttp
-from aiohttp import web
+from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
+from arq.connections import ArqRedis
 from pytest_aiohttp import AiohttpServer
 
-from tests.conftest import RunWorker, status_of
+from settings import Settings
+from tests.conftest import (
+    AUTH_HEADERS,
+    TEST_API_TOKEN,
+    ClientFactory,
+    RunWorker,
+    accepted_task,
+    status_of,
+)
 from tests.images import image_bytes
 from tests.sse import Event, all_events, next_event
+from tests.waiting import wait_until
 from tests.webhook_targets import hook_url, queue_webhook
+from web import live
+from web.app import create_app
 
 
 async def upload(client: TestClient[Any, Any], data: bytes) -> str:
@@ -124,3 +137,73 @@ async def test_unknown_or_malformed_job_id_is_404_json(client: TestClient[Any, A
         response = await client.get(f"/jobs/{job_id}/events")
         assert response.status == 404
         assert "no task" in (await response.json())["error"]
+
+
+OTHER_TOKEN = "other-token-0123456789abcdef"
+
+
+async def _stream_app(
+    aiohttp_client: ClientFactory, settings: Settings, **limits: Any
+) -> TestClient[Any, Any]:
+    changed = settings.model_copy(update={"api_tokens": (TEST_API_TOKEN, OTHER_TOKEN), **limits})
+    return await aiohttp_client(create_app(changed), headers=AUTH_HEADERS)
+
+
+async def _opened(client: TestClient[Any, Any], path: str, token: str) -> ClientResponse:
+    response = await client.get(path, headers={"Authorization": f"Bearer {token}"})
+    assert response.status == 200, await response.text()
+    await asyncio.wait_for(response.content.readuntil(b"\n\n"), 5)  # its first event or comment
+    return response
+
+
+async def test_streams_over_a_tokens_cap_get_429_until_one_closes(
+    aiohttp_client: ClientFactory, settings: Settings, redis: ArqRedis
+) -> None:
+    client = await _stream_app(aiohttp_client, settings, live_streams_per_token=2)
+    task_id = await accepted_task(client, "/events", {"event": {}})
+    first = await _opened(client, f"/jobs/{task_id}/events", TEST_API_TOKEN)
+    await _opened(client, "/dashboard/events", TEST_API_TOKEN)
+
+    refused = await client.get(f"/jobs/{task_id}/events")
+    assert refused.status == 429
+    assert refused.headers["Retry-After"] == "5"
+    assert "too many live streams open for this token" in (await refused.json())["error"]
+    assert (await client.get(f"/task-status/{task_id}")).status == 200  # only streams count
+    await _opened(client, "/dashboard/events", OTHER_TOKEN)  # another token has its own
+
+    first.close()  # the server notices at its next write (a comment every 3 s at most)
+    reopened: list[ClientResponse] = []
+
+    async def accepted_again() -> bool:
+        response = await client.get(f"/jobs/{task_id}/events")
+        if response.status == 200:
+            reopened.append(response)
+        return response.status == 200
+
+    await wait_until(accepted_again, within=10, interval=0.2)
+
+
+async def test_streams_over_the_process_cap_get_429(
+    aiohttp_client: ClientFactory, settings: Settings, redis: ArqRedis
+) -> None:
+    client = await _stream_app(aiohttp_client, settings, live_streams_per_process=2)
+    await _opened(client, "/dashboard/events", TEST_API_TOKEN)
+    await _opened(client, "/dashboard/events", OTHER_TOKEN)
+    refused = await client.get("/dashboard/events")
+    assert refused.status == 429
+    assert "in this process" in (await refused.json())["error"]
+
+
+async def test_a_stream_without_events_closes_after_the_idle_limit(
+    aiohttp_client: ClientFactory, settings: Settings, redis: ArqRedis
+) -> None:
+    client = await _stream_app(aiohttp_client, settings, live_stream_idle_seconds=1)
+    task_id = await accepted_task(client, "/events", {"event": {}})  # no worker: stays PENDING
+    started = time.monotonic()
+    stream = await client.get(f"/jobs/{task_id}/events")
+    events = await asyncio.wait_for(all_events(stream), 10)
+    assert statuses(events) == ["PENDING"]
+    # idle is checked between two re-reads of the status, 3 s apart
+    assert time.monotonic() - started < 1 + live.RECHECK_SECONDS + 2
+    overview = await client.get("/dashboard/events")
+    assert await asyncio.wait_for(all_events(overview), 10) == []  # comments only, then closed

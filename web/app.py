@@ -14,11 +14,21 @@ from service.runtime import Registry
 from service.store.database import open_database
 from service.store.redis import open_pool
 from service.store.storage import open_storage
+from service.store.subscriptions import SharedSubscriptions
 from settings import Settings
 from web.auth import require_token
 from web.errors import json_errors
 from web.health import add_dependency_check
-from web.keys import DB, DECLARED, REDIS, REGISTRY, SETTINGS, STORAGE, WEB_METRICS
+from web.keys import (
+    DB,
+    DECLARED,
+    REDIS,
+    REGISTRY,
+    SETTINGS,
+    STORAGE,
+    SUBSCRIPTIONS,
+    WEB_METRICS,
+)
 from web.metrics import WebMetrics
 from web.observe import echo_request_id, observe_requests
 from web.pages import TEMPLATES, make_environment
@@ -41,7 +51,9 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     app[RATE_LIMITS] = RateLimits(
         app[REDIS], settings.rate_limit_per_token, settings.rate_limit_per_recipient
     )
+    app[SUBSCRIPTIONS] = SharedSubscriptions(app[REDIS])  # live streams, Idempotency-Key waits
     yield
+    await app[SUBSCRIPTIONS].close()
     await app[REDIS].aclose(close_connection_pool=True)
 
 
