@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     web_port: int = Field(8080, ge=1, le=65535)
     # one event loop uses one core: more processes (under gunicorn) serve more requests
     web_processes: int = Field(1, ge=1, le=64)
+    # a request's head must arrive within this many seconds of its connection opening, and a
+    # body within REQUEST_BODY_TIMEOUT of its head; an upload may take longer: MAX_UPLOAD_BYTES
+    # at UPLOAD_MIN_BYTES_PER_SECOND (slow clients cannot hold connections and temp files open)
+    request_header_timeout: float = Field(10, gt=0)
+    request_body_timeout: float = Field(30, gt=0)
+    upload_min_bytes_per_second: int = Field(64 * 1024, gt=0)
 
     data_dir: Path = Path("./var")
     # the users database: None means sqlite:///DATA_DIR/app.db (README "Choosing the database")
@@ -312,6 +318,14 @@ class Settings(BaseSettings):
     def smtp_connections_kept(self) -> int:
         """SMTP_POOL_SIZE, or else as many connections as emails the worker sends at once."""
         return self.worker_max_jobs if self.smtp_pool_size is None else self.smtp_pool_size
+
+    @property
+    def upload_body_timeout(self) -> float:
+        """Seconds an upload's body may take: MAX_UPLOAD_BYTES at the minimum rate, never less
+        than REQUEST_BODY_TIMEOUT."""
+        return max(
+            self.request_body_timeout, self.max_upload_bytes / self.upload_min_bytes_per_second
+        )
 
     @property
     def uploads_dir(self) -> Path:

@@ -17,6 +17,7 @@ from service.store.storage import open_storage
 from service.store.subscriptions import SharedSubscriptions
 from settings import Settings
 from web.auth import require_token
+from web.deadlines import body_deadline
 from web.errors import json_errors
 from web.health import add_dependency_check
 from web.keys import (
@@ -90,7 +91,7 @@ def create_app(settings: Settings, registry: Registry = JOBS) -> web.Application
         registry[name]  # the bespoke routes' jobs: an UnknownJobError here, not per request
     # observe_requests first: it logs and counts the status the client finally gets
     app = web.Application(
-        middlewares=[observe_requests, json_errors, require_token, limit_per_token],
+        middlewares=[observe_requests, json_errors, body_deadline, require_token, limit_per_token],
         client_max_size=JSON_BODY_LIMIT,
     )
     app[SETTINGS] = settings
