@@ -35,6 +35,7 @@ from web.observe import echo_request_id, observe_requests
 from web.pages import TEMPLATES, make_environment
 from web.ratelimit import RATE_LIMITS, RateLimits, limit_per_token
 from web.routes import setup_routes
+from web.sessions import STATIC_PREFIX
 from web.views import PROCESS_IMAGE, SEND_WELCOME_EMAIL
 
 JSON_BODY_LIMIT = 1024 * 1024  # uploads are streamed and limited separately
@@ -82,6 +83,14 @@ async def _plain_server_header(request: web.Request, response: web.StreamRespons
     response.headers["Server"] = "jobservice"
 
 
+async def _not_stored(request: web.Request, response: web.StreamResponse) -> None:
+    """API answers carry job data (arguments, results, errors, task ids): no browser or proxy
+    cache may keep them. Answers that say otherwise (the dashboard's static files and
+    thumbnails) keep what they say."""
+    if "Cache-Control" not in response.headers and not request.path.startswith(STATIC_PREFIX):
+        response.headers["Cache-Control"] = "no-store"
+
+
 def create_app(settings: Settings, registry: Registry = JOBS) -> web.Application:
     """Build the app; the templates, Redis and the database open on start-up (no I/O here).
 
@@ -98,7 +107,7 @@ def create_app(settings: Settings, registry: Registry = JOBS) -> web.Application
     app[REGISTRY] = registry
     app[DECLARED] = registry.declared(settings)
     app[WEB_METRICS] = WebMetrics(new_registry())
-    app.on_response_prepare.extend([echo_request_id, _plain_server_header])
+    app.on_response_prepare.extend([echo_request_id, _plain_server_header, _not_stored])
     app.cleanup_ctx.extend([_templates, _redis, _files, _database])
     setup_routes(app)
     return app
