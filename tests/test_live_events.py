@@ -4,6 +4,7 @@ the stream ends when the job has finished. Real worker, real Redis pub/sub, real
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -13,6 +14,7 @@ from aiohttp.test_utils import TestClient
 from arq.connections import ArqRedis
 from pytest_aiohttp import AiohttpServer
 
+from service.store import keys
 from settings import Settings
 from tests.conftest import (
     AUTH_HEADERS,
@@ -207,3 +209,26 @@ async def test_a_stream_without_events_closes_after_the_idle_limit(
     assert time.monotonic() - started < 1 + live.RECHECK_SECONDS + 2
     overview = await client.get("/dashboard/events")
     assert await asyncio.wait_for(all_events(overview), 10) == []  # comments only, then closed
+
+
+async def test_a_viewer_that_stops_reading_is_closed(
+    client: TestClient[Any, Any], redis: ArqRedis
+) -> None:
+    task_id = await accepted_task(client, "/events", {"event": {}})  # no worker: stays PENDING
+    stream = await client.get(f"/jobs/{task_id}/events")  # then never read again
+    assert (await next_event(stream)) is not None
+    streams = client.app[live.STREAMS].tasks
+    assert len(streams) == 1
+    step = "x" * 64 * 1024
+    big = json.dumps({"kind": "progress", "data": {"step": step, "done": 1, "total": 2}})
+    for _ in range(400):  # 25 MiB: more than the sockets' buffers and the stream's queue hold
+        await redis.publish(keys.job_events(task_id), big)
+        if not streams:
+            break
+
+    async def closed() -> bool:
+        return not streams
+
+    # its writes wait on a full socket; meanwhile its queue is capped (tests/test_subscriptions.py)
+    await wait_until(closed, within=live.WRITE_LIMIT + 10, interval=0.1)
+    stream.close()
