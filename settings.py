@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, fields
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
@@ -60,7 +61,7 @@ class Settings(BaseSettings):
     redis_replica_ack_timeout: int = Field(1000, ge=1)  # ms; WAIT's 0 would wait forever
     # start-up checks (service.store.redis_checks): eviction drops queued jobs, so it stops
     # the start unless allowed; a Redis that saves nothing is only worth a warning, and none
-    # where it saves nothing on purpose (make dev's private one says so)
+    # where it saves nothing on purpose
     redis_allow_eviction: bool = False
     redis_ephemeral: bool = False
     queue_name: str = "arq:queue"
@@ -71,6 +72,8 @@ class Settings(BaseSettings):
     smtp_password: str | None = None
     smtp_starttls: bool = False
     smtp_tls: bool = False
+    # SMTP_USERNAME's password in clear over a connection without TLS (jobs/mail/smtp_login.py)
+    smtp_allow_plaintext_auth: bool = False
     smtp_timeout: float = Field(10.0, gt=0)
     # idle connections kept for reuse (None: WORKER_MAX_JOBS, one per email sent at once);
     # 0: a new connection per email
@@ -106,6 +109,8 @@ class Settings(BaseSettings):
     aws_access_key_id: str | None = None
     aws_secret_access_key: SecretStr | None = None
     report_recipients: Annotated[tuple[str, ...], NoDecode] = ()
+    # POST /reports/daily takes days from this many days ago up to today (CRON_TIMEZONE)
+    report_max_age_days: int = Field(400, ge=0, le=36_500)
 
     worker_max_jobs: int = Field(50, ge=1)
     job_timeout: float = Field(300, gt=0)
@@ -117,9 +122,16 @@ class Settings(BaseSettings):
     webhook_timeout: float = Field(10.0, gt=0)
     # hosts (names or IP addresses) webhooks may reach even when they are not public
     webhook_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+    # largest request body (bytes) that queues a webhook / an event, by its route or POST /jobs;
+    # the job holds it in Redis until it has run: 413 beyond
+    webhook_max_payload_bytes: int = Field(64 * 1024, ge=1024, le=64 * MiB)
+    event_max_payload_bytes: int = Field(16 * 1024, ge=1024, le=64 * MiB)
     idempotency_ttl: int = Field(86_400, ge=1)
     dead_letter_max_jobs: int = Field(10_000, ge=1)
     dead_letter_max_age: int = Field(7 * 86_400, ge=1)
+    # what a failed job's entry keeps of its arguments (failed-jobs list): larger ones are
+    # cut to this size, and such a failed job cannot be retried (service/records/arguments.py)
+    dead_letter_max_argument_bytes: int = Field(4096, ge=256, le=MiB)
     job_history_max: int = Field(50, ge=1)
     email_job_timeout: float = Field(60, gt=0)
     webhook_job_timeout: float = Field(30, gt=0)
@@ -136,6 +148,13 @@ class Settings(BaseSettings):
     # "N/second|minute|hour|day", several joined by ";"; empty switches the limit off
     rate_limit_per_token: str = "6000/minute"  # noqa: S105 (a rate, not a secret)
     rate_limit_per_recipient: str = "10/hour;50/day"
+    # Addresses or networks of reverse proxies whose X-Forwarded-For/-Proto/-Host are believed
+    # (web/proxies.py); from any other peer those headers change nothing
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
+    # bytes of request bodies that queue jobs one token may send per window (sliding), what its
+    # jobs hold in Redis: 429 beyond; 0 switches the quota off
+    payload_quota_per_token: int = Field(64 * MiB, ge=0)
+    payload_quota_window: int = Field(3600, ge=1)  # seconds
     # Dashboard: how long a sign-in lasts; whether to show the dev mail sink's messages
     dashboard_session_hours: float = Field(12, gt=0)
     dashboard_mail_page: bool = False
@@ -151,7 +170,12 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(0, ge=0, le=65535)  # 0: the worker serves no /metrics
 
     @field_validator(
-        "report_recipients", "api_tokens", "webhook_allowed_hosts", "redis_sentinels", mode="before"
+        "report_recipients",
+        "api_tokens",
+        "webhook_allowed_hosts",
+        "redis_sentinels",
+        "trusted_proxies",
+        mode="before",
     )
     @classmethod
     def _split_comma_list(cls, value: object) -> object:
@@ -169,7 +193,12 @@ class Settings(BaseSettings):
     @field_validator("report_recipients")
     @classmethod
     def _check_recipients(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(_valid_address(address) for address in value)
+        """Each address checked; one listed twice (in any case) is mailed once."""
+        kept: dict[str, str] = {}
+        for address in value:
+            valid = _valid_address(address)
+            kept.setdefault(valid.lower(), valid)
+        return tuple(kept.values())
 
     @field_validator("api_tokens")
     @classmethod
@@ -181,6 +210,19 @@ class Settings(BaseSettings):
                     " (make one: python -c 'import secrets; print(secrets.token_urlsafe())')"
                 )
         return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_trusted_proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        networks = []
+        for entry in value:
+            try:
+                networks.append(str(ip_network(entry, strict=False)))
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or network (e.g. 10.0.0.5, 10.0.0.0/24)"
+                ) from None
+        return tuple(networks)
 
     @field_validator("rate_limit_per_token", "rate_limit_per_recipient")
     @classmethod
@@ -312,6 +354,17 @@ class Settings(BaseSettings):
             self.redis_replica_ack_timeout >= self.redis_socket_timeout * 1000
         ):
             raise ValueError("REDIS_REPLICA_ACK_TIMEOUT (ms) must be below REDIS_SOCKET_TIMEOUT")
+        return self
+
+    @model_validator(mode="after")
+    def _quota_holds_one_payload(self) -> Settings:
+        """A quota smaller than one accepted body would refuse that body forever."""
+        largest = max(self.webhook_max_payload_bytes, self.event_max_payload_bytes)
+        if self.payload_quota_per_token and self.payload_quota_per_token < largest:
+            raise ValueError(
+                "PAYLOAD_QUOTA_PER_TOKEN must be 0 (off) or at least the largest payload limit"
+                f" ({largest} bytes: WEBHOOK_MAX_PAYLOAD_BYTES, EVENT_MAX_PAYLOAD_BYTES)"
+            )
         return self
 
     @property

@@ -26,7 +26,7 @@ async def cleanup_old_files(ctx: JobContext) -> dict[str, int]:
     try:
         deleted = await ctx["storage"].delete_older_than(UPLOADS, cutoff)
     except StorageUnavailableError as exc:
-        raise TransientError(f"file storage unavailable: {exc}") from None
+        raise TransientError("file storage unavailable") from exc  # exc names the server
     return {"deleted": deleted}
 
 

@@ -65,9 +65,10 @@ async def process_image(ctx: JobContext, *, upload: str) -> dict[str, str | int]
     except ThumbnailError as exc:
         raise PermanentError(str(exc)) from None
     except StorageUnavailableError as exc:
-        raise TransientError(f"file storage unavailable: {exc}") from None
+        raise TransientError("file storage unavailable") from exc  # exc names the server
     except OSError as exc:  # a full disk under the temporary copy
-        raise PermanentError(f"could not make a thumbnail: {exc.strerror or exc}") from None
+        reason = exc.strerror or type(exc).__name__  # never the file's path
+        raise PermanentError(f"could not make a thumbnail: {reason}") from exc
     finally:
         await storage.discard(target)
     await progress("saved", done=3, total=STEPS)

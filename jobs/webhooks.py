@@ -12,7 +12,15 @@ from pydantic import AfterValidator, StringConstraints, ValidationInfo
 from yarl import URL
 
 from jobs.webhook_guard import TargetRefusedError, url_refusal
-from service.runtime import Job, JobContext, JobInput, PermanentError, TransientError, settings_in
+from service.runtime import (
+    Job,
+    JobContext,
+    JobInput,
+    PermanentError,
+    TransientError,
+    connection_problem,
+    settings_in,
+)
 
 MAX_RETRY_AFTER = 3600.0
 MAX_RESPONSE_READ = 64 * 1024  # the answer's body is never needed; read a little, never more
@@ -61,8 +69,16 @@ async def deliver_webhook(
     except TargetRefusedError as exc:  # raised by the connector's GuardedResolver
         raise PermanentError(f"webhook target refused: {exc}") from None
     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
-        reason = "timed out" if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) else str(exc)
-        raise TransientError(f"webhook unreachable: {reason or type(exc).__name__}") from exc
+        # aiohttp's text names the address; the log gets it (raised from), the client a reason
+        if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+            reason = "timed out"
+        elif isinstance(exc, aiohttp.ClientPayloadError):
+            reason = "the answer was cut short"
+        elif isinstance(exc, aiohttp.ServerDisconnectedError):
+            reason = "the server closed the connection"
+        else:
+            reason = connection_problem(exc)
+        raise TransientError(f"webhook unreachable: {reason}") from exc
     except aiohttp.ClientError as exc:
         raise PermanentError(f"webhook request failed: {exc}") from exc
 
@@ -101,4 +117,5 @@ JOB = Job(
     input=DeliverWebhook,
     time_limit=lambda settings: settings.webhook_job_timeout,
     api=True,
+    max_payload=lambda settings: settings.webhook_max_payload_bytes,
 )

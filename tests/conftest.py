@@ -44,9 +44,10 @@ RunWorker = Callable[..., Coroutine[Any, Any, Worker]]
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on at ``host`` now (loopback, or a test host's own address)."""
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
 

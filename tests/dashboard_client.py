@@ -57,3 +57,14 @@ class Dashboard:
         if response.status == 303:
             await self.page("/dashboard")
         return response
+
+    async def sign_in_from(
+        self, origin: str, headers: dict[str, str], token: str = TEST_API_TOKEN
+    ) -> ClientResponse:
+        """Sign in with ``Origin: origin`` and extra ``headers`` (a proxy's, say)."""
+        return await self.post(
+            "/dashboard/sign-in",
+            {"token": token, "next": "/dashboard"},
+            csrf=False,
+            headers={"Origin": origin, **headers},
+        )

@@ -74,10 +74,14 @@ def _as_postgres(argv: list[str]) -> list[str]:
 
 
 class ClusterFolder:
-    """An initdb-ed data folder (made once per test session: initdb takes seconds)."""
+    """An initdb-ed data folder (made once per test session: initdb takes seconds), or with
+    ``path`` one made earlier (by the test that hands it to a process of its own)."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: Path | None = None) -> None:
         self.bin = _binaries()
+        if path is not None:
+            self.path = path
+            return
         # not under pytest's tmp_path: as root, that is closed to the postgres user
         self.path = Path(tempfile.mkdtemp(prefix="jobservice-pg-"))
         if os.geteuid() == 0:
@@ -86,22 +90,30 @@ class ClusterFolder:
         options = ["--auth=trust", "--encoding=UTF8", "--no-sync", "--no-instructions"]
         subprocess.run(_as_postgres([*initdb, *options]), check=True, capture_output=True)
 
+    def trust(self, network: str) -> None:
+        """Let clients from ``network`` (e.g. ``10.213.13.0/24``) in without a password, as
+        initdb's ``--auth=trust`` lets loopback in (and nothing else)."""
+        with (self.path / "data" / "pg_hba.conf").open("a") as hba:
+            hba.write(f"host all all {network} trust\n")
+
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
 class PostgresCluster:
-    """A PostgreSQL server of the test's own on ``port`` of 127.0.0.1: blocking calls, run
-    them in a thread from a test's event loop."""
+    """A PostgreSQL server of the test's own on ``port`` of ``host`` (127.0.0.1, or a test
+    host's address in a network namespace): blocking calls, run them in a thread from a
+    test's event loop."""
 
-    def __init__(self, folder: ClusterFolder, port: int) -> None:
+    def __init__(self, folder: ClusterFolder, port: int, host: str = "127.0.0.1") -> None:
         self.folder = folder
         self.port = port
+        self.host = host
         self.running = False
 
     @property
     def admin_url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        return f"postgresql://postgres@{self.host}:{self.port}/postgres"
 
     def _pg_ctl(self, *args: str) -> None:
         data = str(self.folder.path / "data")
@@ -112,14 +124,15 @@ class PostgresCluster:
 
     def start(self) -> None:
         options = (
-            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''"
+            f"-p {self.port} -c listen_addresses={self.host} -c unix_socket_directories=''"
             " -c fsync=off"
         )
         log = str(self.folder.path / "server.log")
         self._pg_ctl("-o", options, "-l", log, "start")
         self.running = True
 
-    def stop(self) -> None:
-        """A fast shutdown: the server ends every session and exits, as on a restart."""
-        self._pg_ctl("-m", "fast", "stop")
+    def stop(self, mode: str = "fast") -> None:
+        """A fast shutdown: the server ends every session and exits, as on a restart
+        (``immediate``: at once, for a clean-up that must not wait on anyone)."""
+        self._pg_ctl("-m", mode, "stop")
         self.running = False

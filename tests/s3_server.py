@@ -50,22 +50,24 @@ class Keys:
 
 
 class MotoServer:
-    """``python -m moto.server`` on a free 127.0.0.1 port, its output in ``log``."""
+    """``python -m moto.server`` on a free port of ``host`` (loopback, or a test host's address
+    in a network namespace: tests/netns.py), its output in ``log``."""
 
-    def __init__(self, log: Path, port: int | None = None) -> None:
+    def __init__(self, log: Path, port: int | None = None, host: str = "127.0.0.1") -> None:
         self.port = port or free_port()
+        self.host = host
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
         self.keys = Keys(*ANY_KEY)
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self) -> MotoServer:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )

@@ -24,6 +24,7 @@ from service.store.database import open_database
 from settings import Settings
 from tests import files
 from tests.conftest import AUTH_HEADERS, TEST_API_TOKEN, ClientFactory, queued
+from tests.days import RECENT_DAY
 from tests.images import image_bytes
 from tests.test_worker_process import ROOT, service_env
 from web import create_app
@@ -58,7 +59,7 @@ VALID_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/register"): {"json": {"name": "Ann", "email": "ann@example.com"}},
     ("POST", "/events"): {"json": {"event": {"type": "signup"}}},
     ("POST", "/webhooks"): {"json": {"url": "https://example.com/h", "payload": {"a": 1}}},
-    ("POST", "/reports/daily"): {"json": {"day": "2026-11-23"}},
+    ("POST", "/reports/daily"): {"json": {"day": RECENT_DAY}},
 }
 
 

@@ -47,6 +47,7 @@ from tests.conftest import (
     queued,
     status_of,
 )
+from tests.days import RECENT_DAY
 from tests.postgres import ClusterFolder, PostgresCluster, scratch_database, with_database
 from tests.test_worker_process import ROOT, service_env
 from tests.waiting import wait_until
@@ -681,7 +682,7 @@ async def test_jobs_needing_the_database_retry_through_an_outage_then_finish(
     try:
         waiting = [await enqueue(redis, "send_welcome_email", {"user_id": user.id})]
         if outage.backend == "postgresql":
-            report = await client.post("/reports/daily", json={"day": "2026-11-23"})
+            report = await client.post("/reports/daily", json={"day": RECENT_DAY})
             waiting.append((await report.json())["task_id"])
 
         reasons: dict[str, str] = {}

@@ -35,8 +35,14 @@ async def own_redis(
 ) -> AsyncIterator[tuple[Settings, ArqRedis, subprocess.Popen[bytes]]]:
     """Settings that point at a private redis-server, a client of it for checks, its process."""
     url, process = private_redis
-    # no rate limits: their counters would be Redis calls of their own, one per request
-    update = {"redis_url": url, "rate_limit_per_token": "", "rate_limit_per_recipient": ""}
+    # no rate limits nor payload quota: their counters would be Redis calls of their own, one
+    # per request
+    update = {
+        "redis_url": url,
+        "rate_limit_per_token": "",
+        "rate_limit_per_recipient": "",
+        "payload_quota_per_token": 0,
+    }
     own = settings.model_copy(update=update)
     checker = await open_pool(own)
 

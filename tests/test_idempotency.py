@@ -22,6 +22,7 @@ from service.store.subscriptions import SharedSubscriptions
 from settings import Settings
 from tests import files
 from tests.conftest import AUTH_HEADERS, TEST_API_TOKEN, ClientFactory, queued
+from tests.days import RECENT_DAY
 from tests.images import image_bytes
 from tests.waiting import wait_until
 from web import create_app
@@ -234,7 +235,7 @@ async def test_the_key_is_forgotten_after_the_window(
         ("/register", {"name": "Bo", "email": "bo@example.com"}),
         ("/events", {"event": {"type": "signup"}}),
         ("/webhooks", {"url": "http://127.0.0.1:9/hook", "payload": {"n": 1}}),
-        ("/reports/daily", {"day": "2026-11-23"}),
+        ("/reports/daily", {"day": RECENT_DAY}),
     ],
 )
 async def test_every_json_enqueue_endpoint_honours_the_key(

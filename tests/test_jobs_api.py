@@ -20,6 +20,7 @@ from tests.conftest import (
     queued,
     status_of,
 )
+from tests.days import RECENT_DAY
 from web import create_app
 
 EMAIL: dict[str, Any] = {"to": "ann@example.com", "subject": "Hello", "body": "Hi Ann!"}
@@ -166,7 +167,7 @@ async def test_an_idempotency_key_on_post_jobs_queues_once(
         ("/send-email", EMAIL),
         ("/webhooks", {"url": "http://127.0.0.1:9/hook", "payload": {"n": 1}}),
         ("/events", {"event": {"n": 1}}),
-        ("/reports/daily", {"day": "2026-11-23"}),
+        ("/reports/daily", {"day": RECENT_DAY}),
         ("/jobs", {"function": "log_event", "kwargs": {"event": {"n": 1}}}),
     ],
 )

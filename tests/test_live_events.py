@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import time
 from typing import Any
 
@@ -13,6 +14,8 @@ from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 from arq.connections import ArqRedis
 from pytest_aiohttp import AiohttpServer
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from service.store import keys
 from settings import Settings
@@ -24,6 +27,7 @@ from tests.conftest import (
     accepted_task,
     status_of,
 )
+from tests.days import RECENT_DAY
 from tests.images import image_bytes
 from tests.sse import Event, all_events, next_event
 from tests.waiting import wait_until
@@ -123,7 +127,7 @@ async def test_retries_are_streamed_with_their_next_attempt_time(
 async def test_report_job_reports_each_section(
     client: TestClient[Any, Any], run_worker: RunWorker
 ) -> None:
-    response = await client.post("/reports/daily", json={"day": "2026-11-23"})
+    response = await client.post("/reports/daily", json={"day": RECENT_DAY})
     task_id = (await response.json())["task_id"]
     stream = await client.get(f"/jobs/{task_id}/events")
     assert (await next_event(stream)) is not None
@@ -197,9 +201,24 @@ async def test_streams_over_the_process_cap_get_429(
 
 
 async def test_a_stream_without_events_closes_after_the_idle_limit(
-    aiohttp_client: ClientFactory, settings: Settings, redis: ArqRedis
+    aiohttp_client: ClientFactory,
+    settings: Settings,
+    private_redis: tuple[str, subprocess.Popen[bytes]],
 ) -> None:
-    client = await _stream_app(aiohttp_client, settings, live_stream_idle_seconds=1)
+    """On a private redis-server: channels are server-wide, whatever the database, so the
+    overview's pattern would hear the jobs of every other suite on a shared one."""
+    own = Redis.from_url(private_redis[0])
+
+    async def answers() -> bool:
+        try:
+            return bool(await own.ping())
+        except (RedisError, OSError):
+            return False
+
+    await wait_until(answers, within=10)
+    await own.aclose()
+    quiet = settings.model_copy(update={"redis_url": private_redis[0]})
+    client = await _stream_app(aiohttp_client, quiet, live_stream_idle_seconds=1)
     task_id = await accepted_task(client, "/events", {"event": {}})  # no worker: stays PENDING
     started = time.monotonic()
     stream = await client.get(f"/jobs/{task_id}/events")

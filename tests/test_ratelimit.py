@@ -22,7 +22,7 @@ def email_to(address: str) -> dict[str, Any]:
 
 
 async def client_with(
-    aiohttp_client: ClientFactory, settings: Settings, **limits: str
+    aiohttp_client: ClientFactory, settings: Settings, **limits: str | int
 ) -> TestClient[Any, Any]:
     app = create_app(settings.model_copy(update=limits))
     return await aiohttp_client(app, headers=AUTH_HEADERS)
@@ -126,7 +126,11 @@ async def test_an_empty_limit_switches_it_off(
     aiohttp_client: ClientFactory, settings: Settings, redis: ArqRedis
 ) -> None:
     client = await client_with(
-        aiohttp_client, settings, rate_limit_per_token="", rate_limit_per_recipient=""
+        aiohttp_client,
+        settings,
+        rate_limit_per_token="",
+        rate_limit_per_recipient="",
+        payload_quota_per_token=0,
     )
     for _ in range(5):
         assert (await client.post("/send-email", json=email_to("a@example.com"))).status == 202

@@ -94,7 +94,7 @@ async def test_eviction_allowed_is_a_warning(
     ("appendonly", "save", "ephemeral", "warned"),
     [
         ("no", "", False, True),  # persists nothing
-        ("no", "", True, False),  # on purpose (make dev's private Redis)
+        ("no", "", True, False),  # on purpose
         ("yes", "", False, False),  # AOF
         ("no", "3600 1", False, False),  # RDB snapshots
     ],
@@ -145,15 +145,16 @@ async def test_the_web_app_starts_when_redis_does_not_answer(
     assert "Redis did not answer at start" in warning
 
 
-async def test_make_dev_says_its_private_redis_saves_nothing_on_purpose(
-    server: Redis, private_redis: PrivateRedis, tmp_path: Path
+async def test_make_dev_starts_its_own_redis_only_when_none_answers(
+    private_redis: PrivateRedis, tmp_path: Path
 ) -> None:
-    """The web app and the worker it starts get REDIS_EPHEMERAL=true with the redis-server it
-    starts itself (no save points, no AOF), and nothing added with a Redis that answers."""
+    """A redis-server of its own (with an append-only file: tests/test_dev_redis.py) when
+    nothing answers at REDIS_URL, and none beside a Redis that answers."""
     manager = Manager(Printer(io.StringIO()))
     nobody = await _settings(f"redis://127.0.0.1:{free_port()}/0", tmp_path)
-    assert await asyncio.to_thread(dev_redis, nobody, manager) == "REDIS_EPHEMERAL=true "
-    assert "redis" in manager._processes  # the private redis-server it will start
+    await asyncio.to_thread(dev_redis, nobody, manager)
+    assert "redis" in manager._processes
     url, _ = private_redis
-    answering = await _settings(url, tmp_path)
-    assert await asyncio.to_thread(dev_redis, answering, Manager(Printer(io.StringIO()))) == ""
+    answering = Manager(Printer(io.StringIO()))
+    await asyncio.to_thread(dev_redis, await _settings(url, tmp_path), answering)
+    assert "redis" not in answering._processes

@@ -81,6 +81,8 @@ def test_environment_values_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
         ("STORAGE_URL", "s3://Not_A_Bucket/prefix"),
         ("STORAGE_URL", "s3://bucket/a/../b"),
         ("S3_ENDPOINT_URL", "minio.internal:9000"),
+        ("TRUSTED_PROXIES", "10.0.0.5,proxy.internal"),
+        ("TRUSTED_PROXIES", "10.0.0.0/33"),
     ],
 )
 def test_invalid_values_stop_start_up_naming_the_variable(
@@ -102,6 +104,12 @@ def test_an_s3_storage_url_needs_both_keys(monkeypatch: pytest.MonkeyPatch) -> N
     settings = load_settings()
     assert settings.storage_url == "s3://photos/jobservice"
     assert "the-secret" not in repr(settings), "the secret stays out of logs and tracebacks"
+
+
+def test_trusted_proxies_are_addresses_and_networks(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().trusted_proxies == (), "none by default: no forwarded header believed"
+    monkeypatch.setenv("TRUSTED_PROXIES", " 10.0.0.5, 10.1.2.3/16 ,::1,")
+    assert load_settings().trusted_proxies == ("10.0.0.5/32", "10.1.0.0/16", "::1/128")
 
 
 def test_starttls_and_tls_are_exclusive(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -33,12 +33,20 @@ from web.keys import (
 from web.metrics import WebMetrics
 from web.observe import echo_request_id, observe_requests
 from web.pages import TEMPLATES, make_environment
+from web.proxies import TrustedProxies, strict_transport_security
 from web.ratelimit import RATE_LIMITS, RateLimits, limit_per_token
 from web.routes import setup_routes
 from web.sessions import STATIC_PREFIX
 from web.views import PROCESS_IMAGE, SEND_WELCOME_EMAIL
 
 JSON_BODY_LIMIT = 1024 * 1024  # uploads are streamed and limited separately
+
+
+def _body_limit(settings: Settings, registry: Registry) -> int:
+    """The app's body limit: JSON_BODY_LIMIT, or a job's own payload limit when larger (each
+    route that queues a job holds its body to that job's limit, web.views)."""
+    limits = (job.payload_limit(settings) for job in registry)
+    return max([JSON_BODY_LIMIT, *(limit for limit in limits if limit is not None)])
 
 
 async def _templates(app: web.Application) -> AsyncIterator[None]:
@@ -51,7 +59,10 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     app[REDIS] = await open_pool(settings)
     app[RATE_LIMITS] = RateLimits(
-        app[REDIS], settings.rate_limit_per_token, settings.rate_limit_per_recipient
+        app[REDIS],
+        settings.rate_limit_per_token,
+        settings.rate_limit_per_recipient,
+        (settings.payload_quota_per_token, settings.payload_quota_window),
     )
     app[SUBSCRIPTIONS] = SharedSubscriptions(app[REDIS])  # live streams, Idempotency-Key waits
     yield
@@ -98,16 +109,27 @@ def create_app(settings: Settings, registry: Registry = JOBS) -> web.Application
     """
     for name in (PROCESS_IMAGE, SEND_WELCOME_EMAIL):
         registry[name]  # the bespoke routes' jobs: an UnknownJobError here, not per request
-    # observe_requests first: it logs and counts the status the client finally gets
+    # observe_requests first: it logs and counts the status the client finally gets; the
+    # proxy's headers are applied before anything looks at the client's address or scheme
+    proxies = TrustedProxies(settings.trusted_proxies)
     app = web.Application(
-        middlewares=[observe_requests, json_errors, body_deadline, require_token, limit_per_token],
-        client_max_size=JSON_BODY_LIMIT,
+        middlewares=[
+            observe_requests,
+            json_errors,
+            proxies.middleware,
+            body_deadline,
+            require_token,
+            limit_per_token,
+        ],
+        client_max_size=_body_limit(settings, registry),
     )
     app[SETTINGS] = settings
     app[REGISTRY] = registry
     app[DECLARED] = registry.declared(settings)
     app[WEB_METRICS] = WebMetrics(new_registry())
-    app.on_response_prepare.extend([echo_request_id, _plain_server_header, _not_stored])
+    app.on_response_prepare.extend(
+        [echo_request_id, _plain_server_header, strict_transport_security, _not_stored]
+    )
     app.cleanup_ctx.extend([_templates, _redis, _files, _database])
     setup_routes(app)
     return app

@@ -6,10 +6,11 @@ from typing import Any
 
 from aiohttp import web
 
+from service.observability.masking import masked
 from service.queue.cancel import CancelOutcome, JobFinishedError, JobNotFoundError, cancel_job
 from service.queue.retry import retry
 from service.records import failed_jobs
-from service.records.failed_jobs import DeadJob, NotFailedError
+from service.records.failed_jobs import ArgumentsCutError, DeadJob, NotFailedError
 from service.records.status import JOB_ID_PATTERN, task_status
 from service.records.times import iso_from_ms
 from web.errors import ApiError
@@ -23,8 +24,11 @@ def _describe(job: DeadJob) -> dict[str, Any]:
     return {
         "task_id": job.job_id,
         "function": job.function,
-        "args": job.args,
-        "kwargs": job.kwargs,
+        # masked as on the dashboard: the list is read by whoever holds a token, not only by
+        # the client that queued the job (a retry runs the arguments kept unmasked)
+        "args": masked(job.args),
+        "kwargs": masked(job.kwargs),
+        "arguments_truncated": job.truncated,
         "attempts": job.attempts,
         "error": job.reason,
         "failed_at": iso_from_ms(job.failed_at),
@@ -42,6 +46,10 @@ def _int_param(request: web.Request, name: str, default: int, low: int, high: in
 
 
 NOT_RETRYABLE = "this job is not in the failed-jobs list: only failed jobs can be retried"
+ARGUMENTS_CUT = (
+    "this job's arguments were too large to keep whole when it failed (only a cut copy is"
+    " listed), so it cannot be run again: queue it again with its full arguments"
+)
 
 
 async def status_document(request: web.Request, job_id: str) -> dict[str, Any] | None:
@@ -59,19 +67,23 @@ def job_id_from(request: web.Request, name: str = "task_id") -> str:
 
 
 async def requeue_failed(request: web.Request, job_id: str) -> None:
-    """Queue a failed job again under its id; raises NotFailedError when it is not listed.
+    """Queue a failed job again under its id; raises NotFailedError when it is not listed,
+    409 when only a cut copy of its arguments was kept.
 
     Shared by ``POST /jobs/{id}/retry`` and the dashboard's Retry button.
     """
     redis, settings = request.app[REDIS], request.app[SETTINGS]
-    await retry(
-        redis,
-        settings.queue_name,
-        job_id,
-        meta_ttl=settings.job_result_ttl,
-        max_jobs=settings.dead_letter_max_jobs,
-        max_age=settings.dead_letter_max_age,
-    )
+    try:
+        await retry(
+            redis,
+            settings.queue_name,
+            job_id,
+            meta_ttl=settings.job_result_ttl,
+            max_jobs=settings.dead_letter_max_jobs,
+            max_age=settings.dead_letter_max_age,
+        )
+    except ArgumentsCutError:
+        raise ApiError(409, ARGUMENTS_CUT) from None
 
 
 async def cancel_or_refuse(request: web.Request, job_id: str) -> CancelOutcome:

@@ -80,7 +80,7 @@ def _queued(what: str) -> Answer:
 
 
 BAD_BODY = _error("the body is not valid JSON, not an object, or a field is missing or invalid")
-TOO_LARGE = _error("the body is larger than the limit")
+TOO_LARGE = _error("the body is larger than the limit (a job's own payload limit, else 1 MiB)")
 NO_SUCH_TASK = _error("no task with this id")
 PAGE = Answer("an HTML page", media="text/html", schema={"type": "string"})
 SEE_OTHER = Answer("done: the browser goes on to the Location", media=None, headers=("Location",))
@@ -343,7 +343,7 @@ TO_SIGN_IN = Answer(
 )
 UNAUTHORIZED = _error("no API token: send Authorization: Bearer <token>")
 FORBIDDEN = _error("the API token is not valid")
-RATE_LIMITED = _error("over a rate limit: wait Retry-After seconds")
+RATE_LIMITED = _error("over a rate limit or the token's payload quota: wait Retry-After seconds")
 BODY_TOO_SLOW = _error("the body did not arrive within its time limit (the connection closes)")
 UNAVAILABLE = _error("Redis is unreachable: try again shortly")
 

@@ -73,8 +73,10 @@ class FailedJob(BaseModel):
 
     task_id: str
     function: str
-    args: list[Any]
+    args: list[Any]  # secret-looking values masked
     keyword_args: dict[str, Any] = Field(alias="kwargs")
+    # too large to keep whole (DEAD_LETTER_MAX_ARGUMENT_BYTES): a cut copy, not retried
+    arguments_truncated: bool
     attempts: int
     error: str
     failed_at: str | None

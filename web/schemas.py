@@ -26,7 +26,6 @@ from pydantic import (
 )
 
 from service.runtime import EmailAddress, Job, JobInput, no_control_characters
-from service.runtime.inputs import mail_recipients
 from settings import Settings
 from web.errors import ApiError
 
@@ -127,11 +126,6 @@ def job_kwargs(job: Job, model: BaseModel) -> dict[str, Any]:
     return model.model_dump(mode="json", include=_input_fields(job))
 
 
-def recipients(model: BaseModel) -> list[str]:
-    """The addresses the job will mail, for RATE_LIMIT_PER_RECIPIENT."""
-    return mail_recipients(model)
-
-
 def _describe(error: ValidationError) -> str:
     parts = []
     for item in error.errors():
@@ -167,7 +161,13 @@ async def parse_json(
     optional: bool = False,
 ) -> Model:
     """The request's JSON body as ``model``; any problem is a 400 naming the field."""
-    raw = await request.read()
+    return parse_body(await request.read(), model, settings=settings, optional=optional)
+
+
+def parse_body(
+    raw: bytes, model: type[Model], *, settings: Settings | None = None, optional: bool = False
+) -> Model:
+    """A body already read, as ``model``; with ``optional``, no body means the defaults."""
     if optional and not raw:  # no body at all; whitespace alone is not JSON (a 400)
         return model()
     return _validated(model, raw, settings)

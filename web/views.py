@@ -19,26 +19,25 @@ from service.records.times import iso_from_ms
 from service.runtime import Job
 from service.store.database import Database, DatabaseUnavailableError, EmailTakenError
 from service.store.storage import UPLOADS, Storage, StorageUnavailableError
+from web.auth import TOKEN_ID
 from web.errors import ApiError
 from web.health import dependency_states
 from web.idempotency import UPLOAD_DIGEST
 from web.job_control import status_document
 from web.keys import DB, REDIS, REGISTRY, SETTINGS, STORAGE, WEB_METRICS
-from web.ratelimit import RATE_LIMITS
+from web.ratelimit import RATE_LIMITS, check_mail_recipients
 from web.schemas import (
     Addressed,
     RegisterRequest,
     Scheduling,
     api_request_model,
     job_kwargs,
+    parse_body,
     parse_json,
-    recipients,
     request_model,
     validated,
 )
 from web.uploads import OTHER_FIELDS_LIMIT, receive_image, skip_part
-
-logger = logging.getLogger("jobservice.web")
 
 logger = logging.getLogger("jobservice.web")
 
@@ -60,13 +59,32 @@ def accepted(
     return web.json_response(body, status=202, headers={"Location": f"/task-status/{task_id}"})
 
 
+def _within_payload_limit(request: web.Request, job: Job, size: int | None) -> None:
+    """413 when a body of ``size`` bytes is over ``job``'s payload limit (its declaration)."""
+    limit = job.payload_limit(request.app[SETTINGS])
+    if limit is not None and size is not None and size > limit:
+        raise ApiError(
+            413, f"request body too large for {job.name}: {size} bytes, the limit is {limit}"
+        )
+
+
 async def _queue(
-    request: web.Request, job: Job, job_input: BaseModel, when: Scheduling, message: str | None
+    request: web.Request,
+    job: Job,
+    job_input: BaseModel,
+    when: Scheduling,
+    message: str | None,
+    size: int,
 ) -> web.Response:
-    """Queue a validated job: its recipients counted, at the time asked for."""
+    """Queue a validated job: its recipients counted, its body's ``size`` counted against the
+    token's payload quota, at the time asked for."""
     run_at_ms = when.run_at_ms()
-    for address in recipients(job_input):
-        await request.app[RATE_LIMITS].check_recipient(address)
+    limits, token_id = request.app[RATE_LIMITS], request.get(TOKEN_ID)
+    if token_id is not None:  # looked at first: a refusal here uses up no recipient's limit
+        await limits.check_payload(token_id, size, count=False)
+    await check_mail_recipients(request.app, job, job_input)
+    if token_id is not None:
+        await limits.check_payload(token_id, size)
     kwargs = job_kwargs(job, job_input)
     task_id = await enqueue(request.app[REDIS], job.name, kwargs, run_at_ms=run_at_ms)
     return accepted(task_id, message, run_at_ms)
@@ -78,11 +96,12 @@ def queue_job(name: str, message: str | None = None, *, optional_body: bool = Fa
 
     async def handler(request: web.Request) -> web.Response:
         job = request.app[REGISTRY][name]
+        _within_payload_limit(request, job, request.content_length)  # before reading it
+        raw = await request.read()
+        _within_payload_limit(request, job, len(raw))  # a chunked body says no length
         settings = request.app[SETTINGS]
-        body = await parse_json(
-            request, request_model(job), settings=settings, optional=optional_body
-        )
-        return await _queue(request, job, body, body, message)
+        body = parse_body(raw, request_model(job), settings=settings, optional=optional_body)
+        return await _queue(request, job, body, body, message, len(raw))
 
     handler.__name__ = handler.__qualname__ = name  # as the OpenAPI test and logs name it
     return handler
@@ -95,8 +114,9 @@ async def queue_any_job(request: web.Request) -> web.Response:
     job = request.app[REGISTRY].get(name)
     if job is None or not job.api:
         raise ApiError(404, f"no job named {name!r} may be queued through the API")
+    _within_payload_limit(request, job, len(raw))
     body = validated(api_request_model(job), raw, request.app[SETTINGS])
-    return await _queue(request, job, body.kwargs, body, "Job queued!")
+    return await _queue(request, job, body.kwargs, body, "Job queued!", len(raw))
 
 
 async def get_task_status(request: web.Request) -> web.Response:

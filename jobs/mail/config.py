@@ -24,6 +24,7 @@ class SmtpConfig:
     start_tls: bool
     timeout: float
     sender: str
+    allow_plaintext_auth: bool = False  # log in over a connection without TLS (smtp_login.py)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SmtpConfig:
@@ -36,6 +37,7 @@ class SmtpConfig:
             start_tls=settings.smtp_starttls,
             timeout=settings.smtp_timeout,
             sender=settings.mail_from,
+            allow_plaintext_auth=settings.smtp_allow_plaintext_auth,
         )
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import unicodedata
 from collections.abc import Awaitable, Callable
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -21,7 +20,13 @@ from aiosmtplib.email import extract_sender, flatten_message
 from jobs.mail import plain_message
 from jobs.mail.config import MailContext, SmtpConfig
 from jobs.mail.smtp_pool import Envelope, SmtpPool
-from service.runtime import PermanentError, TransientError, count_today
+from service.runtime import (
+    PermanentError,
+    TransientError,
+    connection_problem,
+    count_today,
+    text_refusal,
+)
 
 
 def build_message(
@@ -83,8 +88,8 @@ def _check_recipient(to: str, subject: str) -> None:
 
 
 def _check_header(name: str, value: str) -> None:
-    if any(unicodedata.category(char) in {"Cc", "Zl", "Zp"} for char in value):
-        raise PermanentError(f"refused: the {name} contains control characters or line breaks")
+    if (reason := text_refusal(value)) is not None:
+        raise PermanentError(f"refused: the {name} {reason}")
 
 
 def message_id_for(job_id: str, config: SmtpConfig) -> str:
@@ -117,11 +122,15 @@ def classify(exc: aiosmtplib.SMTPException) -> TransientError | PermanentError:
         if exc.code >= 500:
             return PermanentError(f"SMTP server refused the message: {reply}")
         return TransientError(f"unexpected SMTP reply: {reply}")
+    # aiosmtplib's own texts name the server ("Error connecting to <host> on port <port>"):
+    # the client gets a short reason, the log the exception this is raised from
     if isinstance(exc, aiosmtplib.SMTPTimeoutError):
-        return TransientError(f"SMTP server timed out: {exc}")
-    if isinstance(exc, (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPServerDisconnected)):
-        return TransientError(f"SMTP server unreachable: {exc}")
-    return PermanentError(f"SMTP error: {exc}")
+        return TransientError("SMTP server timed out")
+    if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
+        return TransientError("SMTP server unreachable (connection closed)")
+    if isinstance(exc, aiosmtplib.SMTPConnectError):
+        return TransientError(f"SMTP server unreachable ({connection_problem(exc)})")
+    return PermanentError(f"SMTP error ({type(exc).__name__})")
 
 
 OnAccepted = Callable[[], Awaitable[None]]
@@ -144,7 +153,7 @@ async def deliver(
     except aiosmtplib.SMTPException as exc:
         raise classify(exc) from exc
     except (OSError, TimeoutError) as exc:
-        raise TransientError(f"SMTP server unreachable: {exc}") from exc
+        raise TransientError(f"SMTP server unreachable ({connection_problem(exc)})") from exc
 
 
 async def send_mail(

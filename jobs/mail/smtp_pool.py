@@ -4,12 +4,13 @@ aiosmtplib opens each connection; jobs/mail/smtp_session.py then sends over it, 
 RCPT and DATA when the server offers PIPELINING.
 
 Without it every message pays for a TCP (or TLS) connection, the greeting, EHLO, STARTTLS
-and AUTH when configured, and QUIT. The pool keeps up to ``size`` idle connections, newest
-first; more may be open at once (the worker's max_jobs bounds them), and the extra ones are
-closed after use. Before a connection that sat idle for ``check_after`` seconds or more is
-reused, a NOOP checks that the server still holds it (servers close idle sessions, and
-restart); one idle longer than ``max_idle`` seconds is closed rather than trusted. Under
-load, connections are reused within milliseconds and skip the check.
+and AUTH when configured (AUTH only over TLS: jobs/mail/smtp_login.py), and QUIT. The pool
+keeps up to ``size`` idle connections, newest first; more may be open at once (the worker's
+max_jobs bounds them), and the extra ones are closed after use. Before a connection that sat
+idle for ``check_after`` seconds or more is reused, a NOOP checks that the server still holds
+it (servers close idle sessions, and restart); one idle longer than ``max_idle`` seconds is
+closed rather than trusted. Under load, connections are reused within milliseconds and skip
+the check.
 
 A failure after the message went out is never retried here: the job's own retry (and its
 "sent" marker, see jobs/email.py) decides, exactly as without the pool.
@@ -25,6 +26,7 @@ import aiosmtplib
 from aiosmtplib.email import extract_recipients, extract_sender, flatten_message, parse_address
 
 from jobs.mail.config import SmtpConfig
+from jobs.mail.smtp_login import log_in, start_tls_mode
 from jobs.mail.smtp_session import Session
 
 MAX_IDLE = 60.0  # seconds; far below the 5 minutes RFC 5321 asks servers to wait
@@ -92,17 +94,17 @@ class SmtpPool:
 
     async def _connect(self) -> Session:
         config = self.config
+        # no credentials here: jobs.mail.smtp_login logs in, once it knows the line is TLS
         client = aiosmtplib.SMTP(
             hostname=config.host,
             port=config.port,
-            username=config.username,
-            password=config.password,
             use_tls=config.use_tls,
-            start_tls=config.start_tls,
+            start_tls=start_tls_mode(config),
             timeout=config.timeout,
         )
         await client.connect()
         try:
+            await log_in(client, config)
             return await Session.take_over(client)
         except BaseException:
             client.close()

@@ -7,9 +7,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from service.dashboard.masking import masked
-from service.engine.arq_api import job_key_prefix, result_key_prefix
+from service.engine.arq_api import job_key_prefix
+from service.observability.masking import masked
 from service.observability.origin import REQUEST_ID_KWARG
+from service.records import arguments
 from service.records.progress import stored_progress
 from service.records.status import Declared, task_status
 from service.store import keys
@@ -26,11 +27,16 @@ class JobView:
     attempts: list[dict[str, Any]] = field(default_factory=list)  # oldest first
 
 
-def _stored_arguments(raw: bytes | None) -> tuple[list[Any], dict[str, Any]]:
-    if raw is None:
-        return [], {}
+def _stored_arguments(
+    queued: bytes | None, meta: dict[str, str]
+) -> tuple[list[Any], dict[str, Any]]:
+    """Masked: a queued job's from arq's job, a finished one's from the bounded copy its
+    tracking hash keeps (service.records.arguments; arq's result keeps none)."""
+    if queued is None:
+        kept = arguments.decode(meta.get("arguments"))
+        return ([], {}) if kept is None else (kept.args, kept.kwargs)
     try:
-        data = deserialize(raw)
+        data = deserialize(queued)
     except (ValueError, TypeError):
         return [], {}
     return list(masked(list(data.get("a") or []))), dict(masked(dict(data.get("k") or {})))
@@ -61,12 +67,11 @@ async def job_view(
         return None
     async with redis.pipeline(transaction=False) as pipe:
         pipe.get(job_key_prefix + job_id)
-        pipe.get(result_key_prefix + job_id)
         pipe.hgetall(keys.job_meta(job_id))
-        queued, result, raw_meta = await pipe.execute()
+        queued, raw_meta = await pipe.execute()
     meta = {key.decode(): value.decode() for key, value in raw_meta.items()}
-    args, kwargs = _stored_arguments(queued if queued is not None else result)
-    request_id = kwargs.pop(REQUEST_ID_KWARG, None)
+    args, kwargs = _stored_arguments(queued, meta)
+    request_id = kwargs.pop(REQUEST_ID_KWARG, None) or meta.get("request_id")
     return JobView(
         status=status,
         args=args,

@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 
 from service.dashboard.masking import short_arguments
 from service.engine.arq_api import in_progress_key_prefix, job_key_prefix, result_key_prefix
-from service.records import failed_jobs
+from service.records import arguments, failed_jobs
 from service.records.failed_jobs import DeadJob
 from service.records.workers import WorkerState, alive
 from service.store import keys
@@ -39,6 +39,7 @@ class JobLine:
     finished_at: float | None = None
     next_attempt_at: float | None = None
     error: str | None = None
+    retryable: bool = True  # a failure whose arguments were kept whole (records.arguments)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,10 +79,14 @@ def _line(job_id: str, stored: bytes | None, meta: dict[str, str], **extra: Any)
             data = deserialize(stored)
         except (ValueError, TypeError):
             data = {}
+    args, kwargs = list(data.get("a") or []), dict(data.get("k") or {})
+    kept = arguments.decode(meta.get("arguments"))
+    if "r" in data and kept is not None:  # a result keeps no arguments; the hash a copy
+        args, kwargs = kept.args, kept.kwargs
     return JobLine(
         job_id=job_id,
         function=str(data.get("f") or meta.get("function") or "?"),
-        arguments=short_arguments(list(data.get("a") or []), dict(data.get("k") or {})),
+        arguments=short_arguments(args, kwargs),
         attempt=max(int(data.get("t") or 0), int(meta.get("attempts") or 0)),
         enqueued_at=_seconds(data.get("et")),
         started_at=_seconds(meta.get("started_at")),
@@ -167,6 +172,7 @@ def _failed_line(job: DeadJob) -> JobLine:
         enqueued_at=_seconds(job.enqueued_at),
         finished_at=job.failed_at / 1000,
         error=job.reason,
+        retryable=not job.truncated,
     )
 
 

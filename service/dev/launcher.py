@@ -1,7 +1,8 @@
 """``python -m service.dev`` (behind `make dev`): Redis, mail sink, web app and worker at once.
 
-Uses the Redis at REDIS_URL, or starts a private ``redis-server`` when none answers there;
-honcho runs every process with prefixed output, and one Ctrl-C stops them all.
+Uses the Redis at REDIS_URL, or starts a private ``redis-server`` when none answers there
+(its append-only file under DATA_DIR/redis, so the queue survives a restart); honcho runs
+every process with prefixed output, and one Ctrl-C stops them all.
 """
 
 from __future__ import annotations
@@ -80,16 +81,26 @@ def port_open(host: str, port: int) -> bool:
         return False
 
 
+def private_redis_dir(settings: Settings) -> Path:
+    """Where the private Redis keeps its append-only file: beside the users and the files."""
+    return settings.data_dir.resolve() / "redis"
+
+
 def private_redis_command(settings: Settings) -> str:
-    """A throw-away redis-server for REDIS_URL's port: loopback only, nothing saved to disk."""
+    """A redis-server for REDIS_URL's port, loopback only, with an append-only file under
+    DATA_DIR: stopping and starting `make dev` resumes the queued and deferred jobs, as the
+    users database and the uploads beside it persist. Fsynced once a second (Redis's
+    default), which loses at most the last second on a crash, never on a Ctrl-C: Redis
+    flushes the file as it shuts down."""
     url = URL(settings.redis_url)
     args = [
         "redis-server",
         "--port", str(url.port or 6379),
         "--bind", "127.0.0.1",
         "--save", "",
-        "--appendonly", "no",
-        "--dir", str(settings.data_dir.resolve()),
+        "--appendonly", "yes",
+        "--appendfsync", "everysec",
+        "--dir", str(private_redis_dir(settings)),
     ]  # fmt: skip
     if url.password:
         args += ["--requirepass", url.password]
@@ -110,20 +121,20 @@ def dev_token(settings: Settings) -> str:
     return path.read_text().strip()
 
 
-def _redis(settings: Settings, manager: Manager) -> str:
-    """Use the Redis that answers, else add a private one to ``manager``; the environment
-    the web app and the worker then need (the private Redis saves nothing, on purpose)."""
+def _redis(settings: Settings, manager: Manager) -> None:
+    """Use the Redis that answers, else add a private one to ``manager``."""
     if redis_answers(settings):
         print(f"dev: using the Redis at {settings.redis_url}")
-        return ""
+        return
     if settings.redis_sentinels:
         sys.exit(f"No Redis master answers through REDIS_SENTINELS={settings.redis_sentinels}")
     host = URL(settings.redis_url).host or ""
     if host not in LOCAL_HOSTS or shutil.which("redis-server") is None:
         sys.exit(NO_REDIS_HELP.format(url=settings.redis_url))
-    print(f"dev: no Redis at {settings.redis_url}; starting a private redis-server")
+    folder = private_redis_dir(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"dev: no Redis at {settings.redis_url}; starting a private redis-server ({folder})")
     manager.add_process("redis", private_redis_command(settings))
-    return "REDIS_EPHEMERAL=true "
 
 
 def main() -> None:
@@ -133,20 +144,20 @@ def main() -> None:
     bin_dir = Path(sys.executable).parent
     manager = Manager(Printer(sys.stdout))
 
-    redis_env = _redis(settings, manager)
+    _redis(settings, manager)
     if port_open(settings.smtp_host, settings.smtp_port):
         print(f"dev: an SMTP server already listens on {settings.smtp_host}:{settings.smtp_port}")
     else:
         manager.add_process("mail", f"{python} -m service.dev.mailsink")
     token = dev_token(settings)
-    web_env = f"{redis_env}DASHBOARD_MAIL_PAGE=true "
+    web_env = "DASHBOARD_MAIL_PAGE=true "
     web_env += "" if settings.api_tokens else f"API_TOKENS={shlex.quote(token)} "
     manager.add_process("web", f"{web_env}{python} -m web")
     arq = shlex.quote(str(bin_dir / "arq"))
     metrics_port = settings.worker_metrics_port or DEV_WORKER_METRICS_PORT
     manager.add_process(
         "worker",
-        f"{redis_env}WORKER_METRICS_PORT={metrics_port} "
+        f"WORKER_METRICS_PORT={metrics_port} "
         f"{arq} service.WorkerSettings --custom-log-dict service.LOGGING",
     )
     base_url = f"http://{settings.web_host}:{settings.web_port}"

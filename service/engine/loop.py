@@ -18,6 +18,9 @@ Other differences from arq's loop:
   (``job_completion_wait``) has run out if there is one; a job writing its bookkeeping is
   left to write it, so its code, done, is not run again;
 - aborts are looked for at most every ABORT_CHECK_INTERVAL, not on every iteration;
+- a stored result keeps no copy of the job's arguments (arq's ``a`` and ``k`` are written
+  empty): a result lives for a day, and a client's payload must not be kept that long a
+  second time (the status API reads none of it; service.records keeps a bounded copy);
 - no log line per job start and success: service.worker.observe writes one, with more in it.
 
 arq's CLI builds ``arq.worker.Worker`` by name, so :func:`install` points that name here for
@@ -66,6 +69,9 @@ logger = logging.getLogger("arq.worker")  # the lines arq itself would write
 
 ABORT_CHECK_INTERVAL = 0.1  # seconds; how soon DELETE /jobs/{id} reaches a running job
 SLOT_WAIT = 0.1  # seconds a full worker waits for a free slot before looking at aborts, cron
+# What a stored result says the job's arguments were: nothing (module docstring).
+NO_ARGS: tuple[Any, ...] = ()
+NO_KWARGS: dict[str, Any] = {}
 
 
 class BatchWorker(Worker):
@@ -288,8 +294,8 @@ class BatchWorker(Worker):
             self.jobs_failed += 1
             result_data_ = serialize_result(
                 function=function_name,
-                args=args,
-                kwargs=kwargs,
+                args=NO_ARGS,
+                kwargs=NO_KWARGS,
                 job_try=job_try,
                 enqueue_time_ms=enqueue_time_ms,
                 success=False,
@@ -343,8 +349,8 @@ class BatchWorker(Worker):
             self.jobs_failed += 1
             result_data = serialize_result(
                 function_name,
-                args,
-                kwargs,
+                NO_ARGS,
+                NO_KWARGS,
                 job_try,
                 enqueue_time_ms,
                 False,
@@ -440,8 +446,8 @@ class BatchWorker(Worker):
         if result is not no_result and (keep_result_forever or result_timeout_s > 0):
             result_data = serialize_result(
                 function_name,
-                args,
-                kwargs,
+                NO_ARGS,
+                NO_KWARGS,
                 job_try,
                 enqueue_time_ms,
                 success,

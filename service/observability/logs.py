@@ -3,6 +3,10 @@
 A small formatter of our own rather than python-json-logger: all it has to do is put the
 record's standard fields, its ``extra=`` fields and the context's fields (request id, job id)
 into one ``json.dumps`` call, and owning those ~40 lines keeps the field names ours.
+
+Every line, its traceback and its text fields go through the one masking rule
+(service.observability.masking): a webhook URL's ``?token=`` or ``user:pass@`` quoted by an
+exception, ours or a library's, never reaches the log.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
+from service.observability.masking import mask_text
 from service.observability.origin import log_fields
 from settings import Settings
 
@@ -71,11 +76,14 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "pid": record.process,  # several web processes (WEB_PROCESSES) share one log
-            "message": record.getMessage(),
-            **record_fields(record),
+            "message": mask_text(record.getMessage()),
+            **{
+                name: mask_text(value) if isinstance(value, str) else value
+                for name, value in record_fields(record).items()
+            },
         }
         if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
+            line["exception"] = mask_text(self.formatException(record.exc_info))
         return _ENCODER.encode(line)
 
 
@@ -89,10 +97,10 @@ class TextFormatter(logging.Formatter):
         text = super().format(record)
         fields = record_fields(record)
         if not fields:
-            return text
+            return mask_text(text)
         head, newline, tail = text.partition("\n")  # keep a traceback below the fields
         pairs = " ".join(f"{key}={value}" for key, value in fields.items())
-        return f"{head} {pairs}{newline}{tail}"
+        return mask_text(f"{head} {pairs}{newline}{tail}")
 
 
 def logging_config(settings: Settings) -> dict[str, Any]:

@@ -18,7 +18,13 @@ from service.engine.arq_api import (
     serialize_job,
 )
 from service.queue.enqueue import wake_a_worker
-from service.records.failed_jobs import DeadJob, NotFailedError, get, settle_expected
+from service.records.failed_jobs import (
+    ArgumentsCutError,
+    DeadJob,
+    NotFailedError,
+    get,
+    settle_expected,
+)
 from service.records.times import now_ms
 from service.store import keys
 from service.store.scripts import LuaScript
@@ -66,12 +72,15 @@ async def retry(
     """Queue the failed job ``job_id`` again (same id, function and arguments).
 
     Raises :class:`NotFailedError` when the job is not in the failed-jobs list (including
-    when another caller re-queued it first).
+    when another caller re-queued it first), :class:`ArgumentsCutError` when the list kept
+    only a cut copy of its arguments (running that would run another job).
     """
     await settle_expected(redis, max_jobs=max_jobs, max_age=max_age)
     job = await get(redis, job_id)
     if job is None:
         raise NotFailedError(job_id)
+    if job.truncated:
+        raise ArgumentsCutError(job_id)
     now = now_ms()
     payload = serialize_job(
         job.function, tuple(job.args), job.kwargs, None, now, serializer=serialize

@@ -34,6 +34,9 @@ class DeadJob:
     reason: str
     failed_at: int  # ms since the epoch
     enqueued_at: int | None = None
+    # the arguments were larger than DEAD_LETTER_MAX_ARGUMENT_BYTES: args and kwargs are a
+    # cut copy (service.records.arguments), shown but never run again
+    truncated: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -50,6 +53,7 @@ class DeadJob:
             reason=str(data.get("reason", "")),
             failed_at=int(data["failed_at"]),
             enqueued_at=data.get("enqueued_at"),
+            truncated=bool(data.get("truncated")),
         )
 
 
@@ -61,6 +65,10 @@ class DeadJobPage:
 
 class NotFailedError(Exception):
     """The job exists but is not in the failed-jobs list (it did not fail, or aged out)."""
+
+
+class ArgumentsCutError(Exception):
+    """The failed job's arguments were too large to keep whole, so it cannot run again."""
 
 
 # Add one entry and drop entries past the age limit, then the oldest past the size limit.
@@ -143,6 +151,7 @@ def _lost_failure(raw_entry: bytes, raw_result: bytes | None) -> DeadJob | None:
         function=entry.function,
         args=entry.args,
         kwargs=entry.kwargs,
+        truncated=entry.truncated,
         attempts=int(result.get("t") or entry.attempts),
         reason=f"{reason} ({LAST_ATTEMPT_LOST})",
         failed_at=int(result.get("ft") or now_ms()),

@@ -9,10 +9,13 @@ job"). import-linter keeps jobs/ to this package: what a job may use is exactly 
   ``job_try``, ``progress`` (``await ctx["progress"]("resized", done=2, total=3)``) and
   ``lease`` (how long a lock the job takes should live);
 - :class:`TransientError` (retried with backoff) and :class:`PermanentError` (fails at once):
-  how a job fails; the message is what the status API shows, so keep internals out of it;
+  how a job fails; the message is what the status API shows, so keep internals out of it
+  (raise it ``from`` the error with the details: the worker's log shows them);
+  :func:`connection_problem` names a connection failure without its address;
 - :class:`Job`, :class:`Cron`, :class:`RetryPolicy`: the declaration; :class:`JobInput`,
   :class:`NoInput` and the field types :data:`EmailAddress`, :data:`MailRecipient`,
   :data:`HeaderText` for its input model; :func:`settings_in` for validators;
+  :func:`text_refusal`: why a text may not go into a mail header (service.runtime.text);
 - :func:`job_key`: a Redis key of the job's own (a "sent" marker, a lock);
 - :func:`count_today`, :func:`day_counts`, :func:`today`: the day's counters the daily
   report reads;
@@ -28,7 +31,7 @@ from service.records.progress import Progress
 from service.records.stats import count_today, day_counts, today
 from service.runtime.context import JobContext
 from service.runtime.declaration import Cron, Job, Registry, RetryPolicy
-from service.runtime.errors import PermanentError, TransientError
+from service.runtime.errors import PermanentError, TransientError, connection_problem
 from service.runtime.inputs import (
     EmailAddress,
     HeaderText,
@@ -38,6 +41,7 @@ from service.runtime.inputs import (
     no_control_characters,
     settings_in,
 )
+from service.runtime.text import refusal as text_refusal
 from service.store.files import write_atomically
 from service.store.keys import job_key
 from service.store.storage import REPORTS, UPLOADS, Storage, StorageUnavailableError
@@ -60,11 +64,13 @@ __all__ = [
     "Storage",
     "StorageUnavailableError",
     "TransientError",
+    "connection_problem",
     "count_today",
     "day_counts",
     "job_key",
     "no_control_characters",
     "settings_in",
+    "text_refusal",
     "today",
     "write_atomically",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 import aiohttp
 from arq.connections import ArqRedis
@@ -43,3 +43,8 @@ class JobContext(TypedDict):
     first_start: NotRequired[bool]
     # set by the tracking wrapper when the attempt's task was cancelled (time limit, shutdown)
     attempt_interrupted: NotRequired[bool]
+    # set by the tracking wrapper: the attempt's arguments, for a failure arq decides itself
+    # (a time limit), as arq's stored result keeps none (service.engine.loop)
+    arguments: NotRequired[tuple[tuple[Any, ...], dict[str, Any]]]
+    # set by the observing wrapper: the id of the request that queued the job, if any
+    request_id: NotRequired[str]

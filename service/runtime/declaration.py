@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel
+from redis.asyncio import Redis
 
 from service.records.status import Declared
 from service.store import keys
 from settings import Settings
 
 TimeLimit = float | Callable[[Settings], float]
+# (settings, Redis, the validated input) -> the addresses a run queued now would mail
+MailsTo = Callable[[Settings, Redis, Any], Awaitable[Sequence[str]]]
 Weekday = Literal["mon", "tues", "wed", "thurs", "fri", "sat", "sun"]
 
 
@@ -82,6 +85,14 @@ class Job:
     keep_result: bool = True  # False: fire and forget (the status API still tells the outcome)
     cron: Cron | None = None
     api: bool = False  # POST /jobs may queue it (its dedicated route, if any, always can)
+    # The addresses a run queued now would mail that its input does not name in MailRecipient
+    # fields (ones the settings give, such as REPORT_RECIPIENTS): whoever queues it through
+    # the API counts them against RATE_LIMIT_PER_RECIPIENT, as it counts those fields.
+    mails_to: MailsTo | None = None
+    # largest request body that may queue it, in bytes (read from the settings); None: the
+    # app's JSON body limit. Its arguments sit in Redis until it has run, so a job taking a
+    # free-form payload sets one (webhooks, events)
+    max_payload: Callable[[Settings], int] | None = None
 
     @property
     def summary(self) -> str:
@@ -93,6 +104,10 @@ class Job:
         """Its time limit: past it the attempt is cancelled and the job fails."""
         limit = self.time_limit
         return float(limit(settings) if callable(limit) else limit)
+
+    def payload_limit(self, settings: Settings) -> int | None:
+        """The largest request body (bytes) that may queue it; None: no limit of its own."""
+        return None if self.max_payload is None else int(self.max_payload(settings))
 
     @property
     def cron_name(self) -> str | None:

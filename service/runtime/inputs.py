@@ -5,7 +5,8 @@ The web app validates every request against it in strict mode (wrong types are r
 coerced) and answers 400 naming the field; only a valid job is queued. The field types here
 carry the checks the service's own jobs share:
 
-- :data:`HeaderText`: one line of text (no CR/LF or other control characters);
+- :data:`HeaderText`: one line of text (no control, format or invisible characters:
+  service.runtime.text);
 - :data:`EmailAddress`: a valid address, normalized;
 - :data:`MailRecipient`: an address the job will send mail to; the API counts every request's
   recipients against RATE_LIMIT_PER_RECIPIENT, whichever route queues the job.
@@ -17,12 +18,12 @@ Validators that need the settings find them in the validation context
 from __future__ import annotations
 
 import functools
-import unicodedata
 from typing import Annotated, Any
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from service.runtime.text import refusal
 from settings import Settings
 
 
@@ -37,10 +38,10 @@ class NoInput(JobInput):
 
 
 def no_control_characters(value: str) -> str:
-    """CR/LF, other control characters and Unicode line breaks in a header would let a client
-    inject headers (``str.splitlines`` also splits on U+2028/U+2029)."""
-    if any(unicodedata.category(char) in {"Cc", "Zl", "Zp"} for char in value):
-        raise ValueError("must not contain control characters such as CR or LF")
+    """Text that may reach a mail header: the one rule of service.runtime.text (control
+    characters would inject headers; format characters and invisibles would spoof them)."""
+    if (reason := refusal(value)) is not None:
+        raise ValueError(reason)
     return value
 
 

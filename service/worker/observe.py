@@ -19,7 +19,8 @@ from arq import Retry
 
 from service.observability.origin import REQUEST_ID_KWARG, log_fields
 from service.runtime import JobContext
-from service.store.serialization import describe_exception
+from service.store.serialization import JobError
+from service.worker.failures import full_text
 
 logger = logging.getLogger("jobservice.jobs")
 
@@ -41,6 +42,15 @@ def _outcome(exc: BaseException | None) -> str:
     return "failure"
 
 
+def _logged(error: BaseException) -> str:
+    """The whole story for the log line: the error the job raised and every error it came
+    from (an address, a path: what clients are not shown, service.worker.failures), masked.
+    The tracking wrapper's Retry and public JobError only carry it: start at their cause."""
+    if isinstance(error, Retry | JobError) and error.__cause__ is not None:
+        error = error.__cause__
+    return full_text(error)
+
+
 def observed(name: str, fn: JobCoroutine) -> JobCoroutine:
     """Log and measure each attempt of the job ``name``; ``fn``'s result and errors pass
     through."""
@@ -55,6 +65,7 @@ def observed(name: str, fn: JobCoroutine) -> JobCoroutine:
         }
         if isinstance(request_id, str):
             fields["request_id"] = request_id
+            ctx["request_id"] = request_id
         token = log_fields.set(MappingProxyType(fields))
         metrics = ctx["metrics"].of(name)
         wait = _queue_wait(ctx)
@@ -83,8 +94,8 @@ def observed(name: str, fn: JobCoroutine) -> JobCoroutine:
                 "outcome": outcome,
                 "duration_ms": round(seconds * 1000, 1),
             }
-            if outcome == "failure" and error is not None:
-                extra["error"] = describe_exception(error)
+            if outcome in ("failure", "retry") and error is not None:
+                extra["error"] = _logged(error)
             level = logging.WARNING if outcome == "failure" else logging.INFO
             logger.log(level, "job finished", extra=extra)
             log_fields.reset(token)

@@ -21,16 +21,26 @@ from typing import Any, cast
 from arq import Retry
 
 from service.engine.arq_api import result_key_prefix
-from service.records import attempt_scripts, attempts, events, failed_jobs, stats
+from service.observability.masking import mask_text
+from service.records import arguments, attempt_scripts, attempts, events, failed_jobs, stats
 from service.records.attempts import Outcome
 from service.records.progress import Progress
 from service.records.status import time_limit_reason
 from service.records.times import iso_from_ms, now_ms
-from service.runtime import Job, JobContext, PermanentError, Registry, TransientError
+from service.runtime import (
+    Job,
+    JobContext,
+    PermanentError,
+    Registry,
+    TransientError,
+    connection_problem,
+)
+from service.runtime.errors import error_chain
 from service.store import keys
 from service.store.database import DatabaseUnavailableError
 from service.store.serialization import JobError, describe_exception, deserialize
 from service.worker.backoff import backoff_delay
+from service.worker.failures import full_text, public_error, public_reason
 from service.worker.lease import lease_seconds
 
 JobFunction = Callable[..., Awaitable[Any]]
@@ -67,11 +77,15 @@ def _dead_job(
     *,
     failed_at: int | None = None,
 ) -> failed_jobs.DeadJob:
+    """The failed-jobs entry: its arguments whole when they fit in
+    DEAD_LETTER_MAX_ARGUMENT_BYTES, else a cut copy (which cannot be retried)."""
+    kept = arguments.bounded(args, kwargs, ctx["settings"].dead_letter_max_argument_bytes)
     return failed_jobs.DeadJob(
         job_id=ctx["job_id"],
         function=name,
-        args=list(args),
-        kwargs=kwargs,
+        args=kept.args,
+        kwargs=kept.kwargs,
+        truncated=kept.truncated,
         attempts=ctx["job_try"],
         reason=reason,
         failed_at=failed_at or now_ms(),
@@ -184,8 +198,11 @@ async def _close(
 async def _finish(
     ctx: JobContext, this: _Run, outcome: Outcome, error: str = "", result: Any = None
 ) -> None:
-    """Record how the job ended; a success takes one script call (it is every job's last step)."""
-    meta: dict[str, str | int] = {"outcome": outcome, "last_error": error}
+    """Record how the job ended; a success takes one script call (it is every job's last step).
+
+    The tracking hash keeps what the dashboard shows of a finished job (arq's result keeps no
+    arguments): a masked, bounded copy of them, and the id of the request that queued it."""
+    meta: dict[str, str | int] = {"outcome": outcome, "last_error": error, **_shown(ctx, this)}
     if outcome == "success":  # announced last, once everything else is readable
         done = {"status": "SUCCESS", "result": result}
         await _close(ctx, this, outcome, error, status=done, counted=True, meta=meta)
@@ -202,6 +219,14 @@ async def _finish(
     await _announce(ctx, status="FAILURE", error=error, finished_at=iso_from_ms(finished))
 
 
+def _shown(ctx: JobContext, this: _Run) -> dict[str, str | int]:
+    shown: dict[str, str | int] = {"arguments": arguments.preview(this.args, this.kwargs)}
+    request_id = ctx.get("request_id")
+    if request_id:
+        shown["request_id"] = request_id
+    return shown
+
+
 async def _interrupted(ctx: JobContext, this: _Run) -> None:
     """The attempt's task was cancelled: by DELETE /jobs/{id}, a time limit or a shutdown."""
     meta = keys.job_meta(ctx["job_id"])
@@ -209,12 +234,19 @@ async def _interrupted(ctx: JobContext, this: _Run) -> None:
     if raw is not None:
         reason = raw.decode()
         status = {"status": "CANCELLED", "error": reason}
-        fields = {"outcome": "cancelled", "last_error": reason}
+        fields = {"outcome": "cancelled", "last_error": reason, **_shown(ctx, this)}
         await _close(ctx, this, "cancelled", reason, status=status, meta=fields)
         return
     ctx["attempt_interrupted"] = True  # after_job learns from arq whether it was a time limit
     interrupted = "attempt interrupted"
     await _close(ctx, this, "interrupted", interrupted, meta={"last_error": interrupted})
+
+
+def _database_unavailable(exc: DatabaseUnavailableError) -> TransientError:
+    """The outage as clients see it: a connection failure by its kind, never its address."""
+    if any(isinstance(cause, OSError) for cause in error_chain(exc)):
+        return TransientError(f"the users database is unavailable: {connection_problem(exc)}")
+    return TransientError(str(exc))  # a server's or SQLite's own words ("database is locked")
 
 
 def retry_delay(ctx: JobContext, exc: TransientError, job: Job) -> float:
@@ -245,6 +277,7 @@ def tracked(job: Job) -> JobFunction:
         tries = job.retry.tries(settings)
         ctx["lease"] = lease_seconds(job, settings)
         ctx["progress"] = Progress(ctx["redis"], ctx["job_id"], settings.job_result_ttl)
+        ctx["arguments"] = (args, kwargs)  # for after_job: arq's result keeps none
         attempt = ctx["job_try"]
         this = await _start(ctx, name, args, kwargs, last=attempt >= tries)
         try:
@@ -253,34 +286,38 @@ def tracked(job: Job) -> JobFunction:
             except DatabaseUnavailableError as exc:
                 # any job that reads or writes ctx["db"] waits out an outage like a refused
                 # SMTP connection: retried with backoff, the status showing why
-                raise TransientError(str(exc)) from exc
+                raise _database_unavailable(exc) from exc
             finally:
                 _free_slot(ctx)
         except TransientError as exc:
+            said = mask_text(exc.reason)  # the job's own reason: what clients read
             if attempt >= tries:
-                reason = f"gave up after {attempt} attempts: {exc.reason}"
+                reason = f"gave up after {attempt} attempts: {said}"
                 await _finish(ctx, this, "failure", reason)
-                raise PermanentError(reason) from None
+                raise PermanentError(reason) from exc  # exc: for the log line, not stored
             delay = retry_delay(ctx, exc, job)
             logger.info(
-                "job %s attempt %d failed, retrying in %.2fs: %s", name, attempt, delay, exc
+                "job %s attempt %d failed, retrying in %.2fs: %s",
+                name,
+                attempt,
+                delay,
+                full_text(exc),
             )
             retry_at = now_ms() + int(delay * 1000)
-            status = {
-                "status": "RETRY",
-                "error": exc.reason,
-                "next_attempt_at": iso_from_ms(retry_at),
-            }
-            fields: dict[str, str | int] = {"last_error": exc.reason, "retry_at": retry_at}
-            await _close(ctx, this, "retry", exc.reason, status=status, counted=True, meta=fields)
+            status = {"status": "RETRY", "error": said, "next_attempt_at": iso_from_ms(retry_at)}
+            fields: dict[str, str | int] = {"last_error": said, "retry_at": retry_at}
+            await _close(ctx, this, "retry", said, status=status, counted=True, meta=fields)
             raise Retry(defer=delay) from exc
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 await _interrupted(ctx, this)
             raise
         except Exception as exc:
-            await _finish(ctx, this, "failure", describe_exception(exc))
-            raise
+            await _finish(ctx, this, "failure", public_reason(exc))
+            if isinstance(exc, Retry):
+                raise  # arq's own retry, raised by a job's code: arq must still see it
+            # arq stores what it is given as the result: the public reason, never exc's text
+            raise public_error(exc) from exc
         await _finish(ctx, this, "success", result=result)
         return result
 
@@ -314,18 +351,21 @@ async def _record_arq_failure(ctx: JobContext, registry: Registry) -> None:
     if data.get("s") or not isinstance(error, JobError) or error.type_name == "CancelledError":
         return
     name = keys.job_of_cron(str(data["f"]))
-    reason = describe_exception(error)
+    args, kwargs = ctx.get("arguments", ((), {}))
+    reason = mask_text(describe_exception(error))
     if error.type_name == "TimeoutError":
         job = registry.get(name)
         reason = time_limit_reason(None if job is None else job.seconds(settings))
         await attempts.relabel_last(redis, job_id, "timeout", reason)
     await _write_meta(ctx, finished_at=now_ms(), outcome="failure", last_error=reason)
     await stats.count_today(redis, settings.timezone, **{f"job:{name}:failure": 1})
+    kept = arguments.bounded(args, kwargs, settings.dead_letter_max_argument_bytes)
     failed = failed_jobs.DeadJob(
         job_id=job_id,
         function=name,
-        args=list(data.get("a") or []),
-        kwargs=dict(data.get("k") or {}),
+        args=kept.args,
+        kwargs=kept.kwargs,
+        truncated=kept.truncated,
         attempts=int(data.get("t") or 0),
         reason=reason,
         failed_at=now_ms(),

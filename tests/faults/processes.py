@@ -80,29 +80,39 @@ class Process:
 class RedisServer:
     """A private redis-server on ``port`` that keeps its data across restarts (AOF, fsync
     always), as a production Redis must for "nothing accepted is lost" to survive a restart;
-    ``options`` are more redis-server options (``--replicaof``, ``--maxmemory-policy``...)."""
+    ``options`` are more redis-server options (``--replicaof``, ``--maxmemory-policy``...);
+    ``host`` is the address it listens on (loopback, or a test host's address in a network
+    namespace: tests/netns.py)."""
 
-    def __init__(self, binary: str, port: int, folder: Path, *options: str) -> None:
+    def __init__(
+        self, binary: str, port: int, folder: Path, *options: str, host: str = "127.0.0.1"
+    ) -> None:
         self.port = port
         self.folder = folder
+        self.host = host
         argv = [
             binary,
             "--port", str(port),
-            "--bind", "127.0.0.1",
+            "--bind", host,
             "--dir", str(folder),
             "--save", "",
             "--appendonly", "yes",
             "--appendfsync", "always",
+            # without a password Redis answers loopback only; a test host's address is on a
+            # network that only the test's own namespaces share
+            "--protected-mode", "yes" if host == "127.0.0.1" else "no",
             *options,
         ]  # fmt: skip
         self.process = Process(f"redis:{port}", argv, dict(os.environ), folder / "redis.log")
 
     def url(self, db: int = 0) -> str:
-        return f"redis://127.0.0.1:{self.port}/{db}"
+        return f"redis://{self.host}:{self.port}/{db}"
 
     def answers(self) -> bool:
         return ping_answered(
-            redis_py.Redis(port=self.port, socket_connect_timeout=0.2, socket_timeout=0.5)
+            redis_py.Redis(
+                host=self.host, port=self.port, socket_connect_timeout=0.2, socket_timeout=0.5
+            )
         )
 
     async def start(self) -> None:

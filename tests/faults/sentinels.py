@@ -1,4 +1,5 @@
-"""A Redis master, its replica(s) and three sentinels on loopback, each a real process.
+"""A Redis master, its replica(s) and three sentinels on loopback (or on a test host's own
+address in a network namespace: tests/netns.py), each a real process.
 
 Sentinel's own timings are shortened (a master is down after DOWN_AFTER_MS without an answer)
 so that a failover takes seconds. Every process is killed by its own pid in :meth:`stop`,
@@ -30,12 +31,14 @@ SENTINELS = 3
 READY = 30  # seconds the group may take to find itself (sentinels say hello every 2 s)
 
 
-def _client(port: int) -> Redis:
-    return Redis(port=port, socket_connect_timeout=1, socket_timeout=2, decode_responses=True)
+def _client(port: int, host: str) -> Redis:
+    return Redis(
+        host=host, port=port, socket_connect_timeout=1, socket_timeout=2, decode_responses=True
+    )
 
 
-async def _answers(port: int) -> bool:
-    client = _client(port)
+async def _answers(port: int, host: str) -> bool:
+    client = _client(port, host)
     try:
         return bool(await client.ping())
     except (RedisError, OSError):
@@ -45,33 +48,39 @@ async def _answers(port: int) -> bool:
 
 
 class SentinelGroup:
-    """``replicas`` replicas of a master, watched by three sentinels (quorum two)."""
+    """``replicas`` replicas of a master, watched by three sentinels (quorum two), all
+    listening on ``host``."""
 
-    def __init__(self, binary: str, folder: Path, replicas: int = 1) -> None:
+    def __init__(
+        self, binary: str, folder: Path, replicas: int = 1, host: str = "127.0.0.1"
+    ) -> None:
         self.binary = binary
         self.folder = folder
+        self.host = host
         # persistence as in production (AOF), fsync once a second: a failover, not a restart,
         # is what these tests are about; a replica's first sync starts at once, not after
         # Redis's default 5 s wait for more replicas to share it
         options = ("--appendfsync", "everysec", "--repl-diskless-sync-delay", "0")
-        self.master = RedisServer(binary, free_port(), folder / "master", *options)
+        self.master = RedisServer(binary, free_port(host), folder / "master", *options, host=host)
         self.options = options
-        follow = ("--replicaof", "127.0.0.1", str(self.master.port))
+        follow = ("--replicaof", host, str(self.master.port))
         self.replicas = [
-            RedisServer(binary, free_port(), folder / f"replica{n}", *options, *follow)
+            RedisServer(
+                binary, free_port(host), folder / f"replica{n}", *options, *follow, host=host
+            )
             for n in range(1, replicas + 1)
         ]
-        self.sentinel_ports = [free_port() for _ in range(SENTINELS)]
+        self.sentinel_ports = [free_port(host) for _ in range(SENTINELS)]
         self.sentinels: list[Process] = []
         self.servers = [self.master, *self.replicas]
 
     @property
     def addresses(self) -> tuple[str, ...]:
         """REDIS_SENTINELS."""
-        return tuple(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+        return tuple(f"{self.host}:{port}" for port in self.sentinel_ports)
 
     def sentinel(self, n: int = 0) -> Redis:
-        return _client(self.sentinel_ports[n])
+        return _client(self.sentinel_ports[n], self.host)
 
     async def start(self) -> None:
         """Start every process, then wait until the replicas hold the master's data and each
@@ -88,9 +97,10 @@ class SentinelGroup:
         config = folder / "sentinel.conf"  # Sentinel rewrites it: one file each
         lines = [
             f"port {port}",
-            "bind 127.0.0.1",
+            f"bind {self.host}",
+            f"protected-mode {'yes' if self.host == '127.0.0.1' else 'no'}",  # as RedisServer
             f"dir {folder}",
-            f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self.master.port} {QUORUM}",
+            f"sentinel monitor {MASTER_NAME} {self.host} {self.master.port} {QUORUM}",
             f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}",
             f"sentinel failover-timeout {MASTER_NAME} 10000",
         ]
@@ -107,12 +117,12 @@ class SentinelGroup:
         async def up() -> bool:
             if not process.running():
                 raise AssertionError("sentinel exited:\n" + await process.output())
-            return await _answers(port)
+            return await _answers(port, self.host)
 
         await wait_until(up, within=10)
 
     async def _ready(self) -> bool:
-        client = _client(self.master.port)
+        client = _client(self.master.port, self.host)
         try:  # the master counts a replica once it has acknowledged its sync (once a second)
             if await client.wait(len(self.replicas), 100) < len(self.replicas):
                 return False
@@ -141,8 +151,10 @@ class SentinelGroup:
     async def rejoin_as_replica(self, server: RedisServer, master_port: int) -> RedisServer:
         """Start the stopped ``server`` again, on its port and data, as the replica of
         ``master_port``; the sentinels pick it up from the master."""
-        follow = ("--replicaof", "127.0.0.1", str(master_port))
-        again = RedisServer(self.binary, server.port, server.folder, *self.options, *follow)
+        follow = ("--replicaof", self.host, str(master_port))
+        again = RedisServer(
+            self.binary, server.port, server.folder, *self.options, *follow, host=self.host
+        )
         self.servers[self.servers.index(server)] = again
         await again.start()
         return again
@@ -152,7 +164,7 @@ class SentinelGroup:
         """Within the block, a future that gets the new master's port once the sentinels
         announce a switch (``+switch-master``)."""
         # no socket timeout: the announcement may take longer than any read timeout
-        client = Redis(port=self.sentinel_ports[0], decode_responses=True)
+        client = Redis(host=self.host, port=self.sentinel_ports[0], decode_responses=True)
         pubsub = client.pubsub()
         await pubsub.subscribe("+switch-master")
         switched: asyncio.Future[int] = asyncio.get_running_loop().create_future()

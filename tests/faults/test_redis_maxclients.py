@@ -40,7 +40,7 @@ async def admin(redis_server: RedisServer) -> AsyncIterator[Redis]:
 
 async def _fill_up(port: int) -> list[asyncio.StreamWriter]:
     """Connections that hold every free client slot, up to the first one refused."""
-    held = []
+    held: list[asyncio.StreamWriter] = []
     for _ in range(20):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"PING\r\n")
