@@ -141,7 +141,7 @@ class Settings(BaseSettings):
     redis_retry_seconds: float = Field(30, ge=0)
     redis_socket_timeout: float = Field(5, gt=0)
     # connections each web process opens to Redis at most (live streams share one of them)
-    web_redis_max_connections: int = Field(50, ge=2)
+    web_redis_max_connections: int = Field(100, ge=2)
 
     # Bearer tokens the API accepts; empty means every protected route refuses (see web/auth.py)
     api_tokens: Annotated[tuple[str, ...], NoDecode] = ()

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 from redis.asyncio import Redis
 
@@ -75,3 +76,35 @@ async def test_a_redis_at_its_client_limit_gives_503_json_and_nothing_is_queued(
     accepted = await client.post("/events", json={"event": {}})  # the slots are free again
     assert accepted.status == 202, await accepted.text()
     assert await admin.zcard(settings.queue_name) == 1
+
+
+async def test_a_flood_of_requests_opens_no_more_than_web_redis_max_connections(
+    aiohttp_client: ClientFactory, settings: Settings, admin: Redis
+) -> None:
+    bound = 5
+    flooded = settings.model_copy(update={"web_redis_max_connections": bound})
+    client = await aiohttp_client(
+        create_app(flooded), headers=AUTH_HEADERS, connector=aiohttp.TCPConnector(limit=0)
+    )
+    peak = 0
+
+    async def count_clients() -> None:
+        nonlocal peak
+        while True:  # until cancelled once the flood is answered
+            peak = max(peak, len(await admin.client_list()) - 1)  # this counter not counted
+            await asyncio.sleep(0.005)
+
+    async def request(n: int) -> int:
+        async with client.post("/events", json={"event": {"n": n}}) as answer:
+            await answer.read()
+            return answer.status
+
+    counter = asyncio.create_task(count_clients())
+    try:
+        statuses = await asyncio.wait_for(asyncio.gather(*(request(n) for n in range(500))), 60)
+    finally:
+        counter.cancel()
+    assert set(statuses) <= {202, 503}, sorted(set(statuses))  # never a 500
+    assert statuses.count(202) > 0
+    assert 0 < peak <= bound  # unbounded, this flood took about 40 connections
+    assert await admin.zcard(settings.queue_name) == statuses.count(202)
