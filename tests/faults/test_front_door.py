@@ -234,3 +234,27 @@ def _auth() -> str:
 
 def _files_in(folder: Path) -> list[str]:
     return sorted(path.name for path in folder.iterdir()) if folder.exists() else []
+
+
+async def test_several_web_processes_under_gunicorn_answer_the_same(
+    settings: Settings, spawn: Spawn
+) -> None:
+    # below gunicorn's keep-alive of 2 s, which also closes a connection still without a head
+    await spawn("web", web_processes=2, request_header_timeout=1)
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{settings.web_port}") as http:
+
+        async def up() -> bool:
+            try:
+                async with http.get("/health") as response:
+                    return response.status == 200
+            except aiohttp.ClientConnectionError:
+                return False
+
+        await wait_until(up, within=STARTUP, interval=0.1)
+    refused = await _exchange(settings.web_port, MALFORMED["a bad method"])
+    assert refused.status == 400
+    assert refused.headers["server"] == "jobservice"
+    assert refused.error() == "malformed HTTP request"
+    slow = await _exchange(settings.web_port, b"GET /health HTTP/1.1\r\n", b"X-Slow: a\r\n" * 20)
+    assert slow.status == 408
+    assert 1 <= slow.seconds < 1 + LATE
