@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(50_000_000, gt=0)
     cleanup_max_age_days: float = Field(30, gt=0)
     cron_timezone: str = "UTC"
+    # a schedule whose time passed while no worker was up runs once when a worker starts
+    # within this many seconds of it (0: never, as arq's cron does); service/worker/schedules.py
+    cron_catch_up: int = Field(3600, ge=0, le=7 * 86_400)
     # Files (uploads, thumbnails, reports): unset, folders under DATA_DIR; s3://bucket/prefix,
     # an S3-compatible bucket (service/store/storage/). The keys are the standard AWS variables.
     storage_url: str | None = None

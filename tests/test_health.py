@@ -28,6 +28,8 @@ async def test_health_without_a_worker_counts_what_waits(client: TestClient[Any,
         "dependencies": {"database": "ok", "storage": "ok"},
         "worker": {"alive": False, "count": 0, "last_check": None},
         "queued": 0,
+        "paused": False,
+        "paused_at": None,
     }
     await client.post("/events", json={"event": {"n": 1}})
     assert (await (await client.get("/health")).json())["queued"] == 1

@@ -1,4 +1,5 @@
-"""Prometheus metrics of the web process: HTTP requests by route, jobs enqueued, queue depth."""
+"""Prometheus metrics of the web process: HTTP requests by route, jobs enqueued, queue depth,
+whether the queue is paused."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from service.observability.metrics import exposition
+from service.store import keys
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNMATCHED = "(unmatched)"  # 404s and the like: one label value, whatever the URL was
@@ -59,6 +61,13 @@ class WebMetrics:
             registry=registry,
         )
 
+        self.queue_paused = Gauge(
+            "jobservice_queue_paused",
+            "1 while the queue is paused (POST /queue/pause): workers take no job; read at "
+            "scrape time, NaN when Redis did not answer.",
+            registry=registry,
+        )
+
     def count_enqueued(self, function: str) -> None:
         counter = self._enqueued_children.get(function)
         if counter is None:  # as in observe_request: one child per function, kept once found
@@ -80,10 +89,16 @@ class WebMetrics:
         children[1].observe(seconds)
 
     async def render(self, redis: Redis, queue_name: str) -> bytes:
-        """The text exposition, with the queue depth read from Redis just now."""
+        """The text exposition, with the queue depth and pause read from Redis just now."""
         try:
             async with asyncio.timeout(DEPTH_TIMEOUT):
-                self.queue_depth.set(await redis.zcard(queue_name))
+                async with redis.pipeline(transaction=False) as pipe:
+                    pipe.zcard(queue_name)
+                    pipe.exists(keys.paused(queue_name))
+                    depth, paused = await pipe.execute()
+            self.queue_depth.set(depth)
+            self.queue_paused.set(paused)
         except (RedisError, OSError, TimeoutError):
             self.queue_depth.set(float("nan"))
+            self.queue_paused.set(float("nan"))
         return await exposition(self.registry)

@@ -17,6 +17,7 @@ from service.queue.enqueue import enqueue
 from service.records import workers
 from service.records.times import iso_from_ms
 from service.runtime import Job
+from service.store import keys
 from service.store.database import Database, DatabaseUnavailableError, EmailTakenError
 from service.store.storage import UPLOADS, Storage, StorageUnavailableError
 from web.auth import TOKEN_ID
@@ -202,7 +203,8 @@ async def health(request: web.Request) -> web.Response:
             async with redis.pipeline(transaction=False) as pipe:
                 pipe.ping()
                 pipe.zcard(queue_name)
-                _, depth = await pipe.execute()
+                pipe.get(keys.paused(queue_name))
+                _, depth, paused_at = await pipe.execute()
             alive, dependencies = await asyncio.gather(
                 workers.alive(redis, queue_name), dependency_states(request.app)
             )
@@ -216,7 +218,8 @@ async def health(request: web.Request) -> web.Response:
     }
     status = "ok" if all(state == "ok" for state in dependencies.values()) else "degraded"
     body: dict[str, Any] = {"status": status, "redis": "ok", "dependencies": dependencies}
-    return web.json_response({**body, "worker": worker, "queued": depth})
+    pause = {"paused": paused_at is not None, "paused_at": iso_from_ms(paused_at)}
+    return web.json_response({**body, "worker": worker, "queued": depth, **pause})
 
 
 async def metrics(request: web.Request) -> web.Response:

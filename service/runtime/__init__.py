@@ -40,6 +40,7 @@ from service.runtime.inputs import (
     NoInput,
     no_control_characters,
     settings_in,
+    untrimmed_at_most,
 )
 from service.runtime.text import refusal as text_refusal
 from service.store.files import write_atomically
@@ -72,5 +73,6 @@ __all__ = [
     "settings_in",
     "text_refusal",
     "today",
+    "untrimmed_at_most",
     "write_atomically",
 ]

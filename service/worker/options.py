@@ -8,6 +8,7 @@ the engine's waking one, the job loop the engine's (service.engine).
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, cast
 
 from arq import cron, func
@@ -23,6 +24,7 @@ from service.store.redis_checks import check_redis
 from service.store.serialization import deserialize, serialize
 from service.worker.observe import observed
 from service.worker.resources import close_resources, open_resources
+from service.worker.schedules import catch_up, steered
 from service.worker.tracking import arq_failures, tracked
 from settings import Settings
 
@@ -53,10 +55,11 @@ def _function(job: Job, settings: Settings) -> Function:
 
 
 def _cron(job: Job, settings: Settings) -> CronJob:
-    """A job's schedule, in CRON_TIMEZONE; a run keeps its result like any job's."""
+    """A job's schedule, in CRON_TIMEZONE; a run keeps its result like any job's, and obeys
+    the schedule's pause (service.worker.schedules)."""
     assert job.cron is not None
     return cron(
-        _wrapped(job),
+        steered(job, settings, _wrapped(job)),
         name=str(job.cron_name),
         **job.cron.fields(),
         timeout=job.seconds(settings),
@@ -75,7 +78,7 @@ def worker_options(settings: Settings, registry: Registry = REGISTRY) -> dict[st
     return {
         "functions": [_function(job, settings) for job in registry],
         "cron_jobs": [_cron(job, settings) for job in registry.scheduled()],
-        "on_startup": open_resources(settings),
+        "on_startup": _catching_up(settings, registry, open_resources(settings)),
         "on_shutdown": close_resources,
         "after_job_end": arq_failures(registry),
         "allow_abort_jobs": True,  # DELETE /jobs/{id} on a running job
@@ -99,6 +102,16 @@ def worker_options(settings: Settings, registry: Registry = REGISTRY) -> dict[st
     }
 
 
+def _catching_up(settings: Settings, registry: Registry, on_startup: Any) -> Any:
+    """``on_startup``, then the schedules' missed runs queued (CRON_CATCH_UP)."""
+
+    async def start_then_catch_up(ctx: dict[str, Any]) -> None:
+        await on_startup(ctx)
+        await catch_up(ctx["redis"], settings, registry, datetime.now(settings.timezone))
+
+    return start_then_catch_up
+
+
 def _logging_first(settings: Settings, on_startup: Any) -> Any:
     async def configure_then_start(ctx: dict[str, Any]) -> None:
         configure_logging(settings)  # after arq's CLI set up its own, which this replaces
@@ -108,12 +121,13 @@ def _logging_first(settings: Settings, on_startup: Any) -> Any:
     return configure_then_start
 
 
-def build_worker_settings(settings: Settings) -> type:
+def build_worker_settings(settings: Settings, registry: Registry = REGISTRY) -> type:
     """A ``WorkerSettings`` class (the CLI's entry point); arq reads only its own ``__dict__``.
 
     Only this entry point configures logging and checks Redis's eviction policy and
     persistence (service.store.redis_checks), so in-process workers in tests do neither.
+    ``registry`` is jobs/registry.py's; the bench's worker (bench/worker.py) adds its own jobs.
     """
-    options = worker_options(settings)
+    options = worker_options(settings, registry)
     options["on_startup"] = _logging_first(settings, options["on_startup"])
     return type("WorkerSettings", (), options)
