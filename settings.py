@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     web_port: int = Field(8080, ge=1, le=65535)
     # one event loop uses one core: more processes (under gunicorn) serve more requests
     web_processes: int = Field(1, ge=1, le=64)
+    # a request's head must arrive within this many seconds of its connection opening, and a
+    # body within REQUEST_BODY_TIMEOUT of its head; an upload may take longer: MAX_UPLOAD_BYTES
+    # at UPLOAD_MIN_BYTES_PER_SECOND (slow clients cannot hold connections and temp files open)
+    request_header_timeout: float = Field(10, gt=0)
+    request_body_timeout: float = Field(30, gt=0)
+    upload_min_bytes_per_second: int = Field(64 * 1024, gt=0)
 
     data_dir: Path = Path("./var")
     # the users database: None means sqlite:///DATA_DIR/app.db (README "Choosing the database")
@@ -140,6 +146,8 @@ class Settings(BaseSettings):
     worker_shutdown_grace: int = Field(25, ge=0)
     redis_retry_seconds: float = Field(30, ge=0)
     redis_socket_timeout: float = Field(5, gt=0)
+    # connections each web process opens to Redis at most (live streams share one of them)
+    web_redis_max_connections: int = Field(100, ge=2)
 
     # Bearer tokens the API accepts; empty means every protected route refuses (see web/auth.py)
     api_tokens: Annotated[tuple[str, ...], NoDecode] = ()
@@ -156,6 +164,11 @@ class Settings(BaseSettings):
     # Dashboard: how long a sign-in lasts; whether to show the dev mail sink's messages
     dashboard_session_hours: float = Field(12, gt=0)
     dashboard_mail_page: bool = False
+    # live-update streams (SSE): open at once per token and per web process, and how long one
+    # stays open without an event before it is closed (the browser reconnects)
+    live_streams_per_token: int = Field(100, ge=1)
+    live_streams_per_process: int = Field(1000, ge=1)
+    live_stream_idle_seconds: float = Field(300, gt=0)
 
     log_format: Literal["json", "text"] = "json"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -371,6 +384,14 @@ class Settings(BaseSettings):
     def smtp_connections_kept(self) -> int:
         """SMTP_POOL_SIZE, or else as many connections as emails the worker sends at once."""
         return self.worker_max_jobs if self.smtp_pool_size is None else self.smtp_pool_size
+
+    @property
+    def upload_body_timeout(self) -> float:
+        """Seconds an upload's body may take: MAX_UPLOAD_BYTES at the minimum rate, never less
+        than REQUEST_BODY_TIMEOUT."""
+        return max(
+            self.request_body_timeout, self.max_upload_bytes / self.upload_min_bytes_per_second
+        )
 
     @property
     def uploads_dir(self) -> Path:

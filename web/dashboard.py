@@ -45,6 +45,7 @@ from web.sessions import (
 )
 
 HOME = "/dashboard"
+SIGN_IN_BODY_LIMIT = 4096  # a token and a dashboard path fit many times over
 # A bare file name (no separator, no leading dot) ending like the thumbnails the job writes
 THUMBNAIL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}_thumb\.(jpg|png|gif|webp)")
 
@@ -189,13 +190,21 @@ async def sign_in_page(request: web.Request) -> web.Response:
 
 
 async def sign_in(request: web.Request) -> web.Response:
-    """Check the token from the form; on success open a session and go where asked."""
+    """Check the token from the form; on success open a session and go where asked.
+
+    Anyone may post here, so everything that needs no body is checked before the body is
+    read: its declared size, the origin, and the per-address rate limit.
+    """
     settings = request.app[SETTINGS]
-    form = await request.post()
-    target = _safe_next(str(form.get("next", "")))
+    if request.content_length is None:
+        raise ApiError(411, "send the sign-in form with a Content-Length")
+    if request.content_length > SIGN_IN_BODY_LIMIT:
+        raise ApiError(413, f"the sign-in form is larger than {SIGN_IN_BODY_LIMIT} bytes")
     if not same_origin(request):
         raise ApiError(403, "cross-site request refused: it must come from this dashboard")
     await request.app[RATE_LIMITS].check_sign_in(request.remote or "unknown")
+    form = await request.post()
+    target = _safe_next(str(form.get("next", "")))
     token = matching_token(str(form.get("token", "")), settings.api_tokens)
     if token is None:
         error = "That token is not valid."

@@ -67,6 +67,12 @@ def _error(description: str) -> Answer:
     return Answer(description, responses.ErrorAnswer)
 
 
+TOO_MANY_STREAMS = _error(
+    "too many live streams open for this token or this process, or over a rate limit: "
+    "wait Retry-After seconds"
+)
+
+
 def _queued(what: str) -> Answer:
     return Answer(
         f"{what} queued; its status is at the Location", responses.Accepted, headers=("Location",)
@@ -164,6 +170,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                 schema={"type": "string"},
             ),
             404: NO_SUCH_TASK,
+            429: TOO_MANY_STREAMS,
         },
         tags=("jobs",),
     ),
@@ -267,7 +274,12 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("GET", "/dashboard/events"): Operation(
         "Dashboard: overview changes as Server-Sent Events, while the page is open",
-        {200: Answer("an endless event stream", media="text/event-stream", schema={})},
+        {
+            200: Answer(
+                "an event stream, until the page closes it", media="text/event-stream", schema={}
+            ),
+            429: TOO_MANY_STREAMS,
+        },
         tags=("dashboard",),
     ),
     ("GET", "/dashboard/sign-in"): Operation(
@@ -286,6 +298,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                 responses.ErrorAnswer,
                 also=("text/html",),
             ),
+            411: _error("no Content-Length: the form's size is checked before it is read"),
+            413: _error("the form is over 4 KiB"),
             429: _error("too many sign-in attempts from this address: wait Retry-After seconds"),
         },
         form={"token": {"type": "string"}, "next": {"type": "string"}},
@@ -398,6 +412,7 @@ TO_SIGN_IN = Answer(
 UNAUTHORIZED = _error("no API token: send Authorization: Bearer <token>")
 FORBIDDEN = _error("the API token is not valid")
 RATE_LIMITED = _error("over a rate limit or the token's payload quota: wait Retry-After seconds")
+BODY_TOO_SLOW = _error("the body did not arrive within its time limit (the connection closes)")
 UNAVAILABLE = _error("Redis is unreachable: try again shortly")
 
 
@@ -450,7 +465,16 @@ def _answers(method: str, path: str, operation: Operation) -> dict[str, Any]:
         for status, answer in {200: _replayed(operation), 409: KEY_BUSY, 422: KEY_REUSED}.items():
             answers[status] = _either(answers[status], answer) if status in answers else answer
     if not is_public(method, path):
-        answers.update({401: UNAUTHORIZED, 403: FORBIDDEN, 429: RATE_LIMITED})
+        answers.update({401: UNAUTHORIZED, 403: FORBIDDEN})
+        answers.setdefault(429, RATE_LIMITED)
+    if (
+        operation.body
+        or operation.job
+        or operation.any_job
+        or operation.multipart
+        or operation.form
+    ):
+        answers.setdefault(408, BODY_TOO_SLOW)  # web.deadlines
     if operation.uses_redis:
         answers.setdefault(503, UNAVAILABLE)
     if _path_names(path):

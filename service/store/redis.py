@@ -133,7 +133,8 @@ async def open_pool(settings: Settings) -> AutoPipelineRedis:
         "socket_timeout": settings.redis_socket_timeout,
         "retry_on_error": list(RETRIED_ERRORS),
         "retry": Retry(NoBackoff(), 1),
-        "max_connections": redis.max_connections,
+        # bounded, so a flood of requests cannot fill Redis's maxclients (past it: 503)
+        "max_connections": settings.web_redis_max_connections,
         "encoding": "utf8",
     }
     pool = new_client(
