@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     web_port: int = Field(8080, ge=1, le=65535)
     # one event loop uses one core: more processes (under gunicorn) serve more requests
     web_processes: int = Field(1, ge=1, le=64)
+    # a request's head must arrive within this many seconds of its connection opening, and a
+    # body within REQUEST_BODY_TIMEOUT of its head; an upload may take longer: MAX_UPLOAD_BYTES
+    # at UPLOAD_MIN_BYTES_PER_SECOND (slow clients cannot hold connections and temp files open)
+    request_header_timeout: float = Field(10, gt=0)
+    request_body_timeout: float = Field(30, gt=0)
+    upload_min_bytes_per_second: int = Field(64 * 1024, gt=0)
 
     data_dir: Path = Path("./var")
     # the users database: None means sqlite:///DATA_DIR/app.db (README "Choosing the database")
@@ -95,6 +101,9 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(50_000_000, gt=0)
     cleanup_max_age_days: float = Field(30, gt=0)
     cron_timezone: str = "UTC"
+    # a schedule whose time passed while no worker was up runs once when a worker starts
+    # within this many seconds of it (0: never, as arq's cron does); service/worker/schedules.py
+    cron_catch_up: int = Field(3600, ge=0, le=7 * 86_400)
     # Files (uploads, thumbnails, reports): unset, folders under DATA_DIR; s3://bucket/prefix,
     # an S3-compatible bucket (service/store/storage/). The keys are the standard AWS variables.
     storage_url: str | None = None
@@ -116,6 +125,9 @@ class Settings(BaseSettings):
     webhook_timeout: float = Field(10.0, gt=0)
     # hosts (names or IP addresses) webhooks may reach even when they are not public
     webhook_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+    # worker slots the webhooks to one host may hold at once (0: no cap), so a target that
+    # never answers holds 5 of WORKER_MAX_JOBS' 50, not all of them (jobs.webhooks)
+    webhook_host_concurrency: int = Field(5, ge=0)
     # largest request body (bytes) that queues a webhook / an event, by its route or POST /jobs;
     # the job holds it in Redis until it has run: 413 beyond
     webhook_max_payload_bytes: int = Field(64 * 1024, ge=1024, le=64 * MiB)
@@ -134,6 +146,8 @@ class Settings(BaseSettings):
     worker_shutdown_grace: int = Field(25, ge=0)
     redis_retry_seconds: float = Field(30, ge=0)
     redis_socket_timeout: float = Field(5, gt=0)
+    # connections each web process opens to Redis at most (live streams share one of them)
+    web_redis_max_connections: int = Field(100, ge=2)
 
     # Bearer tokens the API accepts; empty means every protected route refuses (see web/auth.py)
     api_tokens: Annotated[tuple[str, ...], NoDecode] = ()
@@ -150,6 +164,11 @@ class Settings(BaseSettings):
     # Dashboard: how long a sign-in lasts; whether to show the dev mail sink's messages
     dashboard_session_hours: float = Field(12, gt=0)
     dashboard_mail_page: bool = False
+    # live-update streams (SSE): open at once per token and per web process, and how long one
+    # stays open without an event before it is closed (the browser reconnects)
+    live_streams_per_token: int = Field(100, ge=1)
+    live_streams_per_process: int = Field(1000, ge=1)
+    live_stream_idle_seconds: float = Field(300, gt=0)
 
     log_format: Literal["json", "text"] = "json"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -175,6 +194,13 @@ class Settings(BaseSettings):
     def _check_sentinels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for address in value:
             _host_and_port(address)
+        return value
+
+    @field_validator("webhook_allowed_hosts")
+    @classmethod
+    def _check_allowed_hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            _allowed_host_port(entry)
         return value
 
     @field_validator("report_recipients")
@@ -360,6 +386,14 @@ class Settings(BaseSettings):
         return self.worker_max_jobs if self.smtp_pool_size is None else self.smtp_pool_size
 
     @property
+    def upload_body_timeout(self) -> float:
+        """Seconds an upload's body may take: MAX_UPLOAD_BYTES at the minimum rate, never less
+        than REQUEST_BODY_TIMEOUT."""
+        return max(
+            self.request_body_timeout, self.max_upload_bytes / self.upload_min_bytes_per_second
+        )
+
+    @property
     def uploads_dir(self) -> Path:
         return self.data_dir / "uploads"
 
@@ -428,6 +462,21 @@ def _host_and_port(address: str) -> tuple[str, int]:
     if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"{address!r} is not host:port")
     return host, int(port)
+
+
+def _allowed_host_port(entry: str) -> None:
+    """A WEBHOOK_ALLOWED_HOSTS entry's port, if it names one, is 1-65535: ``name:8443``,
+    ``[v6]:8443`` (a bare IPv6 address has none); jobs/webhook_guard.py reads them."""
+    port: str | None = None
+    if entry.startswith("["):
+        _, bracket, rest = entry.partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"{entry!r} is not [IPv6 address] or [IPv6 address]:port")
+        port = rest[1:] if rest else None
+    elif entry.count(":") == 1:
+        port = entry.partition(":")[2]
+    if port is not None and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"{entry!r}: a port must be a number from 1 to 65535")
 
 
 def bucket_and_prefix(url: str) -> tuple[str, str]:

@@ -116,7 +116,16 @@ async def test_the_probe_path_reaches_the_route_it_stands_for(method: str, path:
     [(method, path, None) for method, path in PROTECTED]
     + [
         ("POST", "/events", header)
-        for header in ["", "Bearer", "Bearer ", f"Basic {TEST_API_TOKEN}", TEST_API_TOKEN]
+        for header in [
+            "",
+            "Bearer",
+            "Bearer ",
+            f"Basic {TEST_API_TOKEN}",
+            TEST_API_TOKEN,
+            # a valid token with spaces around it is malformed, not trimmed into a match
+            f"Bearer  {TEST_API_TOKEN}",
+            f"Bearer \t{TEST_API_TOKEN}",
+        ]
     ],
 )
 async def test_a_missing_token_is_401_and_changes_nothing(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,15 +13,20 @@ import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 from arq.connections import ArqRedis
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
+from service.queue.idempotency import IdempotencyKey, StoredAnswer
 from service.store.database import open_database
+from service.store.subscriptions import SharedSubscriptions
 from settings import Settings
 from tests import files
-from tests.conftest import TEST_API_TOKEN, ClientFactory, queued
+from tests.conftest import AUTH_HEADERS, TEST_API_TOKEN, ClientFactory, queued
 from tests.days import RECENT_DAY
 from tests.images import image_bytes
 from tests.waiting import wait_until
 from web import create_app
+from web.auth import token_fingerprint
 
 EMAIL: dict[str, Any] = {"to": "ann@example.com", "subject": "Hello", "body": "Hi"}
 OTHER_TOKEN = "other-token-0123456789abcdef"
@@ -246,3 +253,51 @@ async def test_every_json_enqueue_endpoint_honours_the_key(
     assert again.status == 200
     assert (await again.json())["task_id"] == (await first.json())["task_id"]
     assert len(await queued(redis, settings)) == 1
+
+
+async def _commands(server: Redis, *names: str) -> int:
+    """How many of these commands the server has run since its stats were reset."""
+    stats = await server.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in names)
+
+
+async def test_a_repeat_waits_for_the_first_on_a_notice_not_by_polling_redis(
+    aiohttp_client: ClientFactory,
+    settings: Settings,
+    private_redis: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    """A private redis-server, so that its command counts are this test's alone."""
+    server = Redis.from_url(private_redis[0], socket_timeout=2)
+
+    async def answers() -> bool:
+        try:
+            return bool(await server.ping())
+        except (RedisError, OSError):
+            return False
+
+    await wait_until(answers, within=10)
+    own = settings.model_copy(update={"redis_url": private_redis[0]})
+    client = await aiohttp_client(create_app(own), headers=AUTH_HEADERS)
+    try:
+        # the first request with the key is still running: its placeholder holds the key
+        first = IdempotencyKey(
+            server, SharedSubscriptions(server), token_fingerprint(TEST_API_TOKEN), "slow-one"
+        )
+        assert await first.claim(wait=0) is None
+        await server.config_resetstat()
+        repeat = asyncio.create_task(
+            client.post("/send-email", json=EMAIL, headers=key("slow-one"))
+        )
+        await asyncio.sleep(1.5)  # the span whose commands are counted
+        assert not repeat.done()
+        # polling every 20 ms asked ~75 times; a waiter looks once, then once a second
+        assert await _commands(server, "get", "set") <= 12  # the rate limiters' few included
+        answer = StoredAnswer("fingerprint", "task-1", 202, {"task_id": "task-1"})
+        settled = time.monotonic()
+        await first.complete(answer, ttl=60)
+        replayed = await asyncio.wait_for(repeat, 5)
+        assert time.monotonic() - settled < 0.5  # woken by the notice, not by its next look
+        assert replayed.status == 422  # the stored request differs: refused, not run again
+        assert await server.zcard(own.queue_name) == 0
+    finally:
+        await server.aclose()

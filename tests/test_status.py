@@ -147,3 +147,26 @@ async def test_unknown_route_and_wrong_method_answer_json(client: TestClient[Any
     assert wrong.status == 405
     assert wrong.headers["Allow"] == "POST"
     assert (await wrong.json())["error"]
+
+
+async def test_answers_that_carry_job_data_may_not_be_stored_by_any_cache(
+    client: TestClient[Any, Any], run_worker: RunWorker
+) -> None:
+    queued = await client.post("/webhooks", json={"url": "http://127.0.0.1:9/x", "payload": {}})
+    assert queued.status == 202
+    task_id = (await queued.json())["task_id"]
+    await run_worker()  # it fails: now in the failed-jobs list too
+    answers = [
+        queued,
+        await client.get(f"/task-status/{task_id}"),
+        await client.get("/jobs/failed"),
+        await client.get(f"/jobs/{task_id}/events"),
+        await client.get("/dashboard/events"),
+        await client.get(f"/task-status/{'0' * 32}"),  # a 404 says whether an id exists
+        await client.get("/jobs/failed?limit=0"),  # errors too
+    ]
+    for answer in answers:
+        assert answer.headers.get("Cache-Control") == "no-store", (answer.url, answer.status)
+    static = await client.get("/dashboard/static/dashboard.js")
+    assert static.status == 200
+    assert "no-store" not in static.headers.get("Cache-Control", "")  # may be cached

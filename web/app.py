@@ -14,17 +14,29 @@ from service.runtime import Registry
 from service.store.database import open_database
 from service.store.redis import open_pool
 from service.store.storage import open_storage
+from service.store.subscriptions import SharedSubscriptions
 from settings import Settings
 from web.auth import require_token
+from web.deadlines import body_deadline
 from web.errors import json_errors
 from web.health import add_dependency_check
-from web.keys import DB, DECLARED, REDIS, REGISTRY, SETTINGS, STORAGE, WEB_METRICS
+from web.keys import (
+    DB,
+    DECLARED,
+    REDIS,
+    REGISTRY,
+    SETTINGS,
+    STORAGE,
+    SUBSCRIPTIONS,
+    WEB_METRICS,
+)
 from web.metrics import WebMetrics
 from web.observe import echo_request_id, observe_requests
 from web.pages import TEMPLATES, make_environment
 from web.proxies import TrustedProxies, strict_transport_security
 from web.ratelimit import RATE_LIMITS, RateLimits, limit_per_token
 from web.routes import setup_routes
+from web.sessions import STATIC_PREFIX
 from web.views import PROCESS_IMAGE, SEND_WELCOME_EMAIL
 
 JSON_BODY_LIMIT = 1024 * 1024  # uploads are streamed and limited separately
@@ -52,7 +64,9 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
         settings.rate_limit_per_recipient,
         (settings.payload_quota_per_token, settings.payload_quota_window),
     )
+    app[SUBSCRIPTIONS] = SharedSubscriptions(app[REDIS])  # live streams, Idempotency-Key waits
     yield
+    await app[SUBSCRIPTIONS].close()
     await app[REDIS].aclose(close_connection_pool=True)
 
 
@@ -80,6 +94,14 @@ async def _plain_server_header(request: web.Request, response: web.StreamRespons
     response.headers["Server"] = "jobservice"
 
 
+async def _not_stored(request: web.Request, response: web.StreamResponse) -> None:
+    """API answers carry job data (arguments, results, errors, task ids): no browser or proxy
+    cache may keep them. Answers that say otherwise (the dashboard's static files and
+    thumbnails) keep what they say."""
+    if "Cache-Control" not in response.headers and not request.path.startswith(STATIC_PREFIX):
+        response.headers["Cache-Control"] = "no-store"
+
+
 def create_app(settings: Settings, registry: Registry = JOBS) -> web.Application:
     """Build the app; the templates, Redis and the database open on start-up (no I/O here).
 
@@ -95,6 +117,7 @@ def create_app(settings: Settings, registry: Registry = JOBS) -> web.Application
             observe_requests,
             json_errors,
             proxies.middleware,
+            body_deadline,
             require_token,
             limit_per_token,
         ],
@@ -105,7 +128,7 @@ def create_app(settings: Settings, registry: Registry = JOBS) -> web.Application
     app[DECLARED] = registry.declared(settings)
     app[WEB_METRICS] = WebMetrics(new_registry())
     app.on_response_prepare.extend(
-        [echo_request_id, _plain_server_header, strict_transport_security]
+        [echo_request_id, _plain_server_header, strict_transport_security, _not_stored]
     )
     app.cleanup_ctx.extend([_templates, _redis, _files, _database])
     setup_routes(app)

@@ -60,12 +60,14 @@ def token_fingerprint(token: str) -> str:
 
 
 def bearer_token(header: str | None) -> str | None:
-    """The token of an ``Authorization: Bearer <token>`` header (scheme case-insensitive)."""
+    """The token of an ``Authorization: Bearer <token>`` header (scheme case-insensitive).
+
+    Exactly one space after the scheme and none around the token: a token with spaces around
+    it is not what was configured, and trimming it would let a malformed header through."""
     if not header:
         return None
     scheme, _, token = header.partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
+    if scheme.lower() != "bearer" or not token or token != token.strip():
         return None
     return token
 

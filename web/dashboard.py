@@ -19,12 +19,15 @@ from service.dashboard.jobview import job_view
 from service.dashboard.mailbox import read_mailbox
 from service.dashboard.overview import overview as read_overview
 from service.observability.masking import masked
+from service.queue import pause
 from service.queue.enqueue import enqueue
-from service.records import failed_jobs, latency
+from service.records import failed_jobs, latency, schedules
 from service.records.failed_jobs import NotFailedError
 from service.records.status import JOB_ID_PATTERN
+from service.records.times import now_ms
 from service.store.storage import CONTENT_TYPES, UPLOADS
 from web.auth import matching_token, token_fingerprint
+from web.cron_control import cron_name_from
 from web.errors import ApiError
 from web.job_control import NOT_RETRYABLE, cancel_or_refuse, job_id_from, requeue_failed
 from web.keys import DECLARED, REDIS, REGISTRY, SETTINGS, STORAGE
@@ -43,6 +46,7 @@ from web.sessions import (
 )
 
 HOME = "/dashboard"
+SIGN_IN_BODY_LIMIT = 4096  # a token and a dashboard path fit many times over
 # A bare file name (no separator, no leading dot) ending like the thumbnails the job writes
 THUMBNAIL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}_thumb\.(jpg|png|gif|webp)")
 
@@ -65,6 +69,7 @@ async def overview(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY]
     crons = await cron_schedules(redis, settings, registry)
     jobs = catalog(registry, settings)
+    paused = await pause.pause_state(redis, settings.queue_name)
     drawn = await read_graphs(redis, (job.name for job in registry))
     return render(
         request,
@@ -72,6 +77,7 @@ async def overview(request: web.Request) -> web.Response:
         overview=state,
         crons=crons,
         jobs=jobs,
+        pause=paused,
         graphs=drawn,
         relative_error=latency.RELATIVE_ERROR,
     )
@@ -143,6 +149,30 @@ async def run_cron_now(request: web.Request) -> web.Response:
     return see_other(f"{HOME}/jobs/{job_id}")
 
 
+async def pause_cron(request: web.Request) -> web.Response:
+    """A schedule's **Pause**: as ``POST /crons/{name}/pause``."""
+    await schedules.pause(request.app[REDIS], cron_name_from(request), now_ms())
+    return see_other(f"{HOME}#crons")
+
+
+async def resume_cron(request: web.Request) -> web.Response:
+    """A paused schedule's **Resume**: as ``POST /crons/{name}/resume``."""
+    await schedules.resume(request.app[REDIS], cron_name_from(request))
+    return see_other(f"{HOME}#crons")
+
+
+async def pause_queue(request: web.Request) -> web.Response:
+    """The overview's **Pause**: as ``POST /queue/pause``; the banner then says so."""
+    await pause.pause(request.app[REDIS], request.app[SETTINGS].queue_name)
+    return see_other(HOME)
+
+
+async def resume_queue(request: web.Request) -> web.Response:
+    """The banner's **Resume**: as ``POST /queue/resume``."""
+    await pause.resume(request.app[REDIS], request.app[SETTINGS].queue_name)
+    return see_other(HOME)
+
+
 async def retry_job(request: web.Request) -> web.Response:
     """Re-queue a failed job (same id) and follow it on its page."""
     job_id = job_id_from(request, "job_id")
@@ -171,13 +201,21 @@ async def sign_in_page(request: web.Request) -> web.Response:
 
 
 async def sign_in(request: web.Request) -> web.Response:
-    """Check the token from the form; on success open a session and go where asked."""
+    """Check the token from the form; on success open a session and go where asked.
+
+    Anyone may post here, so everything that needs no body is checked before the body is
+    read: its declared size, the origin, and the per-address rate limit.
+    """
     settings = request.app[SETTINGS]
-    form = await request.post()
-    target = _safe_next(str(form.get("next", "")))
+    if request.content_length is None:
+        raise ApiError(411, "send the sign-in form with a Content-Length")
+    if request.content_length > SIGN_IN_BODY_LIMIT:
+        raise ApiError(413, f"the sign-in form is larger than {SIGN_IN_BODY_LIMIT} bytes")
     if not same_origin(request):
         raise ApiError(403, "cross-site request refused: it must come from this dashboard")
     await request.app[RATE_LIMITS].check_sign_in(request.remote or "unknown")
+    form = await request.post()
+    target = _safe_next(str(form.get("next", "")))
     token = matching_token(str(form.get("token", "")), settings.api_tokens)
     if token is None:
         error = "That token is not valid."

@@ -24,7 +24,7 @@ from aiohttp.typedefs import Handler
 from service.queue.idempotency import IdempotencyKey, KeyInUseError, StoredAnswer
 from web.auth import TOKEN_ID
 from web.errors import ApiError
-from web.keys import REDIS, SETTINGS
+from web.keys import REDIS, SETTINGS, SUBSCRIPTIONS
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
@@ -103,7 +103,7 @@ def idempotent(handler: Handler, fingerprint: Fingerprint = body_fingerprint) ->
         if client_key is None:
             return await handler(request)
         scope = request.get(TOKEN_ID, "-")  # the caller's token fingerprint: keys are per token
-        hold = IdempotencyKey(request.app[REDIS], scope, client_key)
+        hold = IdempotencyKey(request.app[REDIS], request.app[SUBSCRIPTIONS], scope, client_key)
         try:
             earlier = await hold.claim(wait=WAIT_FOR_FIRST)
         except KeyInUseError:

@@ -9,6 +9,7 @@ from service.records.status import Declared
 from service.runtime import Registry
 from service.store.database import Database
 from service.store.storage import Storage
+from service.store.subscriptions import SharedSubscriptions
 from settings import Settings
 from web.metrics import WebMetrics
 
@@ -20,3 +21,4 @@ REGISTRY = web.AppKey("registry", Registry)  # the declared jobs (jobs/registry.
 DECLARED = web.AppKey("declared", Declared)  # what status documents show of them
 WEB_METRICS = web.AppKey("web_metrics", WebMetrics)
 OPENAPI = web.AppKey("openapi", bytes)  # the API description, built at start-up (web.openapi)
+SUBSCRIPTIONS = web.AppKey("subscriptions", SharedSubscriptions)  # the one pub/sub connection

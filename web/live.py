@@ -10,11 +10,18 @@ running out of tries, a timeout) and keeps proxies from closing an idle stream.
 
 ``GET /dashboard/events`` tells an open overview page when to redraw itself.
 
+Every stream of a process listens through the process's one shared subscription
+(service.store.subscriptions), so streams cost memory, not Redis connections; their number is
+capped per token and per process (``LIVE_STREAMS_PER_TOKEN``, ``LIVE_STREAMS_PER_PROCESS``:
+429 beyond). A stream that sends no event for ``LIVE_STREAM_IDLE_SECONDS`` is closed (the
+browser's EventSource reconnects), and so is one whose viewer does not read: past its queue
+of pending events, or a write that waits more than WRITE_LIMIT seconds.
+
 Both ride out a Redis outage of up to OUTAGE_LIMIT seconds, a Sentinel failover included:
-while Redis does not answer they send keep-alive comments and try again every
-RECONNECT_PAUSE; the subscription comes back on whichever server is master then (redis-py
-subscribes again as it reconnects), and since what was published meanwhile is lost, the job
-stream re-reads the status. A stream that gave up sooner would only make its viewer reconnect.
+while Redis does not answer they send keep-alive comments; the shared subscription comes back
+on whichever server is master then, and since what was published meanwhile is lost, the job
+stream re-reads the status and the overview redraws. A stream that gave up sooner would only
+make its viewer reconnect.
 """
 
 from __future__ import annotations
@@ -22,54 +29,109 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
-from redis.asyncio.client import PubSub
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.records import events
 from service.records.progress import stored_progress
 from service.records.status import JOB_ID_PATTERN, TaskState
 from service.store import keys
+from service.store.subscriptions import REDIS_DOWN, Listener, SharedSubscriptions
+from web.auth import TOKEN_ID
 from web.errors import ApiError
 from web.job_control import status_document
-from web.keys import REDIS, SETTINGS
+from web.keys import REDIS, SETTINGS, SUBSCRIPTIONS
 
 RECHECK_SECONDS = 3.0
 OVERVIEW_PAUSE = 1.0  # seconds between two "changed" events of the overview stream
-DRAIN_LIMIT = 10_000  # announcements skipped at most after a pause, so a flood cannot stall it
 FINISHED = {TaskState.SUCCESS, TaskState.FAILURE, TaskState.CANCELLED}
-STREAMS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("event_streams")
 OUTAGE_LIMIT = 60.0  # seconds without Redis a stream waits through before it ends
 RECONNECT_PAUSE = 0.25  # seconds between two tries while Redis does not answer
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+JOB_QUEUE = 64  # events a job stream may have waiting; a viewer further behind is closed
+OVERVIEW_QUEUE = 256  # the overview only needs to know that something changed
+WRITE_LIMIT = 10.0  # seconds one write may wait for a viewer that does not read
+FULL_RETRY_AFTER = "5"  # seconds a client refused for too many streams is told to wait
 
 
-class _Outage:
-    """How long one stream has been without Redis."""
+class _Streams:
+    """The streams open in this process, per token too, and their caps."""
 
-    def __init__(self) -> None:
-        self.since: float | None = None
+    def __init__(self, per_token: int, per_process: int) -> None:
+        self.per_token = per_token
+        self.per_process = per_process
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.by_token: dict[str, int] = {}
 
-    async def failed(self, exc: BaseException) -> None:
-        """Pause before the next try; re-raise ``exc`` once the outage lasts too long."""
-        now = asyncio.get_running_loop().time()
-        if self.since is None:
-            self.since = now
-        elif now - self.since > OUTAGE_LIMIT:
-            raise exc
-        await asyncio.sleep(RECONNECT_PAUSE)
 
-    def ended(self) -> None:
-        self.since = None
+STREAMS = web.AppKey("event_streams", _Streams)
+
+
+@contextlib.contextmanager
+def _admitted(request: web.Request) -> Iterator[None]:
+    """Count the stream for its token and the process, or refuse it with 429."""
+    streams = request.app[STREAMS]
+    token = request.get(TOKEN_ID, "-")
+    if len(streams.tasks) >= streams.per_process:
+        raise ApiError(
+            429,
+            f"too many live streams open in this process (limit: {streams.per_process})",
+            {"Retry-After": FULL_RETRY_AFTER},
+        )
+    if streams.by_token.get(token, 0) >= streams.per_token:
+        raise ApiError(
+            429,
+            f"too many live streams open for this token (limit: {streams.per_token}); "
+            "close some first",
+            {"Retry-After": FULL_RETRY_AFTER},
+        )
+    task = asyncio.current_task()
+    assert task is not None
+    streams.tasks.add(task)
+    streams.by_token[token] = streams.by_token.get(token, 0) + 1
+    try:
+        yield
+    finally:
+        streams.tasks.discard(task)
+        if (left := streams.by_token[token] - 1) > 0:
+            streams.by_token[token] = left
+        else:
+            del streams.by_token[token]
+
+
+class _Viewer:
+    """One open stream's writing side: events, keep-alive comments, and when to stop."""
+
+    def __init__(self, request: web.Request, response: web.StreamResponse) -> None:
+        self.response = response
+        self.loop = asyncio.get_running_loop()
+        self.idle_limit = request.app[SETTINGS].live_stream_idle_seconds
+        self.last_event = self.loop.time()
+
+    async def event(self, kind: str, data: dict[str, Any]) -> None:
+        await self._write(sse(kind, data))
+        self.last_event = self.loop.time()
+
+    async def comment(self, text: str) -> None:
+        await self._write(f": {text}\n\n".encode())
+
+    def idle(self) -> bool:
+        return self.loop.time() - self.last_event > self.idle_limit
+
+    async def _write(self, data: bytes) -> None:
+        async with asyncio.timeout(WRITE_LIMIT):  # TimeoutError: the viewer stopped reading
+            await self.response.write(data)
 
 
 def sse(kind: str, data: dict[str, Any]) -> bytes:
     """One SSE message; JSON never contains a raw newline, so one data line suffices."""
     return f"event: {kind}\ndata: {json.dumps(data, default=str)}\n\n".encode()
+
+
+def _outage_over_limit(hub: SharedSubscriptions) -> bool:
+    down = hub.down_since
+    return down is not None and asyncio.get_running_loop().time() - down > OUTAGE_LIMIT
 
 
 async def _snapshot(request: web.Request, job_id: str) -> tuple[dict[str, Any] | None, Any]:
@@ -80,29 +142,15 @@ async def _snapshot(request: web.Request, job_id: str) -> tuple[dict[str, Any] |
     return status, progress
 
 
-async def _message(pubsub: PubSub, within: float, outage: _Outage) -> dict[str, Any] | None:
-    """The next message within ``within`` seconds; None also when Redis does not answer (then
-    after a pause, with ``outage.since`` set), so the caller re-reads what it may have missed."""
-    try:
-        message: dict[str, Any] | None = await pubsub.get_message(
-            ignore_subscribe_messages=True, timeout=within
-        )
-    except REDIS_DOWN as exc:
-        await outage.failed(exc)
-        return None
-    outage.ended()
-    return message
-
-
-async def _next_event(pubsub: PubSub, outage: _Outage) -> tuple[str, dict[str, Any]] | None:
-    """The next event from the channel; None after RECHECK_SECONDS of silence, or when
-    Redis does not answer."""
+async def _next_event(listener: Listener) -> tuple[str, dict[str, Any]] | None:
+    """The next event from the channel; None after RECHECK_SECONDS of silence, or once the
+    listener is marked missed or overflowed (the caller looks at which)."""
     deadline = asyncio.get_running_loop().time() + RECHECK_SECONDS
     while (left := deadline - asyncio.get_running_loop().time()) > 0:
-        message = await _message(pubsub, left, outage)
-        if outage.since is not None:
+        data = await listener.get(left)
+        if data is None:
             return None
-        if message is not None and (event := events.decode(message["data"])) is not None:
+        if (event := events.decode(data)) is not None:
             return event
     return None
 
@@ -116,160 +164,158 @@ def _merge(status: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-async def _stream(request: web.Request, job_id: str, pubsub: PubSub) -> web.StreamResponse:
+async def _stream(request: web.Request, job_id: str, listener: Listener) -> web.StreamResponse:
     status, progress = await _snapshot(request, job_id)
     if status is None:
         raise ApiError(404, f"no task with id {job_id!r}")
     response = _event_stream()
     await response.prepare(request)
-    with contextlib.suppress(ConnectionResetError):  # the viewer left
-        await response.write(sse("status", status))
+    viewer = _Viewer(request, response)
+    # the viewer left, or stopped reading (TimeoutError from a write): end the stream
+    with contextlib.suppress(ConnectionResetError, TimeoutError):
+        await viewer.event("status", status)
         if progress is not None and status["status"] not in FINISHED:
-            await response.write(sse("progress", progress))
-        await _follow(request, job_id, pubsub, response, status)
+            await viewer.event("progress", progress)
+        await _follow(request, job_id, listener, viewer, status)
     return response
 
 
 async def _follow(
     request: web.Request,
     job_id: str,
-    pubsub: PubSub,
-    response: web.StreamResponse,
+    listener: Listener,
+    viewer: _Viewer,
     status: dict[str, Any],
 ) -> None:
-    """Send each change until the job has finished."""
-    outage = _Outage()
-    while status["status"] not in FINISHED:
-        event = await _next_event(pubsub, outage)
+    """Send each change until the job has finished, the stream idles out, or its viewer
+    falls behind (it reconnects and gets a fresh snapshot)."""
+    hub = request.app[SUBSCRIPTIONS]
+    while status["status"] not in FINISHED and not viewer.idle():
+        event = await _next_event(listener)
+        if listener.overflowed or _outage_over_limit(hub):
+            return
         if event is None:
+            listener.missed = False  # the re-read below covers what the gap hid
             try:
                 fresh, _ = await _snapshot(request, job_id)
-            except REDIS_DOWN as exc:
-                await response.write(b": waiting for redis\n\n")
-                await outage.failed(exc)
+            except REDIS_DOWN:
+                await viewer.comment("waiting for redis")
+                await asyncio.sleep(RECONNECT_PAUSE)
                 continue
             if fresh is not None and fresh["status"] != status["status"]:
                 status = fresh
-                await response.write(sse("status", status))
+                await viewer.event("status", status)
             else:
-                await response.write(b": still here\n\n")
+                await viewer.comment("still here")
             continue
         kind, data = event
         if kind == "status":
             status = data = _merge(status, data)
-        await response.write(sse(kind, data))
+        await viewer.event(kind, data)
 
 
 def _event_stream() -> web.StreamResponse:
     return web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
-            "Cache-Control": "no-cache",
+            "Cache-Control": "no-store",
             "X-Accel-Buffering": "no",  # nginx: pass each event on at once
         }
     )
-
-
-@contextlib.asynccontextmanager
-async def _subscribed(
-    request: web.Request, channel: str, *, pattern: bool = False
-) -> AsyncIterator[PubSub]:
-    """A subscription that ends with the request, or at once when the app shuts down."""
-    task = asyncio.current_task()
-    assert task is not None
-    request.app[STREAMS].add(task)
-    pubsub = request.app[REDIS].pubsub()
-    try:
-        await (pubsub.psubscribe(channel) if pattern else pubsub.subscribe(channel))
-        yield pubsub
-    finally:
-        request.app[STREAMS].discard(task)
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
 async def job_events(request: web.Request) -> web.StreamResponse:
     job_id = request.match_info["job_id"]
     if not JOB_ID_PATTERN.fullmatch(job_id):
         raise ApiError(404, f"no task with id {job_id!r}")
-    async with _subscribed(request, keys.job_events(job_id)) as pubsub:
-        return await _stream(request, job_id, pubsub)
+    hub = request.app[SUBSCRIPTIONS]
+    confirm = request.app[SETTINGS].redis_socket_timeout
+    with _admitted(request):
+        channel = keys.job_events(job_id)
+        async with hub.listen(channel, capacity=JOB_QUEUE, confirm_within=confirm) as listener:
+            return await _stream(request, job_id, listener)
 
 
 async def _queue_signature(request: web.Request) -> tuple[int, ...]:
-    """What changes on the overview without a job changing state: jobs queued, workers."""
+    """What changes on the overview without a job changing state: jobs queued, workers,
+    the queue paused or resumed."""
     async with request.app[REDIS].pipeline(transaction=False) as pipe:
         pipe.zcard(request.app[SETTINGS].queue_name)
         pipe.zcard(keys.workers())
+        pipe.exists(keys.paused(request.app[SETTINGS].queue_name))  # the pause banner
         return tuple(await pipe.execute())
 
 
 async def overview_events(request: web.Request) -> web.StreamResponse:
     """``GET /dashboard/events``: a ``changed`` event whenever the overview would look
     different (a job changed state, the queue or the workers changed), at most one per
-    OVERVIEW_PAUSE; the page then fetches itself again. Runs until the viewer leaves."""
-    async with _subscribed(request, keys.job_events("*"), pattern=True) as pubsub:
-        response = _event_stream()
-        await response.prepare(request)
-        with contextlib.suppress(ConnectionResetError):  # the viewer left
-            await _watch_overview(request, response, pubsub)
-        return response
+    OVERVIEW_PAUSE; the page then fetches itself again. Runs until the viewer leaves or
+    the stream idles out."""
+    hub = request.app[SUBSCRIPTIONS]
+    with _admitted(request):
+        async with hub.listen(
+            keys.job_events("*"), capacity=OVERVIEW_QUEUE, pattern=True, confirm_within=None
+        ) as listener:
+            response = _event_stream()
+            await response.prepare(request)
+            viewer = _Viewer(request, response)
+            with contextlib.suppress(ConnectionResetError, TimeoutError):  # the viewer left
+                await _watch_overview(request, viewer, listener)
+            return response
 
 
-async def _next_state_change(pubsub: PubSub, outage: _Outage) -> bool:
-    """Whether some job changed state (progress steps do not count) within RECHECK_SECONDS;
-    also after Redis did not answer, since what was published meanwhile is lost."""
+async def _next_state_change(listener: Listener) -> bool:
+    """Whether some job changed state (progress steps do not count) within RECHECK_SECONDS,
+    or may have (the listener fell behind, or its subscription was lost and is back)."""
     deadline = asyncio.get_running_loop().time() + RECHECK_SECONDS
     while (left := deadline - asyncio.get_running_loop().time()) > 0:
-        message = await _message(pubsub, left, outage)
-        if outage.since is not None:
+        data = await listener.get(left)
+        if listener.overflowed or listener.missed:
             return True
-        event = events.decode(message["data"]) if message is not None else None
+        event = events.decode(data) if data is not None else None
         if event is not None and event[0] == "status":
             return True
     return False
 
 
-async def _watch_overview(
-    request: web.Request, response: web.StreamResponse, pubsub: PubSub
-) -> None:
-    await response.write(b": watching\n\n")
-    outage = _Outage()
-    missed = False  # an outage hid what was published: redraw once the subscription is back
+async def _watch_overview(request: web.Request, viewer: _Viewer, listener: Listener) -> None:
+    hub = request.app[SUBSCRIPTIONS]
+    await viewer.comment("watching")
+    missed = False  # an outage hid what was published: redraw once Redis is back
     signature: tuple[int, ...] = ()
     try:
         signature = await _queue_signature(request)
     except REDIS_DOWN:
         missed = True
-    while True:
-        changed = await _next_state_change(pubsub, outage)
+    while not viewer.idle() and not _outage_over_limit(hub):
+        changed = await _next_state_change(listener)
         try:
             latest = await _queue_signature(request)
-        except REDIS_DOWN as exc:
-            await response.write(b": waiting for redis\n\n")
-            await outage.failed(exc)
-            continue
-        if outage.since is not None:
+        except REDIS_DOWN:
             missed = True
-            await response.write(b": waiting for redis\n\n")
+            await viewer.comment("waiting for redis")
+            await asyncio.sleep(RECONNECT_PAUSE)
+            continue
+        if hub.down_since is not None:
+            missed = True
+            await viewer.comment("waiting for redis")
             continue
         if not (changed or missed) and latest == signature:
-            await response.write(b": still here\n\n")
+            await viewer.comment("still here")
             continue
         signature, missed = latest, False
-        await response.write(sse("changed", {}))
+        await viewer.event("changed", {})
         await asyncio.sleep(OVERVIEW_PAUSE)  # a burst of changes: one refresh
-        for _ in range(DRAIN_LIMIT):
-            if await _message(pubsub, 0, outage) is None:
-                break
+        listener.clear()
 
 
 async def close_streams(app: web.Application) -> None:
     """on_shutdown: end open streams now instead of holding the shutdown for their clients."""
-    streams = app[STREAMS]
-    for task in tuple(streams):
+    for task in tuple(app[STREAMS].tasks):
         task.cancel()
 
 
 def setup_live(app: web.Application) -> None:
-    app[STREAMS] = set[asyncio.Task[Any]]()
+    settings = app[SETTINGS]
+    app[STREAMS] = _Streams(settings.live_streams_per_token, settings.live_streams_per_process)
     app.on_shutdown.append(close_streams)

@@ -21,7 +21,7 @@ from pydantic.json_schema import models_json_schema
 
 from service.records.status import JOB_ID_PATTERN
 from service.runtime import Registry
-from web import responses, schemas
+from web import queue_control, responses, schemas
 from web.auth import is_public
 from web.keys import OPENAPI, REGISTRY
 from web.schemas import api_request_model, request_model
@@ -67,6 +67,12 @@ def _error(description: str) -> Answer:
     return Answer(description, responses.ErrorAnswer)
 
 
+TOO_MANY_STREAMS = _error(
+    "too many live streams open for this token or this process, or over a rate limit: "
+    "wait Retry-After seconds"
+)
+
+
 def _queued(what: str) -> Answer:
     return Answer(
         f"{what} queued; its status is at the Location", responses.Accepted, headers=("Location",)
@@ -82,6 +88,7 @@ TASK_ID = {"type": "string", "pattern": f"^{JOB_ID_PATTERN.pattern}$"}
 JOB_ID_NAMES = {"task_id", "job_id"}
 PLAIN_NAME = {"type": "string", "pattern": "^[A-Za-z0-9:_.-]{1,200}$"}  # one path segment
 NO_MATCH = _error("nothing has this name or id")
+NO_CRON = _error("no cron schedule has this name")
 UPLOAD_ANSWERS: Mapping[int, Answer] = {
     202: _queued("the thumbnail job"),
     400: _error("not multipart/form-data, no 'file' field, or an empty file"),
@@ -163,6 +170,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                 schema={"type": "string"},
             ),
             404: NO_SUCH_TASK,
+            429: TOO_MANY_STREAMS,
         },
         tags=("jobs",),
     ),
@@ -223,6 +231,55 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         {200: Answer("each function with an attempt in the last hour", responses.FunctionsStats)},
         tags=("operations",),
     ),
+    ("GET", "/queue"): Operation(
+        "The queue as a whole: paused or not, jobs running, jobs queued",
+        {200: Answer("the queue's state", responses.QueueState)},
+        tags=("operations",),
+    ),
+    ("POST", "/queue/pause"): Operation(
+        "Pause the queue: jobs are still accepted, workers take none; running ones finish",
+        {200: Answer("paused (already paused: unchanged)", responses.QueueState)},
+        tags=("operations",),
+    ),
+    ("POST", "/queue/resume"): Operation(
+        "Resume the queue: workers take jobs again",
+        {200: Answer("not paused (any more)", responses.QueueState)},
+        tags=("operations",),
+    ),
+    ("POST", "/queue/drain"): Operation(
+        "Pause the queue, then wait until no job runs",
+        {
+            200: Answer("paused and nothing runs: safe to stop the workers", responses.QueueState),
+            202: Answer(
+                "paused, jobs still running after timeout: call again", responses.QueueState
+            ),
+            400: _error("timeout out of range"),
+        },
+        query={
+            "timeout": {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": queue_control.DRAIN_MAX,
+                "default": queue_control.DRAIN_DEFAULT,
+            }
+        },
+        tags=("operations",),
+    ),
+    ("GET", "/crons"): Operation(
+        "The cron schedules: paused or not, next five runs, last twenty runs",
+        {200: Answer("every schedule", responses.CronList)},
+        tags=("operations",),
+    ),
+    ("POST", "/crons/{name}/pause"): Operation(
+        "Pause one cron schedule: every worker skips its runs until it is resumed",
+        {200: Answer("the schedule, paused", responses.CronState), 404: NO_CRON},
+        tags=("operations",),
+    ),
+    ("POST", "/crons/{name}/resume"): Operation(
+        "Resume one cron schedule",
+        {200: Answer("the schedule, not paused", responses.CronState), 404: NO_CRON},
+        tags=("operations",),
+    ),
     # the dashboard: HTML pages and form actions (web/dashboard.py); a browser signs in and
     # sends its session cookie and CSRF token, an API client may use its bearer token instead
     ("GET", "/dashboard"): Operation(
@@ -232,7 +289,12 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("GET", "/dashboard/events"): Operation(
         "Dashboard: overview changes as Server-Sent Events, while the page is open",
-        {200: Answer("an endless event stream", media="text/event-stream", schema={})},
+        {
+            200: Answer(
+                "an event stream, until the page closes it", media="text/event-stream", schema={}
+            ),
+            429: TOO_MANY_STREAMS,
+        },
         tags=("dashboard",),
     ),
     ("GET", "/dashboard/sign-in"): Operation(
@@ -251,6 +313,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                 responses.ErrorAnswer,
                 also=("text/html",),
             ),
+            411: _error("no Content-Length: the form's size is checked before it is read"),
+            413: _error("the form is over 4 KiB"),
             429: _error("too many sign-in attempts from this address: wait Retry-After seconds"),
         },
         form={"token": {"type": "string"}, "next": {"type": "string"}},
@@ -290,7 +354,25 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("POST", "/dashboard/crons/{name}/run"): Operation(
         "Dashboard: run a cron schedule's job now",
-        {303: SEE_OTHER, 404: _error("no cron schedule has this name")},
+        {303: SEE_OTHER, 404: NO_CRON},
+        tags=("dashboard",),
+    ),
+    ("POST", "/dashboard/crons/{name}/pause"): Operation(
+        "Dashboard: pause a cron schedule (as POST /crons/{name}/pause)",
+        {303: SEE_OTHER, 404: NO_CRON},
+        tags=("dashboard",),
+    ),
+    ("POST", "/dashboard/crons/{name}/resume"): Operation(
+        "Dashboard: resume a cron schedule (as POST /crons/{name}/resume)",
+        {303: SEE_OTHER, 404: NO_CRON},
+        tags=("dashboard",),
+    ),
+    ("POST", "/dashboard/queue/pause"): Operation(
+        "Dashboard: pause the queue (as POST /queue/pause)", {303: SEE_OTHER}, tags=("dashboard",)
+    ),
+    ("POST", "/dashboard/queue/resume"): Operation(
+        "Dashboard: resume the queue (as POST /queue/resume)",
+        {303: SEE_OTHER},
         tags=("dashboard",),
     ),
     ("POST", "/dashboard/jobs/{job_id}/retry"): Operation(
@@ -345,6 +427,7 @@ TO_SIGN_IN = Answer(
 UNAUTHORIZED = _error("no API token: send Authorization: Bearer <token>")
 FORBIDDEN = _error("the API token is not valid")
 RATE_LIMITED = _error("over a rate limit or the token's payload quota: wait Retry-After seconds")
+BODY_TOO_SLOW = _error("the body did not arrive within its time limit (the connection closes)")
 UNAVAILABLE = _error("Redis is unreachable: try again shortly")
 
 
@@ -397,7 +480,16 @@ def _answers(method: str, path: str, operation: Operation) -> dict[str, Any]:
         for status, answer in {200: _replayed(operation), 409: KEY_BUSY, 422: KEY_REUSED}.items():
             answers[status] = _either(answers[status], answer) if status in answers else answer
     if not is_public(method, path):
-        answers.update({401: UNAUTHORIZED, 403: FORBIDDEN, 429: RATE_LIMITED})
+        answers.update({401: UNAUTHORIZED, 403: FORBIDDEN})
+        answers.setdefault(429, RATE_LIMITED)
+    if (
+        operation.body
+        or operation.job
+        or operation.any_job
+        or operation.multipart
+        or operation.form
+    ):
+        answers.setdefault(408, BODY_TOO_SLOW)  # web.deadlines
     if operation.uses_redis:
         answers.setdefault(503, UNAVAILABLE)
     if _path_names(path):

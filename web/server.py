@@ -7,6 +7,8 @@ builds its app, and so opens its own Redis pool, after the fork.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -21,6 +23,7 @@ from service.eventloop import install_uvloop, uvloop_available
 from service.observability.logs import logging_config
 from settings import Settings
 from web.app import create_app
+from web.front_door import FrontDoorRunner
 
 logger = logging.getLogger("jobservice.web")
 
@@ -36,14 +39,29 @@ def serve(settings: Settings) -> None:
         GunicornServer(settings).run()
         return
     install_uvloop()
+    # SIGINT/SIGTERM raise GracefulExit in the loop (the runner's handlers), as under run_app;
+    # asyncio.run then cancels _serve_one, whose clean-up shuts the app down
+    with contextlib.suppress(web.GracefulExit, KeyboardInterrupt):
+        asyncio.run(_serve_one(settings))
+
+
+async def _serve_one(settings: Settings) -> None:
+    """What ``web.run_app`` does, through the service's own runner (web.front_door)."""
     # the app logs one JSON line per request itself (web.observe), so no aiohttp access log
-    web.run_app(
+    runner = FrontDoorRunner(
         create_app(settings),
-        host=settings.web_host,
-        port=settings.web_port,
+        header_timeout=settings.request_header_timeout,
         access_log=None,
-        print=_announce,
+        handle_signals=True,
     )
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.web_host, settings.web_port).start()
+        url = f"http://{bind_address(settings.web_host, settings.web_port)}"
+        _announce(f"======== Running on {url} ========")
+        await asyncio.Event().wait()  # until a stop signal
+    finally:
+        await runner.cleanup()
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
@@ -108,10 +126,17 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]  # gunicorn is unty
         for key, value in options.items():
             self.cfg.set(key, value)
 
-    def load(self) -> Callable[[], Awaitable[web.Application]]:
-        settings = self.settings
+    def load(self) -> Callable[[], Awaitable[web.AppRunner]]:
+        settings, cfg = self.settings, self.cfg
 
-        async def app_factory() -> web.Application:
-            return create_app(settings)
+        async def app_factory() -> web.AppRunner:
+            # the options aiohttp's worker gives the runner it makes when handed an app
+            return FrontDoorRunner(
+                create_app(settings),
+                header_timeout=settings.request_header_timeout,
+                keepalive_timeout=cfg.keepalive,
+                access_log=None,
+                shutdown_timeout=cfg.graceful_timeout / 100 * 95,
+            )
 
         return app_factory
