@@ -52,6 +52,12 @@ async def test_a_worker_counts_finished_jobs_per_second_minute_and_hour(
         latest = max(i for i, count in enumerate(body["completed"]) if count)
         assert points - latest <= 1 + math.ceil(30 / step), (span, latest)
     assert (await _json(client, "/stats/throughput"))["range"] == "5m"
+    # every counter the attempts' script wrote expires (it sets the TTL on a field's first count)
+    written = [key async for key in redis.scan_iter(match=f"{keys.PREFIX}tp:*")]
+    written += [key async for key in redis.scan_iter(match=f"{keys.PREFIX}fn:*")]
+    assert len(written) >= 3 + 3, written
+    for key in written:
+        assert 0 < await redis.ttl(key) <= throughput.HOURS_TTL, key
 
 
 async def test_each_function_has_its_jobs_failure_rate_and_latencies_for_the_last_hour(

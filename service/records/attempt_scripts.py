@@ -65,13 +65,15 @@ if ARGV[8] ~= '' then
 end
 if ARGV[11] ~= '' then
   for i, ttl in ipairs({$seconds_ttl, $minutes_ttl, $hours_ttl}) do
-    redis.call('HINCRBY', KEYS[8 + i], ARGV[10 + i], 1)
-    redis.call('EXPIRE', KEYS[8 + i], ttl)
+    if redis.call('HINCRBY', KEYS[8 + i], ARGV[10 + i], 1) == 1 then
+      redis.call('EXPIRE', KEYS[8 + i], ttl)  -- a new field: the hash may be new too
+    end
   end
 end
 if ARGV[14] ~= '' then
-  for i = 14, 16 do redis.call('HINCRBY', KEYS[12], ARGV[i], 1) end
-  redis.call('EXPIRE', KEYS[12], $function_ttl)
+  local new = false
+  for i = 14, 16 do new = redis.call('HINCRBY', KEYS[12], ARGV[i], 1) == 1 or new end
+  if new then redis.call('EXPIRE', KEYS[12], $function_ttl) end
 end
 if ARGV[10] ~= '' then
   redis.call('ZREM', KEYS[7], ARGV[4])
