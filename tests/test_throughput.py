@@ -7,15 +7,19 @@ import math
 import random
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 from arq.connections import ArqRedis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from service.queue.enqueue import enqueue
 from service.records import function_stats, latency, throughput
+from service.records.tallies import Tallies
 from service.records.throughput import SPANS
 from service.store import keys
 from settings import Settings
-from tests.conftest import RunWorker, SmtpRecorder, status_of
+from tests.conftest import RunWorker, SmtpRecorder, free_port, status_of
+from tests.waiting import wait_until
 from tests.webhook_targets import HeldTarget, ServerFactory, hook_url, queue_webhook
 
 KINDS: tuple[throughput.Finished, ...] = ("c", "f")
@@ -27,6 +31,22 @@ async def _json(client: TestClient[Any, Any], path: str) -> dict[str, Any]:
     assert response.status == 200, await response.text()
     body: dict[str, Any] = await response.json()
     return body
+
+
+async def _written(client: TestClient[Any, Any], completed: int, failed: int) -> None:
+    """Wait for the worker's once-a-second write of the graphs' counts (records.tallies)."""
+
+    async def counted() -> bool:
+        body = await _json(client, "/stats/throughput?range=30d")
+        return (sum(body["completed"]), sum(body["failed"])) == (completed, failed)
+
+    await wait_until(counted, within=15)
+
+
+async def _count(redis: ArqRedis, finished_ms: int, kind: throughput.Finished) -> None:
+    tallies = Tallies()
+    tallies.ended(finished_ms, kind, function_stats.failure("log_event", finished_ms))
+    assert await tallies.flush(redis)
 
 
 async def test_a_worker_counts_finished_jobs_per_second_minute_and_hour(
@@ -41,6 +61,7 @@ async def test_a_worker_counts_finished_jobs_per_second_minute_and_hour(
     smtp_server.replies = ["451 4.3.0 try again later"]  # one retry, then sent
     await enqueue(redis, "send_email", EMAIL)
     await run_worker()
+    await _written(client, 6, 1)
 
     for span, (step, points) in SPANS.items():
         body = await _json(client, f"/stats/throughput?range={span}")
@@ -72,6 +93,7 @@ async def test_each_function_has_its_jobs_failure_rate_and_latencies_for_the_las
     smtp_server.replies = ["451 4.3.0 try again later"]
     await enqueue(redis, "send_email", EMAIL)
     await run_worker()
+    await _written(client, 5, 1)
 
     body = await _json(client, "/stats/functions")
     assert body["window"] == 3600
@@ -108,6 +130,7 @@ async def test_a_job_past_its_time_limit_counts_as_failed(
         target.release.set()
 
     assert (await status_of(client, task_id))["status"] == "FAILURE"
+    await _written(client, 0, 1)
     for span in SPANS:
         body = await _json(client, f"/stats/throughput?range={span}")
         assert (sum(body["completed"]), sum(body["failed"])) == (0, 1), span
@@ -124,10 +147,10 @@ async def test_series_put_each_count_in_its_step_and_drop_what_is_out_of_range(
 ) -> None:
     now = 1_780_000_000.5  # a fixed clock: the series are read "as of" it
     now_ms = int(now * 1000)
-    await throughput.count(redis, now_ms, "c")
-    await throughput.count(redis, now_ms - 10_000, "f")  # 10 s ago
-    await throughput.count(redis, now_ms - 3 * 3600_000, "c")  # 3 hours ago
-    await throughput.count(redis, now_ms - 10 * 86_400_000, "c")  # 10 days ago
+    await _count(redis, now_ms, "c")
+    await _count(redis, now_ms - 10_000, "f")  # 10 s ago
+    await _count(redis, now_ms - 3 * 3600_000, "c")  # 3 hours ago
+    await _count(redis, now_ms - 10 * 86_400_000, "c")  # 10 days ago
 
     live = await throughput.series(redis, "5m", now)
     assert live.start == int(now) - 299
@@ -152,8 +175,28 @@ async def test_series_put_each_count_in_its_step_and_drop_what_is_out_of_range(
     assert sum(month.completed) == 3
 
 
+async def test_counts_redis_refused_are_written_with_the_next_flush(redis: ArqRedis) -> None:
+    tallies = Tallies()
+    sample = function_stats.sample("log_event", "success", 1_780_000_000_000, 0.01, 0.02)
+    tallies.ended(1_780_000_000_000, "c", sample)
+    unreachable = ArqRedis(port=free_port(), socket_connect_timeout=0.5)
+    try:
+        with pytest.raises(RedisConnectionError):
+            await tallies.flush(unreachable)
+    finally:
+        await unreachable.aclose()
+    assert len(tallies) == 3 + 3
+    tallies.ended(1_780_000_000_000, "c", sample)
+    assert await tallies.flush(redis)
+    assert not await tallies.flush(redis)  # nothing left
+    live = await throughput.series(redis, "5m", 1_780_000_000)
+    assert live.completed[-1] == 2
+    (stats,) = await function_stats.last_hour(redis, ["log_event"], 1_780_000_000)
+    assert (stats.succeeded, sum(stats.durations.values()), sum(stats.waits.values())) == (2, 2, 2)
+
+
 async def test_counters_expire_once_no_graph_shows_them(redis: ArqRedis) -> None:
-    await throughput.count(redis, 1_780_000_000_000, "c")
+    await _count(redis, 1_780_000_000_000, "c")
     where = throughput.tally(1_780_000_000_000, "c")
     ttls = [await redis.ttl(key) for key in where.keys]
     assert 300 < ttls[0] <= throughput.SECONDS_TTL

@@ -1,23 +1,21 @@
 """The tracking wrapper's two writes on every attempt, each as one Lua call.
 
 Every attempt writes about twenty small commands: its start (lock, status hash, running set,
-live event) and its end (history, status hash, day counters, graph counters, recent list, live
-event). As commands they cost the worker more CPU than the no-op job itself (each is built,
-encoded and answered separately); as one script call each, the work moves to Redis, which does
-it in microseconds. Every way an attempt ends (success, failure, retry, cancel, interruption)
-goes through the one end script, with what it writes chosen by its arguments; the keys are
-passed in, so the key layout stays in service.store.keys.
+live event) and its end (history, status hash, day counters, recent list, live event). As
+commands they cost the worker more CPU than the no-op job itself (each is built, encoded and
+answered separately); as one script call each, the work moves to Redis, which does it in
+microseconds. Every way an attempt ends (success, failure, retry, cancel, interruption) goes
+through the one end script, with what it writes chosen by its arguments; the keys are passed
+in, so the key layout stays in service.store.keys.
 """
 
 from __future__ import annotations
 
-from string import Template
 from typing import Any
 
 from redis.asyncio import Redis
 
 from service.engine.arq_api import in_progress_key_prefix
-from service.records import function_stats, throughput
 from service.records.stats import STATS_TTL_SECONDS
 from service.store import keys
 from service.store.scripts import LuaScript
@@ -38,21 +36,18 @@ return previous
 """)
 
 # KEYS: attempts, meta, expected-dead-letters hash, day stats, recent list, last-run hash,
-# running set, events channel, then the throughput hashes of the second, minute and hour
-# (service.records.throughput) and the function's minute hash (service.records.function_stats).
+# running set, events channel.
 # ARGV: attempt entry, attempts kept, ttl, job id, stats field or '', stats ttl, recent kept,
 # function or '' (the job is not finished: no recent list, no last run), '1' or '' (file the
-# job as failed if this attempt is lost: keep the expected entry), status event or '', the
-# three throughput fields or '' (not counted), the function's outcome, duration and wait
-# fields or '' (not sampled), then meta field/value pairs.
-_END = LuaScript(
-    Template("""
+# job as failed if this attempt is lost: keep the expected entry), status event or '', then
+# meta field/value pairs.
+_END = LuaScript("""
 redis.call('RPUSH', KEYS[1], ARGV[1])
 redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('HDEL', KEYS[2], 'open_attempt')
 if ARGV[9] == '' then redis.call('HDEL', KEYS[3], ARGV[4]) end
-if #ARGV > 16 then redis.call('HSET', KEYS[2], unpack(ARGV, 17)) end
+if #ARGV > 10 then redis.call('HSET', KEYS[2], unpack(ARGV, 11)) end
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 if ARGV[5] ~= '' then
   redis.call('HINCRBY', KEYS[4], ARGV[5], 1)
@@ -63,30 +58,12 @@ if ARGV[8] ~= '' then
   redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[7]) - 1)
   redis.call('HSET', KEYS[6], ARGV[8], ARGV[4])
 end
-if ARGV[11] ~= '' then
-  for i, ttl in ipairs({$seconds_ttl, $minutes_ttl, $hours_ttl}) do
-    if redis.call('HINCRBY', KEYS[8 + i], ARGV[10 + i], 1) == 1 then
-      redis.call('EXPIRE', KEYS[8 + i], ttl)  -- a new field: the hash may be new too
-    end
-  end
-end
-if ARGV[14] ~= '' then
-  local new = false
-  for i = 14, 16 do new = redis.call('HINCRBY', KEYS[12], ARGV[i], 1) == 1 or new end
-  if new then redis.call('EXPIRE', KEYS[12], $function_ttl) end
-end
 if ARGV[10] ~= '' then
   redis.call('ZREM', KEYS[7], ARGV[4])
   redis.call('PUBLISH', KEYS[8], ARGV[10])
 end
 return 1
-""").substitute(
-        seconds_ttl=throughput.SECONDS_TTL,
-        minutes_ttl=throughput.MINUTES_TTL,
-        hours_ttl=throughput.HOURS_TTL,
-        function_ttl=function_stats.TTL,
-    )
-)
+""")
 
 
 async def record_start(
@@ -130,15 +107,11 @@ async def record_end(
     finished_function: str,
     keep_expected: bool,
     status_event: str,
-    tally: throughput.Tally,
-    sample: function_stats.Sample,
 ) -> None:
     """Close an attempt: history entry, status fields, and as asked the day's counter
     (``stats_field``), the recent list and last run (``finished_function``: the job is done),
-    the expected failed-jobs entry (dropped unless ``keep_expected``), the job leaving the
-    running set with ``status_event``, the job counted in the throughput graphs (``tally``)
-    and the attempt in its function's last-hour figures (``sample``), each unless its fields
-    are empty."""
+    the expected failed-jobs entry (dropped unless ``keep_expected``), and the job leaving the
+    running set with ``status_event``."""
     script_keys = [
         keys.job_attempts(job_id),
         keys.job_meta(job_id),
@@ -148,12 +121,9 @@ async def record_end(
         keys.last_run(),
         keys.running(),
         keys.job_events(job_id),
-        *tally.keys,
-        sample.key,
     ]
     args: list[Any] = [entry, keep, ttl, job_id, stats_field, STATS_TTL_SECONDS, recent_keep]
     args += [finished_function, "1" if keep_expected else "", status_event]
-    args += (*tally.fields, sample.outcome, sample.duration, sample.wait)
     for field, value in meta.items():
         args += [field, value]
     await _END.run(redis, script_keys, args)

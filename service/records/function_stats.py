@@ -1,7 +1,7 @@
 """Per function, the last hour: jobs finished, failure rate, duration and queue-wait percentiles.
 
 Each attempt that ends with an outcome (success, failure, retry) adds to its function's hash of
-the minute (the attempt's script call writes it, service.records.attempt_scripts): its
+the minute (gathered in the worker and written once a second, service.records.tallies): its
 outcome's count (``s``, ``f``, ``r``), and the latency buckets (service.records.latency) of its
 run time (``d<bucket>``) and of its wait in the queue from when it was due to its start
 (``w<bucket>``). A hash expires after a little over an hour, and its size depends on the spread
@@ -31,7 +31,7 @@ _LETTER: dict[Outcome, str] = {"success": "s", "failure": "f", "retry": "r"}
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """The hash and fields one attempt adds one to; empty fields: not sampled."""
+    """The hash and fields one attempt adds one to; empty latency fields: not timed."""
 
     key: str
     outcome: str
@@ -39,25 +39,21 @@ class Sample:
     wait: str
 
 
-def sample(
-    function: str, outcome: Outcome | None, ended_ms: int, run: float, wait: float
-) -> Sample:
+def sample(function: str, outcome: Outcome, ended_ms: int, run: float, wait: float) -> Sample:
     """Where an attempt of ``function`` that ran ``run`` seconds after waiting ``wait`` is
-    counted (``outcome`` None: it is not, an attempt cut short says nothing of the function)."""
-    key = _key(function, ended_ms // 60_000)
-    if outcome is None:
-        return Sample(key, "", "", "")
-    return Sample(key, _LETTER[outcome], f"d{latency.bucket(run)}", f"w{latency.bucket(wait)}")
+    counted."""
+    return Sample(
+        _key(function, ended_ms // 60_000),
+        _LETTER[outcome],
+        f"d{latency.bucket(run)}",
+        f"w{latency.bucket(wait)}",
+    )
 
 
-async def count_failure(redis: Redis, function: str, ended_ms: int) -> None:
-    """Count a failure outside the attempt's script (one arq decided: a time limit); its run
-    time is the limit's, not a measure of the function, so no latency is sampled."""
-    key = _key(function, ended_ms // 60_000)
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.hincrby(key, _LETTER["failure"], 1)
-        pipe.expire(key, TTL)
-        await pipe.execute()
+def failure(function: str, ended_ms: int) -> Sample:
+    """A failure arq decided (a time limit): counted, but its run time is the limit's, not a
+    measure of the function, so no latency is sampled."""
+    return Sample(_key(function, ended_ms // 60_000), _LETTER["failure"], "", "")
 
 
 @functools.lru_cache(maxsize=64)

@@ -1,7 +1,7 @@
 """Jobs finished per second, minute and hour: compact counters for the overview's graphs.
 
-Each job that finishes adds one to three small hashes (service.records.attempt_scripts does
-it in the script call that closes the attempt: no round trip of its own): the second's field
+Each job that finishes adds one to three small hashes (gathered in the worker's memory and
+written once a second, service.records.tallies: no round trip per job): the second's field
 of its minute's hash, the minute's field of its hour's hash, the hour's field of its UTC day's
 hash; ``c`` fields count completed jobs, ``f`` fields jobs that failed for good. Every hash
 expires once no graph reads it, so the memory is bounded whatever the traffic: at most 120
@@ -64,17 +64,6 @@ def _tally(second: int, kind: Finished | None) -> Tally:
         ),
         fields,
     )
-
-
-async def count(redis: Redis, finished_ms: int, kind: Finished) -> None:
-    """Count one job outside the attempt's script (a failure arq decided: a time limit)."""
-    where = tally(finished_ms, kind)
-    ttls = (SECONDS_TTL, MINUTES_TTL, HOURS_TTL)
-    async with redis.pipeline(transaction=False) as pipe:
-        for key, field, ttl in zip(where.keys, where.fields, ttls, strict=True):
-            pipe.hincrby(key, field, 1)
-            pipe.expire(key, ttl)
-        await pipe.execute()
 
 
 @dataclass(frozen=True, slots=True)

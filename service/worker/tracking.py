@@ -212,15 +212,16 @@ async def _close(
         # an interrupted last attempt may still be failed by arq: its expected entry stays
         keep_expected=outcome == "interrupted",
         status_event="" if status is None else events.encode("status", status),
-        tally=throughput.tally(finished, graphed[0] if graphed else None),
-        sample=function_stats.sample(
+    )
+    if graphed is not None:  # counted in memory, written once a second (records.tallies)
+        sample = function_stats.sample(
             this.name,
-            graphed[1] if graphed else None,
+            graphed[1],
             finished,
             run=time.perf_counter() - this.clock,
             wait=max(0, this.started_at - ctx["score"]) / 1000,
-        ),
-    )
+        )
+        ctx["tallies"].ended(finished, graphed[0], sample)
     return finished
 
 
@@ -388,8 +389,8 @@ async def _record_arq_failure(ctx: JobContext, registry: Registry) -> None:
         await attempts.relabel_last(redis, job_id, "timeout", reason)
     await _write_meta(ctx, finished_at=now_ms(), outcome="failure", last_error=reason)
     await stats.count_today(redis, settings.timezone, **{f"job:{name}:failure": 1})
-    await throughput.count(redis, now_ms(), "f")
-    await function_stats.count_failure(redis, name, now_ms())
+    failed_at = now_ms()
+    ctx["tallies"].ended(failed_at, "f", function_stats.failure(name, failed_at))
     kept = arguments.bounded(args, kwargs, settings.dead_letter_max_argument_bytes)
     failed = failed_jobs.DeadJob(
         job_id=job_id,
