@@ -45,7 +45,7 @@ async def _written(client: TestClient[Any, Any], completed: int, failed: int) ->
 
 async def _count(redis: ArqRedis, finished_ms: int, kind: throughput.Finished) -> None:
     tallies = Tallies()
-    tallies.ended(finished_ms, kind, function_stats.failure("log_event", finished_ms))
+    tallies.ended(finished_ms, kind, "log_event", "success", None, None)
     assert await tallies.flush(redis)
 
 
@@ -177,16 +177,15 @@ async def test_series_put_each_count_in_its_step_and_drop_what_is_out_of_range(
 
 async def test_counts_redis_refused_are_written_with_the_next_flush(redis: ArqRedis) -> None:
     tallies = Tallies()
-    sample = function_stats.sample("log_event", "success", 1_780_000_000_000, 0.01, 0.02)
-    tallies.ended(1_780_000_000_000, "c", sample)
+    tallies.ended(1_780_000_000_000, "c", "log_event", "success", 0.01, 0.02)
     unreachable = ArqRedis(port=free_port(), socket_connect_timeout=0.5)
     try:
         with pytest.raises(RedisConnectionError):
             await tallies.flush(unreachable)
     finally:
         await unreachable.aclose()
-    assert len(tallies) == 3 + 3
-    tallies.ended(1_780_000_000_000, "c", sample)
+    assert len(tallies) == 3 + 3  # refused: three throughput fields, three of the function's
+    tallies.ended(1_780_000_000_000, "c", "log_event", "success", 0.01, 0.02)
     assert await tallies.flush(redis)
     assert not await tallies.flush(redis)  # nothing left
     live = await throughput.series(redis, "5m", 1_780_000_000)
@@ -254,16 +253,19 @@ async def test_a_day_of_counters_takes_a_few_kilobytes(redis: ArqRedis) -> None:
 async def test_a_function_minute_takes_a_few_hundred_bytes(redis: ArqRedis) -> None:
     """One busy function's minute: every outcome, and its latencies spread over 5 to 500 ms
     (13 buckets each) and a queue wait from 1 ms to 1 s (40 buckets)."""
-    async with redis.pipeline(transaction=False) as pipe:
-        for n in range(10_000):
-            run, wait = 0.005 * 100 ** (n % 97 / 96), 0.001 * 1000 ** (n % 89 / 88)
-            outcome: function_stats.Outcome = ("success", "failure", "retry")[n % 3]
-            sample = function_stats.sample("send_email", outcome, 1_780_000_000_000, run, wait)
-            for field in (sample.outcome, sample.duration, sample.wait):
-                pipe.hincrby(sample.key, field, 1)
-        await pipe.execute()
-    assert await redis.object("ENCODING", sample.key) == b"listpack"
-    used = await redis.memory_usage(sample.key, samples=0)
-    fields = await redis.hlen(sample.key)  # type: ignore[misc]
+    tallies = Tallies()
+    outcomes: tuple[function_stats.Outcome, ...] = ("success", "failure", "retry")
+    for n in range(10_000):
+        run, wait = 0.005 * 100 ** (n % 97 / 96), 0.001 * 1000 ** (n % 89 / 88)
+        tallies.ended(1_780_000_000_000, None, "send_email", outcomes[n % 3], run, wait)
+    assert await tallies.flush(redis)
+    key = keys.function_minute("send_email", 1_780_000_000_000 // 60_000)
+    assert await redis.object("ENCODING", key) == b"listpack"
+    used = await redis.memory_usage(key, samples=0)
+    fields = await redis.hlen(key)  # type: ignore[misc]
     print(f"\none function's minute: {used} bytes, {fields} fields")
     assert used < 2_000
+    (stats,) = await function_stats.last_hour(redis, ["send_email"], 1_780_000_000)
+    assert (stats.succeeded, stats.failed, stats.retried) == (3334, 3333, 3333)
+    assert stats.duration_p50 is not None
+    assert abs(stats.duration_p50 / 0.05 - 1) < 0.15  # the median run: 5 ms x 100^(1/2)

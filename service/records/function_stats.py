@@ -10,7 +10,6 @@ of the function's latencies (a few buckets each, usually), never on the traffic.
 
 from __future__ import annotations
 
-import functools
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -26,40 +25,7 @@ from service.store.scripts import LuaScript
 TTL = 3600 + 120  # the last hour, and the minute it starts in
 WINDOW_MINUTES = 60
 Outcome = Literal["success", "failure", "retry"]
-_LETTER: dict[Outcome, str] = {"success": "s", "failure": "f", "retry": "r"}
-
-
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """The hash and fields one attempt adds one to; empty latency fields: not timed."""
-
-    key: str
-    outcome: str
-    duration: str
-    wait: str
-
-
-def sample(function: str, outcome: Outcome, ended_ms: int, run: float, wait: float) -> Sample:
-    """Where an attempt of ``function`` that ran ``run`` seconds after waiting ``wait`` is
-    counted."""
-    return Sample(
-        _key(function, ended_ms // 60_000),
-        _LETTER[outcome],
-        f"d{latency.bucket(run)}",
-        f"w{latency.bucket(wait)}",
-    )
-
-
-def failure(function: str, ended_ms: int) -> Sample:
-    """A failure arq decided (a time limit): counted, but its run time is the limit's, not a
-    measure of the function, so no latency is sampled."""
-    return Sample(_key(function, ended_ms // 60_000), _LETTER["failure"], "", "")
-
-
-@functools.lru_cache(maxsize=64)
-def _key(function: str, minute: int) -> str:
-    """Cached: a function's attempts in one minute share their key."""
-    return keys.function_minute(function, minute)
+LETTERS: dict[Outcome, str] = {"success": "s", "failure": "f", "retry": "r"}
 
 
 @dataclass(slots=True)

@@ -214,14 +214,9 @@ async def _close(
         status_event="" if status is None else events.encode("status", status),
     )
     if graphed is not None:  # counted in memory, written once a second (records.tallies)
-        sample = function_stats.sample(
-            this.name,
-            graphed[1],
-            finished,
-            run=time.perf_counter() - this.clock,
-            wait=max(0, this.started_at - ctx["score"]) / 1000,
-        )
-        ctx["tallies"].ended(finished, graphed[0], sample)
+        run = time.perf_counter() - this.clock
+        wait = max(0, this.started_at - ctx["score"]) / 1000
+        ctx["tallies"].ended(finished, graphed[0], this.name, graphed[1], run, wait)
     return finished
 
 
@@ -389,8 +384,8 @@ async def _record_arq_failure(ctx: JobContext, registry: Registry) -> None:
         await attempts.relabel_last(redis, job_id, "timeout", reason)
     await _write_meta(ctx, finished_at=now_ms(), outcome="failure", last_error=reason)
     await stats.count_today(redis, settings.timezone, **{f"job:{name}:failure": 1})
-    failed_at = now_ms()
-    ctx["tallies"].ended(failed_at, "f", function_stats.failure(name, failed_at))
+    # its run time is the limit's, not a measure of the function: counted, not timed
+    ctx["tallies"].ended(now_ms(), "f", name, "failure", None, None)
     kept = arguments.bounded(args, kwargs, settings.dead_letter_max_argument_bytes)
     failed = failed_jobs.DeadJob(
         job_id=job_id,
