@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from email.utils import parsedate_to_datetime
 from typing import Annotated, Any
@@ -12,6 +13,7 @@ from pydantic import AfterValidator, StringConstraints, ValidationInfo
 from yarl import URL
 
 from jobs.webhook_guard import TargetRefusedError, url_refusal
+from jobs.webhook_signing import signature_headers
 from service.runtime import (
     Job,
     JobContext,
@@ -47,7 +49,8 @@ async def deliver_webhook(
 
     2xx succeeds; 5xx, 429 and network errors are retried; 3xx and other 4xx fail. The
     ``Idempotency-Key`` header is the job id, the same on every attempt, so a receiver can drop
-    repeats of a delivery it already handled.
+    repeats of a delivery it already handled; with WEBHOOK_SIGNING_SECRET set the request is
+    signed too (jobs/webhook_signing.py).
     """
     settings = ctx["settings"]
     refusal = url_refusal(url, settings.webhook_allowed_hosts)
@@ -57,11 +60,17 @@ async def deliver_webhook(
     client_timeout = aiohttp.ClientTimeout(
         total=timeout, connect=min(5.0, timeout), sock_read=timeout
     )
-    headers = {"Idempotency-Key": ctx["job_id"], "User-Agent": "jobservice-webhooks/1"}
+    body = json.dumps(payload)  # the exact text signed is the text sent
+    headers = {
+        "Idempotency-Key": ctx["job_id"],
+        "User-Agent": "jobservice-webhooks/1",
+        "Content-Type": "application/json",
+        **signature_headers(settings.webhook_signing_secret, ctx["job_id"], body, time.time()),
+    }
     started = time.perf_counter()
     try:
         async with ctx["http"].post(
-            url, json=payload, headers=headers, timeout=client_timeout, allow_redirects=False
+            url, data=body.encode(), headers=headers, timeout=client_timeout, allow_redirects=False
         ) as response:
             status = response.status
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
