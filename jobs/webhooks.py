@@ -13,6 +13,7 @@ from pydantic import AfterValidator, StringConstraints, ValidationInfo
 from yarl import URL
 
 from jobs.webhook_guard import TargetRefusedError, url_refusal
+from jobs.webhook_ledger import delivery_record, read_head
 from jobs.webhook_signing import signature_headers
 from service.runtime import (
     Job,
@@ -50,7 +51,8 @@ async def deliver_webhook(
     2xx succeeds; 5xx, 429 and network errors are retried; 3xx and other 4xx fail. The
     ``Idempotency-Key`` header is the job id, the same on every attempt, so a receiver can drop
     repeats of a delivery it already handled; with WEBHOOK_SIGNING_SECRET set the request is
-    signed too (jobs/webhook_signing.py).
+    signed too (jobs/webhook_signing.py). What came back goes to the attempt's ledger entry
+    (jobs/webhook_ledger.py).
     """
     settings = ctx["settings"]
     refusal = url_refusal(url, settings.webhook_allowed_hosts)
@@ -74,10 +76,11 @@ async def deliver_webhook(
         ) as response:
             status = response.status
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            await response.content.read(MAX_RESPONSE_READ)
+            head, cut = await read_head(response.content, MAX_RESPONSE_READ)
     except TargetRefusedError as exc:  # raised by the connector's GuardedResolver
         raise PermanentError(f"webhook target refused: {exc}") from None
     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+        ctx["delivery"] = delivery_record(status=None, duration_ms=_since(started))
         # aiohttp's text names the address; the log gets it (raised from), the client a reason
         if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
             reason = "timed out"
@@ -91,7 +94,10 @@ async def deliver_webhook(
     except aiohttp.ClientError as exc:
         raise PermanentError(f"webhook request failed: {exc}") from exc
 
-    elapsed_ms = round((time.perf_counter() - started) * 1000)
+    elapsed_ms = _since(started)
+    ctx["delivery"] = delivery_record(
+        status=status, duration_ms=elapsed_ms, headers=response.headers, head=head, cut=cut
+    )
     if status == 429 or status >= 500:
         raise TransientError(f"webhook answered {status}", retry_after=retry_after)
     if status >= 400:
@@ -99,6 +105,10 @@ async def deliver_webhook(
     if status >= 300:
         raise PermanentError(f"webhook answered {status}: redirects are not followed")
     return {"status": status, "attempts": ctx["job_try"], "elapsed_ms": elapsed_ms}
+
+
+def _since(started: float) -> int:
+    return round((time.perf_counter() - started) * 1000)
 
 
 def _webhook_url(value: str, info: ValidationInfo) -> str:

@@ -8,7 +8,7 @@ attempt, so the history has no holes even after a SIGKILL.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 from redis.asyncio import Redis
 
@@ -29,6 +29,8 @@ class Attempt(TypedDict):
     duration_ms: int | None
     outcome: Outcome
     error: str | None
+    # what the attempt's delivery got back, when the job tells (a webhook's ledger entry)
+    delivery: NotRequired[dict[str, Any]]
 
 
 def make_attempt(
@@ -39,9 +41,10 @@ def make_attempt(
     finished_at: int | None,
     outcome: Outcome,
     error: str | None = None,
+    delivery: dict[str, Any] | None = None,
 ) -> Attempt:
     duration = None if finished_at is None else max(finished_at - started_at, 0)
-    return Attempt(
+    entry = Attempt(
         run=run,
         attempt=attempt,
         started_at=started_at,
@@ -50,6 +53,9 @@ def make_attempt(
         outcome=outcome,
         error=error or None,
     )
+    if delivery is not None:
+        entry["delivery"] = delivery
+    return entry
 
 
 def encode(attempt: Attempt) -> str:

@@ -22,7 +22,15 @@ from arq import Retry
 
 from service.engine.arq_api import result_key_prefix
 from service.observability.masking import mask_text
-from service.records import arguments, attempt_scripts, attempts, events, failed_jobs, stats
+from service.records import (
+    arguments,
+    attempt_scripts,
+    attempts,
+    deliveries,
+    events,
+    failed_jobs,
+    stats,
+)
 from service.records.attempts import Outcome
 from service.records.progress import Progress
 from service.records.status import time_limit_reason
@@ -165,6 +173,7 @@ async def _close(
     ``meta``; the day's count for ``outcome`` if ``counted``; ``status`` told to live viewers
     as the job leaves the running set. Returns when the attempt finished (ms)."""
     settings, finished = ctx["settings"], now_ms()
+    delivery = ctx.pop("delivery", None)  # the job's ledger entry for this attempt, if any
     entry = attempts.make_attempt(
         run=this.run,
         attempt=this.attempt,
@@ -172,6 +181,7 @@ async def _close(
         finished_at=finished,
         outcome=outcome,
         error=error,
+        delivery=None if delivery is None else deliveries.stored_delivery(delivery),
     )
     done = outcome in ("success", "failure")  # counted among the recent and last runs
     ended = done or outcome == "cancelled"  # the job will not run again
@@ -277,6 +287,7 @@ def tracked(job: Job) -> JobFunction:
         tries = job.retry.tries(settings)
         ctx["lease"] = lease_seconds(job, settings)
         ctx["progress"] = Progress(ctx["redis"], ctx["job_id"], settings.job_result_ttl)
+        ctx.pop("delivery", None)  # each attempt tells its own
         ctx["arguments"] = (args, kwargs)  # for after_job: arq's result keeps none
         attempt = ctx["job_try"]
         this = await _start(ctx, name, args, kwargs, last=attempt >= tries)
