@@ -133,6 +133,9 @@ class Settings(BaseSettings):
     # what a failed job's entry keeps of its arguments (failed-jobs list): larger ones are
     # cut to this size, and such a failed job cannot be retried (service/records/arguments.py)
     dead_letter_max_argument_bytes: int = Field(4096, ge=256, le=MiB)
+    # what a finished replayable job (deliver_webhook) keeps of its arguments so that POST
+    # /jobs/{id}/replay can send it again; larger ones are not kept (no replay); 0: none kept
+    replay_max_argument_bytes: int = Field(16 * 1024, ge=0, le=64 * MiB)
     job_history_max: int = Field(50, ge=1)
     email_job_timeout: float = Field(60, gt=0)
     webhook_job_timeout: float = Field(30, gt=0)

@@ -137,4 +137,5 @@ JOB = Job(
     time_limit=lambda settings: settings.webhook_job_timeout,
     api=True,
     max_payload=lambda settings: settings.webhook_max_payload_bytes,
+    replayable=True,
 )

@@ -256,3 +256,12 @@ async def test_a_webhooks_job_page_shows_its_delivery_ledger(
     await expect(ledger.nth(1).locator("[data-field=body]")).to_have_text("<b>thanks</b>")
     assert "receiver-secret-1" not in await page.content()
     await screenshot(page, "job-webhook-ledger")
+
+    answers.append((200, "again"))
+    await page.click("button:has-text('Replay')")  # the confirm dialog is accepted
+    await expect(page).to_have_url(re.compile(r"/dashboard/jobs/[0-9a-f]{32}$"))
+    assert job_id not in page.url
+    await expect(page.locator("[data-field=replay-of]")).to_have_text(job_id)
+    await expect(page.locator(".status-line [data-field=status]")).to_have_text("SUCCESS")
+    await page.click("[data-field=replay-of]")
+    await expect(page.locator("[data-field=replays] a")).to_have_count(1)

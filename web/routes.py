@@ -34,6 +34,7 @@ def setup_routes(app: web.Application) -> None:
             web.get("/jobs/{job_id}/events", live.job_events),
             web.get("/jobs/failed", job_control.list_failed),
             web.post("/jobs/{task_id}/retry", job_control.retry_failed),
+            web.post("/jobs/{task_id}/replay", job_control.replay_job),
             web.delete("/jobs/{task_id}", job_control.cancel),
             web.get("/metrics", views.metrics),
             # dashboard: HTML pages and form actions (web/dashboard.py, web/templates/)
@@ -49,6 +50,7 @@ def setup_routes(app: web.Application) -> None:
             web.get("/dashboard/mail", dashboard.mail_page),
             web.post("/dashboard/crons/{name}/run", dashboard.run_cron_now),
             web.post("/dashboard/jobs/{job_id}/retry", dashboard.retry_job),
+            web.post("/dashboard/jobs/{job_id}/replay", dashboard.replay_job),
             web.post("/dashboard/jobs/{job_id}/delete", dashboard.delete_job),
             web.post("/dashboard/jobs/{job_id}/cancel", dashboard.cancel_job),
             web.static("/dashboard/static", STATIC_DIR),

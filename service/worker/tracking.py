@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -29,6 +30,7 @@ from service.records import (
     deliveries,
     events,
     failed_jobs,
+    replays,
     stats,
 )
 from service.records.attempts import Outcome
@@ -111,6 +113,8 @@ class _Run:
     started_at: int
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
+    # a replayable job's arguments as its tracking hash keeps them once it has finished
+    kept_for_replay: str | None = None
 
 
 async def _start(
@@ -213,6 +217,8 @@ async def _finish(
     The tracking hash keeps what the dashboard shows of a finished job (arq's result keeps no
     arguments): a masked, bounded copy of them, and the id of the request that queued it."""
     meta: dict[str, str | int] = {"outcome": outcome, "last_error": error, **_shown(ctx, this)}
+    if this.kept_for_replay is not None:  # written with the rest: no extra round trip
+        meta[replays.KEPT_FIELD] = this.kept_for_replay
     if outcome == "success":  # announced last, once everything else is readable
         done = {"status": "SUCCESS", "result": result}
         await _close(ctx, this, outcome, error, status=done, counted=True, meta=meta)
@@ -291,6 +297,9 @@ def tracked(job: Job) -> JobFunction:
         ctx["arguments"] = (args, kwargs)  # for after_job: arq's result keeps none
         attempt = ctx["job_try"]
         this = await _start(ctx, name, args, kwargs, last=attempt >= tries)
+        if job.replayable:
+            kept = replays.kept_arguments(kwargs, settings.replay_max_argument_bytes)
+            this = dataclasses.replace(this, kept_for_replay=kept)
         try:
             try:
                 result = await fn(ctx, *args, **kwargs)
