@@ -10,6 +10,7 @@ records, written in the round trip that closes the attempt.
 
 from __future__ import annotations
 
+import codecs
 from typing import Any
 
 import aiohttp
@@ -21,7 +22,6 @@ LEDGER_HEADERS = (
     "content-length",
     "retry-after",
     "location",
-    "www-authenticate",
     "x-request-id",
 )
 
@@ -62,6 +62,7 @@ def delivery_record(
         "status": status,
         "duration_ms": duration_ms,
         "headers": kept,
-        "body": head.decode("utf-8", errors="replace"),
+        # a character cut at BODY_KEPT is left out rather than shown as U+FFFD
+        "body": codecs.getincrementaldecoder("utf-8")("replace").decode(head, final=False),
         "body_truncated": cut,
     }

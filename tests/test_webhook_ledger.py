@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient
 from arq.connections import ArqRedis
 from pytest_aiohttp import AiohttpServer
 
+from jobs.webhook_ledger import delivery_record
 from service.observability.masking import MASK
 from service.records.deliveries import mask_body
 from service.store import keys
@@ -163,3 +164,8 @@ def test_a_cut_json_body_still_has_its_secrets_masked() -> None:
     assert "abcdef012345" not in masked
     assert "hunt" not in masked
     assert '"ok": false' in masked
+
+
+def test_a_character_cut_at_the_kibibyte_is_left_out() -> None:
+    head = ("x" * 1023 + "é").encode()[:1024]  # é's second byte is past the cut
+    assert delivery_record(status=200, duration_ms=1, head=head, cut=True)["body"] == "x" * 1023

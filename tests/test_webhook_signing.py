@@ -144,7 +144,12 @@ def test_two_keys_are_read_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
     assert NEW_KEY not in repr(load_settings())
 
 
-def test_the_web_app_does_not_start_with_a_bad_secret(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "command",
+    [[sys.executable, "-m", "web"], [sys.executable, "-m", "arq", "service.WorkerSettings"]],
+    ids=["web", "worker"],
+)
+def test_neither_process_starts_with_a_bad_secret(tmp_path: Path, command: list[str]) -> None:
     env = {
         **os.environ,
         "WEBHOOK_SIGNING_SECRET": "whsec_tooshort",
@@ -152,7 +157,7 @@ def test_the_web_app_does_not_start_with_a_bad_secret(tmp_path: Path) -> None:
         "DATA_DIR": str(tmp_path),
     }
     done = subprocess.run(
-        [sys.executable, "-m", "web"],
+        command,
         env=env,
         capture_output=True,
         text=True,
@@ -162,4 +167,5 @@ def test_the_web_app_does_not_start_with_a_bad_secret(tmp_path: Path) -> None:
     )
     assert done.returncode != 0
     assert "WEBHOOK_SIGNING_SECRET" in done.stderr
+    assert "the key must be 24 to 64 bytes" in done.stderr
     assert "tooshort" not in done.stderr
