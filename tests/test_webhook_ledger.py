@@ -17,7 +17,8 @@ from pytest_aiohttp import AiohttpServer
 
 from jobs.webhook_ledger import delivery_record
 from service.observability.masking import MASK
-from service.records.deliveries import mask_body
+from service.records import attempts
+from service.records.deliveries import BODY_MAX, mask_body, stored_delivery, stored_size
 from service.store import keys
 from settings import Settings
 from tests.conftest import RunWorker, status_of
@@ -169,3 +170,22 @@ def test_a_cut_json_body_still_has_its_secrets_masked() -> None:
 def test_a_character_cut_at_the_kibibyte_is_left_out() -> None:
     head = ("x" * 1023 + "é").encode()[:1024]  # é's second byte is past the cut
     assert delivery_record(status=200, duration_ms=1, head=head, cut=True)["body"] == "x" * 1023
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["x" * 1024, "é" * 700, "\x00" * 1024, '"' * 1024, "\ufffd" * 1024],
+    ids=["ascii", "accented", "control", "quotes", "binary-replaced"],
+)
+def test_no_body_makes_a_stored_entry_larger_than_its_cap(body: str) -> None:
+    delivery = delivery_record(status=200, duration_ms=1)
+    stored = stored_delivery({**delivery, "body": body})
+    entry = attempts.encode(
+        attempts.make_attempt(
+            run=1, attempt=1, started_at=0, finished_at=1, outcome="success", delivery=stored
+        )
+    )
+    assert stored_size(stored["body"]) <= BODY_MAX
+    assert len(entry.encode()) <= BODY_MAX + 400
+    assert body.startswith(stored["body"])
+    assert stored["body_truncated"] is (stored["body"] != body)

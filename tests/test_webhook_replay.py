@@ -13,7 +13,14 @@ from arq.connections import ArqRedis
 from pytest_aiohttp import AiohttpServer
 
 from settings import Settings
-from tests.conftest import ClientFactory, RunWorker, assert_refused, queued, status_of
+from tests.conftest import (
+    AUTH_HEADERS,
+    ClientFactory,
+    RunWorker,
+    assert_refused,
+    queued,
+    status_of,
+)
 from tests.dashboard_client import Dashboard
 from tests.webhook_targets import queue_webhook
 from web import create_app
@@ -185,3 +192,26 @@ async def test_the_dashboards_replay_button_needs_csrf_and_leads_to_the_new_job(
     event = (await (await client.post("/events", json={"event": "x"})).json())["task_id"]
     await run_worker()
     assert "/replay" not in await board.page(f"/dashboard/jobs/{event}")
+
+
+async def test_a_replay_counts_against_the_tokens_payload_quota(
+    aiohttp_client: ClientFactory,
+    redis: ArqRedis,
+    settings: Settings,
+    run_worker: RunWorker,
+    receiver: tuple[Receiver, str],
+) -> None:
+    target, url = receiver
+    tight = settings.model_copy(
+        update={"payload_quota_per_token": 65536, "replay_max_argument_bytes": 65536}
+    )
+    client = await aiohttp_client(create_app(tight), headers=AUTH_HEADERS)
+    original = await queue_webhook(client, url, {"blob": "x" * 40_000})  # ~40 KB of 64 KiB
+    await run_worker(tight)
+    assert len(target.received) == 1
+
+    response = await client.post(f"/jobs/{original}/replay")
+
+    await assert_refused(response, 429, "quota", redis, settings)
+    assert "Retry-After" in response.headers
+    assert "replays" not in await status_of(client, original)

@@ -9,14 +9,16 @@ from aiohttp import web
 
 from service.observability.masking import masked
 from service.queue.cancel import CancelOutcome, JobFinishedError, JobNotFoundError, cancel_job
-from service.queue.replay import NotReplayableError, replay
+from service.queue.replay import NotReplayableError, prepare, queue_replay
 from service.queue.retry import retry
 from service.records import failed_jobs
 from service.records.failed_jobs import ArgumentsCutError, DeadJob, NotFailedError
 from service.records.status import JOB_ID_PATTERN, task_status
 from service.records.times import iso_from_ms
+from web.auth import TOKEN_ID
 from web.errors import ApiError
 from web.keys import DECLARED, REDIS, REGISTRY, SETTINGS
+from web.ratelimit import RATE_LIMITS
 
 DEFAULT_PAGE = 20
 MAX_PAGE = 100
@@ -97,12 +99,14 @@ async def replay_or_refuse(request: web.Request, job_id: str) -> str:
     app = request.app
     replayable = [job.name for job in app[REGISTRY] if job.replayable]
     try:
-        return await replay(
-            app[REDIS], job_id, replayable=replayable, ttl=app[SETTINGS].job_result_ttl
-        )
+        replay = await prepare(app[REDIS], job_id, replayable=replayable)
     except NotReplayableError as exc:
         await _known_or_404(request, job_id)
         raise ApiError(409, str(exc)) from None
+    token_id = request.get(TOKEN_ID)
+    if token_id is not None:  # its payload goes back into Redis, like a new request's body
+        await app[RATE_LIMITS].check_payload(token_id, replay.size)
+    return await queue_replay(app[REDIS], replay, ttl=app[SETTINGS].job_result_ttl)
 
 
 async def cancel_or_refuse(request: web.Request, job_id: str) -> CancelOutcome:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
 
 from arq.connections import ArqRedis
 
@@ -34,16 +36,30 @@ def _refusal(found: replays.Original, replayable: Collection[str]) -> str | None
     return None
 
 
-async def replay(redis: ArqRedis, job_id: str, *, replayable: Collection[str], ttl: int) -> str:
-    """Queue ``job_id``'s function again with its kept arguments under a new id; that id.
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """What a replay of ``original_id`` will queue; ``size``: its arguments' bytes, which the
+    web app counts against the token's payload quota before queueing."""
 
-    Raises NotReplayableError when it is of another kind, not finished, or kept nothing.
-    """
+    original_id: str
+    function: str
+    kwargs: dict[str, Any]
+    size: int
+
+
+async def prepare(redis: ArqRedis, job_id: str, *, replayable: Collection[str]) -> Replay:
+    """What replaying ``job_id`` would queue; NotReplayableError when it is of another kind,
+    not finished, or kept nothing."""
     found = await replays.original(redis, job_id)
     refusal = _refusal(found, replayable)
     function, kwargs = found.function, found.kwargs
     if refusal is not None or function is None or kwargs is None:  # _refusal checks all three
         raise NotReplayableError(refusal or "nothing was kept to replay")
+    return Replay(job_id, function, kwargs, found.size)
+
+
+async def queue_replay(redis: ArqRedis, replay: Replay, *, ttl: int) -> str:
+    """Queue ``replay`` under a new id, linked to its original first; that id."""
     new_id = uuid.uuid4().hex
-    await replays.link(redis, job_id, new_id, ttl=ttl)
-    return await enqueue(redis, function, kwargs, job_id=new_id)
+    await replays.link(redis, replay.original_id, new_id, ttl=ttl)
+    return await enqueue(redis, replay.function, replay.kwargs, job_id=new_id)

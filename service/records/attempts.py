@@ -59,8 +59,9 @@ def make_attempt(
 
 
 def encode(attempt: Attempt) -> str:
-    """An attempt as stored in the history list."""
-    return json.dumps(attempt, separators=(",", ":"))
+    """An attempt as stored in the history list (UTF-8: a receiver's text in a ledger entry
+    costs its own size, not six bytes a character)."""
+    return json.dumps(attempt, separators=(",", ":"), ensure_ascii=False)
 
 
 async def record(redis: Redis, job_id: str, attempt: Attempt, *, keep: int, ttl: int) -> None:
@@ -82,7 +83,8 @@ async def relabel_last(redis: Redis, job_id: str, outcome: Outcome, error: str) 
         return
     last["outcome"] = outcome
     last["error"] = error
-    await redis.lset(key, -1, json.dumps(last, separators=(",", ":")))  # type: ignore[misc]
+    entry = json.dumps(last, separators=(",", ":"), ensure_ascii=False)
+    await redis.lset(key, -1, entry)  # type: ignore[misc]
 
 
 def _parse(raw: bytes | str) -> dict[str, Any] | None:

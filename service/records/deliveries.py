@@ -9,12 +9,13 @@ stored in the attempt's history entry: secret-looking names in headers and in JS
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 from service.observability.masking import MASK, SECRET_NAME, mask_text, masked
 
-BODY_MAX = 1024  # characters of body kept, whatever the job handed over
+BODY_MAX = 1024  # bytes the body takes as stored (JSON, UTF-8), whatever the job handed over
 HEADERS_MAX = 16
 
 _JSON_PAIR = re.compile(r'"([^"\\]{1,100})"(\s*:\s*)"((?:[^"\\]|\\.)*)("?)')
@@ -33,15 +34,30 @@ def mask_body(text: str) -> str:
     return mask_text(_JSON_PAIR.sub(_mask_json_pair, text))
 
 
+def stored_size(text: str) -> int:
+    """Bytes ``text`` takes in a stored history entry (service.records.attempts.encode)."""
+    return len(json.dumps(text, ensure_ascii=False).encode()) - 2  # without its quotes
+
+
+def fit(text: str, max_bytes: int) -> str:
+    """``text`` cut to take at most ``max_bytes`` as stored: escapes (a body of control
+    characters, say) count, so no body makes an entry larger than that."""
+    while text and stored_size(text) > max_bytes:
+        text = text[: min(len(text) - 1, len(text) * max_bytes // stored_size(text))]
+    return text
+
+
 def stored_delivery(delivery: dict[str, Any]) -> dict[str, Any]:
     """``delivery`` as the history keeps it: masked and bounded."""
     headers = delivery.get("headers") or {}
     kept_headers = dict(list(headers.items())[:HEADERS_MAX]) if isinstance(headers, dict) else {}
-    body = delivery.get("body")
+    raw = delivery.get("body")
+    masked_body = mask_body(raw) if isinstance(raw, str) else ""
+    body = fit(masked_body, BODY_MAX)
     return {
         "status": delivery.get("status"),
         "duration_ms": delivery.get("duration_ms"),
         "headers": masked(kept_headers),
-        "body": mask_body(body[:BODY_MAX]) if isinstance(body, str) else "",
-        "body_truncated": bool(delivery.get("body_truncated")),
+        "body": body,
+        "body_truncated": bool(delivery.get("body_truncated")) or body != masked_body,
     }

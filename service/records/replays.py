@@ -35,19 +35,23 @@ class Original:
     function: str | None
     outcome: str | None
     kwargs: dict[str, Any] | None  # None: nothing kept (too large, or not replayable)
+    size: int = 0  # bytes of the kept arguments (JSON)
 
 
 async def original(redis: Redis, job_id: str) -> Original:
-    raw = await redis.hmget(keys.job_meta(job_id), ["function", "outcome", KEPT_FIELD])  # type: ignore[misc]
+    """What ``job_id``'s tracking hash says a replay needs (all None for an unknown job)."""
+    fields = ["function", "outcome", KEPT_FIELD]
+    raw = await redis.hmget(keys.job_meta(job_id), fields)  # type: ignore[misc]
     function, outcome, kept = (None if value is None else value.decode() for value in raw)
-    kwargs = None
-    if kept is not None:
-        try:
-            value = json.loads(kept)
-        except ValueError:
-            value = None
-        kwargs = value if isinstance(value, dict) else None
-    return Original(function, outcome, kwargs)
+    if kept is None:
+        return Original(function, outcome, None)
+    try:
+        value = json.loads(kept)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        return Original(function, outcome, None)
+    return Original(function, outcome, value, len(kept.encode()))
 
 
 async def link(redis: Redis, original_id: str, replay_id: str, *, ttl: int) -> None:
