@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(50_000_000, gt=0)
     cleanup_max_age_days: float = Field(30, gt=0)
     cron_timezone: str = "UTC"
+    # a schedule whose time passed while no worker was up runs once when a worker starts
+    # within this many seconds of it (0: never, as arq's cron does); service/worker/schedules.py
+    cron_catch_up: int = Field(3600, ge=0, le=7 * 86_400)
     # Files (uploads, thumbnails, reports): unset, folders under DATA_DIR; s3://bucket/prefix,
     # an S3-compatible bucket (service/store/storage/). The keys are the standard AWS variables.
     storage_url: str | None = None
@@ -120,6 +123,9 @@ class Settings(BaseSettings):
     webhook_timeout: float = Field(10.0, gt=0)
     # hosts (names or IP addresses) webhooks may reach even when they are not public
     webhook_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+    # worker slots the webhooks to one host may hold at once (0: no cap), so a target that
+    # never answers holds 5 of WORKER_MAX_JOBS' 50, not all of them (jobs.webhooks)
+    webhook_host_concurrency: int = Field(5, ge=0)
     # largest request body (bytes) that queues a webhook / an event, by its route or POST /jobs;
     # the job holds it in Redis until it has run: 413 beyond
     webhook_max_payload_bytes: int = Field(64 * 1024, ge=1024, le=64 * MiB)
@@ -186,6 +192,13 @@ class Settings(BaseSettings):
     def _check_sentinels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for address in value:
             _host_and_port(address)
+        return value
+
+    @field_validator("webhook_allowed_hosts")
+    @classmethod
+    def _check_allowed_hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            _allowed_host_port(entry)
         return value
 
     @field_validator("report_recipients")
@@ -469,6 +482,21 @@ def _host_and_port(address: str) -> tuple[str, int]:
     if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"{address!r} is not host:port")
     return host, int(port)
+
+
+def _allowed_host_port(entry: str) -> None:
+    """A WEBHOOK_ALLOWED_HOSTS entry's port, if it names one, is 1-65535: ``name:8443``,
+    ``[v6]:8443`` (a bare IPv6 address has none); jobs/webhook_guard.py reads them."""
+    port: str | None = None
+    if entry.startswith("["):
+        _, bracket, rest = entry.partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"{entry!r} is not [IPv6 address] or [IPv6 address]:port")
+        port = rest[1:] if rest else None
+    elif entry.count(":") == 1:
+        port = entry.partition(":")[2]
+    if port is not None and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"{entry!r}: a port must be a number from 1 to 65535")
 
 
 def bucket_and_prefix(url: str) -> tuple[str, str]:

@@ -1,7 +1,8 @@
 """bench/RESULTS.md and bench/results.png from one run's figures.
 
 Ratios are taken within each repetition (this service against a baseline run minutes apart on
-the same machine), then summarised as median [min-max] over the repetitions.
+the same machine), then summarised as median [min-max] over the repetitions. The comparison
+with the best peer (taskiq, Dramatiq) is bench/peer_report.py's.
 """
 
 from __future__ import annotations
@@ -18,12 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import peer_report
 from bench.systems import VENVS
 
 LABELS = {
     "ours": "this service",
     "celery": "Flask + Celery",
     "arq": "plain arq defaults",
+    "taskiq_list": "taskiq, list broker",
+    "taskiq_stream": "taskiq, stream broker",
+    "dramatiq": "Dramatiq, 1 process",
+    "taskiq": "taskiq",  # its virtualenv, in the versions list
     "raw_pillow": "raw Pillow thread pool",
 }
 Series = list[float]
@@ -109,11 +115,17 @@ TABLES: list[tuple[str, str, list[tuple[str, str, int]]]] = [
     ("noop", "2. No-op throughput: {noop_jobs} jobs queued through the API, one worker drains them",
      [("jobs_per_s", "drain jobs/s", 0), ("enqueue_per_s", "API enqueue req/s", 0),
       ("worker_cpu_us_per_job", "worker CPU us/job", 0),
+      ("worker_cpu_s_per_1000", "worker CPU s per 1,000 jobs, drain only", 3),
       ("worker_rss_load", "worker RSS under load MiB", 0)]),
     ("pickup", "3. Pickup latency: request sent -> job started, {probes} probes on an idle worker",
      [("pickup_p50_ms", "p50 ms", 1), ("pickup_p99_ms", "p99 ms", 1),
       ("idle_cpu_pct", "idle worker CPU %", 2), ("worker_rss_idle", "worker RSS idle MiB", 0),
       ("web_rss_idle", "web RSS idle MiB", 0)]),
+    ("io", "3b. I/O drain: {io_jobs} jobs sleeping {io_sleep} s queued, then one worker runs "
+     "{io_concurrency} at once",
+     [("seconds", "drain s", 2), ("floor_s", "floor s", 2), ("x_floor", "x floor", 2),
+      ("worker_cpu_ms_per_job", "worker CPU ms/job", 3),
+      ("worker_rss_load_io", "worker RSS MiB", 0)]),
     ("emails", "4. I/O concurrency: emails to an SMTP sink that answers DATA after {email_delay} s",
      [("emails", "emails", 0), ("concurrency", "concurrency", 0), ("seconds", "drain s", 2),
       ("floor_s", "floor s", 2), ("x_floor", "x floor", 2),
@@ -127,12 +139,15 @@ TABLES: list[tuple[str, str, list[tuple[str, str, int]]]] = [
 
 def _versions() -> dict[str, str]:
     wanted = {"arq", "redis", "aiohttp", "celery", "flask", "gunicorn", "pillow", "uvloop",
-              "orjson", "hiredis", "aiosmtplib", "kombu"}  # fmt: skip
+              "orjson", "hiredis", "aiosmtplib", "kombu", "taskiq", "taskiq-redis",
+              "dramatiq"}  # fmt: skip
     found = {}
     for label, python in (
         ("ours", sys.executable),
         ("celery", str(VENVS / "celery" / "bin" / "python")),
         ("arq", str(VENVS / "arq" / "bin" / "python")),
+        ("taskiq", str(VENVS / "taskiq" / "bin" / "python")),
+        ("dramatiq", str(VENVS / "dramatiq" / "bin" / "python")),
     ):
         listing = subprocess.run(
             [python, "-m", "pip", "list", "--format", "json"], capture_output=True, text=True
@@ -178,6 +193,7 @@ def write(results: dict[str, Any], out: Path) -> None:
             f"| {target.name} | {span(target.values, target.digits)} | {target.goal} "
             f"| {target.verdict} |"
         )
+    lines += peer_report.section(results, LABELS, span)
     for scenario, title, columns in TABLES:
         if scenario not in results:
             continue
@@ -251,12 +267,31 @@ HOW = [
     "gunicorn with 2 sync workers, `celery worker --loglevel=INFO` (prefork, concurrency = "
     "cores), Redis broker and result backend. Plain arq: a minimal aiohttp app and "
     "`arq arq_app.WorkerSettings` with arq's defaults (max_jobs 10, poll 0.5 s, pickle).",
+    "- Peers (issue 17), each one worker process from its own virtualenv, jobs queued by a "
+    "minimal web app (`POST /events`) or the app's own `enqueue-sleep` command "
+    "(`bench/baselines/taskiq_app.py`, `dramatiq_app.py`): taskiq with its list broker and "
+    "with its stream broker, `taskiq worker --workers 1 --max-async-tasks` = this service's "
+    "`WORKER_MAX_JOBS`, an aiohttp app; Dramatiq with its Redis broker, `dramatiq --processes "
+    "1 --threads 8` (100 in the I/O drain), Flask under gunicorn (2 workers). Their jobs log "
+    "nothing of their own and return their start time, kept by the peer's own Redis result "
+    "backend: pickup is read from it, finished jobs are counted as result keys. In the no-op "
+    "drain they run without a result backend (their lightest set-up; this service keeps its "
+    "status records), and finished jobs are counted from the broker's keys: taskiq's stream "
+    "group (read less pending), Dramatiq's message hash, taskiq's list (popped counts as "
+    "finished: up to `--max-async-tasks` jobs early). They run the no-op, pickup and I/O-drain "
+    "scenarios only.",
+    "- I/O drain: the jobs (this service: `bench_sleep`, a bench-only job that the bench's "
+    "worker `arq bench.worker.WorkerSettings` adds to the service's registry; taskiq: "
+    "`asyncio.sleep`; Dramatiq: `time.sleep`) are queued with each system's own client, then "
+    "one worker starts with the concurrency given (this service: `WORKER_MAX_JOBS`); seconds "
+    "from the first finished job to the last, plus one job's sleep (start-up left out).",
     "- Front door: `wrk -t2 -c50 --latency` POSTing a JSON email, each to a new recipient "
     "(`user<n>@example.com`: no system may win by caching one address's check); no worker runs "
     "meanwhile.",
     "- No-op: the `/events` job (logs one line). Jobs are queued through the API with 50 requests "
     "in flight, then one worker process starts; jobs/s counts from its first finished job to "
-    "the last (start-up left out).",
+    "the last (start-up left out). Worker CPU us/job: the worker's CPU from /proc over the "
+    "whole run, start-up included; CPU s per 1,000 jobs: over the drain's window only.",
     "- Pickup: the time from sending the request to the job's recorded start (this service: "
     "the tracking hash's `started_at`; arq: the result's start time; Celery: the result's "
     "`date_done`, which for a no-op job is within a millisecond of its start), with 0.1-0.3 s "
@@ -288,7 +323,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    figure, (left, right, peers) = plt.subplots(1, 3, figsize=(16, 4.8))
     ratios = [t for t in targets(results) if t.goal.startswith(">=") and t.values]
     names = [t.name.replace(", ", "\n") for t in ratios]
     medians = [t.median for t in ratios]
@@ -304,16 +339,21 @@ def plot(results: dict[str, Any], path: Path) -> None:
     left.set_xticks(range(len(ratios)), names, fontsize=7)
     left.set_title("ratios (bars) against their targets (dashed)")
     del bars
-    systems = [s for s in ("ours", "celery", "arq") if _get(results, "pickup", s, "pickup_p50_ms")]
+    everyone = ("ours", "celery", "arq", *peer_report.PEERS)
+    systems = [s for s in everyone if _get(results, "pickup", s, "pickup_p50_ms")]
     p50 = [statistics.median(_get(results, "pickup", s, "pickup_p50_ms")) for s in systems]
     right.bar(
-        [LABELS[s] for s in systems], p50, color=["#3b7dd8", "#999999", "#bbbbbb"][: len(p50)]
+        [LABELS[s].replace(", ", "\n") for s in systems],
+        p50,
+        color=["#3b7dd8" if s == "ours" else "#aaaaaa" for s in systems],
     )
+    right.tick_params(axis="x", labelsize=7, labelrotation=30)
     right.axhline(10, color="#d0342c", linestyle="--")
     right.set_yscale("log")
     right.set_ylabel("ms (log scale)")
     right.set_title("pickup latency p50 (target <= 10 ms, dashed)")
     for index, value in enumerate(p50):
         right.annotate(f"{value:.1f}", (index, value), ha="center", va="bottom")
+    peer_report.draw(peers, results)
     figure.tight_layout()
     figure.savefig(path, dpi=110)

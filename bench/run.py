@@ -1,9 +1,9 @@
-"""``make bench``: this service against Flask + Celery and plain arq, side by side, in one run.
+"""``make bench``: this service against Flask + Celery, plain arq, taskiq and Dramatiq, in one run.
 
-Sets up the baselines' virtualenvs (bench/.venvs), a private redis-server and an SMTP sink on
-free loopback ports, runs the scenarios of issue 4 over several repetitions with the systems'
-order rotated in each, and writes bench/RESULTS.md and bench/results.png. Only ratios taken
-within one run mean anything: the machine is shared and noisy.
+Sets up the other systems' virtualenvs (bench/.venvs), a private redis-server and an SMTP sink
+on free loopback ports, runs the scenarios of issues 4 and 17 over several repetitions with
+the systems' order rotated in each, and writes bench/RESULTS.md and bench/results.png. Only
+ratios taken within one run mean anything: the machine is shared and noisy.
 
 Quick run: ``make bench BENCH_ARGS="--quick"``; every size is also an option (``--help``).
 """
@@ -28,6 +28,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from bench import report, scale, scenarios
+from bench.io_drain import io_drain
+from bench.peers import peers
 from bench.procs import Process
 from bench.scenarios import Sizes
 from bench.systems import BENCH, VENVS, WORK, FlaskCelery, Ours, PlainArq, Ports, System
@@ -39,7 +41,12 @@ QUICK = Sizes(
 )  # fmt: skip
 
 
-SCENARIOS = ("front_door", "noop", "pickup", "emails", "images", "scale")
+SCENARIOS = ("front_door", "noop", "pickup", "io", "emails", "images", "scale")
+# The baselines of issue 4 have no taskiq or Dramatiq counterpart in these, nor in images and
+# scale (this service's own); the I/O drain is issue 17's, against the peers only.
+BASELINES_ONLY = {"front_door", "emails"}
+PEERS_ONLY = {"io"}
+VENV_NAMES = ("celery", "arq", "taskiq", "dramatiq")
 
 
 def free_port() -> int:
@@ -50,19 +57,19 @@ def free_port() -> int:
 
 
 def ensure_tools() -> None:
-    """wrk from apt when missing; the baselines' virtualenvs when missing or out of date."""
+    """wrk from apt when missing; the other systems' virtualenvs when missing or out of date."""
     if shutil.which("wrk") is None:
         print("installing wrk (apt-get)", flush=True)
         apt = ["apt-get", "install", "-y", "wrk"]
         if os.geteuid() != 0:
             apt = ["sudo", *apt]
         subprocess.run(apt, check=True, stdout=subprocess.DEVNULL)
-    for name in ("celery", "arq"):
+    for name in VENV_NAMES:
         requirements = BENCH / "baselines" / f"requirements-{name}.txt"
         venv, stamp = VENVS / name, VENVS / name / ".installed"
         if stamp.exists() and stamp.read_text() == requirements.read_text():
             continue
-        print(f"building the {name} baseline's virtualenv", flush=True)
+        print(f"building the {name} virtualenv", flush=True)
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
         pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
         subprocess.run([*pip, "-r", str(requirements)], check=True)
@@ -97,7 +104,10 @@ def record(results: dict[str, Any], scenario: str, system: str, figures: dict[st
 async def run(sizes: Sizes, reps: int, only: set[str]) -> dict[str, Any]:
     ports = Ports(redis=free_port(), web=free_port(), smtp=free_port())
     sink_port = free_port()
-    systems: list[System] = [Ours(ports), FlaskCelery(ports), PlainArq(ports)]
+    max_jobs = Settings().worker_max_jobs
+    systems: list[System] = [
+        Ours(ports), FlaskCelery(ports), PlainArq(ports), *peers(ports, max_jobs)
+    ]  # fmt: skip
     redis_process = start_redis(ports.redis)
     sink = Process.start(
         "sink", [sys.executable, "-m", "bench.sink", str(ports.smtp), str(sink_port),
@@ -106,8 +116,10 @@ async def run(sizes: Sizes, reps: int, only: set[str]) -> dict[str, Any]:
     )  # fmt: skip
     redis = Redis(port=ports.redis)
     results_db = Redis(port=ports.redis, db=1)
-    systems[1].results_db = results_db
-    concurrency = {"ours": Settings().worker_max_jobs, "celery": os.cpu_count() or 1, "arq": 10}
+    for system in systems:
+        if system.results_apart:
+            system.results_db = results_db
+    concurrency = {"ours": max_jobs, "celery": os.cpu_count() or 1, "arq": 10}
     results: dict[str, Any] = {"started": time.time(), "sizes": asdict(sizes), "reps": reps}
     try:
         await wait_redis(redis)
@@ -122,22 +134,18 @@ async def run(sizes: Sizes, reps: int, only: set[str]) -> dict[str, Any]:
 
             await scenarios.wait_for(_answers(sink_count), 30, "SMTP sink")
             for rep in range(reps):
-                order = systems[rep % 3 :] + systems[: rep % 3]  # who goes first rotates
+                turn = rep % len(systems)
+                order = systems[turn:] + systems[:turn]  # who goes first rotates
                 for scenario in SCENARIOS:
                     if only and scenario not in only:
                         continue
-                    targets = order if scenario != "images" else [systems[0], None]
-                    if scenario == "scale":  # this service's own scaling: no baseline
-                        targets = [systems[0]]
-                    if scenario == "images" and rep % 2:
-                        targets = targets[::-1]
-                    for system in targets:
+                    for target in _targets(scenario, order, rep):
                         await redis.flushall()
                         tag = f"{scenario}-{rep}"
-                        name = system.name if system else "raw_pillow"
+                        name = target.name if target else "raw_pillow"
                         print(f"rep {rep + 1}/{reps} {scenario:<10} {name}", flush=True)
                         figures = await _one(
-                            scenario, system, http, redis, sizes, tag, sink_count, concurrency,
+                            scenario, target, http, redis, sizes, tag, sink_count, concurrency,
                             redis_process.pid,
                         )  # fmt: skip
                         print("   ", json.dumps({k: round(v, 2) for k, v in figures.items()}))
@@ -149,6 +157,20 @@ async def run(sizes: Sizes, reps: int, only: set[str]) -> dict[str, Any]:
         redis_process.stop()
     results["finished"] = time.time()
     return results
+
+
+def _targets(scenario: str, order: list[System], rep: int) -> list[System | None]:
+    """The systems a scenario runs, in this repetition's order (None: raw Pillow)."""
+    ours = next(system for system in order if isinstance(system, Ours))
+    if scenario == "images":
+        return [None, ours] if rep % 2 else [ours, None]
+    if scenario == "scale":  # this service's own scaling: no baseline
+        return [ours]
+    if scenario in BASELINES_ONLY:
+        return [s for s in order if isinstance(s, Ours | FlaskCelery | PlainArq)]
+    if scenario in PEERS_ONLY:
+        return [s for s in order if not isinstance(s, FlaskCelery | PlainArq)]
+    return list(order)
 
 
 def _answers(count: Any) -> Any:
@@ -181,6 +203,8 @@ async def _one(
         return await scenarios.noop(http, system, redis, sizes, tag)
     if scenario == "pickup":
         return await scenarios.pickup(http, system, redis, sizes, tag)
+    if scenario == "io":
+        return await io_drain(system, redis, sizes, tag)
     if scenario == "emails":
         return await scenarios.emails(
             http, system, redis, sizes, tag,

@@ -41,6 +41,9 @@ class Sizes:
     image_threads: int = 2
     scale_jobs: int = 20_000  # drained by 1, 2 and 4 workers in the scale scenario
     backlog: int = 1_000_000  # queued jobs the scale scenario measures a deep queue with
+    io_jobs: int = 1_000  # the I/O drain (issue 17): jobs that sleep io_sleep s each,
+    io_sleep: float = 0.1
+    io_concurrency: int = 100  # run io_concurrency at a time by one worker process
 
 
 class Sampler:
@@ -115,23 +118,47 @@ async def post_many(
     return ids, len(bodies) / (time.perf_counter() - started)
 
 
-async def drain(system: System, redis: Redis, queued: int, within: float, worker: Process) -> float:
-    """Jobs/s from the first finished job to the last (the worker's start-up is left out)."""
-    first_at, first_count = 0.0, 0
+@dataclass(frozen=True)
+class Drained:
+    """A drain's window, from the first finished job to the last (start-up left out)."""
+
+    jobs: int  # finished within the window
+    seconds: float
+    worker_cpu: float  # s of CPU the worker's process tree used within the window
+
+    @property
+    def jobs_per_s(self) -> float:
+        return self.jobs / self.seconds if self.seconds else float("nan")
+
+
+async def drain(
+    system: System,
+    redis: Redis,
+    queued: int,
+    within: float,
+    worker: Process,
+    finished: Callable[[Redis, int], Awaitable[int]] | None = None,
+) -> Drained:
+    """Wait until ``queued`` jobs are finished; the window from the first finished to the last.
+
+    ``finished`` counts them (the system's ``finished`` unless given). The worker's CPU is
+    read from /proc at both ends of the window only: a scan of /proc per poll would cost the
+    machine more than it tells.
+    """
+    count = finished or system.finished
+    first_at, first_count, first_cpu = 0.0, 0, 0.0
     deadline = time.monotonic() + within
     while True:
-        done = await system.finished(redis, queued)
+        done = await count(redis, queued)
         now = time.perf_counter()
         if done and not first_at:
-            first_at, first_count = now, done
+            first_at, first_count, first_cpu = now, done, cpu_seconds(worker.pid)
         if done >= queued:
             break
         if time.monotonic() > deadline or not worker.alive():
             raise RuntimeError(f"{system.name}: {done} of {queued} jobs finished (see logs)")
         await asyncio.sleep(0.01)
-    if now == first_at:
-        return float("nan")
-    return (queued - first_count) / (now - first_at)
+    return Drained(queued - first_count, now - first_at, cpu_seconds(worker.pid) - first_cpu)
 
 
 # 1. Front door --------------------------------------------------------------------------------
@@ -217,18 +244,24 @@ async def noop(
         _, enqueue_rate = await post_many(http, system, "/events", bodies)
     finally:
         web.stop()
-    worker = system.start_worker(tag)
+    worker = system.start_worker(tag, *system.noop_worker())
     try:
         sampler = Sampler(worker)
-        rate = await drain(system, redis, sizes.noop_jobs, 600, worker)
+        drained = await drain(
+            system, redis, sizes.noop_jobs, 600, worker, finished=system.noop_finished
+        )
         cpu = cpu_seconds(worker.pid)  # start-up included: a few % of the total
         peak = await sampler.stop()
     finally:
         worker.stop()
     return {
-        "jobs_per_s": rate,
+        "jobs_per_s": drained.jobs_per_s,
         "enqueue_per_s": enqueue_rate,
         "worker_cpu_us_per_job": cpu / sizes.noop_jobs * 1e6,
+        # within the drain's window only: start-up (imports, forks) left out
+        "worker_cpu_s_per_1000": drained.worker_cpu / drained.jobs * 1000
+        if drained.jobs
+        else float("nan"),
         "worker_rss_load": peak,
     }
 

@@ -1,12 +1,15 @@
-"""The three systems under test: how to start each one's web app and worker, and how to read,
-from Redis, when a job started and how many jobs are finished."""
+"""The systems under test: how to start each one's web app and worker, and how to read, from
+Redis, when a job started and how many jobs are finished. This service and the issue-4
+baselines are here; the issue-17 peers (taskiq, Dramatiq) are in bench/peers.py."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pickle
 import sys
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +17,9 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from bench.procs import Process
+from service.queue.enqueue import enqueue_job
+from service.store.redis import open_pool
+from settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -22,7 +28,7 @@ WORK = BENCH / ".work"
 TOKEN = "bench-token-0123456789abcdef"  # noqa: S105 - a throwaway token for a loopback bench
 
 
-def _base_env() -> dict[str, str]:
+def base_env() -> dict[str, str]:
     keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")
     return {key: os.environ[key] for key in keep if key in os.environ}
 
@@ -46,6 +52,7 @@ class System:
     # processes in the web's tree once every one has booted (a gunicorn master + its workers):
     # wrk's 50 keep-alive connections would otherwise all land on the first one up
     web_processes: int = 1
+    results_apart = False  # keeps one result key per finished job in Redis database 1
 
     def results(self, redis: Redis) -> Redis:
         return self.results_db or redis
@@ -61,6 +68,23 @@ class System:
 
     def cwd(self) -> Path:
         return ROOT
+
+    def noop_worker(self) -> tuple[list[str], dict[str, str]]:
+        """The command and extra environment of the worker that drains the no-op jobs."""
+        return self.worker_argv(), {}
+
+    async def noop_finished(self, redis: Redis, queued: int) -> int:
+        """How many of the ``queued`` no-op jobs that worker has finished."""
+        return await self.finished(redis, queued)
+
+    def io_worker(self, concurrency: int) -> tuple[list[str], dict[str, str]]:
+        """The command and extra environment of a worker running ``concurrency`` sleep jobs at
+        once (the I/O drain, bench/io_drain.py)."""
+        raise NotImplementedError
+
+    async def enqueue_sleeps(self, count: int, seconds: float) -> None:
+        """Queue ``count`` jobs that sleep ``seconds`` each, with the system's own client."""
+        raise NotImplementedError
 
     @property
     def url(self) -> str:
@@ -112,7 +136,7 @@ class Ours(System):
 
     def env(self) -> dict[str, str]:
         return {
-            **_base_env(),
+            **base_env(),
             "REDIS_URL": f"redis://127.0.0.1:{self.ports.redis}/0",
             "API_TOKENS": TOKEN,
             # the bench sends far more than any real client may: limits off (see RESULTS.md)
@@ -131,6 +155,31 @@ class Ours(System):
     def worker_argv(self) -> list[str]:
         # as `make worker` starts it
         return [arq_command(), "service.WorkerSettings", "--custom-log-dict", "service.LOGGING"]
+
+    def io_worker(self, concurrency: int) -> tuple[list[str], dict[str, str]]:
+        # the service's worker plus the bench-only bench_sleep job (bench/worker.py)
+        argv = [
+            arq_command(),
+            "bench.worker.WorkerSettings",
+            "--custom-log-dict",
+            "service.LOGGING",
+        ]
+        return argv, {"WORKER_MAX_JOBS": str(concurrency)}
+
+    async def enqueue_sleeps(self, count: int, seconds: float) -> None:
+        # straight into Redis with the API's own enqueue script, as bench/scale.py queues:
+        # bench_sleep is not in the web app's registry
+        pool = await open_pool(Settings(redis_url=f"redis://127.0.0.1:{self.ports.redis}/0"))
+        try:
+            for first in range(0, count, 100):
+                await asyncio.gather(
+                    *(
+                        enqueue_job(pool, "bench_sleep", uuid.uuid4().hex, {"seconds": seconds})
+                        for _ in range(min(100, count - first))
+                    )
+                )
+        finally:
+            await pool.aclose(close_connection_pool=True)
 
     async def finished(self, redis: Redis, queued: int) -> int:
         return queued - int(await redis.zcard("arq:queue"))
@@ -151,7 +200,7 @@ class PlainArq(System):
 
     def env(self) -> dict[str, str]:
         return {
-            **_base_env(),
+            **base_env(),
             "BENCH_REDIS_URL": f"redis://127.0.0.1:{self.ports.redis}/0",
             "BENCH_WEB_PORT": str(self.ports.web),
             "SMTP_HOST": "127.0.0.1",
@@ -180,13 +229,14 @@ class FlaskCelery(System):
     def __init__(self, ports: Ports) -> None:
         super().__init__(ports, "celery", "Flask + Celery")
         self.web_processes = 3  # gunicorn's master + 2 workers
+        self.results_apart = True
 
     def cwd(self) -> Path:
         return BENCH / "baselines"
 
     def env(self) -> dict[str, str]:
         return {
-            **_base_env(),
+            **base_env(),
             "BENCH_REDIS_URL_BROKER": f"redis://127.0.0.1:{self.ports.redis}/0",
             "BENCH_REDIS_URL_RESULTS": f"redis://127.0.0.1:{self.ports.redis}/1",
             "SMTP_HOST": "127.0.0.1",

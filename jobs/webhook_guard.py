@@ -12,7 +12,8 @@ Two checks, one rule (:func:`address_refusal`):
   client's connector, so the addresses checked are the ones connected to: a DNS answer that
   changes between a check and the connection (DNS rebinding) cannot slip through.
 
-Hosts in ``WEBHOOK_ALLOWED_HOSTS`` skip both checks: an explicit opening for internal targets.
+Hosts in ``WEBHOOK_ALLOWED_HOSTS`` skip both checks: an explicit opening for internal targets,
+on every port, or on one port only when the entry names it (``hooks.internal:8443``).
 """
 
 from __future__ import annotations
@@ -56,7 +57,15 @@ LOCALHOST_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-l
 
 
 class TargetRefusedError(Exception):
-    """The webhook's target is not a public address (and not allow-listed): never retried."""
+    """The webhook's target is not a public address (and not allow-listed): never retried.
+
+    Its message, for the worker's log, may name the address a host resolved to; ``public``
+    says only that the target was refused, for the job's status: a client that could read
+    what our DNS answers for a name could map internal hosts through its webhooks."""
+
+    def __init__(self, detail: str, public: str | None = None) -> None:
+        super().__init__(detail)
+        self.public = detail if public is None else public
 
 
 def address_refusal(address: IPAddress) -> str | None:
@@ -87,8 +96,34 @@ def normalize_host(host: str) -> str:
     return host.strip().strip("[]").rstrip(".").lower()
 
 
-def is_allowed(host: str, allowed_hosts: Iterable[str]) -> bool:
-    return normalize_host(host) in {normalize_host(name) for name in allowed_hosts}
+def allowed_entry(entry: str) -> tuple[str, int | None]:
+    """A WEBHOOK_ALLOWED_HOSTS entry as (host, port): ``hooks.internal`` or ``10.0.0.7`` opens
+    every port (None), ``hooks.internal:8443`` or ``[fd00::7]:8443`` that port only; a bare
+    IPv6 address (``fd00::7``) has no port. A malformed port is a ValueError (settings.py
+    refuses it at start with the same rule)."""
+    entry = entry.strip()
+    port: str | None = None
+    if entry.startswith("["):
+        host, _, rest = entry[1:].partition("]")
+        if rest:
+            port = rest[1:] if rest.startswith(":") else rest  # "]x": refused below
+    elif entry.count(":") == 1:
+        host, _, port = entry.partition(":")
+    else:
+        host = entry
+    if port is not None and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"{entry!r}: a port must be a number from 1 to 65535")
+    return normalize_host(host), None if port is None else int(port)
+
+
+def is_allowed(host: str, port: int | None, allowed_hosts: Iterable[str]) -> bool:
+    """Whether an entry of ``allowed_hosts`` opens ``host`` on ``port``."""
+    name = normalize_host(host)
+    for entry in allowed_hosts:
+        allowed_host, allowed_port = allowed_entry(entry)
+        if allowed_host == name and allowed_port in (None, port):
+            return True
+    return False
 
 
 def url_refusal(url: str, allowed_hosts: Iterable[str]) -> str | None:
@@ -100,7 +135,7 @@ def url_refusal(url: str, allowed_hosts: Iterable[str]) -> str | None:
     if parsed.scheme not in {"http", "https"} or not parsed.host:
         return "must be an absolute http:// or https:// URL"
     host = parsed.host
-    if is_allowed(host, allowed_hosts):
+    if is_allowed(host, parsed.port, allowed_hosts):
         return None
     name = normalize_host(host)
     if name in LOCALHOST_NAMES or name.endswith(".localhost"):
@@ -128,21 +163,24 @@ class GuardedResolver(AbstractResolver):
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
         results = await self._inner.resolve(host, port, family)
-        if is_allowed(host, self._allowed):
+        if is_allowed(host, port, self._allowed):
             return results
         for result in results:
             try:
                 address: IPAddress = ipaddress.ip_address(result["host"])
             except ValueError:
                 raise TargetRefusedError(
-                    f"{host} resolves to an unreadable address: refused"
+                    f"{host} resolves to an unreadable address: refused",
+                    public=f"{host} does not resolve to a public address: refused",
                 ) from None
             why = address_refusal(address)
             if why is not None:
                 # one bad address refuses the host: mixing in a private one is a known trick
                 raise TargetRefusedError(
                     f"{host} resolves to {address}, {why}: refused "
-                    "(allow it with WEBHOOK_ALLOWED_HOSTS)"
+                    "(allow it with WEBHOOK_ALLOWED_HOSTS)",
+                    public=f"{host} does not resolve to a public address: refused "
+                    "(allow it with WEBHOOK_ALLOWED_HOSTS)",
                 )
         return results
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 from typing import Annotated, Any
 
@@ -12,7 +13,7 @@ import aiohttp
 from pydantic import AfterValidator, StringConstraints, ValidationInfo
 from yarl import URL
 
-from jobs.webhook_guard import TargetRefusedError, url_refusal
+from jobs.webhook_guard import TargetRefusedError, normalize_host, url_refusal
 from jobs.webhook_ledger import delivery_record, read_head
 from jobs.webhook_signing import signature_headers
 from service.runtime import (
@@ -20,6 +21,7 @@ from service.runtime import (
     JobContext,
     JobInput,
     PermanentError,
+    SlotLimit,
     TransientError,
     connection_problem,
     settings_in,
@@ -78,7 +80,8 @@ async def deliver_webhook(
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             head, cut = await read_head(response.content, MAX_RESPONSE_READ)
     except TargetRefusedError as exc:  # raised by the connector's GuardedResolver
-        raise PermanentError(f"webhook target refused: {exc}") from None
+        # the log gets the address the host resolved to (raised from), the client no more
+        raise PermanentError(f"webhook target refused: {exc.public}") from exc
     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
         ctx["delivery"] = delivery_record(status=None, duration_ms=_since(started))
         # aiohttp's text names the address; the log gets it (raised from), the client a reason
@@ -130,6 +133,16 @@ class DeliverWebhook(JobInput):
     payload: dict[str, Any] | list[Any]
 
 
+def destination_host(kwargs: Mapping[str, Any]) -> str | None:
+    """The host a delivery goes to: the webhooks to one host share WEBHOOK_HOST_CONCURRENCY
+    worker slots, so a target that never answers cannot hold them all."""
+    try:
+        host = URL(str(kwargs.get("url", ""))).host
+    except ValueError:
+        return None  # the job refuses the URL itself, at once
+    return normalize_host(host) if host else None
+
+
 JOB = Job(
     name="deliver_webhook",
     run=deliver_webhook,
@@ -138,4 +151,7 @@ JOB = Job(
     api=True,
     max_payload=lambda settings: settings.webhook_max_payload_bytes,
     replayable=True,
+    slots=SlotLimit(
+        key=destination_host, per_key=lambda settings: settings.webhook_host_concurrency
+    ),
 )

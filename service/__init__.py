@@ -21,11 +21,13 @@ def __getattr__(name: str) -> Any:
     if name == "WorkerSettings":
         from service.engine.loop import install
         from service.eventloop import install_uvloop
+        from service.worker.check import install as install_check
         from service.worker.options import build_worker_settings
         from settings import load_settings
 
         install_uvloop()  # before arq's Worker creates its loop
         install()  # arq's CLI then builds service.engine.loop's worker
+        install_check()  # and answers --check within seconds (service.worker.check)
 
         worker_settings = build_worker_settings(load_settings())
         globals()["WorkerSettings"] = worker_settings

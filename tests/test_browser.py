@@ -22,6 +22,7 @@ from pytest_aiohttp import AiohttpServer
 
 from service.engine.loop import BatchWorker as Worker
 from service.queue.enqueue import enqueue
+from service.queue.pause import pause, resume
 from service.worker.options import worker_options
 from settings import Settings
 from tests import files
@@ -265,3 +266,51 @@ async def test_a_webhooks_job_page_shows_its_delivery_ledger(
     await expect(page.locator(".status-line [data-field=status]")).to_have_text("SUCCESS")
     await page.click("[data-field=replay-of]")
     await expect(page.locator("[data-field=replays] a")).to_have_count(1)
+
+
+async def test_pause_shows_a_banner_that_resume_lifts_and_another_operators_pause_shows_live(
+    page: Page, worker: Worker, redis: ArqRedis, settings: Settings
+) -> None:
+    await sign_in(page)
+    banner = page.locator("#paused-banner")
+    await expect(banner).to_have_count(0)
+    await page.click("button:has-text('Pause queue')")  # the confirmation is accepted
+    await expect(banner).to_contain_text("Queue paused")
+    await expect(banner).to_contain_text("Nothing is running: safe to stop the workers.")
+    job_id = await enqueue(redis, "log_event", {"event": {"n": 1}})
+    await page.reload()
+    await expect(page.locator("#stat-queued .value")).to_have_text("1")  # waits, not taken
+    await screenshot(page, "overview-paused")
+
+    await banner.locator("button:has-text('Resume')").click()
+    await expect(banner).to_have_count(0)
+    await expect(page.locator("#successes")).to_contain_text(job_id[:8])
+
+    # a pause made elsewhere (the API, another operator) reaches this open page by itself
+    await expect(page.locator(".live-dot.on")).to_be_visible()
+    await page.evaluate("window.sameDocument = true")
+    await pause(redis, settings.queue_name)
+    await expect(banner).to_be_visible()
+    assert await page.evaluate("window.sameDocument") is True, "the page was reloaded"
+    await resume(redis, settings.queue_name)
+    await expect(banner).to_have_count(0)
+
+
+async def test_a_paused_cron_schedule_shows_as_paused_with_its_next_and_last_runs(
+    page: Page, worker: Worker
+) -> None:
+    await sign_in(page)
+    report = page.locator("#cron-daily_report")
+    await expect(report.locator(".badge")).to_have_count(0)
+    await report.locator("button:has-text('Pause')").click()  # the confirmation is accepted
+    await expect(report.locator(".badge-paused")).to_have_text("PAUSED")
+    await expect(report).to_contain_text("skipped while paused")
+    more = page.locator("#cron-daily_report + tr.cron-more")
+    await more.locator("summary").click()
+    await expect(more.locator("ol.next-runs li")).to_have_count(5)
+    await expect(more).to_contain_text("No scheduled run yet.")
+    await screenshot(page, "overview-cron-paused")
+
+    await report.locator("button:has-text('Resume')").click()
+    await expect(report.locator(".badge-paused")).to_have_count(0)
+    await expect(report.locator("button:has-text('Pause')")).to_be_visible()

@@ -240,7 +240,8 @@ async def test_overview_shows_queue_running_failures_retries_and_workers(
     assert "daily_report" in page
     assert "cleanup_old_files" in page
     assert f"/ {settings.worker_max_jobs}</td>" in page  # the burst worker, until it closes
-    assert "1 due now" in page  # the waiting event; the deferred email is not due
+    # the waiting event; the deferred email is not due
+    assert '<div class="value">1</div><div class="hint">due, not started · 1 deferred' in page
 
 
 async def test_attacker_text_in_arguments_and_errors_is_escaped(

@@ -89,7 +89,16 @@ async def test_the_list_is_newest_first_and_paginated(
 
 
 @pytest.mark.parametrize(
-    "query", ["?limit=0", "?limit=101", "?limit=abc", "?offset=-1", "?offset=1.5", "?limit="]
+    "query",
+    [
+        "?limit=0",
+        "?limit=101",
+        "?limit=abc",
+        "?offset=-1",
+        "?offset=1.5",
+        "?limit=",
+        "?limit=%C2%B2",
+    ],
 )
 async def test_bad_paging_is_400(client: TestClient[Any, Any], query: str) -> None:
     response = await client.get(f"/jobs/failed{query}")

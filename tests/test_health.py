@@ -28,9 +28,14 @@ async def test_health_without_a_worker_counts_what_waits(client: TestClient[Any,
         "dependencies": {"database": "ok", "storage": "ok"},
         "worker": {"alive": False, "count": 0, "last_check": None},
         "queued": 0,
+        "paused": False,
+        "paused_at": None,
+        "jobs": {"waiting": 0, "deferred": 0, "running": 0},
     }
     await client.post("/events", json={"event": {"n": 1}})
-    assert (await (await client.get("/health")).json())["queued"] == 1
+    body = await (await client.get("/health")).json()
+    assert body["queued"] == 1
+    assert body["jobs"] == {"waiting": 1, "deferred": 0, "running": 0}
 
 
 async def test_a_dependency_that_does_not_answer_makes_health_degraded_not_down(

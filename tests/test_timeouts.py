@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -11,7 +12,8 @@ from arq.constants import in_progress_key_prefix
 
 from jobs.registry import REGISTRY
 from service.engine.loop import BatchWorker as Worker
-from service.store.redis import retries_for, worker_redis_settings
+from service.store.outage import outage_of
+from service.store.redis import worker_redis_settings
 from service.worker.lease import lease_seconds
 from service.worker.options import worker_options
 from settings import Settings, SettingsError, load_settings
@@ -71,16 +73,17 @@ def test_a_job_timeout_shorter_than_its_own_requests_is_refused(
         load_settings()
 
 
-def test_worker_retries_redis_for_about_the_configured_time(
+def test_worker_retries_redis_for_the_configured_time_counted_from_the_outage(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("REDIS_RETRY_SECONDS", "30")
     redis = worker_redis_settings(load_settings())
-    assert redis.retry is not None
     assert redis.retry_on_timeout is True
-    # backoff 0.1, 0.2, 0.4, 0.8 then 1 s per retry: 30 s is 4 + 29 retries
-    assert retries_for(30) == 33
-    assert retries_for(0) == 0
+    outage = outage_of(redis.retry)
+    assert outage is not None
+    assert outage.give_up_after == 30
+    # every connection's copy of the policy shares the one outage clock
+    assert outage_of(copy.deepcopy(redis.retry)) is outage
 
 
 async def test_a_claimed_job_starts_with_a_lock_of_the_margin_not_the_longest_timeout(

@@ -152,6 +152,27 @@ def test_public_names_and_allow_listed_hosts_pass(url: str, allowed: tuple[str, 
     assert url_refusal(url, allowed) is None
 
 
+@pytest.mark.parametrize(
+    ("url", "allowed", "opened"),
+    [
+        ("http://127.0.0.1:8000/x", "127.0.0.1:8000", True),
+        ("http://127.0.0.1:8001/x", "127.0.0.1:8000", False),
+        ("http://127.0.0.1/x", "127.0.0.1:8000", False),
+        ("http://[::1]:81/x", "[::1]:81", True),
+        ("http://[::1]:82/x", "[::1]:81", False),
+        ("https://10.0.0.7/x", "10.0.0.7:443", True),  # the scheme's own port
+        ("http://10.0.0.7/x", "10.0.0.7:443", False),
+        ("http://[fd00::7]:9/x", "fd00::7", True),  # a bare IPv6 address: every port
+        ("http://localhost:8443/x", "LOCALHOST:8443", True),
+        ("http://localhost:8444/x", "localhost:8443", False),
+    ],
+)
+def test_an_allowed_host_with_a_port_opens_that_port_only(
+    url: str, allowed: str, opened: bool
+) -> None:
+    assert (url_refusal(url, (allowed,)) is None) is opened
+
+
 @dataclass
 class MapResolver(AbstractResolver):
     """A test DNS: fixed answers per name, and a count of the questions asked."""
@@ -368,7 +389,8 @@ async def test_a_name_that_resolves_to_loopback_passes_the_door_but_fails_the_jo
     await run_worker_with_test_dns(run_worker, own, dns)
     status = await status_of(client, task_id)
     assert status["status"] == "FAILURE"
-    assert "hooks.example.test resolves to 127.0.0.1, a loopback address" in status["error"]
+    assert "hooks.example.test does not resolve to a public address" in status["error"]
+    assert "127.0.0.1" not in status["error"], "what our DNS answers stays in the worker's log"
     assert status["attempts"] == 1
     assert dns.asked == ["hooks.example.test"]
     assert recorder.hits == []
@@ -388,6 +410,34 @@ async def test_the_same_name_allow_listed_is_delivered(
     await run_worker_with_test_dns(run_worker, closed_settings(settings, "hooks.example.test"), dns)
     assert (await status_of(client, task_id))["status"] == "SUCCESS"
     assert recorder.hits == [f"POST hooks.example.test:{recorder.port}/hook"]
+
+
+async def test_an_allowed_name_with_a_port_is_delivered_on_that_port_only(
+    client: TestClient[Any, Any],
+    settings: Settings,
+    redis: ArqRedis,
+    run_worker: RunWorker,
+    recorder: Recorder,
+) -> None:
+    """``name:port`` opens the name on that port: the same URL, allow-listed on another port,
+    meets the loopback refusal (the recorder is reachable: the test above)."""
+    dns = MapResolver({"hooks.example.test": ["127.0.0.1"]})
+    url = f"http://hooks.example.test:{recorder.port}/hook"
+    opened = f"hooks.example.test:{recorder.port}"
+    task_id = await enqueue(redis, "deliver_webhook", {"url": url, "payload": PAYLOAD})
+    await run_worker_with_test_dns(run_worker, closed_settings(settings, opened), dns)
+    assert (await status_of(client, task_id))["status"] == "SUCCESS"
+    assert recorder.hits == [f"POST {opened}/hook"]
+
+    other_port = f"hooks.example.test:{recorder.port + 1}"
+    task_id = await enqueue(redis, "deliver_webhook", {"url": url, "payload": PAYLOAD})
+    await run_worker_with_test_dns(run_worker, closed_settings(settings, other_port), dns)
+    status = await status_of(client, task_id)
+    assert status["status"] == "FAILURE"
+    assert "hooks.example.test does not resolve to a public address" in status["error"]
+    assert "127.0.0.1" not in status["error"], "what our DNS answers stays in the worker's log"
+    assert status["attempts"] == 1
+    assert recorder.hits == [f"POST {opened}/hook"]
 
 
 async def test_a_public_looking_url_that_redirects_to_loopback_is_not_followed(

@@ -18,12 +18,15 @@ from service.dashboard.jobview import job_view
 from service.dashboard.mailbox import read_mailbox
 from service.dashboard.overview import overview as read_overview
 from service.observability.masking import masked
+from service.queue import pause
 from service.queue.enqueue import enqueue
-from service.records import failed_jobs
+from service.records import failed_jobs, schedules
 from service.records.failed_jobs import NotFailedError
 from service.records.status import JOB_ID_PATTERN
+from service.records.times import now_ms
 from service.store.storage import CONTENT_TYPES, UPLOADS
 from web.auth import matching_token, token_fingerprint
+from web.cron_control import cron_name_from
 from web.errors import ApiError
 from web.job_control import (
     NOT_RETRYABLE,
@@ -70,7 +73,8 @@ async def overview(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY]
     crons = await cron_schedules(redis, settings, registry)
     jobs = catalog(registry, settings)
-    return render(request, "overview.html", overview=state, crons=crons, jobs=jobs)
+    paused = await pause.pause_state(redis, settings.queue_name)
+    return render(request, "overview.html", overview=state, crons=crons, jobs=jobs, pause=paused)
 
 
 async def job_page(request: web.Request) -> web.Response:
@@ -144,6 +148,30 @@ async def run_cron_now(request: web.Request) -> web.Response:
     await check_mail_recipients(request.app, job, job.input())
     job_id = await enqueue(request.app[REDIS], job.name, {})
     return see_other(f"{HOME}/jobs/{job_id}")
+
+
+async def pause_cron(request: web.Request) -> web.Response:
+    """A schedule's **Pause**: as ``POST /crons/{name}/pause``."""
+    await schedules.pause(request.app[REDIS], cron_name_from(request), now_ms())
+    return see_other(f"{HOME}#crons")
+
+
+async def resume_cron(request: web.Request) -> web.Response:
+    """A paused schedule's **Resume**: as ``POST /crons/{name}/resume``."""
+    await schedules.resume(request.app[REDIS], cron_name_from(request))
+    return see_other(f"{HOME}#crons")
+
+
+async def pause_queue(request: web.Request) -> web.Response:
+    """The overview's **Pause**: as ``POST /queue/pause``; the banner then says so."""
+    await pause.pause(request.app[REDIS], request.app[SETTINGS].queue_name)
+    return see_other(HOME)
+
+
+async def resume_queue(request: web.Request) -> web.Response:
+    """The banner's **Resume**: as ``POST /queue/resume``."""
+    await pause.resume(request.app[REDIS], request.app[SETTINGS].queue_name)
+    return see_other(HOME)
 
 
 async def retry_job(request: web.Request) -> web.Response:

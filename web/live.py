@@ -196,10 +196,12 @@ async def job_events(request: web.Request) -> web.StreamResponse:
 
 
 async def _queue_signature(request: web.Request) -> tuple[int, ...]:
-    """What changes on the overview without a job changing state: jobs queued, workers."""
+    """What changes on the overview without a job changing state: jobs queued, workers,
+    the queue paused or resumed."""
     async with request.app[REDIS].pipeline(transaction=False) as pipe:
         pipe.zcard(request.app[SETTINGS].queue_name)
         pipe.zcard(keys.workers())
+        pipe.exists(keys.paused(request.app[SETTINGS].queue_name))  # the pause banner
         return tuple(await pipe.execute())
 
 

@@ -1,4 +1,5 @@
-"""Prometheus metrics of the web process: HTTP requests by route, jobs enqueued, queue depth."""
+"""Prometheus metrics of the web process: HTTP requests by route, jobs enqueued, queue depth,
+whether the queue is paused."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from service.observability.metrics import exposition
+from service.engine.queue_counts import queue_counts
+from service.observability.metrics import exposition, queue_jobs_gauge, set_queue_jobs
+from service.records.times import now_ms
+from service.store import keys
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNMATCHED = "(unmatched)"  # 404s and the like: one label value, whatever the URL was
@@ -54,8 +58,16 @@ class WebMetrics:
         self._enqueued_children: dict[str, Counter] = {}
         self.queue_depth = Gauge(
             "jobservice_queue_depth",
-            "Jobs waiting in the queue (deferred retries included), read at scrape time; "
-            "NaN when Redis did not answer.",
+            "Jobs in the queue that no worker runs (waiting and deferred), read at scrape "
+            "time; NaN when Redis did not answer.",
+            registry=registry,
+        )
+        self.queue_jobs = queue_jobs_gauge(registry, "read at scrape time")
+
+        self.queue_paused = Gauge(
+            "jobservice_queue_paused",
+            "1 while the queue is paused (POST /queue/pause): workers take no job; read at "
+            "scrape time, NaN when Redis did not answer.",
             registry=registry,
         )
 
@@ -80,10 +92,19 @@ class WebMetrics:
         children[1].observe(seconds)
 
     async def render(self, redis: Redis, queue_name: str) -> bytes:
-        """The text exposition, with the queue depth read from Redis just now."""
+        """The text exposition, with the queue's counts and pause read from Redis just now."""
         try:
             async with asyncio.timeout(DEPTH_TIMEOUT):
-                self.queue_depth.set(await redis.zcard(queue_name))
+                counts, paused = await asyncio.gather(
+                    queue_counts(redis, queue_name, now_ms()),
+                    redis.exists(keys.paused(queue_name)),
+                )
         except (RedisError, OSError, TimeoutError):
             self.queue_depth.set(float("nan"))
+            set_queue_jobs(self.queue_jobs, float("nan"), float("nan"), float("nan"))
+            self.queue_paused.set(float("nan"))
+        else:
+            self.queue_depth.set(counts.queued)
+            set_queue_jobs(self.queue_jobs, counts.waiting, counts.deferred, counts.running)
+            self.queue_paused.set(paused)
         return await exposition(self.registry)

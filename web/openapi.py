@@ -21,7 +21,7 @@ from pydantic.json_schema import models_json_schema
 
 from service.records.status import JOB_ID_PATTERN
 from service.runtime import Registry
-from web import responses, schemas
+from web import queue_control, responses, schemas
 from web.auth import is_public
 from web.keys import OPENAPI, REGISTRY
 from web.schemas import api_request_model, request_model
@@ -82,6 +82,7 @@ TASK_ID = {"type": "string", "pattern": f"^{JOB_ID_PATTERN.pattern}$"}
 JOB_ID_NAMES = {"task_id", "job_id"}
 PLAIN_NAME = {"type": "string", "pattern": "^[A-Za-z0-9:_.-]{1,200}$"}  # one path segment
 NO_MATCH = _error("nothing has this name or id")
+NO_CRON = _error("no cron schedule has this name")
 UPLOAD_ANSWERS: Mapping[int, Answer] = {
     202: _queued("the thumbnail job"),
     400: _error("not multipart/form-data, no 'file' field, or an empty file"),
@@ -224,6 +225,55 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         uses_redis=False,  # an unreachable Redis shows as a NaN queue depth, not an error
         tags=("operations",),
     ),
+    ("GET", "/queue"): Operation(
+        "The queue as a whole: paused or not, jobs running, jobs queued",
+        {200: Answer("the queue's state", responses.QueueState)},
+        tags=("operations",),
+    ),
+    ("POST", "/queue/pause"): Operation(
+        "Pause the queue: jobs are still accepted, workers take none; running ones finish",
+        {200: Answer("paused (already paused: unchanged)", responses.QueueState)},
+        tags=("operations",),
+    ),
+    ("POST", "/queue/resume"): Operation(
+        "Resume the queue: workers take jobs again",
+        {200: Answer("not paused (any more)", responses.QueueState)},
+        tags=("operations",),
+    ),
+    ("POST", "/queue/drain"): Operation(
+        "Pause the queue, then wait until no job runs",
+        {
+            200: Answer("paused and nothing runs: safe to stop the workers", responses.QueueState),
+            202: Answer(
+                "paused, jobs still running after timeout: call again", responses.QueueState
+            ),
+            400: _error("timeout out of range"),
+        },
+        query={
+            "timeout": {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": queue_control.DRAIN_MAX,
+                "default": queue_control.DRAIN_DEFAULT,
+            }
+        },
+        tags=("operations",),
+    ),
+    ("GET", "/crons"): Operation(
+        "The cron schedules: paused or not, next five runs, last twenty runs",
+        {200: Answer("every schedule", responses.CronList)},
+        tags=("operations",),
+    ),
+    ("POST", "/crons/{name}/pause"): Operation(
+        "Pause one cron schedule: every worker skips its runs until it is resumed",
+        {200: Answer("the schedule, paused", responses.CronState), 404: NO_CRON},
+        tags=("operations",),
+    ),
+    ("POST", "/crons/{name}/resume"): Operation(
+        "Resume one cron schedule",
+        {200: Answer("the schedule, not paused", responses.CronState), 404: NO_CRON},
+        tags=("operations",),
+    ),
     # the dashboard: HTML pages and form actions (web/dashboard.py); a browser signs in and
     # sends its session cookie and CSRF token, an API client may use its bearer token instead
     ("GET", "/dashboard"): Operation(
@@ -291,7 +341,25 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("POST", "/dashboard/crons/{name}/run"): Operation(
         "Dashboard: run a cron schedule's job now",
-        {303: SEE_OTHER, 404: _error("no cron schedule has this name")},
+        {303: SEE_OTHER, 404: NO_CRON},
+        tags=("dashboard",),
+    ),
+    ("POST", "/dashboard/crons/{name}/pause"): Operation(
+        "Dashboard: pause a cron schedule (as POST /crons/{name}/pause)",
+        {303: SEE_OTHER, 404: NO_CRON},
+        tags=("dashboard",),
+    ),
+    ("POST", "/dashboard/crons/{name}/resume"): Operation(
+        "Dashboard: resume a cron schedule (as POST /crons/{name}/resume)",
+        {303: SEE_OTHER, 404: NO_CRON},
+        tags=("dashboard",),
+    ),
+    ("POST", "/dashboard/queue/pause"): Operation(
+        "Dashboard: pause the queue (as POST /queue/pause)", {303: SEE_OTHER}, tags=("dashboard",)
+    ),
+    ("POST", "/dashboard/queue/resume"): Operation(
+        "Dashboard: resume the queue (as POST /queue/resume)",
+        {303: SEE_OTHER},
         tags=("dashboard",),
     ),
     ("POST", "/dashboard/jobs/{job_id}/retry"): Operation(

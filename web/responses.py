@@ -67,6 +67,14 @@ class WorkerHealth(BaseModel):
     last_check: str | None
 
 
+class JobCounts(BaseModel):
+    """The queue's jobs: due and waiting for a worker, due later, and running now."""
+
+    waiting: int
+    deferred: int
+    running: int
+
+
 class Health(BaseModel):
     """``degraded``: Redis answers, a dependency in ``dependencies`` does not."""
 
@@ -74,7 +82,49 @@ class Health(BaseModel):
     redis: Literal["ok", "unreachable"]
     dependencies: dict[str, Literal["ok", "unreachable"]] | None = None
     worker: WorkerHealth | None
-    queued: int | None
+    queued: int | None  # waiting + deferred: in the queue, not running
+    jobs: JobCounts | None = None
+    paused: bool | None = None  # the queue is paused (POST /queue/pause): no job is taken
+    paused_at: str | None = None
+
+
+class QueueState(BaseModel):
+    """The queue as a whole: paused or not, jobs running, jobs queued (waiting + deferred);
+    ``drained`` only from ``POST /queue/drain``."""
+
+    paused: bool
+    paused_at: str | None
+    running: int
+    queued: int
+    drained: bool | None = None
+
+
+class CronRun(BaseModel):
+    """One run of a schedule; ``skipped``: the schedule was paused at its time."""
+
+    job_id: str
+    outcome: Literal["success", "failure", "retry", "interrupted", "skipped"]
+    started_at: str | None
+    finished_at: str | None
+    duration_ms: int
+    error: str | None
+
+
+class CronState(BaseModel):
+    """A schedule: paused or not, its next five times (in CRON_TIMEZONE, with their offsets)
+    and its latest twenty runs, newest first."""
+
+    name: str
+    function: str
+    paused: bool
+    paused_at: str | None
+    next_runs: list[str]
+    last_runs: list[CronRun]
+
+
+class CronList(BaseModel):
+    timezone: str
+    crons: list[CronState]
 
 
 class FailedJob(BaseModel):

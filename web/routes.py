@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from web import dashboard, job_control, live, openapi, views
+from web import cron_control, dashboard, job_control, live, openapi, queue_control, views
 from web.idempotency import idempotent, upload_fingerprint
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -37,6 +37,13 @@ def setup_routes(app: web.Application) -> None:
             web.post("/jobs/{task_id}/replay", job_control.replay_job),
             web.delete("/jobs/{task_id}", job_control.cancel),
             web.get("/metrics", views.metrics),
+            web.get("/queue", queue_control.queue_state),
+            web.post("/queue/pause", queue_control.pause_queue),
+            web.post("/queue/resume", queue_control.resume_queue),
+            web.post("/queue/drain", queue_control.drain_queue),
+            web.get("/crons", cron_control.list_crons),
+            web.post("/crons/{name}/pause", cron_control.pause_cron),
+            web.post("/crons/{name}/resume", cron_control.resume_cron),
             # dashboard: HTML pages and form actions (web/dashboard.py, web/templates/)
             web.get("/dashboard", dashboard.overview),
             web.get("/dashboard/events", live.overview_events),
@@ -49,6 +56,10 @@ def setup_routes(app: web.Application) -> None:
             web.get("/dashboard/thumbnails/{name}", dashboard.thumbnail),
             web.get("/dashboard/mail", dashboard.mail_page),
             web.post("/dashboard/crons/{name}/run", dashboard.run_cron_now),
+            web.post("/dashboard/crons/{name}/pause", dashboard.pause_cron),
+            web.post("/dashboard/crons/{name}/resume", dashboard.resume_cron),
+            web.post("/dashboard/queue/pause", dashboard.pause_queue),
+            web.post("/dashboard/queue/resume", dashboard.resume_queue),
             web.post("/dashboard/jobs/{job_id}/retry", dashboard.retry_job),
             web.post("/dashboard/jobs/{job_id}/replay", dashboard.replay_job),
             web.post("/dashboard/jobs/{job_id}/delete", dashboard.delete_job),

@@ -25,7 +25,7 @@ from pydantic import (
     create_model,
 )
 
-from service.runtime import EmailAddress, Job, JobInput, no_control_characters
+from service.runtime import EmailAddress, Job, JobInput, no_control_characters, untrimmed_at_most
 from settings import Settings
 from web.errors import ApiError
 
@@ -43,6 +43,7 @@ class RegisterRequest(Strict):
     name: Annotated[
         str,
         StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
+        untrimmed_at_most(100),
         AfterValidator(no_control_characters),
     ]
     email: EmailAddress

@@ -12,11 +12,13 @@ from aiohttp.typedefs import Handler
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 
+from service.engine.queue_counts import queue_counts
 from service.observability.metrics import CONTENT_TYPE
 from service.queue.enqueue import enqueue
 from service.records import workers
-from service.records.times import iso_from_ms
+from service.records.times import iso_from_ms, now_ms
 from service.runtime import Job
+from service.store import keys
 from service.store.database import Database, DatabaseUnavailableError, EmailTakenError
 from service.store.storage import UPLOADS, Storage, StorageUnavailableError
 from web.auth import TOKEN_ID
@@ -194,17 +196,17 @@ async def _undo_sign_up(db: Database, user_id: int) -> None:
 
 
 async def health(request: web.Request) -> web.Response:
-    """Redis, every other dependency (web.health), the workers and the queue depth."""
+    """Redis, every other dependency (web.health), the workers, and the jobs waiting,
+    deferred and running (service.engine.queue_counts)."""
     redis = request.app[REDIS]
     queue_name = request.app[SETTINGS].queue_name
     try:
         async with asyncio.timeout(HEALTH_TIMEOUT):
-            async with redis.pipeline(transaction=False) as pipe:
-                pipe.ping()
-                pipe.zcard(queue_name)
-                _, depth = await pipe.execute()
-            alive, dependencies = await asyncio.gather(
-                workers.alive(redis, queue_name), dependency_states(request.app)
+            counts, paused_at, alive, dependencies = await asyncio.gather(
+                queue_counts(redis, queue_name, now_ms()),
+                redis.get(keys.paused(queue_name)),
+                workers.alive(redis, queue_name),
+                dependency_states(request.app),
             )
     except (RedisError, OSError, TimeoutError):
         down = {"status": "unavailable", "redis": "unreachable", "worker": None, "queued": None}
@@ -216,7 +218,11 @@ async def health(request: web.Request) -> web.Response:
     }
     status = "ok" if all(state == "ok" for state in dependencies.values()) else "degraded"
     body: dict[str, Any] = {"status": status, "redis": "ok", "dependencies": dependencies}
-    return web.json_response({**body, "worker": worker, "queued": depth})
+    jobs = {"waiting": counts.waiting, "deferred": counts.deferred, "running": counts.running}
+    pause = {"paused": paused_at is not None, "paused_at": iso_from_ms(paused_at)}
+    return web.json_response(
+        {**body, "worker": worker, "queued": counts.queued, "jobs": jobs, **pause}
+    )
 
 
 async def metrics(request: web.Request) -> web.Response:

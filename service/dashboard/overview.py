@@ -1,6 +1,7 @@
 """What the dashboard's overview shows, read from Redis in a few pipelined round trips.
 
-Queue depth and age come from arq's queue (a sorted set scored by run time); running jobs
+The queue's counts (waiting, deferred, running) and the oldest waiting job's age come from
+service.engine.queue_counts; running jobs
 from the tracking wrapper's running set, confirmed by arq's in-progress keys; successes
 from the tracking wrapper's capped history; failures from the failed-jobs list
 (service.records.failed_jobs), the one Retry and Delete act on; workers from their health keys.
@@ -16,6 +17,7 @@ from redis.asyncio import Redis
 
 from service.dashboard.masking import short_arguments
 from service.engine.arq_api import in_progress_key_prefix, job_key_prefix, result_key_prefix
+from service.engine.queue_counts import queue_counts
 from service.records import arguments, failed_jobs
 from service.records.failed_jobs import DeadJob
 from service.records.workers import WorkerState, alive
@@ -44,9 +46,10 @@ class JobLine:
 
 @dataclass(frozen=True, slots=True)
 class QueueState:
-    depth: int  # every job in the queue, deferred ones included
-    ready: int  # due now, waiting for a worker
-    oldest_ready_age: float | None  # seconds the longest-waiting due job has waited
+    waiting: int  # due now, waiting for a worker (not the running ones)
+    deferred: int  # due later
+    running: int  # a worker runs them now
+    oldest_waiting_age: float | None  # seconds the longest-waiting due job has waited
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,13 +100,15 @@ def _line(job_id: str, stored: bytes | None, meta: dict[str, str], **extra: Any)
 
 
 async def queue_state(redis: Redis, queue_name: str, now_ms: int) -> QueueState:
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.zcard(queue_name)
-        pipe.zcount(queue_name, "-inf", now_ms)
-        pipe.zrangebyscore(queue_name, "-inf", now_ms, start=0, num=1, withscores=True)
-        depth, ready, oldest = await pipe.execute()
-    age = (now_ms - oldest[0][1]) / 1000 if oldest else None
-    return QueueState(depth=depth, ready=ready, oldest_ready_age=age)
+    """Waiting, deferred and running apart (service.engine.queue_counts): jobs stay in arq's
+    queue while they run, so its size and its oldest due entry would count them as waiting."""
+    counts = await queue_counts(redis, queue_name, now_ms)
+    return QueueState(
+        waiting=counts.waiting,
+        deferred=counts.deferred,
+        running=counts.running,
+        oldest_waiting_age=counts.oldest_waiting_age(now_ms),
+    )
 
 
 async def _lines(

@@ -80,6 +80,7 @@ _require(arq.jobs, "serialize_job", "serialize_result", "deserialize_job_raw", "
 _require(arq.jobs, "DeserializationError")
 _require(arq.utils, "timestamp_ms", "ms_to_datetime", "to_ms")
 _require(arq.worker, "Function", "JobExecutionFailed", "RetryJob", "no_result", "create_worker")
+_require(arq.worker, "run_worker", "check_health", "async_check_health")
 _require(arq.worker, "keep_cronjob_progress")
 _require(arq_cron, "CronJob", "next_cron")
 _require(arq.typing, "WorkerCoroutine")
@@ -118,6 +119,7 @@ WorkerCoroutine = arq.typing.WorkerCoroutine
 
 # Worker methods the loop overrides: name -> parameters arq's own version takes.
 OVERRIDDEN_METHODS: dict[str, tuple[str, ...]] = {
+    "run": ("self",),
     "main": ("self",),
     "close": ("self",),
     "_poll_iteration": ("self",),
@@ -251,6 +253,8 @@ def _check_attributes() -> None:
         raise _changed("Retry no longer has defer_score")
     if "Worker" not in _names_used(arq.worker.create_worker):
         raise _changed("create_worker() no longer builds arq.worker.Worker by name")
+    if "run" not in _names_used(arq.worker.run_worker):  # the CLI's way in to Worker.run
+        raise _changed("run_worker() no longer calls Worker.run(), which the loop overrides")
 
 
 def _check_fields() -> None:
@@ -293,3 +297,15 @@ def use_worker_class(worker_class: type[Worker]) -> None:
     """Make arq's CLI (``arq service.WorkerSettings``) build ``worker_class``: its
     ``create_worker`` looks ``Worker`` up by name in arq.worker (checked above)."""
     arq.worker.Worker = worker_class  # type: ignore[misc]
+
+
+async_check_health = arq.worker.async_check_health
+
+
+def use_health_check(check: Callable[[Any], int]) -> None:
+    """Make arq's CLI (``arq service.WorkerSettings --check``) run ``check``: the CLI calls
+    ``check_health`` by its name in arq.cli, where it imported it from arq.worker."""
+    cli = importlib.import_module("arq.cli")
+    if getattr(cli, "check_health", None) is not arq.worker.check_health:
+        raise _changed("arq.cli no longer runs arq.worker.check_health for --check")
+    setattr(cli, "check_health", check)  # noqa: B010 (a module mypy sees as typed)

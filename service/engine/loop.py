@@ -17,6 +17,13 @@ Other differences from arq's loop:
 - a stop (SIGTERM, SIGINT) cuts only the jobs whose own code still runs, once the grace
   (``job_completion_wait``) has run out if there is one; a job writing its bookkeeping is
   left to write it, so its code, done, is not run again;
+- a stop while Redis does not answer (store.outage) cuts every job at once, without the
+  grace, and writes nothing; a worker whose Redis stayed away for REDIS_RETRY_SECONDS exits
+  with status 1 after one line, not a traceback;
+- a job that raises engine.postpone's Postponed goes back to the queue without a retry's
+  line or count (it never started);
+- the health line's ``queued`` leaves out the running jobs, and waiting, deferred and running
+  follow it (engine.queue_counts);
 - aborts are looked for at most every ABORT_CHECK_INTERVAL, not on every iteration;
 - a stored result keeps no copy of the job's arguments (arq's ``a`` and ``k`` are written
   empty): a result lives for a day, and a client's payload must not be kept that long a
@@ -41,6 +48,7 @@ from signal import Signals
 from typing import Any
 
 from arq import Retry
+from redis.exceptions import RedisError
 
 from service.engine.arq_api import (
     Function,
@@ -63,7 +71,11 @@ from service.engine.arq_api import (
     use_worker_class,
 )
 from service.engine.claim import ClaimedJob, claim
+from service.engine.postpone import Postponed
+from service.engine.queue_counts import queue_counts
 from service.engine.wakeup import WakingRedis
+from service.observability.metrics import JobMetrics
+from service.store.outage import RedisOutage
 
 logger = logging.getLogger("arq.worker")  # the lines arq itself would write
 
@@ -101,10 +113,35 @@ class BatchWorker(Worker):
             self._finishing_ids = set()
         return self._finishing_ids
 
+    @property
+    def _outage(self) -> RedisOutage | None:
+        pool = self._waking_pool
+        return None if pool is None else pool.outage
+
+    def _redis_down(self) -> bool:
+        """Redis has not answered since its last failure (service.store.outage)."""
+        outage = self._outage
+        return outage is not None and outage.down
+
+    def run(self) -> None:
+        """arq's, except that a worker whose Redis stayed away for REDIS_RETRY_SECONDS exits
+        with status 1 after the one line that says so (service.store.outage), not with a
+        traceback, for its supervisor to restart it."""
+        outage = self._outage  # read now: close() drops the pool
+        try:
+            super().run()
+        except RedisError:
+            if outage is None or not outage.gave_up:
+                raise
+            raise SystemExit(1) from None
+
     def handle_sig(self, signum: Signals) -> None:
         """arq's, except that a job whose own code has ended is left to write its bookkeeping
         (milliseconds) instead of being cut and, its code done, run again."""
         sig = Signals(signum)
+        if self._redis_down():
+            self._stop_during_outage(sig)
+            return
         to_cut = self._running_code()
         logger.info(
             "shutdown on %s ◆ %d jobs complete ◆ %d failed ◆ %d retries ◆ %d ongoing to cancel",
@@ -126,6 +163,9 @@ class BatchWorker(Worker):
         own code still runs are cut; close() (run by arq's ``run``) waits for the rest.
         """
         sig = Signals(signum)
+        if self._redis_down():
+            self._stop_during_outage(sig)
+            return
         logger.info("Setting allow_pick_jobs to `False`")
         self.allow_pick_jobs = False
         logger.info(
@@ -162,6 +202,23 @@ class BatchWorker(Worker):
         )
         self._stop(sig, to_cut)
 
+    def _stop_during_outage(self, sig: Signals) -> None:
+        """A stop while Redis does not answer: no grace, since no job can record anything;
+        every Redis call fails at its next error instead of retrying, the running jobs are cut
+        and run again once their locks expire, as after a kill (README "Reliability")."""
+        outage = self._outage
+        assert outage is not None
+        outage.stop()
+        self.allow_pick_jobs = False
+        to_cut = [task for task in self.tasks.values() if not task.done()]
+        logger.warning(
+            "shutdown on %s with Redis unreachable: %d running jobs cut now, without "
+            "the grace; they run again once their locks expire",
+            sig.name,
+            len(to_cut),
+        )
+        self._stop(sig, to_cut)
+
     def _running_code(self) -> list[asyncio.Task[Any]]:
         """The job tasks a stop cuts: those whose own code still runs, not the finishing."""
         return [
@@ -182,13 +239,15 @@ class BatchWorker(Worker):
 
     async def close(self) -> None:
         """arq's, except that a job task that ended cancelled does not stop the rest of the
-        shutdown (the Redis pool closed, on_shutdown run) with its CancelledError."""
+        shutdown (the Redis pool closed, on_shutdown run) with its CancelledError, and that
+        nothing is written to a Redis that does not answer."""
         if not self._handle_signals:
             self.handle_sig(signal.SIGUSR1)
         if not self._pool:
             return
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
-        await self.pool.delete(self.health_check_key)
+        if not self._redis_down():  # else it expires on its own, in health_check_interval
+            await self.pool.delete(self.health_check_key)
         if self.on_shutdown:
             await self.on_shutdown(self.ctx)
         await self.pool.close(close_connection_pool=True)
@@ -213,16 +272,23 @@ class BatchWorker(Worker):
 
     async def record_health(self) -> None:
         """arq's, with ``j_ongoing`` counting the jobs whose own code runs (the slots held),
-        not also those still writing their bookkeeping: it never reads above ``max_jobs``."""
+        not also those still writing their bookkeeping: it never reads above ``max_jobs``;
+        ``queued`` counts the queue's jobs no worker runs (arq's counted the running ones
+        too), followed by ``waiting``, ``deferred`` and ``running`` (engine.queue_counts),
+        which also go to the worker's metrics."""
         now_ts = time.time()
         if (now_ts - self._last_health_check) < self.health_check_interval:
             return
         self._last_health_check = now_ts
-        queued = await self.pool.zcard(self.queue_name)
+        counts = await queue_counts(self.pool, self.queue_name, timestamp_ms())
+        metrics = self.ctx.get("metrics")
+        if isinstance(metrics, JobMetrics):
+            metrics.count_queue(counts.waiting, counts.deferred, counts.running)
         info = (
             f"{datetime.now():%b-%d %H:%M:%S} j_complete={self.jobs_complete} "
             f"j_failed={self.jobs_failed} j_retried={self.jobs_retried} "
-            f"j_ongoing={self.job_counter} queued={queued}"
+            f"j_ongoing={self.job_counter} queued={counts.queued} waiting={counts.waiting} "
+            f"deferred={counts.deferred} running={counts.running}"
         )
         await self.pool.psetex(
             self.health_check_key, int((self.health_check_interval + 1) * 1000), info.encode()
@@ -399,7 +465,9 @@ class BatchWorker(Worker):
         except (Exception, asyncio.CancelledError) as e:
             finished_ms = timestamp_ms()
             t = (finished_ms - start_ms) / 1000
-            if self.retry_jobs and isinstance(e, Retry):
+            if isinstance(e, Postponed):  # never started: back in the queue, quietly
+                incr_score = (e.defer_score or 0) + (timestamp_ms() - score)
+            elif self.retry_jobs and isinstance(e, Retry):
                 incr_score = e.defer_score
                 logger.info(
                     "%6.2fs ↻ %s retrying job in %0.2fs", t, ref, (e.defer_score or 0) / 1000

@@ -25,6 +25,7 @@ from typing import Any
 from service.engine.arq_api import timestamp_ms
 from service.store import keys
 from service.store.autopipeline import AutoPipelineRedis
+from service.store.outage import RedisOutage, outage_of, retry_handshakes
 from service.store.redis import new_client
 from service.store.serialization import deserialize, serialize
 from settings import ServiceRedisSettings
@@ -49,6 +50,8 @@ class WakingRedis(AutoPipelineRedis):
     # this worker's own key lets /health and the dashboard tell several workers apart.
     health_check_key: str | None = None
     worker_health_key: str | None = None
+    # shared by the retry policy of every connection: whether Redis answers (service.store.outage)
+    outage: RedisOutage | None = None
 
     async def psetex(self, name: Any, time_ms: Any, value: Any) -> Any:
         result = await super().psetex(name, time_ms, value)
@@ -88,7 +91,7 @@ def waking_pool(redis: ServiceRedisSettings, queue_name: str) -> WakingRedis:
         "max_connections": redis.max_connections,
         "encoding": "utf8",
     }
-    return new_client(
+    pool = new_client(
         WakingRedis,
         redis,
         connection,
@@ -96,3 +99,6 @@ def waking_pool(redis: ServiceRedisSettings, queue_name: str) -> WakingRedis:
         job_deserializer=deserialize,
         default_queue_name=queue_name,
     )
+    pool.outage = outage_of(redis.retry)
+    retry_handshakes(pool)  # a connection's handshake is retried too (store.outage)
+    return pool

@@ -32,6 +32,23 @@ async def exposition(registry: CollectorRegistry) -> bytes:
     return await asyncio.get_running_loop().run_in_executor(None, generate_latest, registry)
 
 
+def queue_jobs_gauge(registry: CollectorRegistry, when: str) -> Gauge:
+    """``jobservice_queue_jobs{state}``: the queue's jobs waiting (due, not running),
+    deferred (due later) and running, read from Redis ``when``."""
+    return Gauge(
+        "jobservice_queue_jobs",
+        f"Jobs in the queue by state: waiting (due, not running), deferred, running; {when}.",
+        ["state"],
+        registry=registry,
+    )
+
+
+def set_queue_jobs(gauge: Gauge, waiting: float, deferred: float, running: float) -> None:
+    gauge.labels("waiting").set(waiting)
+    gauge.labels("deferred").set(deferred)
+    gauge.labels("running").set(running)
+
+
 @dataclass(frozen=True, slots=True)
 class FunctionMetrics:
     """One function's children of the job metrics, looked up once (labels() takes a lock)."""
@@ -89,7 +106,14 @@ class JobMetrics:
         self.emails_sent = Counter(
             "jobservice_emails_sent", "Emails accepted by the SMTP server.", registry=registry
         )
+        self.queue_jobs = queue_jobs_gauge(
+            registry, "refreshed with the worker's health line (every 10 s)"
+        )
         self._functions: dict[str, FunctionMetrics] = {}
+
+    def count_queue(self, waiting: int, deferred: int, running: int) -> None:
+        """The queue's jobs by state, as this worker last read them (all workers' jobs)."""
+        set_queue_jobs(self.queue_jobs, waiting, deferred, running)
 
     def of(self, function: str) -> FunctionMetrics:
         """The metrics of one job function (success, retry, interrupted, failure outcomes)."""

@@ -12,9 +12,9 @@ job"). import-linter keeps jobs/ to this package: what a job may use is exactly 
   how a job fails; the message is what the status API shows, so keep internals out of it
   (raise it ``from`` the error with the details: the worker's log shows them);
   :func:`connection_problem` names a connection failure without its address;
-- :class:`Job`, :class:`Cron`, :class:`RetryPolicy`: the declaration; :class:`JobInput`,
-  :class:`NoInput` and the field types :data:`EmailAddress`, :data:`MailRecipient`,
-  :data:`HeaderText` for its input model; :func:`settings_in` for validators;
+- :class:`Job`, :class:`Cron`, :class:`RetryPolicy`, :class:`SlotLimit`: the declaration;
+  :class:`JobInput`, :class:`NoInput` and the field types :data:`EmailAddress`,
+  :data:`MailRecipient`, :data:`HeaderText` for its input model; :func:`settings_in` for validators;
   :func:`text_refusal`: why a text may not go into a mail header (service.runtime.text);
 - :func:`job_key`: a Redis key of the job's own (a "sent" marker, a lock);
 - :func:`count_today`, :func:`day_counts`, :func:`today`: the day's counters the daily
@@ -30,7 +30,7 @@ May import: ``records``, ``store``, ``observability``.
 from service.records.progress import Progress
 from service.records.stats import count_today, day_counts, today
 from service.runtime.context import JobContext
-from service.runtime.declaration import Cron, Job, Registry, RetryPolicy
+from service.runtime.declaration import Cron, Job, Registry, RetryPolicy, SlotLimit
 from service.runtime.errors import PermanentError, TransientError, connection_problem
 from service.runtime.inputs import (
     EmailAddress,
@@ -40,6 +40,7 @@ from service.runtime.inputs import (
     NoInput,
     no_control_characters,
     settings_in,
+    untrimmed_at_most,
 )
 from service.runtime.text import refusal as text_refusal
 from service.store.files import write_atomically
@@ -61,6 +62,7 @@ __all__ = [
     "Progress",
     "Registry",
     "RetryPolicy",
+    "SlotLimit",
     "Storage",
     "StorageUnavailableError",
     "TransientError",
@@ -72,5 +74,6 @@ __all__ = [
     "settings_in",
     "text_refusal",
     "today",
+    "untrimmed_at_most",
     "write_atomically",
 ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -69,6 +69,20 @@ class RetryPolicy:
         return base, cap
 
 
+@dataclass(frozen=True, slots=True)
+class SlotLimit:
+    """At most ``per_key(settings)`` attempts of a job with the same ``key`` run at once in a
+    worker (``0``: no limit), so that one slow destination cannot take every worker slot.
+
+    ``key`` reads the job's keyword arguments (``None``: this job is not limited). A job over
+    the limit goes back to the queue for about a second without using up a try and without
+    holding a slot (service.worker.slots).
+    """
+
+    key: Callable[[Mapping[str, Any]], str | None]
+    per_key: Callable[[Settings], int]
+
+
 def _default_time_limit(settings: Settings) -> float:
     return settings.job_timeout
 
@@ -96,6 +110,7 @@ class Job:
     # a finished run keeps its arguments (up to REPLAY_MAX_ARGUMENT_BYTES) in its tracking
     # hash, so POST /jobs/{id}/replay can queue it again as a new job (a delivered webhook)
     replayable: bool = False
+    slots: SlotLimit | None = None  # how many may run at once per key (a webhook's host)
 
     @property
     def summary(self) -> str:

@@ -39,6 +39,29 @@ def wake(queue_name: str) -> str:
     return f"{PREFIX}wake:{queue_name}"
 
 
+def paused(queue_name: str) -> str:
+    """String holding when the queue was paused (ms), present only while it is: the claim
+    script reads it, so no worker takes a job from the queue meanwhile."""
+    return f"{PREFIX}paused:{queue_name}"
+
+
+def paused_schedules() -> str:
+    """Hash: cron name ("cron:daily_report") -> when it was paused (ms); a paused schedule's
+    runs are skipped by every worker (service.worker.schedules)."""
+    return f"{PREFIX}cron-paused"
+
+
+def schedule_runs(cron_name: str) -> str:
+    """List of a schedule's latest runs (JSON each: outcome, times, duration), newest first."""
+    return f"{PREFIX}cron-runs:{cron_name}"
+
+
+def schedule_run_seen(run_id: str) -> str:
+    """Marker that a schedule's run for one due time started (its arq job id,
+    "cron:<job>:<due ms>"), so a worker catching up missed runs does not run it again."""
+    return f"{PREFIX}cron-seen:{run_id}"
+
+
 def job_attempts(job_id: str) -> str:
     """List of one job's finished attempts (JSON each), oldest first, capped in length."""
     return f"{PREFIX}attempts:{job_id}"

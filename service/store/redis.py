@@ -3,7 +3,8 @@
 The web app must answer quickly, so its client fails fast (short socket timeouts, one retry
 to replace a connection that a Redis restart broke) and the API answers 503 until Redis is
 back. The worker must ride out a restart, so every Redis command it sends is retried with
-backoff for about REDIS_RETRY_SECONDS before arq gives up and the process exits non-zero.
+backoff until Redis has been away for REDIS_RETRY_SECONDS, then the process exits non-zero
+(service.store.outage).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from redis.exceptions import DataError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.store.autopipeline import AutoPipelineRedis, ReplicaAck
+from service.store.outage import OutageRetry, RedisOutage
 from service.store.sentinel import master_pool
 from service.store.serialization import deserialize, serialize
 from settings import ServiceRedisSettings, Settings
@@ -30,16 +32,7 @@ ClientT = TypeVar("ClientT", bound=Redis)
 
 RETRIED_ERRORS: list[type[Exception]] = [RedisConnectionError, RedisTimeoutError, OSError]
 BACKOFF_BASE = 0.05  # seconds; doubles per failure up to BACKOFF_CAP
-BACKOFF_CAP = 1.0
-
-
-def retries_for(seconds: float) -> int:
-    """How many backed-off retries add up to about ``seconds`` of waiting."""
-    waited, retries = 0.0, 0
-    while waited < seconds:
-        retries += 1
-        waited += ExponentialBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE).compute(retries)
-    return retries
+BACKOFF_CAP = 1.0  # so a worker reconnects about once a second at most through an outage
 
 
 def connection_options(redis: RedisSettings) -> dict[str, Any]:
@@ -114,13 +107,14 @@ def new_client(
 
 
 def worker_redis_settings(settings: Settings) -> ServiceRedisSettings:
-    """arq's connection settings for the worker: every command retried through a restart."""
-    retries = retries_for(settings.redis_retry_seconds)
+    """arq's connection settings for the worker: every command retried through a restart,
+    with backoff, until Redis has been away for REDIS_RETRY_SECONDS (service.store.outage)."""
+    outage = RedisOutage(settings.redis_retry_seconds)
     return replace(
         settings.redis_settings,
         retry_on_timeout=True,
         retry_on_error=list(RETRIED_ERRORS),  # a copy: redis-py appends to the list it gets
-        retry=Retry(ExponentialBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), retries),
+        retry=OutageRetry(outage, ExponentialBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE)),
     )
 
 

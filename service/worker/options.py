@@ -8,6 +8,7 @@ the engine's waking one, the job loop the engine's (service.engine).
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, cast
 
 from arq import cron, func
@@ -23,6 +24,8 @@ from service.store.redis_checks import check_redis
 from service.store.serialization import deserialize, serialize
 from service.worker.observe import observed
 from service.worker.resources import close_resources, open_resources
+from service.worker.schedules import catch_up, steered
+from service.worker.slots import KeyedSlots, limited
 from service.worker.tracking import arq_failures, tracked
 from settings import Settings
 
@@ -37,14 +40,18 @@ POLL_DELAY = 0.005
 OTHER_WORKERS_RUNNING = 1000
 
 
-def _wrapped(job: Job) -> WorkerCoroutine:
-    """A job as arq registers it: observed, tracked, and typed as arq's coroutine protocol."""
-    return cast(WorkerCoroutine, observed(job.name, tracked(job)))
+def _wrapped(job: Job, settings: Settings, slots: KeyedSlots | None) -> WorkerCoroutine:
+    """A job as arq registers it: held to its slot limit (``slots``), observed, tracked, and
+    typed as arq's coroutine protocol."""
+    run = observed(job.name, tracked(job))
+    if slots is not None:
+        run = limited(job, settings, slots, run)
+    return cast(WorkerCoroutine, run)
 
 
-def _function(job: Job, settings: Settings) -> Function:
+def _function(job: Job, settings: Settings, slots: KeyedSlots) -> Function:
     return func(
-        _wrapped(job),
+        _wrapped(job, settings, slots),
         name=job.name,
         max_tries=job.retry.tries(settings),
         timeout=job.seconds(settings),
@@ -53,10 +60,12 @@ def _function(job: Job, settings: Settings) -> Function:
 
 
 def _cron(job: Job, settings: Settings) -> CronJob:
-    """A job's schedule, in CRON_TIMEZONE; a run keeps its result like any job's."""
+    """A job's schedule, in CRON_TIMEZONE; a run keeps its result like any job's, and obeys
+    the schedule's pause (service.worker.schedules). A cron run is never postponed for a slot:
+    arq keeps its lock after it, so it would not run again."""
     assert job.cron is not None
     return cron(
-        _wrapped(job),
+        steered(job, settings, _wrapped(job, settings, None)),
         name=str(job.cron_name),
         **job.cron.fields(),
         timeout=job.seconds(settings),
@@ -72,10 +81,11 @@ def worker_options(settings: Settings, registry: Registry = REGISTRY) -> dict[st
     pool.start_lock_ms = int(settings.job_lock_margin * 1000)  # service.worker.lease, step 1
     pool.health_check_key = settings.queue_name + health_check_key_suffix
     pool.worker_health_key = health_key(settings.queue_name, worker_name())
+    slots = KeyedSlots()  # this worker's: its jobs' slots per key (webhooks per host)
     return {
-        "functions": [_function(job, settings) for job in registry],
+        "functions": [_function(job, settings, slots) for job in registry],
         "cron_jobs": [_cron(job, settings) for job in registry.scheduled()],
-        "on_startup": open_resources(settings),
+        "on_startup": _catching_up(settings, registry, open_resources(settings)),
         "on_shutdown": close_resources,
         "after_job_end": arq_failures(registry),
         "allow_abort_jobs": True,  # DELETE /jobs/{id} on a running job
@@ -99,6 +109,16 @@ def worker_options(settings: Settings, registry: Registry = REGISTRY) -> dict[st
     }
 
 
+def _catching_up(settings: Settings, registry: Registry, on_startup: Any) -> Any:
+    """``on_startup``, then the schedules' missed runs queued (CRON_CATCH_UP)."""
+
+    async def start_then_catch_up(ctx: dict[str, Any]) -> None:
+        await on_startup(ctx)
+        await catch_up(ctx["redis"], settings, registry, datetime.now(settings.timezone))
+
+    return start_then_catch_up
+
+
 def _logging_first(settings: Settings, on_startup: Any) -> Any:
     async def configure_then_start(ctx: dict[str, Any]) -> None:
         configure_logging(settings)  # after arq's CLI set up its own, which this replaces
@@ -108,12 +128,13 @@ def _logging_first(settings: Settings, on_startup: Any) -> Any:
     return configure_then_start
 
 
-def build_worker_settings(settings: Settings) -> type:
+def build_worker_settings(settings: Settings, registry: Registry = REGISTRY) -> type:
     """A ``WorkerSettings`` class (the CLI's entry point); arq reads only its own ``__dict__``.
 
     Only this entry point configures logging and checks Redis's eviction policy and
     persistence (service.store.redis_checks), so in-process workers in tests do neither.
+    ``registry`` is jobs/registry.py's; the bench's worker (bench/worker.py) adds its own jobs.
     """
-    options = worker_options(settings)
+    options = worker_options(settings, registry)
     options["on_startup"] = _logging_first(settings, options["on_startup"])
     return type("WorkerSettings", (), options)

@@ -1,0 +1,59 @@
+"""``arq service.WorkerSettings --check``: is a worker alive? Answered within seconds.
+
+arq's check reads the workers' health key through a pool built from the worker's own Redis
+settings, so with Redis down it inherited the worker's patience: arq's five connection
+retries, each through the worker's retry policy (about 15 minutes). A health check must
+answer before its runner gives up on it (a container's is 30 s by default, often set to 10):
+here the same read gets one connection attempt without retries, and the whole check at most
+CHECK_WITHIN seconds. Exit status 0: a worker wrote its health line in the last
+health-check interval; 1: none did, or Redis refused, failed or did not answer in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from service.engine.arq_api import async_check_health, use_health_check
+
+logger = logging.getLogger("arq.worker")  # where arq's own check writes its verdict
+
+CHECK_WITHIN = 5.0  # seconds for the whole check; Python's start-up comes on top (~1 s)
+CONNECT_WITHIN = 2  # seconds for the one connection attempt (arq's conn_timeout)
+
+
+async def _check(settings_cls: Any) -> int:
+    redis_settings = settings_cls.redis_settings
+    once = replace(
+        redis_settings,
+        conn_timeout=CONNECT_WITHIN,
+        conn_retries=0,
+        retry=None,
+        retry_on_error=None,
+        retry_on_timeout=False,
+    )
+    health_key = getattr(settings_cls, "health_check_key", None)
+    queue_name = getattr(settings_cls, "queue_name", None)
+    try:
+        return await asyncio.wait_for(
+            async_check_health(once, health_key, queue_name), CHECK_WITHIN
+        )
+    except TimeoutError:
+        logger.warning("Health check failed: Redis did not answer within %g s", CHECK_WITHIN)
+    except (RedisError, OSError) as exc:
+        logger.warning("Health check failed: Redis unreachable (%s: %s)", type(exc).__name__, exc)
+    return 1
+
+
+def check_health(settings_cls: Any) -> int:
+    """What ``arq ... --check`` runs: the exit status, as arq's own check_health returns it."""
+    return asyncio.run(_check(settings_cls))
+
+
+def install() -> None:
+    """Make arq's CLI run :func:`check_health` for ``--check``."""
+    use_health_check(check_health)
