@@ -11,6 +11,7 @@ records, written in the round trip that closes the attempt.
 from __future__ import annotations
 
 import codecs
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -27,26 +28,26 @@ LEDGER_HEADERS = (
 
 
 async def read_head(content: aiohttp.StreamReader, limit: int) -> tuple[bytes, bool]:
-    """The first BODY_KEPT bytes of a body, reading at most ``limit`` bytes in all; and
-    whether the body went on past what was kept."""
+    """The first BODY_KEPT bytes of a body, and whether it went on past them. The rest is
+    read and dropped, up to ``limit`` bytes in all, so a short answer leaves its connection
+    reusable and a huge one costs no more than ``limit``."""
     head = b""
     read = 0
     while read < limit:
         chunk = await content.read(limit - read)
         if not chunk:
-            return head, False
+            break
+        if len(head) < BODY_KEPT:
+            head += chunk[: BODY_KEPT - len(head)]
         read += len(chunk)
-        head += chunk[: max(BODY_KEPT - len(head), 0)]
-        if read > BODY_KEPT:
-            return head, True
-    return head, True
+    return head, read > BODY_KEPT
 
 
 def delivery_record(
     *,
     status: int | None,
     duration_ms: int,
-    headers: Any = None,
+    headers: Mapping[str, str] | None = None,
     head: bytes = b"",
     cut: bool = False,
 ) -> dict[str, Any]:
