@@ -6,6 +6,8 @@ all call :func:`load_settings` and pass the result down explicitly.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from dataclasses import dataclass, fields
 from ipaddress import ip_network
@@ -23,6 +25,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 MiB = 1024 * 1024
 MIN_TOKEN_LENGTH = 16  # short tokens can be guessed; secrets.token_urlsafe() gives 43
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")  # asyncpg takes both
+SIGNING_SECRET_PREFIX = "whsec_"  # noqa: S105 (the Standard Webhooks key prefix, not a key)
+MAX_SIGNING_SECRETS = 2
 
 
 @dataclass
@@ -131,6 +135,9 @@ class Settings(BaseSettings):
     # largest request body (bytes) that queues a webhook / an event, by its route or POST /jobs;
     # the job holds it in Redis until it has run: 413 beyond
     webhook_max_payload_bytes: int = Field(64 * 1024, ge=1024, le=64 * MiB)
+    # Standard Webhooks signing keys (whsec_<base64>); two during a rotation, each delivery
+    # signed with both. Unset: webhooks go unsigned (jobs/webhook_signing.py)
+    webhook_signing_secret: Annotated[tuple[SecretStr, ...], NoDecode] = ()
     event_max_payload_bytes: int = Field(16 * 1024, ge=1024, le=64 * MiB)
     idempotency_ttl: int = Field(86_400, ge=1)
     dead_letter_max_jobs: int = Field(10_000, ge=1)
@@ -138,6 +145,9 @@ class Settings(BaseSettings):
     # what a failed job's entry keeps of its arguments (failed-jobs list): larger ones are
     # cut to this size, and such a failed job cannot be retried (service/records/arguments.py)
     dead_letter_max_argument_bytes: int = Field(4096, ge=256, le=MiB)
+    # what a finished replayable job (deliver_webhook) keeps of its arguments so that POST
+    # /jobs/{id}/replay can send it again; larger ones are not kept (no replay); 0: none kept
+    replay_max_argument_bytes: int = Field(16 * 1024, ge=0, le=64 * MiB)
     job_history_max: int = Field(50, ge=1)
     email_job_timeout: float = Field(60, gt=0)
     webhook_job_timeout: float = Field(30, gt=0)
@@ -181,6 +191,7 @@ class Settings(BaseSettings):
         "webhook_allowed_hosts",
         "redis_sentinels",
         "trusted_proxies",
+        "webhook_signing_secret",
         mode="before",
     )
     @classmethod
@@ -222,6 +233,17 @@ class Settings(BaseSettings):
                     f"each token must be at least {MIN_TOKEN_LENGTH} printable ASCII characters"
                     " (make one: python -c 'import secrets; print(secrets.token_urlsafe())')"
                 )
+        return value
+
+    @field_validator("webhook_signing_secret")
+    @classmethod
+    def _check_signing_secrets(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        """Each a Standard Webhooks key; the message never quotes one."""
+        if len(value) > MAX_SIGNING_SECRETS:
+            raise ValueError("at most two secrets: the new one and the one being retired")
+        for position, secret in enumerate(value, start=1):
+            if (why := _signing_secret_refusal(secret.get_secret_value())) is not None:
+                raise ValueError(f"secret {position} of {len(value)}: {why}")
         return value
 
     @field_validator("trusted_proxies")
@@ -453,6 +475,25 @@ class Settings(BaseSettings):
         redis.conn_retries = 5
         redis.retry_on_timeout = True
         return redis
+
+
+def _signing_secret_refusal(secret: str) -> str | None:
+    """Why ``secret`` is not a Standard Webhooks key (whsec_ + base64 of 24-64 random
+    bytes), or None. The library itself would take almost anything (its base64 decoding skips
+    stray characters), so a typo would sign with a key the receiver does not hold."""
+    if not secret.startswith(SIGNING_SECRET_PREFIX):
+        return f"must start with {SIGNING_SECRET_PREFIX} (the Standard Webhooks format)"
+    try:
+        key = base64.b64decode(secret.removeprefix(SIGNING_SECRET_PREFIX), validate=True)
+    except binascii.Error:
+        return f"what follows {SIGNING_SECRET_PREFIX} must be base64"
+    if not 24 <= len(key) <= 64:
+        return (
+            f"the key must be 24 to 64 bytes, this one is {len(key)} (make one: python -c"
+            ' \'import base64, secrets; print("whsec_" + base64.b64encode('
+            "secrets.token_bytes(32)).decode())')"
+        )
+    return None
 
 
 def _host_and_port(address: str) -> tuple[str, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
@@ -13,6 +14,8 @@ from pydantic import AfterValidator, StringConstraints, ValidationInfo
 from yarl import URL
 
 from jobs.webhook_guard import TargetRefusedError, normalize_host, url_refusal
+from jobs.webhook_ledger import delivery_record, read_head
+from jobs.webhook_signing import signature_headers
 from service.runtime import (
     Job,
     JobContext,
@@ -49,7 +52,9 @@ async def deliver_webhook(
 
     2xx succeeds; 5xx, 429 and network errors are retried; 3xx and other 4xx fail. The
     ``Idempotency-Key`` header is the job id, the same on every attempt, so a receiver can drop
-    repeats of a delivery it already handled.
+    repeats of a delivery it already handled; with WEBHOOK_SIGNING_SECRET set the request is
+    signed too (jobs/webhook_signing.py). What came back goes to the attempt's ledger entry
+    (jobs/webhook_ledger.py).
     """
     settings = ctx["settings"]
     refusal = url_refusal(url, settings.webhook_allowed_hosts)
@@ -59,19 +64,26 @@ async def deliver_webhook(
     client_timeout = aiohttp.ClientTimeout(
         total=timeout, connect=min(5.0, timeout), sock_read=timeout
     )
-    headers = {"Idempotency-Key": ctx["job_id"], "User-Agent": "jobservice-webhooks/1"}
+    body = json.dumps(payload)  # the exact text signed is the text sent
+    headers = {
+        "Idempotency-Key": ctx["job_id"],
+        "User-Agent": "jobservice-webhooks/1",
+        "Content-Type": "application/json",
+        **signature_headers(settings.webhook_signing_secret, ctx["job_id"], body, time.time()),
+    }
     started = time.perf_counter()
     try:
         async with ctx["http"].post(
-            url, json=payload, headers=headers, timeout=client_timeout, allow_redirects=False
+            url, data=body.encode(), headers=headers, timeout=client_timeout, allow_redirects=False
         ) as response:
             status = response.status
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            await response.content.read(MAX_RESPONSE_READ)
+            head, cut = await read_head(response.content, MAX_RESPONSE_READ)
     except TargetRefusedError as exc:  # raised by the connector's GuardedResolver
         # the log gets the address the host resolved to (raised from), the client no more
         raise PermanentError(f"webhook target refused: {exc.public}") from exc
     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+        ctx["delivery"] = delivery_record(status=None, duration_ms=_since(started))
         # aiohttp's text names the address; the log gets it (raised from), the client a reason
         if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
             reason = "timed out"
@@ -85,7 +97,10 @@ async def deliver_webhook(
     except aiohttp.ClientError as exc:
         raise PermanentError(f"webhook request failed: {exc}") from exc
 
-    elapsed_ms = round((time.perf_counter() - started) * 1000)
+    elapsed_ms = _since(started)
+    ctx["delivery"] = delivery_record(
+        status=status, duration_ms=elapsed_ms, headers=response.headers, head=head, cut=cut
+    )
     if status == 429 or status >= 500:
         raise TransientError(f"webhook answered {status}", retry_after=retry_after)
     if status >= 400:
@@ -93,6 +108,10 @@ async def deliver_webhook(
     if status >= 300:
         raise PermanentError(f"webhook answered {status}: redirects are not followed")
     return {"status": status, "attempts": ctx["job_try"], "elapsed_ms": elapsed_ms}
+
+
+def _since(started: float) -> int:
+    return round((time.perf_counter() - started) * 1000)
 
 
 def _webhook_url(value: str, info: ValidationInfo) -> str:
@@ -131,6 +150,7 @@ JOB = Job(
     time_limit=lambda settings: settings.webhook_job_timeout,
     api=True,
     max_payload=lambda settings: settings.webhook_max_payload_bytes,
+    replayable=True,
     slots=SlotLimit(
         key=destination_host, per_key=lambda settings: settings.webhook_host_concurrency
     ),

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 from arq.connections import ArqRedis
 from playwright.async_api import Browser, FilePayload, Page, async_playwright, expect
@@ -294,6 +295,46 @@ async def test_the_overview_draws_the_jobs_it_sees_finish_in_its_throughput_grap
     # figure a redraw brings starts with no steps added: a redraw cannot pass for this)
     await expect(page.locator("#graph-5m")).to_have_attribute("data-advanced", re.compile(r"\d"))
     assert await page.evaluate("window.sameDocument") is True
+
+
+async def test_a_webhooks_job_page_shows_its_delivery_ledger(
+    page: Page, worker: Worker, redis: ArqRedis, aiohttp_server: AiohttpServer
+) -> None:
+    answers = [(503, '{"error": "busy", "token": "receiver-secret-1"}'), (200, "<b>thanks</b>")]
+
+    async def receive(request: web.Request) -> web.Response:
+        status, body = answers.pop(0)
+        return web.Response(status=status, text=body, headers={"Retry-After": "0"})
+
+    app = web.Application()
+    app.router.add_post("/hook", receive)
+    target = await aiohttp_server(app, host="127.0.0.1")
+    job_id = await enqueue(
+        redis, "deliver_webhook", {"url": str(target.make_url("/hook")), "payload": {"n": 1}}
+    )
+    await sign_in(page)
+    await page.goto(f"/dashboard/jobs/{job_id}")
+    await expect(page.locator(".status-line [data-field=status]")).to_have_text("SUCCESS")
+    await page.reload()  # the ledger is drawn by the server, as the attempts table is
+    ledger = page.locator("#ledger tbody tr")
+    await expect(ledger).to_have_count(2)
+    await expect(ledger.nth(0).locator("[data-field=answer]")).to_have_text("503")
+    await expect(ledger.nth(0)).to_contain_text("retry-after: 0")
+    await expect(ledger.nth(0).locator("[data-field=body]")).to_contain_text('"error": "busy"')
+    await expect(ledger.nth(1).locator("[data-field=answer]")).to_have_text("200")
+    # the receiver's text is shown as text, never as markup
+    await expect(ledger.nth(1).locator("[data-field=body]")).to_have_text("<b>thanks</b>")
+    assert "receiver-secret-1" not in await page.content()
+    await screenshot(page, "job-webhook-ledger")
+
+    answers.append((200, "again"))
+    await page.click("button:has-text('Replay')")  # the confirm dialog is accepted
+    await expect(page).to_have_url(re.compile(r"/dashboard/jobs/[0-9a-f]{32}$"))
+    assert job_id not in page.url
+    await expect(page.locator("[data-field=replay-of]")).to_have_text(job_id)
+    await expect(page.locator(".status-line [data-field=status]")).to_have_text("SUCCESS")
+    await page.click("[data-field=replay-of]")
+    await expect(page.locator("[data-field=replays] a")).to_have_count(1)
 
 
 async def test_pause_shows_a_banner_that_resume_lifts_and_another_operators_pause_shows_live(

@@ -29,7 +29,13 @@ from service.store.storage import CONTENT_TYPES, UPLOADS
 from web.auth import matching_token, token_fingerprint
 from web.cron_control import cron_name_from
 from web.errors import ApiError
-from web.job_control import NOT_RETRYABLE, cancel_or_refuse, job_id_from, requeue_failed
+from web.job_control import (
+    NOT_RETRYABLE,
+    cancel_or_refuse,
+    job_id_from,
+    replay_or_refuse,
+    requeue_failed,
+)
 from web.keys import DECLARED, REDIS, REGISTRY, SETTINGS, STORAGE
 from web.pages import render
 from web.ratelimit import RATE_LIMITS, check_mail_recipients
@@ -92,7 +98,14 @@ async def job_page(request: web.Request) -> web.Response:
         )
     if view is None:
         return render(request, "missing.html", status=404, job_id=job_id)
-    return render(request, "job.html", job=view, result=masked(view.status.get("result")))
+    declared = request.app[REGISTRY].get(str(view.status.get("function")))
+    return render(
+        request,
+        "job.html",
+        job=view,
+        result=masked(view.status.get("result")),
+        replayable=declared is not None and declared.replayable,
+    )
 
 
 async def upload_page(request: web.Request) -> web.Response:
@@ -181,6 +194,12 @@ async def retry_job(request: web.Request) -> web.Response:
     except NotFailedError:
         raise ApiError(409, NOT_RETRYABLE) from None
     return see_other(f"{HOME}/jobs/{job_id}")
+
+
+async def replay_job(request: web.Request) -> web.Response:
+    """Send a finished webhook again as a new job, and follow that one on its page."""
+    new_id = await replay_or_refuse(request, job_id_from(request, "job_id"))
+    return see_other(f"{HOME}/jobs/{new_id}")
 
 
 async def delete_job(request: web.Request) -> web.Response:

@@ -1,4 +1,5 @@
-"""HTTP handlers for job control: the failed-jobs list, retrying a failed job, cancelling one."""
+"""HTTP handlers for job control: the failed-jobs list, retrying a failed job, replaying a
+finished webhook, cancelling a job."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ from aiohttp import web
 
 from service.observability.masking import masked
 from service.queue.cancel import CancelOutcome, JobFinishedError, JobNotFoundError, cancel_job
+from service.queue.replay import NotReplayableError, prepare, queue_replay
 from service.queue.retry import retry
 from service.records import failed_jobs
 from service.records.failed_jobs import ArgumentsCutError, DeadJob, NotFailedError
 from service.records.status import JOB_ID_PATTERN, task_status
 from service.records.times import iso_from_ms
+from web.auth import TOKEN_ID
 from web.errors import ApiError
-from web.keys import DECLARED, REDIS, SETTINGS
+from web.keys import DECLARED, REDIS, REGISTRY, SETTINGS
+from web.ratelimit import RATE_LIMITS
 
 DEFAULT_PAGE = 20
 MAX_PAGE = 100
@@ -87,6 +91,25 @@ async def requeue_failed(request: web.Request, job_id: str) -> None:
         raise ApiError(409, ARGUMENTS_CUT) from None
 
 
+async def replay_or_refuse(request: web.Request, job_id: str) -> str:
+    """Queue a finished webhook again as a new job linked to it; the new id. 404 when unknown,
+    409 when it is not a replayable job, not finished, or its arguments were not kept.
+
+    Shared by ``POST /jobs/{id}/replay`` and the dashboard's Replay button.
+    """
+    app = request.app
+    replayable = [job.name for job in app[REGISTRY] if job.replayable]
+    try:
+        replay = await prepare(app[REDIS], job_id, replayable=replayable)
+    except NotReplayableError as exc:
+        await _known_or_404(request, job_id)
+        raise ApiError(409, str(exc)) from None
+    token_id = request.get(TOKEN_ID)
+    if token_id is not None:  # its payload goes back into Redis, like a new request's body
+        await app[RATE_LIMITS].check_payload(token_id, replay.size)
+    return await queue_replay(app[REDIS], replay, ttl=app[SETTINGS].job_result_ttl)
+
+
 async def cancel_or_refuse(request: web.Request, job_id: str) -> CancelOutcome:
     """Cancel a job: 404 when unknown, 409 when it has already finished.
 
@@ -134,6 +157,13 @@ async def retry_failed(request: web.Request) -> web.Response:
         raise ApiError(409, NOT_RETRYABLE) from None
     body = {"message": "Job re-queued", "task_id": job_id}
     return web.json_response(body, status=202, headers={"Location": f"/task-status/{job_id}"})
+
+
+async def replay_job(request: web.Request) -> web.Response:
+    job_id = job_id_from(request)
+    new_id = await replay_or_refuse(request, job_id)
+    body = {"message": "Replay queued", "task_id": new_id, "replay_of": job_id}
+    return web.json_response(body, status=202, headers={"Location": f"/task-status/{new_id}"})
 
 
 async def cancel(request: web.Request) -> web.Response:

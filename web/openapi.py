@@ -195,6 +195,22 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         },
         tags=("control",),
     ),
+    ("POST", "/jobs/{task_id}/replay"): Operation(
+        "Send a finished webhook again, as a new job that links to it",
+        {
+            202: Answer(
+                "the replay queued; its status is at the Location",
+                responses.ReplayAccepted,
+                headers=("Location",),
+            ),
+            404: NO_SUCH_TASK,
+            409: _error(
+                "not a replayable job (only deliver_webhook is), not finished yet, or its"
+                " arguments were too large to keep"
+            ),
+        },
+        tags=("control",),
+    ),
     ("DELETE", "/jobs/{task_id}"): Operation(
         "Cancel a job",
         {
@@ -378,6 +394,15 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/dashboard/jobs/{job_id}/retry"): Operation(
         "Dashboard: run a failed job again",
         {303: SEE_OTHER, 409: _error("the job is not in the failed-jobs list")},
+        tags=("dashboard",),
+    ),
+    ("POST", "/dashboard/jobs/{job_id}/replay"): Operation(
+        "Dashboard: send a finished webhook again, as a new job (as POST /jobs/{task_id}/replay)",
+        {
+            303: SEE_OTHER,
+            404: NO_SUCH_TASK,
+            409: _error("not a replayable job, not finished yet, or its arguments were not kept"),
+        },
         tags=("dashboard",),
     ),
     ("POST", "/dashboard/jobs/{job_id}/delete"): Operation(

@@ -27,6 +27,14 @@ class Accepted(BaseModel):
     task_id: str
 
 
+class ReplayAccepted(BaseModel):
+    """A replay was queued as a new job; ``replay_of`` is the job it re-sends."""
+
+    message: str
+    task_id: str
+    replay_of: str
+
+
 class Registered(BaseModel):
     id: int
     name: str
@@ -50,6 +58,8 @@ class TaskStatus(BaseModel):
     next_attempt_at: str | None = None
     scheduled_for: str | None = None
     history: list[dict[str, Any]] | None = None
+    replay_of: str | None = None  # the job this one re-sends (POST /jobs/{id}/replay)
+    replays: list[str] | None = None  # this job's replays, newest first
 
 
 class WorkerHealth(BaseModel):

@@ -79,15 +79,20 @@ async def enqueue_job(
 
 
 async def enqueue(
-    redis: ArqRedis, function: str, kwargs: dict[str, Any], *, run_at_ms: int | None = None
+    redis: ArqRedis,
+    function: str,
+    kwargs: dict[str, Any],
+    *,
+    run_at_ms: int | None = None,
+    job_id: str | None = None,
 ) -> str:
-    """Queue ``function(**kwargs)`` under a fresh, unguessable id and return that id;
-    ``run_at_ms`` (ms since the epoch) defers it until then.
+    """Queue ``function(**kwargs)`` under a fresh, unguessable id (or ``job_id``, one made
+    so beforehand) and return that id; ``run_at_ms`` (ms since the epoch) defers it until then.
 
     Inside a web request the request's id goes along (service.observability.origin) and is
     counted.
     """
-    job_id = uuid.uuid4().hex
+    job_id = job_id or uuid.uuid4().hex
     origin = current_origin.get()
     if origin is not None:
         kwargs = {**kwargs, REQUEST_ID_KWARG: origin.request_id}

@@ -8,7 +8,7 @@ attempt, so the history has no holes even after a SIGKILL.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 from redis.asyncio import Redis
 
@@ -29,6 +29,8 @@ class Attempt(TypedDict):
     duration_ms: int | None
     outcome: Outcome
     error: str | None
+    # what the attempt's delivery got back, when the job tells (a webhook's ledger entry)
+    delivery: NotRequired[dict[str, Any]]
 
 
 def make_attempt(
@@ -39,9 +41,10 @@ def make_attempt(
     finished_at: int | None,
     outcome: Outcome,
     error: str | None = None,
+    delivery: dict[str, Any] | None = None,
 ) -> Attempt:
     duration = None if finished_at is None else max(finished_at - started_at, 0)
-    return Attempt(
+    entry = Attempt(
         run=run,
         attempt=attempt,
         started_at=started_at,
@@ -50,11 +53,15 @@ def make_attempt(
         outcome=outcome,
         error=error or None,
     )
+    if delivery is not None:
+        entry["delivery"] = delivery
+    return entry
 
 
 def encode(attempt: Attempt) -> str:
-    """An attempt as stored in the history list."""
-    return json.dumps(attempt, separators=(",", ":"))
+    """An attempt as stored in the history list (UTF-8: a receiver's text in a ledger entry
+    costs its own size, not six bytes a character)."""
+    return json.dumps(attempt, separators=(",", ":"), ensure_ascii=False)
 
 
 async def record(redis: Redis, job_id: str, attempt: Attempt, *, keep: int, ttl: int) -> None:
@@ -76,7 +83,8 @@ async def relabel_last(redis: Redis, job_id: str, outcome: Outcome, error: str) 
         return
     last["outcome"] = outcome
     last["error"] = error
-    await redis.lset(key, -1, json.dumps(last, separators=(",", ":")))  # type: ignore[misc]
+    entry = json.dumps(last, separators=(",", ":"), ensure_ascii=False)
+    await redis.lset(key, -1, entry)  # type: ignore[misc]
 
 
 def _parse(raw: bytes | str) -> dict[str, Any] | None:

@@ -169,7 +169,9 @@ async def task_status(
         pipe.zscore(queue_name, job_id)
         pipe.hgetall(keys.job_meta(job_id))
         pipe.lrange(keys.job_attempts(job_id), 0, -1)
-        result_raw, job_raw, in_progress, tries, score, meta_raw, history = await pipe.execute()
+        pipe.lrange(keys.job_replays(job_id), 0, -1)
+        replies = await pipe.execute()
+    result_raw, job_raw, in_progress, tries, score, meta_raw, history, replays = replies
     meta = {k.decode(): v.decode() for k, v in meta_raw.items()}
     status = _status(
         job_id, result_raw, job_raw, meta, bool(in_progress), int(tries or 0), score, declared
@@ -180,7 +182,16 @@ async def task_status(
         if tries is not None:
             status["max_tries"] = tries
         status["history"] = [_attempt_times(item) for item in parse_history(history)]
+        _add_replay_links(status, meta, replays)
     return status
+
+
+def _add_replay_links(status: dict[str, Any], meta: dict[str, str], replays: list[bytes]) -> None:
+    """The job this one replays, and this one's replays (newest first), when there are any."""
+    if meta.get("replay_of"):
+        status["replay_of"] = meta["replay_of"]
+    if replays:
+        status["replays"] = [raw.decode() for raw in replays]
 
 
 def _attempt_times(item: dict[str, Any]) -> dict[str, Any]:

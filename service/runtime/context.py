@@ -48,5 +48,8 @@ class JobContext(TypedDict):
     # set by the tracking wrapper: the attempt's arguments, for a failure arq decides itself
     # (a time limit), as arq's stored result keeps none (service.engine.loop)
     arguments: NotRequired[tuple[tuple[Any, ...], dict[str, Any]]]
+    # set by a job, per attempt: what this attempt's delivery got back (a webhook's answer:
+    # status, duration, headers, the start of its body), kept masked in its history entry
+    delivery: NotRequired[dict[str, Any]]
     # set by the observing wrapper: the id of the request that queued the job, if any
     request_id: NotRequired[str]

@@ -107,6 +107,9 @@ class Job:
     # app's JSON body limit. Its arguments sit in Redis until it has run, so a job taking a
     # free-form payload sets one (webhooks, events)
     max_payload: Callable[[Settings], int] | None = None
+    # a finished run keeps its arguments (up to REPLAY_MAX_ARGUMENT_BYTES) in its tracking
+    # hash, so POST /jobs/{id}/replay can queue it again as a new job (a delivered webhook)
+    replayable: bool = False
     slots: SlotLimit | None = None  # how many may run at once per key (a webhook's host)
 
     @property

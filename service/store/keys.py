@@ -8,7 +8,8 @@ PREFIX = "jobsvc:"
 
 
 def job_meta(job_id: str) -> str:
-    """Hash: function, attempts, started_at, finished_at, outcome, last_error, retry_at."""
+    """Hash: function, attempts, started_at, finished_at, outcome, last_error, retry_at;
+    replay_of (the job this one replays), replay_kwargs (a replayable job's kept arguments)."""
     return f"{PREFIX}meta:{job_id}"
 
 
@@ -64,6 +65,11 @@ def schedule_run_seen(run_id: str) -> str:
 def job_attempts(job_id: str) -> str:
     """List of one job's finished attempts (JSON each), oldest first, capped in length."""
     return f"{PREFIX}attempts:{job_id}"
+
+
+def job_replays(job_id: str) -> str:
+    """List of the ids of a job's replays (POST /jobs/{id}/replay), newest first, capped."""
+    return f"{PREFIX}replays:{job_id}"
 
 
 def dead_letters() -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import time
@@ -27,9 +28,11 @@ from service.records import (
     arguments,
     attempt_scripts,
     attempts,
+    deliveries,
     events,
     failed_jobs,
     function_stats,
+    replays,
     stats,
     throughput,
 )
@@ -114,6 +117,8 @@ class _Run:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     clock: float  # time.perf_counter() at the start: the run time without the wall clock's steps
+    # a replayable job's arguments as its tracking hash keeps them once it has finished
+    kept_for_replay: str | None = None
 
 
 async def _start(
@@ -185,6 +190,7 @@ async def _close(
     ``meta``; the day's count for ``outcome`` if ``counted``; ``status`` told to live viewers
     as the job leaves the running set. Returns when the attempt finished (ms)."""
     settings, finished = ctx["settings"], now_ms()
+    delivery = ctx.pop("delivery", None)  # the job's ledger entry for this attempt, if any
     entry = attempts.make_attempt(
         run=this.run,
         attempt=this.attempt,
@@ -192,6 +198,7 @@ async def _close(
         finished_at=finished,
         outcome=outcome,
         error=error,
+        delivery=None if delivery is None else deliveries.stored_delivery(delivery),
     )
     done = outcome in ("success", "failure")  # counted among the recent and last runs
     ended = done or outcome == "cancelled"  # the job will not run again
@@ -228,6 +235,8 @@ async def _finish(
     The tracking hash keeps what the dashboard shows of a finished job (arq's result keeps no
     arguments): a masked, bounded copy of them, and the id of the request that queued it."""
     meta: dict[str, str | int] = {"outcome": outcome, "last_error": error, **_shown(ctx, this)}
+    if this.kept_for_replay is not None:  # written with the rest: no extra round trip
+        meta[replays.KEPT_FIELD] = this.kept_for_replay
     if outcome == "success":  # announced last, once everything else is readable
         done = {"status": "SUCCESS", "result": result}
         await _close(ctx, this, outcome, error, status=done, counted=True, meta=meta)
@@ -302,9 +311,13 @@ def tracked(job: Job) -> JobFunction:
         tries = job.retry.tries(settings)
         ctx["lease"] = lease_seconds(job, settings)
         ctx["progress"] = Progress(ctx["redis"], ctx["job_id"], settings.job_result_ttl)
+        ctx.pop("delivery", None)  # each attempt tells its own
         ctx["arguments"] = (args, kwargs)  # for after_job: arq's result keeps none
         attempt = ctx["job_try"]
         this = await _start(ctx, name, args, kwargs, last=attempt >= tries)
+        if job.replayable:
+            kept = replays.kept_arguments(kwargs, settings.replay_max_argument_bytes)
+            this = dataclasses.replace(this, kept_for_replay=kept)
         try:
             try:
                 result = await fn(ctx, *args, **kwargs)
