@@ -10,7 +10,6 @@ small fields per hash, each a Redis listpack (tests/test_throughput.py measures 
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -33,36 +32,24 @@ Finished = Literal["c", "f"]  # completed, failed for good
 
 @dataclass(frozen=True, slots=True)
 class Tally:
-    """The three hashes and fields one finished job adds one to; empty fields: not counted."""
+    """The three hashes and fields one finished job adds one to."""
 
     keys: tuple[str, str, str]
     fields: tuple[str, str, str]
 
 
-NOT_COUNTED = ("", "", "")
-
-
-def tally(finished_ms: int, kind: Finished | None) -> Tally:
-    """Where a job finished at ``finished_ms`` is counted, as ``kind`` (None: it is not, an
-    attempt that did not end the job)."""
-    return _tally(finished_ms // 1000, kind)
-
-
-@functools.lru_cache(maxsize=16)
-def _tally(second: int, kind: Finished | None) -> Tally:
-    """Cached: the jobs a busy worker finishes in one second share their keys and fields."""
+def tally(finished_ms: int, kind: Finished) -> Tally:
+    """Where a job finished at ``finished_ms`` is counted, as ``kind`` (records.tallies adds
+    the jobs of one second up first, so this runs once per second and kind, not per job)."""
+    second = finished_ms // 1000
     minute, hour = second // 60, second // 3600
-    if kind is None:
-        fields = NOT_COUNTED
-    else:
-        fields = (f"{second % 60}{kind}", f"{minute % 60}{kind}", f"{hour % 24}{kind}")
     return Tally(
         (
             keys.throughput_seconds(minute),
             keys.throughput_minutes(hour),
             keys.throughput_hours(hour // 24),
         ),
-        fields,
+        (f"{second % 60}{kind}", f"{minute % 60}{kind}", f"{hour % 24}{kind}"),
     )
 
 
