@@ -228,6 +228,75 @@ async def test_mail_page_shows_what_the_sink_captured(page: Page, settings: Sett
     await screenshot(page, "mail")
 
 
+# Counts the canvas pixels of one series' colour and the rows they span: a line drawn along
+# zero spans a row or two, a line drawn through counts above zero rises over many.
+SERIES_PIXELS = """([figure, rgb]) => {
+  const canvas = document.querySelector(`#${figure} canvas`);
+  const context = canvas.getContext("2d");
+  const { data, width, height } = context.getImageData(0, 0, canvas.width, canvas.height);
+  const rows = new Set();
+  let pixels = 0;
+  for (let i = 0; i < data.length; i += 4) {
+    const near = Math.abs(data[i] - rgb[0]) + Math.abs(data[i + 1] - rgb[1])
+      + Math.abs(data[i + 2] - rgb[2]) < 60 && data[i + 3] > 200;
+    if (near) { pixels += 1; rows.add(Math.floor(i / 4 / width)); }
+  }
+  return { pixels, rows: rows.size, height };
+}"""
+COMPLETED_RGB, FAILED_RGB = (0x15, 0x80, 0x3D), (0xB9, 0x1C, 0x1C)
+
+
+async def test_the_overview_draws_the_jobs_it_sees_finish_in_its_throughput_graphs(
+    page: Page, worker: Worker, redis: ArqRedis
+) -> None:
+    await sign_in(page)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))  # uncaught script errors
+    await page.evaluate(  # and what the Content-Security-Policy refused, as the page redraws
+        "window.refused = []; document.addEventListener('securitypolicyviolation',"
+        " (event) => window.refused.push(event.violatedDirective + ' ' + event.blockedURI))"
+    )
+    await expect(page.locator(".live-dot.on")).to_be_visible()
+    await expect(page.locator("#graph-5m canvas")).to_have_count(1)
+    await expect(page.locator("#graph-5m")).to_have_attribute("data-completed-points", "0")
+    await page.evaluate("window.sameDocument = true")
+
+    for n in range(12):
+        await enqueue(redis, "log_event", {"event": f"event {n}"})
+    await enqueue(redis, "process_image", {"upload": "missing.jpg"})  # fails for good
+
+    # the page redraws itself as the jobs finish (the overview's live stream), graphs included
+    for span in ("5m", "24h", "30d"):
+        figure = page.locator(f"#graph-{span}")
+        await expect(figure.locator(".totals")).to_have_text("12 completed · 1 failed")
+        await expect(figure).to_have_attribute("data-drawn", "true")
+        await expect(figure.locator("canvas")).to_have_count(1)
+        assert int(await figure.get_attribute("data-completed-points") or 0) >= 1, span
+        assert int(await figure.get_attribute("data-failed-points") or 0) == 1, span
+        # the tallest series rises to near the top of the plot (the canvas holds the axes too);
+        # the failed one's single job a little (a line along zero spans 2 or 3 rows)
+        completed = await page.evaluate(SERIES_PIXELS, [f"graph-{span}", list(COMPLETED_RGB)])
+        assert completed["rows"] > completed["height"] // 4, (span, completed)
+        failed = await page.evaluate(SERIES_PIXELS, [f"graph-{span}", list(FAILED_RGB)])
+        assert failed["rows"] >= 5, (span, failed)
+    assert await page.evaluate("window.sameDocument") is True, "the page was reloaded"
+
+    functions = page.locator("#functions")
+    events = functions.locator("tr", has=page.locator("text=log_event"))
+    await expect(events.locator("td").nth(1)).to_have_text("12")
+    await expect(events.locator("td").nth(2)).to_have_text("0.0%")
+    images = functions.locator("tr", has=page.locator("text=process_image"))
+    await expect(images.locator("td").nth(2)).to_have_text("100.0%")
+    assert errors == [], errors
+    assert await page.evaluate("window.refused") == []
+    await screenshot(page, "overview-throughput")
+
+    # with nothing finishing, the live graph still moves on, by the browser's clock alone (a
+    # figure a redraw brings starts with no steps added: a redraw cannot pass for this)
+    await expect(page.locator("#graph-5m")).to_have_attribute("data-advanced", re.compile(r"\d"))
+    assert await page.evaluate("window.sameDocument") is True
+
+
 async def test_a_webhooks_job_page_shows_its_delivery_ledger(
     page: Page, worker: Worker, redis: ArqRedis, aiohttp_server: AiohttpServer
 ) -> None:

@@ -20,6 +20,7 @@ from yarl import URL
 
 from jobs.registry import REGISTRY
 from service.queue.enqueue import enqueue
+from service.records import events, tallies
 from service.store import keys
 from settings import Settings
 from tests import files
@@ -517,6 +518,24 @@ async def test_overview_stream_says_changed_when_a_job_changes_state(
     event = await asyncio.wait_for(next_event(stream), 5)
     assert event is not None
     assert event.kind == "changed"
+    stream.close()
+
+
+async def test_overview_stream_redraws_again_for_what_changed_during_its_pause(
+    dashboard: Dashboard, redis: ArqRedis
+) -> None:
+    """A redraw is followed by a pause (OVERVIEW_PAUSE); what is published meanwhile (here a
+    worker's new graph counts) was once dropped, leaving the page behind until a later change."""
+    stream = await dashboard.client.get("/dashboard/events")
+    assert await stream.content.readuntil(b"\n\n") == b": watching\n\n"
+    await redis.publish(keys.job_events("0" * 32), events.encode("status", {"status": "STARTED"}))
+    first = await asyncio.wait_for(next_event(stream), 5)
+    assert first is not None
+    assert first.kind == "changed"
+    await redis.publish(tallies.TICK_CHANNEL, events.encode("graphs", {}))  # within the pause
+    second = await asyncio.wait_for(next_event(stream), 2.5)  # one pause later, not 3 s more
+    assert second is not None
+    assert second.kind == "changed"
     stream.close()
 
 

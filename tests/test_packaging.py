@@ -43,5 +43,7 @@ def test_building_finds_every_package_and_ships_the_dashboard_files(tmp_path: Pa
     for warning in DATA_WARNINGS:
         assert warning not in output, output
     assert (built / "web" / "static" / "dashboard.js").is_file()
+    for name in ("uPlot.iife.min.js", "uPlot.min.css", "LICENSE"):
+        assert (built / "web" / "static" / "vendor" / "uplot" / name).is_file(), name
     assert (built / "web" / "templates" / "overview.html").is_file()
     assert (built / "service" / "runtime" / "__init__.py").is_file()

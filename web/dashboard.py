@@ -14,13 +14,14 @@ from yarl import URL
 
 from service.dashboard.catalog import catalog
 from service.dashboard.crons import UnknownCronError, cron_schedules, find
+from service.dashboard.graphs import graphs as read_graphs
 from service.dashboard.jobview import job_view
 from service.dashboard.mailbox import read_mailbox
 from service.dashboard.overview import overview as read_overview
 from service.observability.masking import masked
 from service.queue import pause
 from service.queue.enqueue import enqueue
-from service.records import failed_jobs, schedules
+from service.records import failed_jobs, latency, schedules
 from service.records.failed_jobs import NotFailedError
 from service.records.status import JOB_ID_PATTERN
 from service.records.times import now_ms
@@ -75,7 +76,17 @@ async def overview(request: web.Request) -> web.Response:
     crons = await cron_schedules(redis, settings, registry)
     jobs = catalog(registry, settings)
     paused = await pause.pause_state(redis, settings.queue_name)
-    return render(request, "overview.html", overview=state, crons=crons, jobs=jobs, pause=paused)
+    drawn = await read_graphs(redis, (job.name for job in registry))
+    return render(
+        request,
+        "overview.html",
+        overview=state,
+        crons=crons,
+        jobs=jobs,
+        pause=paused,
+        graphs=drawn,
+        relative_error=latency.RELATIVE_ERROR,
+    )
 
 
 async def job_page(request: web.Request) -> web.Response:

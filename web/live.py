@@ -273,9 +273,23 @@ async def _next_state_change(listener: Listener) -> bool:
         if listener.overflowed or listener.missed:
             return True
         event = events.decode(data) if data is not None else None
-        if event is not None and event[0] == "status":
+        if event is not None and event[0] in ("status", "graphs"):  # graphs: new counts
             return True
     return False
+
+
+async def _changed_meanwhile(listener: Listener) -> bool:
+    """Whether some job changed state (or new graph counts came) during the pause after a
+    redraw, which that redraw could not show; the backlog is read and forgotten."""
+    changed = listener.overflowed or listener.missed
+    for _ in range(OVERVIEW_QUEUE):
+        data = await listener.get(0)
+        if data is None:
+            break
+        event = events.decode(data)
+        changed = changed or (event is not None and event[0] in ("status", "graphs"))
+    listener.clear()
+    return changed
 
 
 async def _watch_overview(request: web.Request, viewer: _Viewer, listener: Listener) -> None:
@@ -288,7 +302,7 @@ async def _watch_overview(request: web.Request, viewer: _Viewer, listener: Liste
     except REDIS_DOWN:
         missed = True
     while not viewer.idle() and not _outage_over_limit(hub):
-        changed = await _next_state_change(listener)
+        changed = missed or await _next_state_change(listener)
         try:
             latest = await _queue_signature(request)
         except REDIS_DOWN:
@@ -305,8 +319,8 @@ async def _watch_overview(request: web.Request, viewer: _Viewer, listener: Liste
             continue
         signature, missed = latest, False
         await viewer.event("changed", {})
-        await asyncio.sleep(OVERVIEW_PAUSE)  # a burst of changes: one refresh
-        listener.clear()
+        await asyncio.sleep(OVERVIEW_PAUSE)  # a burst of changes: one refresh a pause
+        missed = await _changed_meanwhile(listener)
 
 
 async def close_streams(app: web.Application) -> None:

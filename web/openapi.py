@@ -232,6 +232,21 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         uses_redis=False,  # an unreachable Redis shows as a NaN queue depth, not an error
         tags=("operations",),
     ),
+    ("GET", "/stats/throughput"): Operation(
+        "Jobs completed and failed: per second for 5 minutes, per minute for 24 hours, or per "
+        "hour for 30 days",
+        {
+            200: Answer("counts per step, oldest first", responses.Throughput),
+            400: _error("range is not one of 5m, 24h, 30d"),
+        },
+        query={"range": {"type": "string", "enum": ["5m", "24h", "30d"], "default": "5m"}},
+        tags=("operations",),
+    ),
+    ("GET", "/stats/functions"): Operation(
+        "Per function, the last hour: jobs, failure rate, duration p50/p95, queue wait p95",
+        {200: Answer("each function with an attempt in the last hour", responses.FunctionsStats)},
+        tags=("operations",),
+    ),
     ("GET", "/queue"): Operation(
         "The queue as a whole: paused or not, jobs running, jobs queued",
         {200: Answer("the queue's state", responses.QueueState)},

@@ -62,6 +62,13 @@ def duration(seconds: float | None) -> str:
     return f"{int(seconds // 86_400)} d {int(seconds % 86_400 // 3600)} h"
 
 
+def latency(seconds: float | None) -> str:
+    """A percentile as the per-function table shows it: sub-millisecond ones in microseconds."""
+    if seconds is not None and seconds < 0.001:
+        return f"{seconds * 1e6:.0f} µs"
+    return duration(seconds)
+
+
 def clock(moment: float | datetime | str | None) -> str:
     """A timestamp as ``2026-11-24 01:02:03 UTC`` (datetimes keep their own zone)."""
     if not moment:  # None, "", or a field the document does not have
@@ -114,6 +121,7 @@ def make_environment() -> jinja2.Environment:
     )
     env.filters["short_id"] = short_id
     env.filters["short_clock"] = short_clock
+    env.filters["latency"] = latency
     return env
 
 

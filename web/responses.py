@@ -149,3 +149,34 @@ class FailedJobsPage(BaseModel):
     offset: int
     limit: int
     next: str | None
+
+
+class Throughput(BaseModel):
+    """Jobs finished per ``step`` seconds from ``start`` (seconds since the epoch), oldest
+    first; the last step is the current one, still counting."""
+
+    range: Literal["5m", "24h", "30d"]
+    step: int
+    start: int
+    completed: list[int]
+    failed: list[int]
+
+
+class FunctionFigures(BaseModel):
+    """One function's last hour; latencies in seconds, null when nothing was timed."""
+
+    function: str
+    jobs: int  # finished: succeeded + failed for good
+    succeeded: int
+    failed: int
+    retried: int  # attempts that failed and will run again
+    failure_rate: float | None
+    duration_p50: float | None
+    duration_p95: float | None
+    wait_p95: float | None  # from when the attempt was due to its start
+
+
+class FunctionsStats(BaseModel):
+    window: int  # seconds
+    relative_error: float  # the latencies' bound, above or below (service.records.latency)
+    functions: list[FunctionFigures]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from web import cron_control, dashboard, job_control, live, openapi, queue_control, views
+from web import cron_control, dashboard, job_control, live, openapi, queue_control, stats, views
 from web.idempotency import idempotent, upload_fingerprint
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -37,6 +37,8 @@ def setup_routes(app: web.Application) -> None:
             web.post("/jobs/{task_id}/replay", job_control.replay_job),
             web.delete("/jobs/{task_id}", job_control.cancel),
             web.get("/metrics", views.metrics),
+            web.get("/stats/throughput", stats.throughput),
+            web.get("/stats/functions", stats.by_function),
             web.get("/queue", queue_control.queue_state),
             web.post("/queue/pause", queue_control.pause_queue),
             web.post("/queue/resume", queue_control.resume_queue),

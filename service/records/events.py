@@ -14,7 +14,7 @@ from redis.asyncio.client import Pipeline
 
 from service.store import keys
 
-EventKind = Literal["status", "progress"]
+EventKind = Literal["status", "progress", "graphs"]  # graphs: new counts (records.tallies)
 
 
 def encode(kind: EventKind, data: dict[str, Any]) -> str:
@@ -28,7 +28,7 @@ def decode(raw: bytes | str) -> tuple[EventKind, dict[str, Any]] | None:
         kind, data = message["kind"], message["data"]
     except (ValueError, KeyError, TypeError):
         return None
-    if kind not in ("status", "progress") or not isinstance(data, dict):
+    if kind not in ("status", "progress", "graphs") or not isinstance(data, dict):
         return None
     return kind, data
 

@@ -12,6 +12,7 @@ from arq.connections import ArqRedis
 
 from service.observability.metrics import JobMetrics
 from service.records.progress import Progress
+from service.records.tallies import Tallies
 from service.store.database import Database
 from service.store.storage import Storage
 from settings import Settings
@@ -28,6 +29,7 @@ class JobContext(TypedDict):
     db: Database  # the users database, SQLite or PostgreSQL (DATABASE_URL)
     storage: Storage  # uploads, thumbnails, reports: DATA_DIR folders or an S3 bucket
     metrics: JobMetrics  # this worker's Prometheus counters
+    tallies: Tallies  # the overview graphs' counts, written once a second
     job_id: str  # set by arq per job
     job_try: int  # 1 on the first attempt
     enqueue_time: datetime

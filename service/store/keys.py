@@ -130,3 +130,27 @@ def cron_name(job_name: str) -> str:
 def job_of_cron(name: str) -> str:
     """The job a stored function name runs: "cron:daily_report" -> "daily_report"."""
     return name.removeprefix(CRON_PREFIX)
+
+
+def throughput_seconds(minute: int) -> str:
+    """Hash of one minute's jobs finished per second (``<second>c`` completed, ``<second>f``
+    failed), minutes since the epoch; the overview's live graph, kept a few minutes."""
+    return f"{PREFIX}tp:s:{minute}"
+
+
+def throughput_minutes(hour: int) -> str:
+    """Hash of one hour's jobs finished per minute (``<minute>c``, ``<minute>f``), hours since
+    the epoch; the 24-hour graph."""
+    return f"{PREFIX}tp:m:{hour}"
+
+
+def throughput_hours(day: int) -> str:
+    """Hash of one UTC day's jobs finished per hour (``<hour>c``, ``<hour>f``), days since the
+    epoch; the 30-day graph."""
+    return f"{PREFIX}tp:h:{day}"
+
+
+def function_minute(function: str, minute: int) -> str:
+    """Hash of one function's attempts in one minute: counts by outcome and latency buckets
+    (service.records.function_stats), minutes since the epoch; kept a little over an hour."""
+    return f"{PREFIX}fn:{function}:{minute}"

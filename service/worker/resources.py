@@ -3,7 +3,7 @@
 The worker's ctx holds them (service.runtime.JobContext, jobs.mail.MailContext): the
 settings, file storage (folders or an S3 bucket), the users database, one HTTP session (its
 resolver is the webhooks' SSRF guard), a thread pool for Pillow and file walks, the SMTP
-pool, and this worker's metrics.
+pool, this worker's metrics and the overview graphs' counts (written once a second).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from jobs.thumbnails import configure_pillow
 from jobs.webhook_guard import GuardedResolver
 from service.observability.metrics import JobMetrics, new_registry
 from service.observability.metrics_server import start_metrics_server
+from service.records import tallies
 from service.records.workers import register, unregister, worker_name
 from service.store.database import Database, DatabaseOpenError, open_database
 from service.store.storage import Storage, open_storage
@@ -69,6 +70,7 @@ def open_resources(settings: Settings) -> OnStartup:
         ctx["smtp"] = SmtpConfig.from_settings(settings)
         ctx["smtp_pool"] = SmtpPool(ctx["smtp"], settings.smtp_connections_kept)
         ctx["metrics"] = JobMetrics(new_registry())
+        ctx["tallies"], ctx["tallies_task"] = tallies.start(ctx["redis"])
         if settings.worker_metrics_port:
             ctx["metrics_server"] = await start_metrics_server(
                 ctx["metrics"].registry, settings.worker_metrics_host, settings.worker_metrics_port
@@ -95,5 +97,7 @@ async def close_resources(ctx: dict[str, Any]) -> None:
         await ctx["smtp_pool"].close()
     if ctx.get("metrics_server") is not None:
         await ctx["metrics_server"].cleanup()
+    if "tallies" in ctx:
+        await tallies.stop(ctx["tallies"], ctx["tallies_task"], ctx["redis"])
     with contextlib.suppress(RedisError, OSError):  # Redis may be the reason we stop
         await unregister(ctx["redis"], worker_name())

@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -30,8 +31,10 @@ from service.records import (
     deliveries,
     events,
     failed_jobs,
+    function_stats,
     replays,
     stats,
+    throughput,
 )
 from service.records.attempts import Outcome
 from service.records.progress import Progress
@@ -113,6 +116,7 @@ class _Run:
     started_at: int
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
+    clock: float  # time.perf_counter() at the start: the run time without the wall clock's steps
     # a replayable job's arguments as its tracking hash keeps them once it has finished
     kept_for_replay: str | None = None
 
@@ -140,7 +144,7 @@ async def _start(
         status_event=events.encode("status", status),
         expected=expected,
     )
-    this = _Run(name, int(requeued or 0) + 1, attempt, started, args, kwargs)
+    this = _Run(name, int(requeued or 0) + 1, attempt, started, args, kwargs, time.perf_counter())
     # the status hash outlives every record a job writes (its ttl is renewed at the end)
     ctx["first_start"] = attempt == 1 and last_start is None and requeued is None
     if lost is not None:  # the worker running the last attempt died before closing it
@@ -160,6 +164,15 @@ async def _start(
             ttl=settings.job_result_ttl,
         )
     return this
+
+
+# how a counted attempt shows in the throughput graphs (a retry does not end the job) and in
+# its function's last-hour figures
+_graphed: dict[str, tuple[throughput.Finished | None, function_stats.Outcome]] = {
+    "success": ("c", "success"),
+    "failure": ("f", "failure"),
+    "retry": (None, "retry"),
+}
 
 
 async def _close(
@@ -189,6 +202,7 @@ async def _close(
     )
     done = outcome in ("success", "failure")  # counted among the recent and last runs
     ended = done or outcome == "cancelled"  # the job will not run again
+    graphed = _graphed.get(outcome) if counted else None
     if status is not None and ended:
         status["finished_at"] = iso_from_ms(finished)
     await attempt_scripts.record_end(
@@ -206,6 +220,10 @@ async def _close(
         keep_expected=outcome == "interrupted",
         status_event="" if status is None else events.encode("status", status),
     )
+    if graphed is not None:  # counted in memory, written once a second (records.tallies)
+        run = time.perf_counter() - this.clock
+        wait = max(0, this.started_at - ctx["score"]) / 1000
+        ctx["tallies"].ended(finished, graphed[0], this.name, graphed[1], run, wait)
     return finished
 
 
@@ -379,6 +397,8 @@ async def _record_arq_failure(ctx: JobContext, registry: Registry) -> None:
         await attempts.relabel_last(redis, job_id, "timeout", reason)
     await _write_meta(ctx, finished_at=now_ms(), outcome="failure", last_error=reason)
     await stats.count_today(redis, settings.timezone, **{f"job:{name}:failure": 1})
+    # its run time is the limit's, not a measure of the function: counted, not timed
+    ctx["tallies"].ended(now_ms(), "f", name, "failure", None, None)
     kept = arguments.bounded(args, kwargs, settings.dead_letter_max_argument_bytes)
     failed = failed_jobs.DeadJob(
         job_id=job_id,
