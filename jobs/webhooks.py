@@ -118,4 +118,5 @@ JOB = Job(
     time_limit=lambda settings: settings.webhook_job_timeout,
     api=True,
     max_payload=lambda settings: settings.webhook_max_payload_bytes,
+    search_keys=lambda job: [URL(job.url).host or ""],
 )
