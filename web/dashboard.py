@@ -21,6 +21,7 @@ from service.observability.masking import masked
 from service.queue.enqueue import enqueue
 from service.records import failed_jobs
 from service.records.failed_jobs import NotFailedError
+from service.records.search_index import SearchIndex
 from service.records.status import JOB_ID_PATTERN
 from service.store.storage import CONTENT_TYPES, UPLOADS
 from web.auth import matching_token, token_fingerprint
@@ -129,7 +130,8 @@ async def run_cron_now(request: web.Request) -> web.Response:
         raise ApiError(404, "no cron schedule has this name") from None
     # what it would mail counts as if asked through the API (the daily report's recipients)
     await check_mail_recipients(request.app, job, job.input())
-    job_id = await enqueue(request.app[REDIS], job.name, {})
+    index = SearchIndex.from_settings(request.app[SETTINGS])
+    job_id = await enqueue(request.app[REDIS], job.name, {}, index=index)
     return see_other(f"{HOME}/jobs/{job_id}")
 
 
