@@ -62,14 +62,16 @@ class BulkOutcome:
 
 async def matching(redis: Redis, settings: Settings, query: SearchQuery) -> Matches:
     """The jobs a bulk action on ``query`` would touch now."""
+    most = settings.bulk_max_jobs
     page = await search(
         redis,
         settings.queue_name,
         query,
-        limit=settings.bulk_max_jobs,
-        scan_max=max(SCAN_MAX, 4 * settings.bulk_max_jobs),
+        limit=most + 1,  # one more than it takes tells whether others are left
+        scan_max=max(SCAN_MAX, 4 * most),
     )
-    return Matches(page.jobs, more=page.next is not None)
+    more = len(page.jobs) > most or page.next is not None
+    return Matches(page.jobs[:most], more=more)
 
 
 async def bulk_act(
