@@ -18,7 +18,14 @@ from service.records.search import search
 from service.records.search_index import SearchIndex, member
 from service.store import keys
 from settings import Settings
-from tests.conftest import AUTH_HEADERS, RunWorker, SmtpRecorder, accepted_task, queued
+from tests.conftest import (
+    AUTH_HEADERS,
+    RunWorker,
+    SmtpRecorder,
+    accepted_task,
+    queued,
+    status_of,
+)
 from tests.webhook_targets import queue_webhook
 from web import create_app
 from web.job_search import search_query
@@ -92,6 +99,30 @@ async def test_deferred_running_retrying_and_cancelled_states(
     }
     await redis.psetex(f"arq:in-progress:{now}", 10_000, b"1")  # as a worker marks it
     assert await ids(client, "state=running") == [now]
+    states[now] = "running"
+    for job_id, state in states.items():  # the status API says the same, in its words
+        shown = (await status_of(client, job_id))["status"]
+        assert STATUS_OF[state] == shown, (job_id, state, shown)
+
+
+STATUS_OF = {
+    "waiting": "PENDING",
+    "deferred": "PENDING",
+    "running": "STARTED",
+    "retrying": "RETRY",
+    "succeeded": "SUCCESS",
+    "failed": "FAILURE",
+    "cancelled": "CANCELLED",
+}
+
+
+async def test_an_entry_whose_job_redis_has_forgotten_is_not_listed(
+    client: TestClient[Any, Any], redis: ArqRedis
+) -> None:
+    kept = await accepted_task(client, "/events", {"event": "kept"})
+    now_ms = int(time.time() * 1000)
+    await redis.zadd(keys.search_index(), {member("f" * 32, "log_event"): now_ms})
+    assert await ids(client, "") == [kept]
 
 
 async def test_a_user_id_and_a_webhook_host_are_business_keys(
