@@ -38,6 +38,7 @@ DEFAULT_PAGE = 20
 MAX_PAGE = 100
 PREFIX = re.compile(r"[A-Za-z0-9:_.\-]{1,200}")
 STATES = ", ".join(state.value for state in JobState)
+EXAMPLE = "2026-12-03T09:00:00+00:00"
 
 
 def _time_ms(name: str, raw: str) -> int:
@@ -48,9 +49,6 @@ def _time_ms(name: str, raw: str) -> int:
     if moment is None or moment.tzinfo is None:
         raise ApiError(400, f"{name} must be an RFC 3339 time with its offset, e.g. {EXAMPLE}")
     return int(moment.timestamp() * 1000)
-
-
-EXAMPLE = "2026-12-03T09:00:00+00:00"
 
 
 def _states(raw: str) -> frozenset[JobState]:
