@@ -387,3 +387,33 @@ async def test_index_cost_per_job_and_search_latency(
         for name, ms in timings.items():
             print(f"search {name}: {ms:.1f} ms")
     assert timings["by recipient, page of 20"] < 500
+
+
+@pytest.mark.parametrize("action", ["cancel", "delete"])
+async def test_bulk_cancel_and_delete_act_once_when_two_operators_press_at_once(
+    client: TestClient[Any, Any],
+    run_worker: RunWorker,
+    smtp_server: SmtpRecorder,
+    redis: ArqRedis,
+    settings: Settings,
+    action: str,
+) -> None:
+    if action == "delete":
+        smtp_server.replies = [REFUSED] * 3
+    delay = {"delay": 600} if action == "cancel" else {}
+    made = [
+        await accepted_task(client, "/send-email", {**email(f"u{n}@example.com"), **delay})
+        for n in range(3)
+    ]
+    if action == "delete":
+        await run_worker()  # the three fail (deferred ones stay queued, untouched)
+    state = "deferred" if action == "cancel" else "failed"
+    body = {"state": state, "action": action, "expected": 3}
+    answers = await asyncio.gather(*(client.post("/jobs/bulk", json=body) for _ in range(2)))
+    results = [await answer.json() for answer in answers]
+    done = [job for result in results for job in result.get("done", [])]
+    assert sorted(done) == sorted(made), results  # each once, between the two
+    if action == "cancel":
+        assert await queued(redis, settings) == []
+    else:  # off the failed-jobs list; their status stays FAILURE until it expires
+        assert (await (await client.get("/jobs/failed")).json())["total"] == 0
