@@ -281,4 +281,5 @@ async def test_a_search_by_recipient_finds_its_jobs_and_a_confirmed_bulk_retry_r
     await page.select_option("#search-state", "succeeded")
     await page.click("#search-form button:has-text('Search')")
     await expect(rows.locator(".badge-succeeded")).to_have_count(2)
+    await screenshot(page, "search-succeeded")
     assert len(smtp_server.messages) == 2  # each retried once, both sent
