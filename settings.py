@@ -148,6 +148,11 @@ class Settings(BaseSettings):
     # what a finished replayable job (deliver_webhook) keeps of its arguments so that POST
     # /jobs/{id}/replay can send it again; larger ones are not kept (no replay); 0: none kept
     replay_max_argument_bytes: int = Field(16 * 1024, ge=0, le=64 * MiB)
+    # job search (GET /jobs): each of its indexes (all jobs, per function, per business key)
+    # keeps at most this many jobs, the newest; by time, as long as results or failed jobs last
+    search_index_max_jobs: int = Field(100_000, ge=100, le=10_000_000)
+    # a bulk action (POST /jobs/bulk, the search page's buttons) acts on at most this many jobs
+    bulk_max_jobs: int = Field(500, ge=1, le=10_000)
     job_history_max: int = Field(50, ge=1)
     email_job_timeout: float = Field(60, gt=0)
     webhook_job_timeout: float = Field(30, gt=0)

@@ -48,4 +48,5 @@ JOB = Job(
     input=SendEmail,
     time_limit=lambda settings: settings.email_job_timeout,
     api=True,
+    search_keys=lambda job: [job.to],
 )

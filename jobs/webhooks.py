@@ -154,4 +154,5 @@ JOB = Job(
     slots=SlotLimit(
         key=destination_host, per_key=lambda settings: settings.webhook_host_concurrency
     ),
+    search_keys=lambda job: [URL(job.url).host or ""],
 )

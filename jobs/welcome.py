@@ -66,4 +66,5 @@ JOB = Job(
     run=send_welcome_email,
     input=SendWelcomeEmail,
     time_limit=lambda settings: settings.email_job_timeout,
+    search_keys=lambda job: [f"user:{job.user_id}"],
 )

@@ -23,11 +23,15 @@ from pytest_aiohttp import AiohttpServer
 from service.engine.loop import BatchWorker as Worker
 from service.queue.enqueue import enqueue
 from service.queue.pause import pause, resume
+from service.records import failed_jobs
+from service.records.search import JobState, job_states
+from service.records.search_index import SearchIndex
 from service.worker.options import worker_options
 from settings import Settings
 from tests import files
-from tests.conftest import TEST_API_TOKEN
+from tests.conftest import TEST_API_TOKEN, SmtpRecorder
 from tests.images import image_bytes
+from tests.waiting import wait_until
 from web import create_app
 
 CHROMIUM = "/usr/bin/chromium"
@@ -383,3 +387,58 @@ async def test_a_paused_cron_schedule_shows_as_paused_with_its_next_and_last_run
     await report.locator("button:has-text('Resume')").click()
     await expect(report.locator(".badge-paused")).to_have_count(0)
     await expect(report.locator("button:has-text('Pause')")).to_be_visible()
+
+
+async def test_a_search_by_recipient_finds_its_jobs_and_a_confirmed_bulk_retry_reruns_them(
+    page: Page, worker: Worker, redis: ArqRedis, settings: Settings, smtp_server: SmtpRecorder
+) -> None:
+    smtp_server.replies = ["550 5.1.1 mailbox unavailable"] * 2
+    index = SearchIndex.from_settings(settings)
+    mails = [
+        await enqueue(
+            redis,
+            "send_email",
+            {"to": "ann@example.com", "subject": f"Receipt {n}", "body": "Thanks!"},
+            index=index,
+            search_keys=("ann@example.com",),
+        )
+        for n in range(2)
+    ]
+
+    async def both_failed() -> bool:
+        listed = await failed_jobs.page(redis, offset=0, limit=10, max_age=3600, max_jobs=10)
+        return listed.total == 2
+
+    await wait_until(both_failed, within=LIVE_TIMEOUT_MS / 1000)
+    await sign_in(page)
+    await page.click("nav >> text=Search")
+    await expect(page.locator("h1")).to_have_text("Search")
+    await page.fill("#search-key", "Ann@Example.com")
+    await page.select_option("#search-state", "failed")
+    await page.click("#search-form button:has-text('Search')")
+    rows = page.locator("#results tbody tr")
+    await expect(rows).to_have_count(2)
+    for job_id in mails:
+        row = rows.filter(has=page.locator(f"a[href='/dashboard/jobs/{job_id}']"))
+        await expect(row.locator(".badge")).to_have_text("failed")
+    await screenshot(page, "search")
+
+    await page.click("button:has-text('Retry all…')")
+    await expect(page.locator("h1")).to_have_text("Retry 2 jobs?")
+    await expect(page.locator("#confirm-count")).to_have_text("2")
+    await expect(page.locator("#confirm tbody tr")).to_have_count(2)
+    await screenshot(page, "search-confirm")
+    await page.click("#confirm-button")
+    await expect(page.locator("#bulk-notice")).to_have_text("Retry: 2 jobs done.")
+    await screenshot(page, "search-retried")
+
+    async def both_sent() -> bool:
+        states = await job_states(redis, settings.queue_name, mails)
+        return states == [JobState.SUCCEEDED] * 2
+
+    await wait_until(both_sent, within=LIVE_TIMEOUT_MS / 1000)
+    await page.select_option("#search-state", "succeeded")
+    await page.click("#search-form button:has-text('Search')")
+    await expect(rows.locator(".badge-succeeded")).to_have_count(2)
+    await screenshot(page, "search-succeeded")
+    assert len(smtp_server.messages) == 2  # each retried once, both sent

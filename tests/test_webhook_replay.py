@@ -11,6 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from arq.connections import ArqRedis
 from pytest_aiohttp import AiohttpServer
+from yarl import URL
 
 from settings import Settings
 from tests.conftest import (
@@ -87,6 +88,11 @@ async def test_a_replay_is_a_new_job_that_links_to_its_original(
     assert keys_sent == [original, original, replay], "a replay is a new delivery, not a repeat"
     assert "replays" not in done
     assert "replay_of" not in await status_of(client, original)
+
+    # job search finds the replay by its webhook host, as it finds the original
+    host = URL(url).host
+    found = await (await client.get("/jobs", params={"key": str(host)})).json()
+    assert [job["task_id"] for job in found["jobs"]] == [replay, original]
 
 
 async def test_a_failed_delivery_can_be_replayed_and_each_replay_is_listed(

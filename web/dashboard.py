@@ -23,6 +23,7 @@ from service.queue import pause
 from service.queue.enqueue import enqueue
 from service.records import failed_jobs, latency, schedules
 from service.records.failed_jobs import NotFailedError
+from service.records.search_index import SearchIndex
 from service.records.status import JOB_ID_PATTERN
 from service.records.times import now_ms
 from service.store.storage import CONTENT_TYPES, UPLOADS
@@ -158,7 +159,8 @@ async def run_cron_now(request: web.Request) -> web.Response:
         raise ApiError(404, "no cron schedule has this name") from None
     # what it would mail counts as if asked through the API (the daily report's recipients)
     await check_mail_recipients(request.app, job, job.input())
-    job_id = await enqueue(request.app[REDIS], job.name, {})
+    index = SearchIndex.from_settings(request.app[SETTINGS])
+    job_id = await enqueue(request.app[REDIS], job.name, {}, index=index)
     return see_other(f"{HOME}/jobs/{job_id}")
 
 

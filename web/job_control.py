@@ -13,6 +13,7 @@ from service.queue.replay import NotReplayableError, prepare, queue_replay
 from service.queue.retry import retry
 from service.records import failed_jobs
 from service.records.failed_jobs import ArgumentsCutError, DeadJob, NotFailedError
+from service.records.search_index import SearchIndex
 from service.records.status import JOB_ID_PATTERN, task_status
 from service.records.times import iso_from_ms
 from web.auth import TOKEN_ID
@@ -107,7 +108,14 @@ async def replay_or_refuse(request: web.Request, job_id: str) -> str:
     token_id = request.get(TOKEN_ID)
     if token_id is not None:  # its payload goes back into Redis, like a new request's body
         await app[RATE_LIMITS].check_payload(token_id, replay.size)
-    return await queue_replay(app[REDIS], replay, ttl=app[SETTINGS].job_result_ttl)
+    job = next(job for job in app[REGISTRY] if job.name == replay.function)
+    return await queue_replay(
+        app[REDIS],
+        replay,
+        ttl=app[SETTINGS].job_result_ttl,
+        index=SearchIndex.from_settings(app[SETTINGS]),
+        search_keys=job.business_keys(job.input.model_construct(**replay.kwargs)),
+    )
 
 
 async def cancel_or_refuse(request: web.Request, job_id: str) -> CancelOutcome:

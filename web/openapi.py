@@ -89,6 +89,22 @@ JOB_ID_NAMES = {"task_id", "job_id"}
 PLAIN_NAME = {"type": "string", "pattern": "^[A-Za-z0-9:_.-]{1,200}$"}  # one path segment
 NO_MATCH = _error("nothing has this name or id")
 NO_CRON = _error("no cron schedule has this name")
+SEARCH_FILTERS: dict[str, Mapping[str, Any]] = {
+    "function": {"type": "string", "description": "a declared job's name"},
+    "state": {
+        "type": "string",
+        "description": "one or more, comma-separated: waiting, deferred, running, retrying,"
+        " succeeded, failed, cancelled",
+    },
+    "key": {"type": "string", "description": "a business key: an address, user:<id>, a host"},
+    "prefix": {"type": "string", "pattern": "^[A-Za-z0-9:_.-]{1,200}$"},
+    "since": {"type": "string", "format": "date-time"},
+    "until": {"type": "string", "format": "date-time"},
+}
+# the search page's form sends every field, an empty one meaning no filter
+FORM_FILTERS = {
+    name: {"type": "string", "description": "as GET /jobs; empty: any"} for name in SEARCH_FILTERS
+}
 UPLOAD_ANSWERS: Mapping[int, Answer] = {
     202: _queued("the thumbnail job"),
     400: _error("not multipart/form-data, no 'file' field, or an empty file"),
@@ -184,6 +200,31 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             "offset": {"type": "integer", "minimum": 0, "maximum": 10**9, "default": 0},
             "limit": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
         },
+        tags=("control",),
+    ),
+    ("GET", "/jobs"): Operation(
+        "Search jobs by function, state, business key, time and id prefix, newest first",
+        {
+            200: Answer("one page of matching jobs with their state", responses.SearchResults),
+            400: _error("an unknown or repeated parameter, or a bad value"),
+        },
+        query=SEARCH_FILTERS
+        | {
+            "limit": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+            "cursor": {"type": "string", "description": "a previous page's next"},
+        },
+        tags=("control",),
+    ),
+    ("POST", "/jobs/bulk"): Operation(
+        "Retry, cancel or delete every job a search matches (at most BULK_MAX_JOBS)",
+        {
+            200: Answer("each matched job done once, or skipped with why", responses.BulkResult),
+            400: BAD_BODY,
+            409: Answer(
+                "the search no longer matches expected: nothing done", responses.CountChanged
+            ),
+        },
+        body=schemas.BulkRequest,
         tags=("control",),
     ),
     ("POST", "/jobs/{task_id}/retry"): Operation(
@@ -413,6 +454,32 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/dashboard/jobs/{job_id}/cancel"): Operation(
         "Dashboard: cancel a job",
         {303: SEE_OTHER, 404: NO_SUCH_TASK, 409: _error("the job has already finished")},
+        tags=("dashboard",),
+    ),
+    ("GET", "/dashboard/search"): Operation(
+        "Dashboard: search jobs (the filters of GET /jobs), with bulk buttons",
+        {200: PAGE, 400: Answer("a bad filter: the page says which", media="text/html", schema={})},
+        query=FORM_FILTERS,
+        tags=("dashboard",),
+    ),
+    ("GET", "/dashboard/search/confirm"): Operation(
+        "Dashboard: how many jobs a bulk action would touch, to confirm",
+        {200: PAGE, 400: _error("a bad filter or action")},
+        query=SEARCH_FILTERS
+        | {"action": {"type": "string", "enum": ["retry", "cancel", "delete"]}},
+        tags=("dashboard",),
+    ),
+    ("POST", "/dashboard/search/bulk"): Operation(
+        "Dashboard: the confirmed bulk action (as POST /jobs/bulk)",
+        {
+            303: SEE_OTHER,
+            400: _error("a bad filter, action or count"),
+            409: Answer("the count changed: the confirmation again", media="text/html", schema={}),
+        },
+        form={
+            "action": {"type": "string", "enum": ["retry", "cancel", "delete"]},
+            "expected": {"type": "string", "pattern": "^[0-9]{1,7}$"},
+        },
         tags=("dashboard",),
     ),
     ("GET", "/dashboard/static/{filename}"): Operation(

@@ -180,3 +180,44 @@ class FunctionsStats(BaseModel):
     window: int  # seconds
     relative_error: float  # the latencies' bound, above or below (service.records.latency)
     functions: list[FunctionFigures]
+
+
+JobState = Literal["waiting", "deferred", "running", "retrying", "succeeded", "failed", "cancelled"]
+
+
+class FoundJob(BaseModel):
+    task_id: str
+    function: str
+    state: JobState
+    enqueued_at: str | None
+
+
+class SearchResults(BaseModel):
+    """One page of a search, newest first; ``next`` goes on from where it stopped."""
+
+    jobs: list[FoundJob]
+    limit: int
+    examined: int  # index entries looked at for this page (at most 5000)
+    next: str | None
+
+
+class SkippedJob(BaseModel):
+    task_id: str
+    reason: str
+
+
+class BulkResult(BaseModel):
+    """What a bulk action did: each matched job is either done or skipped, with why."""
+
+    action: Literal["retry", "cancel", "delete"]
+    matched: int
+    more: bool  # more jobs match than one call acts on (BULK_MAX_JOBS): send it again
+    done: list[str]
+    skipped: list[SkippedJob]
+
+
+class CountChanged(BaseModel):
+    """The search no longer matches the confirmed count: nothing was done."""
+
+    error: str
+    count: int

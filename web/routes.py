@@ -6,7 +6,18 @@ from pathlib import Path
 
 from aiohttp import web
 
-from web import cron_control, dashboard, job_control, live, openapi, queue_control, stats, views
+from web import (
+    cron_control,
+    dashboard,
+    job_control,
+    job_search,
+    live,
+    openapi,
+    queue_control,
+    search_page,
+    stats,
+    views,
+)
 from web.idempotency import idempotent, upload_fingerprint
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -33,6 +44,8 @@ def setup_routes(app: web.Application) -> None:
             web.get("/health", views.health),
             web.get("/jobs/{job_id}/events", live.job_events),
             web.get("/jobs/failed", job_control.list_failed),
+            web.get("/jobs", job_search.search_jobs),
+            web.post("/jobs/bulk", job_search.bulk_jobs),
             web.post("/jobs/{task_id}/retry", job_control.retry_failed),
             web.post("/jobs/{task_id}/replay", job_control.replay_job),
             web.delete("/jobs/{task_id}", job_control.cancel),
@@ -66,6 +79,9 @@ def setup_routes(app: web.Application) -> None:
             web.post("/dashboard/jobs/{job_id}/replay", dashboard.replay_job),
             web.post("/dashboard/jobs/{job_id}/delete", dashboard.delete_job),
             web.post("/dashboard/jobs/{job_id}/cancel", dashboard.cancel_job),
+            web.get("/dashboard/search", search_page.search),
+            web.get("/dashboard/search/confirm", search_page.confirm),
+            web.post("/dashboard/search/bulk", search_page.bulk),
             web.static("/dashboard/static", STATIC_DIR),
             web.get("/openapi.json", openapi.openapi_json),
         ]

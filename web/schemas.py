@@ -49,6 +49,24 @@ class RegisterRequest(Strict):
     email: EmailAddress
 
 
+FilterText = Annotated[str | None, StringConstraints(max_length=400)]
+
+
+class BulkRequest(Strict):
+    """``POST /jobs/bulk``: an action on every job a search matches (the filters of
+    ``GET /jobs``), and how many jobs the operator saw it match: another count changes
+    nothing (409)."""
+
+    action: Literal["retry", "cancel", "delete"]
+    expected: int = Field(ge=0, le=1_000_000, description="how many jobs the search matched")
+    function: FilterText = None
+    state: FilterText = None
+    key: FilterText = None
+    prefix: FilterText = None
+    since: FilterText = None
+    until: FilterText = None
+
+
 class Scheduling(Strict):
     """When to run the job: at a time (RFC 3339, with its offset) or after a delay; neither
     means now. A time in the past runs at once; more than a year ahead is refused."""

@@ -16,6 +16,7 @@ from service.engine.queue_counts import queue_counts
 from service.observability.metrics import CONTENT_TYPE
 from service.queue.enqueue import enqueue
 from service.records import workers
+from service.records.search_index import SearchIndex
 from service.records.times import iso_from_ms, now_ms
 from service.runtime import Job
 from service.store import keys
@@ -88,7 +89,14 @@ async def _queue(
     if token_id is not None:
         await limits.check_payload(token_id, size)
     kwargs = job_kwargs(job, job_input)
-    task_id = await enqueue(request.app[REDIS], job.name, kwargs, run_at_ms=run_at_ms)
+    task_id = await enqueue(
+        request.app[REDIS],
+        job.name,
+        kwargs,
+        run_at_ms=run_at_ms,
+        index=SearchIndex.from_settings(request.app[SETTINGS]),
+        search_keys=job.business_keys(job_input),
+    )
     return accepted(task_id, message, run_at_ms)
 
 
@@ -153,7 +161,12 @@ async def upload(request: web.Request) -> web.Response:
     else:
         raise ApiError(400, "multipart field 'file' is required")
     try:
-        task_id = await enqueue(request.app[REDIS], PROCESS_IMAGE, {"upload": name})
+        task_id = await enqueue(
+            request.app[REDIS],
+            PROCESS_IMAGE,
+            {"upload": name},
+            index=SearchIndex.from_settings(settings),
+        )
     except BaseException:
         await _forget_upload(request.app[STORAGE], name)  # no object without its job
         raise
@@ -177,8 +190,17 @@ async def register(request: web.Request) -> web.Response:
         user = await db.create_user(form.name, form.email)  # stored lower-cased
     except EmailTakenError:
         raise ApiError(409, "this email address is already registered") from None
+    welcome = request.app[REGISTRY][SEND_WELCOME_EMAIL]
+    # found by the user's id (its declaration) and by the address it goes to
+    search_keys = (*welcome.business_keys(welcome.input(user_id=user.id)), user.email)
     try:
-        task_id = await enqueue(request.app[REDIS], SEND_WELCOME_EMAIL, {"user_id": user.id})
+        task_id = await enqueue(
+            request.app[REDIS],
+            SEND_WELCOME_EMAIL,
+            {"user_id": user.id},
+            index=SearchIndex.from_settings(request.app[SETTINGS]),
+            search_keys=search_keys,
+        )
     except BaseException:
         await _undo_sign_up(db, user.id)  # no welcome email could be queued
         raise

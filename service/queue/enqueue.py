@@ -8,12 +8,14 @@ takes one round trip instead of three, and wakes an idle worker in the same call
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from arq.connections import ArqRedis
 
 from service.engine.arq_api import job_key_prefix, result_key_prefix, serialize_job, timestamp_ms
 from service.observability.origin import REQUEST_ID_KWARG, current_origin
+from service.records.search_index import SearchIndex, index_lines, member
 from service.store import keys
 from service.store.scripts import LuaScript
 
@@ -36,13 +38,16 @@ class EnqueueError(RuntimeError):
 
 
 # What arq's enqueue_job does in three round trips (WATCH, EXISTS, MULTI/EXEC), in one, plus
-# a wake-up token for an idle worker.
-# KEYS: job, result, queue, wake. ARGV: serialized job, expiry ms, score, job id.
+# a wake-up token for an idle worker, and the job's entries in the search index
+# (service.records.search_index) when it is asked for.
+# KEYS: job, result, queue, wake, then the index sets (none: not indexed).
+# ARGV: serialized job, expiry ms, score, job id, then the index's five arguments.
 ENQUEUE_SCRIPT = f"""
 if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
 redis.call('PSETEX', KEYS[1], ARGV[2], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
 {wake_a_worker(4)}
+{index_lines(5, 5)}
 return 1
 """
 _ENQUEUE = LuaScript(ENQUEUE_SCRIPT)
@@ -55,6 +60,8 @@ async def enqueue_job(
     kwargs: dict[str, Any],
     *,
     run_at_ms: int | None = None,
+    index: SearchIndex | None = None,
+    search_keys: Sequence[str] = (),
 ) -> bool:
     """Queue a job in arq's own format and wake a worker; False when the id already exists.
 
@@ -63,6 +70,8 @@ async def enqueue_job(
     On an auto-pipelined client (service.store.autopipeline) concurrent calls go to Redis
     together; each returns once its own job is in Redis, and with REDIS_MIN_REPLICAS_ACK once
     that many replicas hold it (else ReplicasBehindError: the API answers 503).
+    With ``index`` the job is also added to the search index, under its function and each
+    of ``search_keys``, in the same call: no round trip of its own.
     """
     now = timestamp_ms()
     score = now if run_at_ms is None else max(run_at_ms, now)
@@ -74,7 +83,11 @@ async def enqueue_job(
         queue_name,
         keys.wake(queue_name),
     ]
-    args = [payload, score - now + redis.expires_extra_ms, score, job_id]
+    args: list[Any] = [payload, score - now + redis.expires_extra_ms, score, job_id]
+    if index is not None:
+        script_keys += index.sets_for(function, search_keys)
+        args += [member(job_id, function), now, now - index.keep_ms, index.max_jobs]
+        args.append(index.keep_ms)
     return int(await _ENQUEUE.run_confirmed(redis, script_keys, args)) == 1
 
 
@@ -85,9 +98,13 @@ async def enqueue(
     *,
     run_at_ms: int | None = None,
     job_id: str | None = None,
+    index: SearchIndex | None = None,
+    search_keys: Sequence[str] = (),
 ) -> str:
     """Queue ``function(**kwargs)`` under a fresh, unguessable id (or ``job_id``, one made
-    so beforehand) and return that id; ``run_at_ms`` (ms since the epoch) defers it until then.
+    so beforehand) and return that id; ``run_at_ms`` (ms since the epoch) defers it until then;
+    with ``index`` it can be found by job search, also by each of ``search_keys`` (see
+    :func:`enqueue_job`).
 
     Inside a web request the request's id goes along (service.observability.origin) and is
     counted.
@@ -96,7 +113,10 @@ async def enqueue(
     origin = current_origin.get()
     if origin is not None:
         kwargs = {**kwargs, REQUEST_ID_KWARG: origin.request_id}
-    if not await enqueue_job(redis, function, job_id, kwargs, run_at_ms=run_at_ms):
+    queued = await enqueue_job(
+        redis, function, job_id, kwargs, run_at_ms=run_at_ms, index=index, search_keys=search_keys
+    )
+    if not queued:
         raise EnqueueError(f"job id {job_id} already exists")
     if origin is not None:
         origin.on_enqueued(function)

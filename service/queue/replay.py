@@ -8,7 +8,7 @@ before the job is queued, so a worker never runs a replay that does not name its
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,7 @@ from arq.connections import ArqRedis
 
 from service.queue.enqueue import enqueue
 from service.records import replays
+from service.records.search_index import SearchIndex
 
 
 class NotReplayableError(Exception):
@@ -58,8 +59,23 @@ async def prepare(redis: ArqRedis, job_id: str, *, replayable: Collection[str]) 
     return Replay(job_id, function, kwargs, found.size)
 
 
-async def queue_replay(redis: ArqRedis, replay: Replay, *, ttl: int) -> str:
-    """Queue ``replay`` under a new id, linked to its original first; that id."""
+async def queue_replay(
+    redis: ArqRedis,
+    replay: Replay,
+    *,
+    ttl: int,
+    index: SearchIndex | None = None,
+    search_keys: Sequence[str] = (),
+) -> str:
+    """Queue ``replay`` under a new id, linked to its original first; that id. With ``index``
+    job search finds it as it finds any queued job (by ``search_keys`` too)."""
     new_id = uuid.uuid4().hex
     await replays.link(redis, replay.original_id, new_id, ttl=ttl)
-    return await enqueue(redis, replay.function, replay.kwargs, job_id=new_id)
+    return await enqueue(
+        redis,
+        replay.function,
+        replay.kwargs,
+        job_id=new_id,
+        index=index,
+        search_keys=search_keys,
+    )

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
+from service.records.search_index import normalize_key
 from service.records.status import Declared
 from service.store import keys
 from settings import Settings
@@ -26,6 +27,8 @@ from settings import Settings
 TimeLimit = float | Callable[[Settings], float]
 # (settings, Redis, the validated input) -> the addresses a run queued now would mail
 MailsTo = Callable[[Settings, Redis, Any], Awaitable[Sequence[str]]]
+# (the validated input) -> the business keys job search finds the job by
+SearchKeys = Callable[[Any], Iterable[str]]
 Weekday = Literal["mon", "tues", "wed", "thurs", "fri", "sat", "sun"]
 
 
@@ -111,6 +114,9 @@ class Job:
     # hash, so POST /jobs/{id}/replay can queue it again as a new job (a delivered webhook)
     replayable: bool = False
     slots: SlotLimit | None = None  # how many may run at once per key (a webhook's host)
+    # what an operator searches its runs by (GET /jobs?key=...), read from its input when it is
+    # queued: a recipient address, "user:<id>", a webhook host. Matched whole, in any case
+    search_keys: SearchKeys | None = None
 
     @property
     def summary(self) -> str:
@@ -126,6 +132,13 @@ class Job:
     def payload_limit(self, settings: Settings) -> int | None:
         """The largest request body (bytes) that may queue it; None: no limit of its own."""
         return None if self.max_payload is None else int(self.max_payload(settings))
+
+    def business_keys(self, job_input: Any) -> tuple[str, ...]:
+        """The search keys of a run with this validated input, as the index stores them."""
+        if self.search_keys is None:
+            return ()
+        found = (normalize_key(str(key)) for key in self.search_keys(job_input))
+        return tuple(dict.fromkeys(key for key in found if key))
 
     @property
     def cron_name(self) -> str | None:

@@ -88,6 +88,12 @@ def dead_letter_expected() -> str:
     return f"{PREFIX}dead:expected"
 
 
+def search_index(kind: str = "all", value: str = "") -> str:
+    """Sorted set of "<job id> <function>" scored by enqueue time (ms), for job search: every
+    job (``"all"``), one function's (``"fn"``, name) or one business key's (``"key"``, key)."""
+    return f"{PREFIX}ix:{kind}" if kind == "all" else f"{PREFIX}ix:{kind}:{value}"
+
+
 def idempotency(scope: str, key_digest: str) -> str:
     """A client's Idempotency-Key (hashed), scoped to its API token, -> the job it made."""
     return f"{PREFIX}idem:{scope}:{key_digest}"
