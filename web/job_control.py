@@ -10,7 +10,7 @@ from aiohttp import web
 from service.observability.masking import masked
 from service.queue.cancel import CancelOutcome, JobFinishedError, JobNotFoundError, cancel_job
 from service.queue.replay import NotReplayableError, prepare, queue_replay
-from service.queue.retry import retry
+from service.queue.retry import retry_as_configured
 from service.records import failed_jobs
 from service.records.failed_jobs import ArgumentsCutError, DeadJob, NotFailedError
 from service.records.search_index import SearchIndex
@@ -80,14 +80,7 @@ async def requeue_failed(request: web.Request, job_id: str) -> None:
     """
     redis, settings = request.app[REDIS], request.app[SETTINGS]
     try:
-        await retry(
-            redis,
-            settings.queue_name,
-            job_id,
-            meta_ttl=settings.job_result_ttl,
-            max_jobs=settings.dead_letter_max_jobs,
-            max_age=settings.dead_letter_max_age,
-        )
+        await retry_as_configured(redis, settings, job_id)
     except ArgumentsCutError:
         raise ApiError(409, ARGUMENTS_CUT) from None
 

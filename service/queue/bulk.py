@@ -19,7 +19,7 @@ from enum import StrEnum
 from redis.asyncio import Redis
 
 from service.queue.cancel import JobFinishedError, JobNotFoundError, cancel_job
-from service.queue.retry import retry
+from service.queue.retry import retry_as_configured
 from service.records import failed_jobs
 from service.records.failed_jobs import ArgumentsCutError, NotFailedError
 from service.records.search import SCAN_MAX, Found, SearchQuery, search
@@ -100,14 +100,7 @@ async def bulk_act(
 
 async def _retry(redis: Redis, settings: Settings, job_id: str) -> str | None:
     try:
-        await retry(
-            redis,
-            settings.queue_name,
-            job_id,
-            meta_ttl=settings.job_result_ttl,
-            max_jobs=settings.dead_letter_max_jobs,
-            max_age=settings.dead_letter_max_age,
-        )
+        await retry_as_configured(redis, settings, job_id)
     except NotFailedError:
         return "not in the failed-jobs list (not failed, or already retried)"
     except ArgumentsCutError:

@@ -29,6 +29,7 @@ from service.records.times import now_ms
 from service.store import keys
 from service.store.scripts import LuaScript
 from service.store.serialization import serialize
+from settings import Settings
 
 # A re-queued job may wait this long for a worker before arq drops it (arq's own default).
 RETRIED_JOB_EXPIRES_MS = 86_400_000
@@ -103,3 +104,16 @@ async def retry(
     if queued != 1:
         raise NotFailedError(job_id)
     return job
+
+
+async def retry_as_configured(redis: Redis, settings: Settings, job_id: str) -> DeadJob:
+    """:func:`retry` with the queue, record lifetime and failed-jobs bounds the settings give:
+    what the retry route, the dashboard and bulk retry all run."""
+    return await retry(
+        redis,
+        settings.queue_name,
+        job_id,
+        meta_ttl=settings.job_result_ttl,
+        max_jobs=settings.dead_letter_max_jobs,
+        max_age=settings.dead_letter_max_age,
+    )
