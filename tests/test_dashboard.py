@@ -20,7 +20,7 @@ from yarl import URL
 
 from jobs.registry import REGISTRY
 from service.queue.enqueue import enqueue
-from service.records import events, tallies
+from service.records import events
 from service.store import keys
 from settings import Settings
 from tests import files
@@ -528,11 +528,15 @@ async def test_overview_stream_redraws_again_for_what_changed_during_its_pause(
     worker's new graph counts) was once dropped, leaving the page behind until a later change."""
     stream = await dashboard.client.get("/dashboard/events")
     assert await stream.content.readuntil(b"\n\n") == b": watching\n\n"
-    await redis.publish(keys.job_events("0" * 32), events.encode("status", {"status": "STARTED"}))
+    await redis.publish(
+        keys.job_events("0" * 32, keys.database_of(redis)),
+        events.encode("status", {"status": "STARTED"}),
+    )
     first = await asyncio.wait_for(next_event(stream), 5)
     assert first is not None
     assert first.kind == "changed"
-    await redis.publish(tallies.TICK_CHANNEL, events.encode("graphs", {}))  # within the pause
+    graphs = keys.job_events("graphs", keys.database_of(redis))
+    await redis.publish(graphs, events.encode("graphs", {}))  # within the pause
     second = await asyncio.wait_for(next_event(stream), 2.5)  # one pause later, not 3 s more
     assert second is not None
     assert second.kind == "changed"
@@ -594,3 +598,26 @@ async def test_overview_lists_every_declared_job_with_its_limits(
     assert '<td class="small">cron</td>' in cleanup
     report = jobs.split("<strong>daily_report</strong>", 1)[1].split("</tr>", 1)[0]
     assert '<td class="small">POST /jobs, cron</td>' in report
+
+
+async def test_overview_stream_hears_only_its_own_database(
+    dashboard: Dashboard, redis: ArqRedis
+) -> None:
+    """Pub/sub is server-wide: a service in another database of the same Redis server once
+    woke this overview with its own jobs' events (and its graph ticks)."""
+    stream = await dashboard.client.get("/dashboard/events")
+    assert await stream.content.readuntil(b"\n\n") == b": watching\n\n"
+    other_database = keys.database_of(redis) + 1
+    for job in ("0" * 32, "graphs"):
+        channel = keys.job_events(job, other_database)
+        await redis.publish(channel, events.encode("status", {"status": "STARTED"}))
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(next_event(stream), 1.5)
+    await redis.publish(
+        keys.job_events("0" * 32, keys.database_of(redis)),
+        events.encode("status", {"status": "STARTED"}),
+    )
+    own = await asyncio.wait_for(next_event(stream), 5)
+    assert own is not None
+    assert own.kind == "changed"
+    stream.close()

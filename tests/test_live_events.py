@@ -241,7 +241,7 @@ async def test_a_viewer_that_stops_reading_is_closed(
     step = "x" * 64 * 1024
     big = json.dumps({"kind": "progress", "data": {"step": step, "done": 1, "total": 2}})
     for _ in range(400):  # 25 MiB: more than the sockets' buffers and the stream's queue hold
-        await redis.publish(keys.job_events(task_id), big)
+        await redis.publish(keys.job_events(task_id, keys.database_of(redis)), big)
         if not streams:
             break
 

@@ -231,7 +231,7 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     hub = request.app[SUBSCRIPTIONS]
     confirm = request.app[SETTINGS].redis_socket_timeout
     with _admitted(request):
-        channel = keys.job_events(job_id)
+        channel = keys.job_events(job_id, keys.database_of(request.app[REDIS]))
         async with hub.listen(channel, capacity=JOB_QUEUE, confirm_within=confirm) as listener:
             return await _stream(request, job_id, listener)
 
@@ -254,7 +254,10 @@ async def overview_events(request: web.Request) -> web.StreamResponse:
     hub = request.app[SUBSCRIPTIONS]
     with _admitted(request):
         async with hub.listen(
-            keys.job_events("*"), capacity=OVERVIEW_QUEUE, pattern=True, confirm_within=None
+            keys.job_events("*", keys.database_of(request.app[REDIS])),
+            capacity=OVERVIEW_QUEUE,
+            pattern=True,
+            confirm_within=None,
         ) as listener:
             response = _event_stream()
             await response.prepare(request)

@@ -84,7 +84,7 @@ async def record_start(
         in_progress_key_prefix + job_id,
         keys.job_meta(job_id),
         keys.running(),
-        keys.job_events(job_id),
+        keys.job_events(job_id, keys.database_of(redis)),
         keys.dead_letter_expected(),
     ]
     args: list[Any] = [lock_ms, function, attempt, started_ms, ttl, job_id, status_event]
@@ -120,7 +120,7 @@ async def record_end(
         keys.recent_finished(),
         keys.last_run(),
         keys.running(),
-        keys.job_events(job_id),
+        keys.job_events(job_id, keys.database_of(redis)),
     ]
     args: list[Any] = [entry, keep, ttl, job_id, stats_field, STATS_TTL_SECONDS, recent_keep]
     args += [finished_function, "1" if keep_expected else "", status_event]

@@ -36,8 +36,8 @@ def decode(raw: bytes | str) -> tuple[EventKind, dict[str, Any]] | None:
 def publish_status(pipe: Pipeline, job_id: str, data: dict[str, Any]) -> None:
     """Queue, on ``pipe``, a state change for the job's stream (the live overview listens to
     every job's channel through a pattern, so no second message is needed)."""
-    pipe.publish(keys.job_events(job_id), encode("status", data))
+    pipe.publish(keys.job_events(job_id, keys.database_of(pipe)), encode("status", data))
 
 
 async def publish(redis: Redis, job_id: str, kind: EventKind, data: dict[str, Any]) -> None:
-    await redis.publish(keys.job_events(job_id), encode(kind, data))
+    await redis.publish(keys.job_events(job_id, keys.database_of(redis)), encode(kind, data))

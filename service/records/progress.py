@@ -32,7 +32,10 @@ class Progress:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hset(key, "progress", json.dumps(data))
             pipe.expire(key, self.ttl)
-            pipe.publish(keys.job_events(self.job_id), events.encode("progress", data))
+            pipe.publish(
+                keys.job_events(self.job_id, keys.database_of(pipe)),
+                events.encode("progress", data),
+            )
             await pipe.execute()
 
 

@@ -27,7 +27,6 @@ from service.records.throughput import Finished
 from service.store import keys
 
 FLUSH_SECONDS = 1.0
-TICK_CHANNEL = keys.job_events("graphs")  # on the pattern the live overview listens to
 _TTLS = (throughput.SECONDS_TTL, throughput.MINUTES_TTL, throughput.HOURS_TTL)
 
 logger = logging.getLogger("jobservice.worker")
@@ -105,7 +104,10 @@ class Tallies:
                     pipe.hincrby(key, field, count)
                 for key, ttl in ttls.items():
                     pipe.expire(key, ttl)
-                pipe.publish(TICK_CHANNEL, events.encode("graphs", {}))
+                # on the pattern the live overview listens to
+                pipe.publish(
+                    keys.job_events("graphs", keys.database_of(redis)), events.encode("graphs", {})
+                )
                 await pipe.execute()
         except (RedisError, OSError):
             self._refused.update(counts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 PREFIX = "jobsvc:"
 
@@ -18,10 +19,19 @@ def daily_stats(day: date) -> str:
     return f"{PREFIX}stats:{day.isoformat()}"
 
 
-def job_events(job_id: str) -> str:
+def job_events(job_id: str, database: int) -> str:
     """Pub/sub channel of one job's state changes and progress, read by the SSE stream;
-    ``job_events("*")`` is the pattern the live overview subscribes to."""
-    return f"{PREFIX}events:{job_id}"
+    ``job_events("*", database)`` is the pattern the live overview subscribes to.
+
+    Pub/sub is server-wide, whatever database a client selected: the channel carries the
+    database number (:func:`database_of`), so services sharing one Redis server in different
+    databases do not hear each other's jobs."""
+    return f"{PREFIX}events:{database}:{job_id}"
+
+
+def database_of(client: Any) -> int:
+    """The database number a Redis client or pipeline works in."""
+    return int(client.connection_pool.connection_kwargs.get("db") or 0)
 
 
 def recent_finished() -> str:

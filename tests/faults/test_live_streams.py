@@ -125,7 +125,7 @@ async def test_300_streams_share_one_subscription_and_the_next_is_refused(
         return int(await server.pubsub_numpat()) == 0
 
     await wait_until(overview_unsubscribed, within=15, interval=0.1)
-    channels = [keys.job_events(task_id) for task_id in task_ids]
+    channels = [keys.job_events(task_id, keys.database_of(server)) for task_id in task_ids]
     assert await server.pubsub_numsub(*channels) == [(c.encode(), 0) for c in channels]
     again = await http.get("/dashboard/events")
     assert again.status == 200

@@ -132,7 +132,10 @@ async def test_every_client_follows_a_killed_master(
     await browser.page("/dashboard")  # the session, read from the new master
 
     async def stream_resubscribed() -> bool:
-        return await _subscribers(new_master, keys.job_events(task_id)) == 1
+        return (
+            await _subscribers(new_master, keys.job_events(task_id, keys.database_of(new_master)))
+            == 1
+        )
 
     await wait_until(stream_resubscribed, within=10)
 
