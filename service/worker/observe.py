@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 from arq import Retry
 
@@ -32,7 +32,11 @@ def _queue_wait(ctx: JobContext) -> float:
     return max(0.0, time.time() - ctx["score"] / 1000)
 
 
-def _outcome(exc: BaseException | None) -> str:
+RunOutcome = Literal["success", "retry", "interrupted", "failure"]
+
+
+def run_outcome(exc: BaseException | None) -> RunOutcome:
+    """How a run ended, from what it raised: for its log line and a cron schedule's run list."""
     if exc is None:
         return "success"
     if isinstance(exc, Retry):
@@ -84,7 +88,7 @@ def observed(name: str, fn: JobCoroutine) -> JobCoroutine:
             raise
         finally:
             seconds = time.perf_counter() - started
-            outcome = _outcome(error)
+            outcome = run_outcome(error)
             metrics.in_progress.dec()
             counter, durations = metrics.outcomes[outcome]
             counter.inc()

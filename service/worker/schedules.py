@@ -23,7 +23,6 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from arq import Retry
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -31,11 +30,12 @@ from redis.exceptions import RedisError
 from service.engine.arq_api import WorkerCoroutine
 from service.queue.enqueue import enqueue_job
 from service.records import schedules
-from service.records.schedules import Outcome, ScheduleRun, due_times
+from service.records.schedules import ScheduleRun, due_times
 from service.records.times import now_ms
 from service.runtime import Job, Registry
 from service.store import keys
 from service.store.serialization import describe_exception
+from service.worker.observe import run_outcome
 from settings import Settings
 
 logger = logging.getLogger("jobservice.cron")
@@ -94,16 +94,6 @@ async def catch_up(
     return queued
 
 
-def _outcome(exc: BaseException | None) -> Outcome:
-    if exc is None:
-        return "success"
-    if isinstance(exc, Retry):
-        return "retry"
-    if isinstance(exc, asyncio.CancelledError):
-        return "interrupted"
-    return "failure"
-
-
 async def _record(redis: Redis, cron_name: str, run: ScheduleRun) -> None:
     """Keep the run in the schedule's list; a Redis error here must not change the run's
     own outcome, which arq and the tracking wrapper have already recorded."""
@@ -142,7 +132,7 @@ def steered(job: Job, settings: Settings, run: WorkerCoroutine) -> WorkerCorouti
             error = None
             if failure is not None and not isinstance(failure, asyncio.CancelledError):
                 error = describe_exception(failure)
-            entry = ScheduleRun(job_id, _outcome(failure), started, now_ms(), error)
+            entry = ScheduleRun(job_id, run_outcome(failure), started, now_ms(), error)
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(_record(redis, cron_name, entry))
 
