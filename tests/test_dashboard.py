@@ -566,6 +566,40 @@ async def test_sign_in_attempts_are_limited_per_client(
     assert [key async for key in redis.scan_iter(keys.session("*"))] == []
 
 
+async def test_a_sign_in_without_a_body_is_an_empty_form_and_a_chunked_one_is_refused(
+    anonymous: TestClient[Any, Any], redis: ArqRedis
+) -> None:
+    """No Content-Length and no Transfer-Encoding means no body (RFC 9112, 6.3): a wrong
+    token, not a missing length. A chunked form could be any size, so it is refused unread."""
+    host, port = anonymous.server.host, anonymous.server.port
+    assert port is not None
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(
+            b"POST /dashboard/sign-in HTTP/1.1\r\nHost: %s:%d\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\nConnection: close\r\n\r\n"
+            % (host.encode(), port)
+        )
+        status_line = await reader.readline()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert status_line.split()[1] == b"403", status_line
+
+    async def chunks() -> Any:
+        yield b"token=" + AUTH_HEADERS["Authorization"][7:].encode()
+
+    chunked = await anonymous.post(
+        "/dashboard/sign-in",
+        data=chunks(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        allow_redirects=False,
+    )
+    assert chunked.status == 411
+    assert "Content-Length" in (await chunked.json())["error"]
+    assert [key async for key in redis.scan_iter(keys.session("*"))] == []
+
+
 async def test_sign_in_never_echoes_control_characters_into_location(
     anonymous: TestClient[Any, Any],
 ) -> None:

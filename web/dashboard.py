@@ -228,9 +228,11 @@ async def sign_in(request: web.Request) -> web.Response:
     read: its declared size, the origin, and the per-address rate limit.
     """
     settings = request.app[SETTINGS]
-    if request.content_length is None:
+    if request.content_length is None and request.body_exists:
+        # A chunked body could be any size; a request with neither header has no body at
+        # all (RFC 9112, 6.3) and is answered like an empty form.
         raise ApiError(411, "send the sign-in form with a Content-Length")
-    if request.content_length > SIGN_IN_BODY_LIMIT:
+    if (request.content_length or 0) > SIGN_IN_BODY_LIMIT:
         raise ApiError(413, f"the sign-in form is larger than {SIGN_IN_BODY_LIMIT} bytes")
     if not same_origin(request):
         raise ApiError(403, "cross-site request refused: it must come from this dashboard")

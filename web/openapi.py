@@ -370,7 +370,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                 responses.ErrorAnswer,
                 also=("text/html",),
             ),
-            411: _error("no Content-Length: the form's size is checked before it is read"),
+            411: _error("chunked, with no Content-Length: the size is checked before reading"),
             413: _error("the form is over 4 KiB"),
             429: _error("too many sign-in attempts from this address: wait Retry-After seconds"),
         },
