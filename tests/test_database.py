@@ -486,14 +486,20 @@ async def test_a_sign_up_whose_welcome_cannot_be_queued_is_undone(
 
 
 async def test_welcome_email_and_daily_report_end_to_end(
-    db_client: TestClient[Any, Any],
+    aiohttp_client: ClientFactory,
     db_settings: Settings,
     db: Database,
     run_worker: RunWorker,
     smtp_server: SmtpRecorder,
 ) -> None:
     """Two sign-ups, a real worker sends both welcomes; the daily report of their day in
-    CRON_TIMEZONE (Auckland, never UTC's date for long) counts them."""
+    CRON_TIMEZONE (Auckland, never UTC's date for long) counts them. The web app has the
+    worker's settings too: it checks the asked day against today in CRON_TIMEZONE, which
+    from 11:00 UTC on is UTC's tomorrow."""
+    own = db_settings.model_copy(
+        update={"cron_timezone": "Pacific/Auckland", "report_recipients": ("ops@example.com",)}
+    )
+    db_client = await aiohttp_client(create_app(own), headers=AUTH_HEADERS)
     ids = []
     for name in ("Ann", "Bo"):
         response = await db_client.post(
@@ -501,9 +507,6 @@ async def test_welcome_email_and_daily_report_end_to_end(
         )
         assert response.status == 201, await response.text()
         ids.append((await response.json())["id"])
-    own = db_settings.model_copy(
-        update={"cron_timezone": "Pacific/Auckland", "report_recipients": ("ops@example.com",)}
-    )
     await run_worker(own)
 
     welcomes = sorted(mail.message["Subject"] for mail in smtp_server.messages)
@@ -516,6 +519,7 @@ async def test_welcome_email_and_daily_report_end_to_end(
     days = {user.created_at.astimezone(AUCKLAND).date() for user in users if user}
     day = min(days)
     response = await db_client.post("/reports/daily", json={"day": day.isoformat()})
+    assert response.status == 202, await response.text()
     task_id = (await response.json())["task_id"]
     await run_worker(own)
     assert (await status_of(db_client, task_id))["status"] == "SUCCESS"
