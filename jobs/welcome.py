@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from jobs.mail import MailContext, send_mail
+from jobs.mail import MailContext, send_mail, smtp_breaker
 from service.runtime import Job, JobInput, PermanentError, TransientError, job_key
 
 
@@ -67,4 +67,5 @@ JOB = Job(
     input=SendWelcomeEmail,
     time_limit=lambda settings: settings.email_job_timeout,
     search_keys=lambda job: [f"user:{job.user_id}"],
+    destination=smtp_breaker,
 )

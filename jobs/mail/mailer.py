@@ -118,7 +118,10 @@ def classify(exc: aiosmtplib.SMTPException) -> TransientError | PermanentError:
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         reply = _reply(exc.code, exc.message)
         if 400 <= exc.code < 500:
-            return TransientError(f"SMTP server deferred the message: {reply}")
+            # 421: the server is closing the channel ("try again later"): its breaker opens
+            return TransientError(
+                f"SMTP server deferred the message: {reply}", unavailable=exc.code == 421
+            )
         if exc.code >= 500:
             return PermanentError(f"SMTP server refused the message: {reply}")
         return TransientError(f"unexpected SMTP reply: {reply}")
