@@ -12,9 +12,9 @@ from aiohttp import web
 
 from service.records import breakers
 from service.records.breakers import Breaker
-from service.records.times import iso_from_ms
+from service.records.times import iso_from_ms, now_ms
 from web.errors import ApiError
-from web.keys import REDIS
+from web.keys import REDIS, SETTINGS
 
 NOT_OPEN = "no circuit breaker is open for this destination"
 
@@ -37,7 +37,10 @@ async def close_or_refuse(request: web.Request) -> str:
     destination = request.match_info["destination"]
     if not breakers.DESTINATION_PATTERN.fullmatch(destination):
         raise ApiError(404, NOT_OPEN)
-    if not await breakers.close(request.app[REDIS], destination):
+    closed = await breakers.close(
+        request.app[REDIS], destination, request.app[SETTINGS].queue_name, now_ms()
+    )
+    if not closed:
         raise ApiError(404, NOT_OPEN)
     return destination
 

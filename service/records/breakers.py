@@ -14,7 +14,9 @@ destination has no key at all, so checking it costs one script call that finds n
   it again with the cool-down doubled (up to the cap). A probe whose worker died is replaced
   once its lease (the job's time limit) has run out.
 
-Each step is one Lua script, so two workers never both take the probe. Hosts are user input:
+Each step is one Lua script, so two workers never both take the probe. The jobs held back are
+listed (keys.breaker_waiting) so that a close, by a probe or an operator, makes them due at
+once rather than each waiting out its postponement. Hosts are user input:
 at most ``max_tracked`` destinations are remembered at once (a new one beyond that is not
 tracked; its jobs simply run and retry as without breakers), and a breaker untouched for
 IDLE_SECONDS after its next probe time expires.
@@ -40,7 +42,7 @@ IDLE_SECONDS = 3600  # a breaker nobody touched for this long after its next pro
 State = Literal["closed", "open", "half_open"]
 Transition = Literal["opened", "closed", "none"]
 
-# KEYS: breaker, job meta, job's retry counter. ARGV: now ms, job id, probe lease ms,
+# KEYS: breaker, job meta, job's retry counter, waiting jobs. ARGV: now ms, job id, probe lease ms,
 # destination, meta ttl. Replies {verdict, n}: {"go", failures}, {"probe", 0}, {"wait", ms}.
 _ADMIT = LuaScript("""
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -71,6 +73,8 @@ end
 redis.call('DECR', KEYS[3])
 redis.call('HSET', KEYS[2], 'waiting_for', ARGV[4])
 if redis.call('TTL', KEYS[2]) < 0 then redis.call('EXPIRE', KEYS[2], ARGV[5]) end
+redis.call('SADD', KEYS[4], ARGV[2])
+redis.call('PEXPIRE', KEYS[4], math.max(redis.call('PTTL', KEYS[1]), wait + 1000))
 return {'wait', wait}
 """)
 
@@ -124,15 +128,34 @@ redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[9]) + 86400000)
 return {transition, state}
 """)
 
-# KEYS: breaker, index. ARGV: destination. Reply: the state it closed from ("" if none).
-# A success while open is a job admitted before the breaker opened: only a probe reopens it.
-_SUCCEEDED = LuaScript("""
-local state = redis.call('HGET', KEYS[1], 'state')
-if not state or state == 'open' then return '' end
+# Closing a breaker puts the jobs it held back at the head of the queue (those still in it),
+# due now, instead of each waiting out the rest of its postponement.
+# KEYS: breaker, index, waiting jobs, queue. ARGV: destination, now ms.
+_FORGET = """
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
-return state
-""")
+local waiting = redis.call('SMEMBERS', KEYS[3])
+for i = 1, #waiting, 500 do
+  local batch = {}
+  for j = i, math.min(i + 499, #waiting) do
+    batch[#batch + 1] = ARGV[2]
+    batch[#batch + 1] = waiting[j]
+  end
+  redis.call('ZADD', KEYS[4], 'XX', unpack(batch))
+end
+redis.call('DEL', KEYS[3])
+"""
+
+# Reply: the state it closed from ("" if none). A success while open is a job admitted
+# before the breaker opened: only a probe reopens it.
+_SUCCEEDED = LuaScript(
+    """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state or state == 'open' then return '' end
+"""
+    + _FORGET
+    + "return state"
+)
 
 # KEYS: breaker. ARGV: job id. The probe ended neither way (cancelled, a permanent failure
 # raised before the destination was reached): the next job admitted is the probe.
@@ -144,13 +167,14 @@ end
 return 0
 """)
 
-# KEYS: breaker, index. ARGV: destination. Reply: the state it was in ("" if none).
-_CLOSE = LuaScript("""
+# Reply: the state it was in ("" if none).
+_CLOSE = LuaScript(
+    """
 local state = redis.call('HGET', KEYS[1], 'state') or ''
-redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-return state
-""")
+"""
+    + _FORGET
+    + "return state"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +249,12 @@ async def admit(
 ) -> Verdict:
     """May this job run now? A job told to wait gets its try back and its status says whom it
     waits for (``waiting_for``), in the same script call."""
-    keys_ = [keys.breaker(destination), keys.job_meta(job_id), retry_key_prefix + job_id]
+    keys_ = [
+        keys.breaker(destination),
+        keys.job_meta(job_id),
+        retry_key_prefix + job_id,
+        keys.breaker_waiting(destination),
+    ]
     reply = await _ADMIT.run(
         redis,
         keys_,
@@ -270,10 +299,20 @@ async def failed(
     return "none", _text(reply[1])
 
 
-async def succeeded(redis: Redis, destination: str) -> Transition:
-    """A success: the failures are forgotten; "closed" when it closed a half-open breaker."""
+def _forget_keys(destination: str, queue_name: str) -> list[str]:
+    return [
+        keys.breaker(destination),
+        keys.breakers(),
+        keys.breaker_waiting(destination),
+        queue_name,
+    ]
+
+
+async def succeeded(redis: Redis, destination: str, queue_name: str, now_ms: int) -> Transition:
+    """A success: the failures are forgotten; "closed" when it closed a half-open breaker
+    (the jobs it held back are due at once)."""
     before = _text(
-        await _SUCCEEDED.run(redis, [keys.breaker(destination), keys.breakers()], [destination])
+        await _SUCCEEDED.run(redis, _forget_keys(destination, queue_name), [destination, now_ms])
     )
     if before == "half_open":
         await _changed(redis)
@@ -286,10 +325,11 @@ async def released(redis: Redis, destination: str, job_id: str) -> None:
     await _RELEASED.run(redis, [keys.breaker(destination)], [job_id])
 
 
-async def close(redis: Redis, destination: str) -> bool:
-    """An operator's "close now": forget the breaker; whether it was open or half-open."""
+async def close(redis: Redis, destination: str, queue_name: str, now_ms: int) -> bool:
+    """An operator's "close now": forget the breaker, its held jobs due at once; whether it
+    was open or half-open."""
     before = _text(
-        await _CLOSE.run(redis, [keys.breaker(destination), keys.breakers()], [destination])
+        await _CLOSE.run(redis, _forget_keys(destination, queue_name), [destination, now_ms])
     )
     if before:
         await _changed(redis)

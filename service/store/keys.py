@@ -135,6 +135,12 @@ def breaker(destination: str) -> str:
     return f"{PREFIX}breaker:{destination}"
 
 
+def breaker_waiting(destination: str) -> str:
+    """Set of the ids of jobs a destination's open breaker sent back to the queue: made due
+    at once when it closes; expires with the breaker."""
+    return f"{PREFIX}breaker-waiting:{destination}"
+
+
 def breakers() -> str:
     """Sorted set of the destinations whose breakers are tracked (score: last failure, ms)."""
     return f"{PREFIX}breakers"

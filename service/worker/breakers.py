@@ -90,7 +90,8 @@ def guarded(job: Job, settings: Settings, fn: JobFunction) -> JobFunction:
             await _ended_badly(ctx, destination, exc, verdict.probe, judged_by)
             raise
         if verdict.probe or verdict.failures:
-            if await breakers.succeeded(redis, destination) == "closed":
+            closed = await breakers.succeeded(redis, destination, settings.queue_name, now_ms())
+            if closed == "closed":
                 shown.closed.labels(breakers.kind_of(destination)).inc()
                 logger.info("circuit breaker closed: %s", breakers.describe(destination))
             shown.show(destination, "closed")
