@@ -59,7 +59,7 @@ async def test_a_held_job_waits_unstarted_and_gets_its_try_back(redis: ArqRedis)
     assert verdict.wait == 20.0
     assert not verdict.probe
     assert await redis.get(retry_key_prefix + "held") == b"0"
-    waiting = await redis.hget(keys.job_meta("held"), "waiting_for")
+    waiting = await redis.hget(keys.job_meta("held"), "waiting_for")  # type: ignore[misc]
     assert waiting == b"webhook host hooks.example.com (circuit breaker open)"
     assert 0 < await redis.ttl(keys.job_meta("held")) <= 60
 
