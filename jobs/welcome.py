@@ -30,7 +30,9 @@ async def send_welcome_email(ctx: MailContext, *, user_id: int) -> dict[str, str
     lock_ttl = int(ctx["lease"]) + 1
     if not await redis.set(lock, ctx["job_id"], nx=True, ex=lock_ttl):
         if await redis.get(lock) != ctx["job_id"].encode():
-            raise TransientError("another job is sending this user's welcome email")
+            raise TransientError(
+                "another job is sending this user's welcome email", destination_fault=False
+            )
         await redis.expire(lock, lock_ttl)
     try:
         user = await db.get_user(user_id)

@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import asyncio
 
+from arq import Retry
 from arq.connections import ArqRedis
 
 from service.engine.arq_api import retry_key_prefix
 from service.records import breakers
 from service.records.breakers import Failure, Limits
+from service.runtime import PermanentError, TransientError
 from service.store import keys
+from service.store.database import DatabaseUnavailableError
+from service.worker.breakers import transient_cause
 
 HOST = breakers.webhook_destination("hooks.example.com")
 LIMITS = Limits(threshold=5, cooldown=30.0, cooldown_max=100.0, max_tracked=3)
@@ -157,3 +161,25 @@ async def test_closing_makes_the_jobs_it_held_due_at_once(redis: ArqRedis) -> No
         (b"other", T0 + 3_600_000),
     ]
     assert await redis.exists(keys.breaker_waiting(HOST)) == 0
+
+
+def _raised(exc: BaseException, cause: BaseException) -> BaseException:
+    """``exc`` as raised ``from cause``, as the tracking wrapper raises arq's Retry."""
+    try:
+        raise exc from cause
+    except BaseException as raised:
+        return raised
+
+
+def test_what_counts_against_a_destination() -> None:
+    down = TransientError("webhook answered 503", retry_after=5.0, unavailable=True)
+    assert transient_cause(_raised(Retry(defer=1), down)) is down
+    gave_up = _raised(PermanentError("gave up after 5 attempts"), down)
+    assert transient_cause(gave_up) is down  # out of tries: still the destination's failure
+    lock = TransientError("another job is sending this", destination_fault=False)
+    assert transient_cause(_raised(Retry(defer=1), lock)) is None
+    database = _raised(
+        TransientError("the users database is unavailable"), DatabaseUnavailableError()
+    )
+    assert transient_cause(_raised(Retry(defer=1), database)) is None
+    assert transient_cause(PermanentError("webhook answered 404: not retried")) is None

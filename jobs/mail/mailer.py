@@ -113,7 +113,10 @@ def classify(exc: aiosmtplib.SMTPException) -> TransientError | PermanentError:
         codes = [refused.code for refused in exc.recipients]
         replies = "; ".join(_reply(r.code, r.message) for r in exc.recipients)
         if codes and all(400 <= code < 500 for code in codes):
-            return TransientError(f"recipient deferred by SMTP server: {replies}")
+            # one mailbox's trouble (greylisting, full): the server itself is fine
+            return TransientError(
+                f"recipient deferred by SMTP server: {replies}", destination_fault=False
+            )
         return PermanentError(f"recipient refused by SMTP server: {replies}")
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         reply = _reply(exc.code, exc.message)

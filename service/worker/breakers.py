@@ -35,6 +35,7 @@ from service.records import breakers
 from service.records.times import now_ms
 from service.runtime import Job, JobContext, TransientError
 from service.runtime.errors import error_chain
+from service.store.database import DatabaseUnavailableError
 from service.worker.lease import lease_seconds
 from settings import Settings
 
@@ -56,9 +57,14 @@ def limits(settings: Settings) -> breakers.Limits:
 
 
 def transient_cause(exc: BaseException) -> TransientError | None:
-    """The transient failure behind what the tracking wrapper raised (arq's Retry, or the
-    PermanentError of a job out of tries), if that is what happened."""
-    return next((e for e in error_chain(exc) if isinstance(e, TransientError)), None)
+    """The destination's transient failure behind what the tracking wrapper raised (arq's
+    Retry, or the PermanentError of a job out of tries), if that is what happened; not one of
+    the job's own (``destination_fault=False``), nor the users database's outage."""
+    chain = error_chain(exc)
+    if any(isinstance(e, DatabaseUnavailableError) for e in chain):
+        return None
+    cause = next((e for e in chain if isinstance(e, TransientError)), None)
+    return cause if cause is not None and cause.destination_fault else None
 
 
 def guarded(job: Job, settings: Settings, fn: JobFunction) -> JobFunction:
@@ -90,14 +96,22 @@ def guarded(job: Job, settings: Settings, fn: JobFunction) -> JobFunction:
             await _ended_badly(ctx, destination, exc, verdict.probe, judged_by)
             raise
         if verdict.probe or verdict.failures:
-            closed = await breakers.succeeded(redis, destination, settings.queue_name, now_ms())
-            if closed == "closed":
-                shown.closed.labels(breakers.kind_of(destination)).inc()
-                logger.info("circuit breaker closed: %s", breakers.describe(destination))
-            shown.show(destination, "closed")
+            await _succeeded(ctx, destination, settings.queue_name)
         return result
 
     return run
+
+
+async def _succeeded(ctx: JobContext, destination: str, queue_name: str) -> None:
+    """Tell the breaker about a success; the job has succeeded whatever Redis says here (a
+    probe whose word is lost is replaced once its lease runs out)."""
+    shown = ctx["metrics"].breakers
+    with contextlib.suppress(RedisError, OSError):
+        closed = await breakers.succeeded(ctx["redis"], destination, queue_name, now_ms())
+        if closed == "closed":
+            shown.closed.labels(breakers.kind_of(destination)).inc()
+            logger.info("circuit breaker closed: %s", breakers.describe(destination))
+        shown.show(destination, "closed")
 
 
 async def _ended_badly(
