@@ -125,6 +125,12 @@ async def metrics_text(worker: Worker) -> str:
     return (await exposition(worker.ctx["metrics"].registry)).decode()
 
 
+async def page(client: TestClient[Any, Any], path: str) -> str:
+    response = await client.get(path, headers={"Accept": "text/html"})
+    assert response.status == 200
+    return await response.text()
+
+
 async def send_email(client: TestClient[Any, Any], subject: str) -> str:
     return await accepted_task(
         client, "/send-email", {"to": "ann@example.com", "subject": subject, "body": "hi"}
@@ -159,6 +165,11 @@ async def test_a_503_with_retry_after_opens_its_hosts_breaker_at_once_and_a_prob
     retried = await until_waiting(client, first, label)
     assert (retried["status"], retried["attempts"]) == ("RETRY", 1)
     assert len(target.calls) == 1  # nothing else was sent to the open host
+
+    overview = await page(client, "/dashboard")
+    assert 'data-destination="webhook:127.0.0.2"' in overview  # the breakers card
+    assert f"waiting for the {label}" in overview  # the held jobs, among the deferred
+    assert f"waiting for the {label}" in await page(client, f"/dashboard/jobs/{held[0]}")
 
     health = await (await client.get("/health")).json()
     assert health["status"] == "ok"  # listed, not unhealthy
