@@ -83,7 +83,7 @@ class BreakerState(BaseModel):
     ``half_open`` (one probe job is running) or ``closed`` (failures counted, below
     BREAKER_FAILURES)."""
 
-    destination: str  # "webhook:<host>" or "smtp:<host>:<port>"
+    destination: str  # "webhook:<host>" or "smtp"
     label: str  # what a person reads: "webhook host example.com"
     state: Literal["closed", "open", "half_open"]
     failures: int

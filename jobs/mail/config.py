@@ -52,4 +52,4 @@ class MailContext(JobContext):
 def smtp_breaker(kwargs: Mapping[str, Any], settings: Settings) -> str:
     """The circuit breaker every mail-sending job obeys: the SMTP server's (a ``Job``'s
     ``destination``, service.worker.breakers)."""
-    return smtp_destination(settings.smtp_host, settings.smtp_port)
+    return smtp_destination()

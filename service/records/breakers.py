@@ -36,8 +36,10 @@ from service.records import events
 from service.store import keys
 from service.store.scripts import LuaScript
 
-# what a destination's name may be: "webhook:<host>" or "smtp:<host>:<port>"
-DESTINATION_PATTERN = re.compile(r"(webhook|smtp):[^\s/]{1,290}")
+# what a destination's name may be: "webhook:<host>" or "smtp" (the one SMTP server, unnamed:
+# its address is internal, and these names reach API answers and the dashboard)
+DESTINATION_PATTERN = re.compile(r"webhook:[^\s/]{1,290}|smtp")
+SMTP = "smtp"
 IDLE_SECONDS = 3600  # a breaker nobody touched for this long after its next probe is forgotten
 State = Literal["closed", "open", "half_open"]
 Transition = Literal["opened", "closed", "none"]
@@ -225,17 +227,18 @@ def webhook_destination(host: str) -> str:
     return f"webhook:{host}"
 
 
-def smtp_destination(host: str, port: int) -> str:
-    return f"smtp:{host}:{port}"
+def smtp_destination() -> str:
+    """The SMTP server's breaker: not named by its host and port, which clients never see."""
+    return SMTP
 
 
 def describe(destination: str) -> str:
-    """What a person reads: "webhook host example.com", "SMTP server mail.example.com:587"."""
+    """What a person reads: "webhook host example.com", "SMTP server"."""
     kind, _, name = destination.partition(":")
     if kind == "webhook":
         return f"webhook host {name}"
-    if kind == "smtp":
-        return f"SMTP server {name}"
+    if destination == SMTP:
+        return "SMTP server"
     return destination
 
 

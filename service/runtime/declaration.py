@@ -116,7 +116,7 @@ class Job:
     # hash, so POST /jobs/{id}/replay can queue it again as a new job (a delivered webhook)
     replayable: bool = False
     slots: SlotLimit | None = None  # how many may run at once per key (a webhook's host)
-    # the destination it sends to ("webhook:<host>", "smtp:<host>:<port>": service.runtime's
+    # the destination it sends to ("webhook:<host>", "smtp": service.runtime's
     # webhook_destination, smtp_destination; None: none): while that destination's circuit
     # breaker is open the job waits in the queue, unstarted (service.worker.breakers)
     destination: Destination | None = None
