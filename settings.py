@@ -132,6 +132,14 @@ class Settings(BaseSettings):
     # worker slots the webhooks to one host may hold at once (0: no cap), so a target that
     # never answers holds 5 of WORKER_MAX_JOBS' 50, not all of them (jobs.webhooks)
     webhook_host_concurrency: int = Field(5, ge=0)
+    # circuit breakers per destination (each webhook host, the SMTP server), shared by all
+    # workers through Redis (service.worker.breakers): consecutive transient failures that open
+    # one (0: no breakers at all), the first wait before a probe, and the longest a doubled
+    # wait may grow to; at most breaker_max_destinations are tracked at once
+    breaker_failures: int = Field(5, ge=0, le=1000)
+    breaker_cooldown: float = Field(30.0, gt=0, le=86_400)
+    breaker_cooldown_max: float = Field(600.0, gt=0, le=86_400)
+    breaker_max_destinations: int = Field(1000, ge=1, le=100_000)
     # largest request body (bytes) that queues a webhook / an event, by its route or POST /jobs;
     # the job holds it in Redis until it has run: 413 beyond
     webhook_max_payload_bytes: int = Field(64 * 1024, ge=1024, le=64 * MiB)
@@ -363,6 +371,12 @@ class Settings(BaseSettings):
         raise ValueError(
             "must be sqlite:///path/to/app.db or postgresql://user:password@host:port/dbname"
         )
+
+    @model_validator(mode="after")
+    def _breaker_cap_above_cooldown(self) -> Settings:
+        if self.breaker_cooldown_max < self.breaker_cooldown:
+            raise ValueError("BREAKER_COOLDOWN_MAX must be at least BREAKER_COOLDOWN")
+        return self
 
     @model_validator(mode="after")
     def _one_tls_mode(self) -> Settings:

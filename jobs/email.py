@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import StringConstraints
 
-from jobs.mail import MailContext, message_id_for, send_mail
+from jobs.mail import MailContext, message_id_for, send_mail, smtp_breaker
 from service.runtime import HeaderText, Job, JobInput, MailRecipient, job_key
 
 
@@ -49,4 +49,5 @@ JOB = Job(
     time_limit=lambda settings: settings.email_job_timeout,
     api=True,
     search_keys=lambda job: [job.to],
+    destination=smtp_breaker,
 )

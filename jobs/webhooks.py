@@ -25,7 +25,9 @@ from service.runtime import (
     TransientError,
     connection_problem,
     settings_in,
+    webhook_destination,
 )
+from settings import Settings
 
 MAX_RETRY_AFTER = 3600.0
 MAX_RESPONSE_READ = 64 * 1024  # the answer's body is never needed; read a little, never more
@@ -102,7 +104,11 @@ async def deliver_webhook(
         status=status, duration_ms=elapsed_ms, headers=response.headers, head=head, cut=cut
     )
     if status == 429 or status >= 500:
-        raise TransientError(f"webhook answered {status}", retry_after=retry_after)
+        # "come back later" said outright opens the host's circuit breaker at once
+        unavailable = status in (429, 503) and retry_after is not None
+        raise TransientError(
+            f"webhook answered {status}", retry_after=retry_after, unavailable=unavailable
+        )
     if status >= 400:
         raise PermanentError(f"webhook answered {status}: not retried")
     if status >= 300:
@@ -133,6 +139,12 @@ class DeliverWebhook(JobInput):
     payload: dict[str, Any] | list[Any]
 
 
+def breaker_destination(kwargs: Mapping[str, Any], settings: Settings) -> str | None:
+    """The circuit breaker a delivery obeys: its host's (service.worker.breakers)."""
+    host = destination_host(kwargs)
+    return None if host is None else webhook_destination(host)
+
+
 def destination_host(kwargs: Mapping[str, Any]) -> str | None:
     """The host a delivery goes to: the webhooks to one host share WEBHOOK_HOST_CONCURRENCY
     worker slots, so a target that never answers cannot hold them all."""
@@ -155,4 +167,5 @@ JOB = Job(
         key=destination_host, per_key=lambda settings: settings.webhook_host_concurrency
     ),
     search_keys=lambda job: [URL(job.url).host or ""],
+    destination=breaker_destination,
 )

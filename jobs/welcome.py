@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from jobs.mail import MailContext, send_mail
+from jobs.mail import MailContext, send_mail, smtp_breaker
 from service.runtime import Job, JobInput, PermanentError, TransientError, job_key
 
 
@@ -30,7 +30,9 @@ async def send_welcome_email(ctx: MailContext, *, user_id: int) -> dict[str, str
     lock_ttl = int(ctx["lease"]) + 1
     if not await redis.set(lock, ctx["job_id"], nx=True, ex=lock_ttl):
         if await redis.get(lock) != ctx["job_id"].encode():
-            raise TransientError("another job is sending this user's welcome email")
+            raise TransientError(
+                "another job is sending this user's welcome email", destination_fault=False
+            )
         await redis.expire(lock, lock_ttl)
     try:
         user = await db.get_user(user_id)
@@ -67,4 +69,5 @@ JOB = Job(
     input=SendWelcomeEmail,
     time_limit=lambda settings: settings.email_job_timeout,
     search_keys=lambda job: [f"user:{job.user_id}"],
+    destination=smtp_breaker,
 )

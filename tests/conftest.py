@@ -219,6 +219,9 @@ def settings(tmp_path: Path, smtp_server: SmtpRecorder) -> Settings:
         # no catch-up of missed cron runs unless a test asks for it: a worker started just
         # after 00:00 or 02:00 would otherwise queue a report or a cleanup mid-test
         cron_catch_up=0,
+        # no circuit breakers unless a test asks for them (tests/test_breakers.py): tests of
+        # retries against one loopback host would otherwise see their jobs held back
+        breaker_failures=0,
     )
 
 

@@ -30,6 +30,7 @@ async def test_health_without_a_worker_counts_what_waits(client: TestClient[Any,
         "queued": 0,
         "paused": False,
         "paused_at": None,
+        "open_breakers": [],
         "jobs": {"waiting": 0, "deferred": 0, "running": 0},
     }
     await client.post("/events", json={"event": {"n": 1}})

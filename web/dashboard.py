@@ -21,13 +21,14 @@ from service.dashboard.overview import overview as read_overview
 from service.observability.masking import masked
 from service.queue import pause
 from service.queue.enqueue import enqueue
-from service.records import failed_jobs, latency, schedules
+from service.records import breakers, failed_jobs, latency, schedules
 from service.records.failed_jobs import NotFailedError
 from service.records.search_index import SearchIndex
 from service.records.status import JOB_ID_PATTERN
 from service.records.times import now_ms
 from service.store.storage import CONTENT_TYPES, UPLOADS
 from web.auth import matching_token, token_fingerprint
+from web.breaker_control import close_or_refuse
 from web.cron_control import cron_name_from
 from web.errors import ApiError
 from web.job_control import (
@@ -78,6 +79,7 @@ async def overview(request: web.Request) -> web.Response:
     jobs = catalog(registry, settings)
     paused = await pause.pause_state(redis, settings.queue_name)
     drawn = await read_graphs(redis, (job.name for job in registry))
+    tracked = await breakers.tracked(redis)
     return render(
         request,
         "overview.html",
@@ -86,6 +88,7 @@ async def overview(request: web.Request) -> web.Response:
         jobs=jobs,
         pause=paused,
         graphs=drawn,
+        breakers=tracked,
         relative_error=latency.RELATIVE_ERROR,
     )
 
@@ -174,6 +177,12 @@ async def resume_cron(request: web.Request) -> web.Response:
     """A paused schedule's **Resume**: as ``POST /crons/{name}/resume``."""
     await schedules.resume(request.app[REDIS], cron_name_from(request))
     return see_other(f"{HOME}#crons")
+
+
+async def close_breaker(request: web.Request) -> web.Response:
+    """A circuit breaker's **Close now**: as ``POST /breakers/{destination}/close``."""
+    await close_or_refuse(request)
+    return see_other(f"{HOME}#breakers")
 
 
 async def pause_queue(request: web.Request) -> web.Response:

@@ -276,7 +276,7 @@ async def _next_state_change(listener: Listener) -> bool:
         if listener.overflowed or listener.missed:
             return True
         event = events.decode(data) if data is not None else None
-        if event is not None and event[0] in ("status", "graphs"):  # graphs: new counts
+        if event is not None and event[0] in ("status", "graphs", "breakers"):  # counts, breakers
             return True
     return False
 
@@ -290,7 +290,7 @@ async def _changed_meanwhile(listener: Listener) -> bool:
         if data is None:
             break
         event = events.decode(data)
-        changed = changed or (event is not None and event[0] in ("status", "graphs"))
+        changed = changed or (event is not None and event[0] in ("status", "graphs", "breakers"))
     listener.clear()
     return changed
 

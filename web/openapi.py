@@ -19,6 +19,7 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from service.records.breakers import DESTINATION_PATTERN
 from service.records.status import JOB_ID_PATTERN
 from service.runtime import Registry
 from web import queue_control, responses, schemas
@@ -89,6 +90,8 @@ JOB_ID_NAMES = {"task_id", "job_id"}
 PLAIN_NAME = {"type": "string", "pattern": "^[A-Za-z0-9:_.-]{1,200}$"}  # one path segment
 NO_MATCH = _error("nothing has this name or id")
 NO_CRON = _error("no cron schedule has this name")
+NO_BREAKER = _error("no circuit breaker is open for this destination")
+DESTINATION = {"type": "string", "pattern": f"^{DESTINATION_PATTERN.pattern}$"}
 SEARCH_FILTERS: dict[str, Mapping[str, Any]] = {
     "function": {"type": "string", "description": "a declared job's name"},
     "state": {
@@ -322,6 +325,17 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         },
         tags=("operations",),
     ),
+    ("GET", "/breakers"): Operation(
+        "The circuit breakers per destination (webhook hosts, the SMTP server), open ones first",
+        {200: Answer("every tracked destination", responses.BreakerList)},
+        tags=("operations",),
+    ),
+    ("POST", "/breakers/{destination}/close"): Operation(
+        "Close a destination's circuit breaker now: its waiting jobs run at once",
+        {200: Answer("closed", responses.BreakerClosed), 404: NO_BREAKER},
+        path_params={"destination": DESTINATION},
+        tags=("operations",),
+    ),
     ("GET", "/crons"): Operation(
         "The cron schedules: paused or not, next five runs, last twenty runs",
         {200: Answer("every schedule", responses.CronList)},
@@ -422,6 +436,12 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/dashboard/crons/{name}/resume"): Operation(
         "Dashboard: resume a cron schedule (as POST /crons/{name}/resume)",
         {303: SEE_OTHER, 404: NO_CRON},
+        tags=("dashboard",),
+    ),
+    ("POST", "/dashboard/breakers/{destination}/close"): Operation(
+        "Dashboard: close a circuit breaker now (as POST /breakers/{destination}/close)",
+        {303: SEE_OTHER, 404: NO_BREAKER},
+        path_params={"destination": DESTINATION},
         tags=("dashboard",),
     ),
     ("POST", "/dashboard/queue/pause"): Operation(

@@ -60,6 +60,9 @@ class TaskStatus(BaseModel):
     history: list[dict[str, Any]] | None = None
     replay_of: str | None = None  # the job this one re-sends (POST /jobs/{id}/replay)
     replays: list[str] | None = None  # this job's replays, newest first
+    # held back, unstarted, by its destination's circuit breaker: "webhook host example.com
+    # (circuit breaker open)"
+    waiting_for: str | None = None
 
 
 class WorkerHealth(BaseModel):
@@ -75,6 +78,30 @@ class JobCounts(BaseModel):
     running: int
 
 
+class BreakerState(BaseModel):
+    """A destination's circuit breaker: ``open`` (its jobs wait until ``next_probe_at``),
+    ``half_open`` (one probe job is running) or ``closed`` (failures counted, below
+    BREAKER_FAILURES)."""
+
+    destination: str  # "webhook:<host>" or "smtp"
+    label: str  # what a person reads: "webhook host example.com"
+    state: Literal["closed", "open", "half_open"]
+    failures: int
+    opened_at: str | None
+    next_probe_at: str | None
+    cooldown_seconds: float | None
+
+
+class BreakerList(BaseModel):
+    breakers: list[BreakerState]
+
+
+class BreakerClosed(BaseModel):
+    destination: str
+    label: str
+    state: Literal["closed"]
+
+
 class Health(BaseModel):
     """``degraded``: Redis answers, a dependency in ``dependencies`` does not."""
 
@@ -86,6 +113,8 @@ class Health(BaseModel):
     jobs: JobCounts | None = None
     paused: bool | None = None  # the queue is paused (POST /queue/pause): no job is taken
     paused_at: str | None = None
+    # destinations whose circuit breakers hold their jobs back: listed, not unhealthy
+    open_breakers: list[BreakerState] | None = None
 
 
 class QueueState(BaseModel):

@@ -7,6 +7,7 @@ from pathlib import Path
 from aiohttp import web
 
 from web import (
+    breaker_control,
     cron_control,
     dashboard,
     job_control,
@@ -56,6 +57,8 @@ def setup_routes(app: web.Application) -> None:
             web.post("/queue/pause", queue_control.pause_queue),
             web.post("/queue/resume", queue_control.resume_queue),
             web.post("/queue/drain", queue_control.drain_queue),
+            web.get("/breakers", breaker_control.list_breakers),
+            web.post("/breakers/{destination}/close", breaker_control.close_breaker),
             web.get("/crons", cron_control.list_crons),
             web.post("/crons/{name}/pause", cron_control.pause_cron),
             web.post("/crons/{name}/resume", cron_control.resume_cron),
@@ -73,6 +76,7 @@ def setup_routes(app: web.Application) -> None:
             web.post("/dashboard/crons/{name}/run", dashboard.run_cron_now),
             web.post("/dashboard/crons/{name}/pause", dashboard.pause_cron),
             web.post("/dashboard/crons/{name}/resume", dashboard.resume_cron),
+            web.post("/dashboard/breakers/{destination}/close", dashboard.close_breaker),
             web.post("/dashboard/queue/pause", dashboard.pause_queue),
             web.post("/dashboard/queue/resume", dashboard.resume_queue),
             web.post("/dashboard/jobs/{job_id}/retry", dashboard.retry_job),

@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 from service.engine.queue_counts import queue_counts
 from service.observability.metrics import CONTENT_TYPE
 from service.queue.enqueue import enqueue
-from service.records import workers
+from service.records import breakers, workers
 from service.records.search_index import SearchIndex
 from service.records.times import iso_from_ms, now_ms
 from service.runtime import Job
@@ -23,6 +23,7 @@ from service.store import keys
 from service.store.database import Database, DatabaseUnavailableError, EmailTakenError
 from service.store.storage import UPLOADS, Storage, StorageUnavailableError
 from web.auth import TOKEN_ID
+from web.breaker_control import describe as describe_breaker
 from web.errors import ApiError
 from web.health import dependency_states
 from web.idempotency import UPLOAD_DIGEST
@@ -224,11 +225,12 @@ async def health(request: web.Request) -> web.Response:
     queue_name = request.app[SETTINGS].queue_name
     try:
         async with asyncio.timeout(HEALTH_TIMEOUT):
-            counts, paused_at, alive, dependencies = await asyncio.gather(
+            counts, paused_at, alive, dependencies, held = await asyncio.gather(
                 queue_counts(redis, queue_name, now_ms()),
                 redis.get(keys.paused(queue_name)),
                 workers.alive(redis, queue_name),
                 dependency_states(request.app),
+                breakers.open_ones(redis),
             )
     except (RedisError, OSError, TimeoutError):
         down = {"status": "unavailable", "redis": "unreachable", "worker": None, "queued": None}
@@ -242,8 +244,10 @@ async def health(request: web.Request) -> web.Response:
     body: dict[str, Any] = {"status": status, "redis": "ok", "dependencies": dependencies}
     jobs = {"waiting": counts.waiting, "deferred": counts.deferred, "running": counts.running}
     pause = {"paused": paused_at is not None, "paused_at": iso_from_ms(paused_at)}
+    # an open breaker is a destination's outage, not this service's: listed, status unchanged
+    open_breakers = {"open_breakers": [describe_breaker(breaker) for breaker in held]}
     return web.json_response(
-        {**body, "worker": worker, "queued": counts.queued, "jobs": jobs, **pause}
+        {**body, "worker": worker, "queued": counts.queued, "jobs": jobs, **pause, **open_breakers}
     )
 
 

@@ -4,8 +4,8 @@ transactions, with failures sorted into transient (retried) and permanent ones.
 A job that sends mail takes a :class:`MailContext` and calls :func:`send_mail`.
 """
 
-from jobs.mail.config import MailContext, SmtpConfig
+from jobs.mail.config import MailContext, SmtpConfig, smtp_breaker
 from jobs.mail.mailer import message_id_for, send_mail
 from jobs.mail.smtp_pool import SmtpPool
 
-__all__ = ["MailContext", "SmtpConfig", "SmtpPool", "message_id_for", "send_mail"]
+__all__ = ["MailContext", "SmtpConfig", "SmtpPool", "message_id_for", "send_mail", "smtp_breaker"]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from service.runtime import JobContext
+from service.runtime import JobContext, smtp_destination
 from settings import Settings
 
 if TYPE_CHECKING:
@@ -46,3 +47,9 @@ class MailContext(JobContext):
 
     smtp: SmtpConfig
     smtp_pool: SmtpPool  # open connections to the SMTP server, reused across emails
+
+
+def smtp_breaker(kwargs: Mapping[str, Any], settings: Settings) -> str:
+    """The circuit breaker every mail-sending job obeys: the SMTP server's (a ``Job``'s
+    ``destination``, service.worker.breakers)."""
+    return smtp_destination()

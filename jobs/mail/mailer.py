@@ -113,12 +113,18 @@ def classify(exc: aiosmtplib.SMTPException) -> TransientError | PermanentError:
         codes = [refused.code for refused in exc.recipients]
         replies = "; ".join(_reply(r.code, r.message) for r in exc.recipients)
         if codes and all(400 <= code < 500 for code in codes):
-            return TransientError(f"recipient deferred by SMTP server: {replies}")
+            # one mailbox's trouble (greylisting, full): the server itself is fine
+            return TransientError(
+                f"recipient deferred by SMTP server: {replies}", destination_fault=False
+            )
         return PermanentError(f"recipient refused by SMTP server: {replies}")
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         reply = _reply(exc.code, exc.message)
         if 400 <= exc.code < 500:
-            return TransientError(f"SMTP server deferred the message: {reply}")
+            # 421: the server is closing the channel ("try again later"): its breaker opens
+            return TransientError(
+                f"SMTP server deferred the message: {reply}", unavailable=exc.code == 421
+            )
         if exc.code >= 500:
             return PermanentError(f"SMTP server refused the message: {reply}")
         return TransientError(f"unexpected SMTP reply: {reply}")

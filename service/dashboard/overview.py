@@ -74,6 +74,13 @@ def _decode_meta(raw: dict[bytes, bytes]) -> dict[str, str]:
     return {key.decode(): value.decode() for key, value in raw.items()}
 
 
+def _held_by(meta: dict[str, str]) -> str | None:
+    """Why a deferred job waits when its destination's circuit breaker holds it back (the
+    worker clears it as the job is let through), in place of an older attempt's error."""
+    held = meta.get("waiting_for")
+    return f"waiting for the {held}" if held else None
+
+
 def _line(job_id: str, stored: bytes | None, meta: dict[str, str], **extra: Any) -> JobLine:
     """A row from arq's stored job or result (arguments) and the tracking hash (attempts)."""
     data: dict[str, Any] = {}
@@ -94,7 +101,7 @@ def _line(job_id: str, stored: bytes | None, meta: dict[str, str], **extra: Any)
         enqueued_at=_seconds(data.get("et")),
         started_at=_seconds(meta.get("started_at")),
         finished_at=_seconds(meta.get("finished_at")),
-        error=meta.get("last_error") or None,
+        error=_held_by(meta) or meta.get("last_error") or None,
         **extra,
     )
 

@@ -59,6 +59,52 @@ class FunctionMetrics:
     outcomes: dict[str, tuple[Counter, Histogram]]  # outcome -> (its counter, its durations)
 
 
+BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+
+
+class BreakerMetrics:
+    """The circuit breakers (service.records.breakers) as this worker last saw them: a state
+    gauge per destination that is not closed (bounded by BREAKER_MAX_DESTINATIONS; a closed
+    one's series is removed), and transitions this worker made, by kind (webhook, smtp)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.state = Gauge(
+            "jobservice_breaker_state",
+            "Circuit breaker per destination: 0 closed, 1 half-open (probing), 2 open.",
+            ["destination"],
+            registry=registry,
+        )
+        self.opened = Counter(
+            "jobservice_breaker_opened",
+            "Circuit breakers this worker opened, by destination kind.",
+            ["kind"],
+            registry=registry,
+        )
+        self.closed = Counter(
+            "jobservice_breaker_closed",
+            "Circuit breakers this worker closed after a successful probe, by destination kind.",
+            ["kind"],
+            registry=registry,
+        )
+        self._shown: set[str] = set()
+
+    def show(self, destination: str, state: str) -> None:
+        """One destination's state; a closed one's series goes away."""
+        if state in ("open", "half_open"):
+            self.state.labels(destination).set(BREAKER_STATES[state])
+            self._shown.add(destination)
+        elif destination in self._shown:
+            self._shown.discard(destination)
+            self.state.remove(destination)
+
+    def show_all(self, states: dict[str, str]) -> None:
+        """Every tracked breaker's state (the periodic refresh): others are closed."""
+        for destination in self._shown - set(states):
+            self.show(destination, "closed")
+        for destination, state in states.items():
+            self.show(destination, state)
+
+
 class JobMetrics:
     """What one worker process counts about the attempts it runs, by function name."""
 
@@ -109,6 +155,7 @@ class JobMetrics:
         self.queue_jobs = queue_jobs_gauge(
             registry, "refreshed with the worker's health line (every 10 s)"
         )
+        self.breakers = BreakerMetrics(registry)
         self._functions: dict[str, FunctionMetrics] = {}
 
     def count_queue(self, waiting: int, deferred: int, running: int) -> None:

@@ -14,7 +14,8 @@ from redis.asyncio.client import Pipeline
 
 from service.store import keys
 
-EventKind = Literal["status", "progress", "graphs"]  # graphs: new counts (records.tallies)
+EventKind = Literal["status", "progress", "graphs", "breakers"]
+# graphs: new counts (records.tallies); breakers: one opened or closed (records.breakers)
 
 
 def encode(kind: EventKind, data: dict[str, Any]) -> str:
@@ -28,7 +29,7 @@ def decode(raw: bytes | str) -> tuple[EventKind, dict[str, Any]] | None:
         kind, data = message["kind"], message["data"]
     except (ValueError, KeyError, TypeError):
         return None
-    if kind not in ("status", "progress", "graphs") or not isinstance(data, dict):
+    if kind not in ("status", "progress", "graphs", "breakers") or not isinstance(data, dict):
         return None
     return kind, data
 

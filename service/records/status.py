@@ -124,6 +124,10 @@ def _from_queue(
     }
     if "cancel_requested_at" in meta:
         status["cancel_requested_at"] = iso_from_ms(meta["cancel_requested_at"])
+    if state is not TaskState.STARTED and meta.get("waiting_for"):
+        # held back by its destination's circuit breaker (service.worker.breakers): not run,
+        # not an attempt; cleared as it is let through
+        status["waiting_for"] = meta["waiting_for"]
     if state is TaskState.RETRY:
         status["error"] = meta.get("last_error") or "attempt interrupted"
         status["next_attempt_at"] = iso_from_ms(int(score)) if score is not None else None

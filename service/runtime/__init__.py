@@ -16,6 +16,8 @@ job"). import-linter keeps jobs/ to this package: what a job may use is exactly 
   :class:`JobInput`, :class:`NoInput` and the field types :data:`EmailAddress`,
   :data:`MailRecipient`, :data:`HeaderText` for its input model; :func:`settings_in` for validators;
   :func:`text_refusal`: why a text may not go into a mail header (service.runtime.text);
+- :func:`webhook_destination`, :func:`smtp_destination`: what a job's ``destination`` names
+  (the circuit breaker it obeys); a TransientError with ``unavailable=True`` opens it at once;
 - :func:`job_key`: a Redis key of the job's own (a "sent" marker, a lock);
 - :func:`count_today`, :func:`day_counts`, :func:`today`: the day's counters the daily
   report reads;
@@ -27,6 +29,7 @@ job"). import-linter keeps jobs/ to this package: what a job may use is exactly 
 May import: ``records``, ``store``, ``observability``.
 """
 
+from service.records.breakers import smtp_destination, webhook_destination
 from service.records.progress import Progress
 from service.records.stats import count_today, day_counts, today
 from service.runtime.context import JobContext
@@ -72,8 +75,10 @@ __all__ = [
     "job_key",
     "no_control_characters",
     "settings_in",
+    "smtp_destination",
     "text_refusal",
     "today",
     "untrimmed_at_most",
+    "webhook_destination",
     "write_atomically",
 ]

@@ -29,6 +29,8 @@ TimeLimit = float | Callable[[Settings], float]
 MailsTo = Callable[[Settings, Redis, Any], Awaitable[Sequence[str]]]
 # (the validated input) -> the business keys job search finds the job by
 SearchKeys = Callable[[Any], Iterable[str]]
+# (its keyword arguments, the settings) -> the destination whose circuit breaker it obeys
+Destination = Callable[[Mapping[str, Any], Settings], str | None]
 Weekday = Literal["mon", "tues", "wed", "thurs", "fri", "sat", "sun"]
 
 
@@ -114,6 +116,10 @@ class Job:
     # hash, so POST /jobs/{id}/replay can queue it again as a new job (a delivered webhook)
     replayable: bool = False
     slots: SlotLimit | None = None  # how many may run at once per key (a webhook's host)
+    # the destination it sends to ("webhook:<host>", "smtp": service.runtime's
+    # webhook_destination, smtp_destination; None: none): while that destination's circuit
+    # breaker is open the job waits in the queue, unstarted (service.worker.breakers)
+    destination: Destination | None = None
     # what an operator searches its runs by (GET /jobs?key=...), read from its input when it is
     # queued: a recipient address, "user:<id>", a webhook host. Matched whole, in any case
     search_keys: SearchKeys | None = None

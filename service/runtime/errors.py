@@ -17,10 +17,23 @@ import ssl
 class TransientError(Exception):
     """Worth another attempt later: a refused connection, a timeout, a 4xx SMTP reply, a 5xx."""
 
-    def __init__(self, reason: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        reason: str,
+        *,
+        retry_after: float | None = None,
+        unavailable: bool = False,
+        destination_fault: bool = True,
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+        # the job's destination failed: its circuit breaker counts it. False for a failure of
+        # the job's own (a lock another job holds, one recipient deferred by the server)
+        self.destination_fault = destination_fault
+        # the destination said it is unavailable for now (HTTP 429/503 with Retry-After, SMTP
+        # 421): its circuit breaker opens at once instead of after BREAKER_FAILURES failures
+        self.unavailable = unavailable
 
 
 class PermanentError(Exception):

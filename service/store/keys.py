@@ -129,6 +129,23 @@ def running() -> str:
     return f"{PREFIX}running"
 
 
+def breaker(destination: str) -> str:
+    """Hash of one destination's circuit breaker (state, failures, opened_at, next_probe,
+    cooldown, probe, probe_until), present only while it has something to remember."""
+    return f"{PREFIX}breaker:{destination}"
+
+
+def breaker_waiting(destination: str) -> str:
+    """Set of the ids of jobs a destination's open breaker sent back to the queue: made due
+    at once when it closes; expires with the breaker."""
+    return f"{PREFIX}breaker-waiting:{destination}"
+
+
+def breakers() -> str:
+    """Sorted set of the destinations whose breakers are tracked (score: last failure, ms)."""
+    return f"{PREFIX}breakers"
+
+
 def job_key(*parts: str | int) -> str:
     """A key of a job's own (a "sent" marker, a lock): ``job_key("sent", job_id)`` is
     ``jobsvc:sent:<job_id>``. Jobs name their keys here, beside the service's own."""

@@ -22,6 +22,7 @@ from service.runtime import Job, Registry
 from service.store.redis import worker_redis_settings
 from service.store.redis_checks import check_redis
 from service.store.serialization import deserialize, serialize
+from service.worker.breakers import guarded
 from service.worker.observe import observed
 from service.worker.resources import close_resources, open_resources
 from service.worker.schedules import catch_up, steered
@@ -41,11 +42,12 @@ OTHER_WORKERS_RUNNING = 1000
 
 
 def _wrapped(job: Job, settings: Settings, slots: KeyedSlots | None) -> WorkerCoroutine:
-    """A job as arq registers it: held to its slot limit (``slots``), observed, tracked, and
-    typed as arq's coroutine protocol."""
+    """A job as arq registers it: held back while its destination's circuit breaker is open
+    and to its slot limit (``slots``; neither for a cron run), observed, tracked, and typed as
+    arq's coroutine protocol."""
     run = observed(job.name, tracked(job))
     if slots is not None:
-        run = limited(job, settings, slots, run)
+        run = guarded(job, settings, limited(job, settings, slots, run))
     return cast(WorkerCoroutine, run)
 
 

@@ -3,7 +3,8 @@
 The worker's ctx holds them (service.runtime.JobContext, jobs.mail.MailContext): the
 settings, file storage (folders or an S3 bucket), the users database, one HTTP session (its
 resolver is the webhooks' SSRF guard), a thread pool for Pillow and file walks, the SMTP
-pool, this worker's metrics and the overview graphs' counts (written once a second).
+pool, this worker's metrics (the circuit breakers' re-read every 10 s) and the overview
+graphs' counts (written once a second).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from service.records import tallies
 from service.records.workers import register, unregister, worker_name
 from service.store.database import Database, DatabaseOpenError, open_database
 from service.store.storage import Storage, open_storage
+from service.worker import breakers
 from settings import Settings
 
 logger = logging.getLogger("jobservice.worker")
@@ -71,6 +73,7 @@ def open_resources(settings: Settings) -> OnStartup:
         ctx["smtp_pool"] = SmtpPool(ctx["smtp"], settings.smtp_connections_kept)
         ctx["metrics"] = JobMetrics(new_registry())
         ctx["tallies"], ctx["tallies_task"] = tallies.start(ctx["redis"])
+        ctx["breakers_task"] = breakers.start_refresh(ctx["redis"], ctx["metrics"].breakers)
         if settings.worker_metrics_port:
             ctx["metrics_server"] = await start_metrics_server(
                 ctx["metrics"].registry, settings.worker_metrics_host, settings.worker_metrics_port
@@ -97,6 +100,8 @@ async def close_resources(ctx: dict[str, Any]) -> None:
         await ctx["smtp_pool"].close()
     if ctx.get("metrics_server") is not None:
         await ctx["metrics_server"].cleanup()
+    if "breakers_task" in ctx:
+        await breakers.stop_refresh(ctx["breakers_task"])
     if "tallies" in ctx:
         await tallies.stop(ctx["tallies"], ctx["tallies_task"], ctx["redis"])
     with contextlib.suppress(RedisError, OSError):  # Redis may be the reason we stop
