@@ -124,6 +124,16 @@ async def test_a_bad_drain_timeout_is_400_and_does_not_pause(
     assert not await redis.exists(keys.paused(settings.queue_name))
 
 
+async def test_a_repeated_drain_timeout_is_400_and_does_not_pause(
+    client: TestClient[Any, Any], redis: ArqRedis, settings: Settings
+) -> None:
+    """Found by schemathesis: which of two timeouts counts is a guess, so neither does."""
+    response = await client.post("/queue/drain", params=[("timeout", "1"), ("timeout", "2")])
+    assert response.status == 400
+    assert "once" in (await response.json())["error"]
+    assert not await redis.exists(keys.paused(settings.queue_name))
+
+
 async def test_drain_waits_for_the_running_job_and_the_paused_one_waits_for_resume(
     client: TestClient[Any, Any], aiohttp_server: AiohttpServer, worker: Worker
 ) -> None:

@@ -485,7 +485,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/dashboard/search/confirm"): Operation(
         "Dashboard: how many jobs a bulk action would touch, to confirm",
         {200: PAGE, 400: _error("a bad filter or action")},
-        query=SEARCH_FILTERS
+        query=FORM_FILTERS  # it is the search page's form that links here
         | {"action": {"type": "string", "enum": ["retry", "cancel", "delete"]}},
         tags=("dashboard",),
     ),

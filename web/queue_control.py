@@ -61,6 +61,8 @@ async def resume_queue(request: web.Request) -> web.Response:
 
 
 def _drain_timeout(request: web.Request) -> int:
+    if len(request.query.getall("timeout", ())) > 1:
+        raise ApiError(400, "give timeout once")
     raw = request.query.get("timeout", str(DRAIN_DEFAULT))
     if not (raw.isascii() and raw.isdigit()) or int(raw) > DRAIN_MAX:
         raise ApiError(400, f"timeout must be a whole number of seconds from 0 to {DRAIN_MAX}")
