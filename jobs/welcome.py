@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from jobs.mail import MailContext, send_mail
+from jobs.mail import EMAIL_RATE, MailContext, send_mail
 from service.runtime import Job, JobInput, PermanentError, TransientError, job_key
 
 
@@ -66,5 +66,6 @@ JOB = Job(
     run=send_welcome_email,
     input=SendWelcomeEmail,
     time_limit=lambda settings: settings.email_job_timeout,
+    rate=EMAIL_RATE,
     search_keys=lambda job: [f"user:{job.user_id}"],
 )

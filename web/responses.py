@@ -57,6 +57,8 @@ class TaskStatus(BaseModel):
     error: str | None = None
     next_attempt_at: str | None = None
     scheduled_for: str | None = None
+    # what a job put back in the queue before it started waits for: "rate limit (...)"
+    waiting_for: str | None = None
     history: list[dict[str, Any]] | None = None
     replay_of: str | None = None  # the job this one re-sends (POST /jobs/{id}/replay)
     replays: list[str] | None = None  # this job's replays, newest first

@@ -122,6 +122,8 @@ def _from_queue(
         "finished_at": None,
         "result": None,
     }
+    if not in_progress and meta.get("waiting_for"):  # service.records.rate_limits
+        status["waiting_for"] = meta["waiting_for"]
     if "cancel_requested_at" in meta:
         status["cancel_requested_at"] = iso_from_ms(meta["cancel_requested_at"])
     if state is TaskState.RETRY:

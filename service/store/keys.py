@@ -10,6 +10,7 @@ PREFIX = "jobsvc:"
 
 def job_meta(job_id: str) -> str:
     """Hash: function, attempts, started_at, finished_at, outcome, last_error, retry_at;
+    rate_slot and waiting_for (a send slot booked, service.records.rate_limits);
     replay_of (the job this one replays), replay_kwargs (a replayable job's kept arguments)."""
     return f"{PREFIX}meta:{job_id}"
 
@@ -127,6 +128,13 @@ def workers() -> str:
 def running() -> str:
     """Sorted set of job ids being run (score: start, ms); arq's in-progress keys confirm it."""
     return f"{PREFIX}running"
+
+
+def rate_window(scope: str, amount: int, period_ms: int) -> str:
+    """List of the send times (ms) one rate-limit window booked for ``scope`` ("email",
+    "webhook:<host>"), oldest first, at most ``amount`` long (service.records.rate_limits);
+    a changed limit starts a list of its own."""
+    return f"{PREFIX}rate:{scope}:{amount}/{period_ms}"
 
 
 def job_key(*parts: str | int) -> str:

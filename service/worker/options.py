@@ -23,6 +23,7 @@ from service.store.redis import worker_redis_settings
 from service.store.redis_checks import check_redis
 from service.store.serialization import deserialize, serialize
 from service.worker.observe import observed
+from service.worker.rate_gate import rate_limited
 from service.worker.resources import close_resources, open_resources
 from service.worker.schedules import catch_up, steered
 from service.worker.slots import KeyedSlots, limited
@@ -41,11 +42,11 @@ OTHER_WORKERS_RUNNING = 1000
 
 
 def _wrapped(job: Job, settings: Settings, slots: KeyedSlots | None) -> WorkerCoroutine:
-    """A job as arq registers it: held to its slot limit (``slots``), observed, tracked, and
-    typed as arq's coroutine protocol."""
+    """A job as arq registers it: held to its slot limit (``slots``) and its rate limit (not
+    a cron run's: ``slots`` None), observed, tracked, and typed as arq's coroutine protocol."""
     run = observed(job.name, tracked(job))
     if slots is not None:
-        run = limited(job, settings, slots, run)
+        run = limited(job, settings, slots, rate_limited(job, settings, run))
     return cast(WorkerCoroutine, run)
 
 
