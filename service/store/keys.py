@@ -130,11 +130,18 @@ def running() -> str:
     return f"{PREFIX}running"
 
 
-def rate_window(scope: str, amount: int, period_ms: int) -> str:
-    """List of the send times (ms) one rate-limit window booked for ``scope`` ("email",
-    "webhook:<host>"), oldest first, at most ``amount`` long (service.records.rate_limits);
-    a changed limit starts a list of its own."""
-    return f"{PREFIX}rate:{scope}:{amount}/{period_ms}"
+def rate_window(scope: str, amount: int, period_ms: int, part: str) -> str:
+    """One rate-limit window's records for ``scope`` ("email", "webhook:<host>"), by ``part``
+    (service.records.rate_limits): "slots", the list of send times handed out, oldest first,
+    at most ``amount`` long; "sending", the sorted set of sends under way (scored by when
+    their lease ends); "sent", the sorted set of sends that ended within the last period
+    (scored by when). A changed limit starts records of its own."""
+    return f"{PREFIX}rate:{scope}:{amount}/{period_ms}:{part}"
+
+
+def rate_tokens(scope: str) -> str:
+    """Counter naming each send of ``scope`` in its windows' "sending" and "sent" sets."""
+    return f"{PREFIX}rate:{scope}:n"
 
 
 def job_key(*parts: str | int) -> str:
