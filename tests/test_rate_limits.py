@@ -77,10 +77,9 @@ class Workers:
 
     async def postponed(self, function: str, reason: str) -> float:
         """Postponements of ``function`` for ``reason``, summed over the workers."""
-        pattern = re.compile(
-            rf'^jobservice_jobs_postponed_total\{{function="{function}",reason="{reason}"\}} (\S+)$',
-            re.MULTILINE,
-        )
+        labels = f'function="{function}",reason="{reason}"'
+        line = rf"^jobservice_jobs_postponed_total\{{{labels}\}} (\S+)$"
+        pattern = re.compile(line, re.MULTILINE)
         total = 0.0
         async with aiohttp.ClientSession() as http:
             for port in self.metrics_ports:
@@ -237,24 +236,27 @@ async def test_slots_are_booked_in_order_and_a_send_counts_until_it_has_ended(
     assert 0.75 < verdicts[5].wait < 0.81  # comes back LEAD ahead of its slot, 1.05 s away
     assert verdicts[6].wait == pytest.approx(verdicts[5].wait, abs=0.01)  # the same second
     assert verdicts[7].wait > 59  # the minute's 7 are taken: the 8th waits for a minute
-    booked = await redis.hgetall("jobsvc:meta:job5")
+    booked = await redis.hgetall("jobsvc:meta:job5")  # type: ignore[misc]
     assert booked[b"waiting_for"] == b"rate limit"
 
     async def at_its_slot() -> Verdict:
-        await redis.hset("jobsvc:meta:job5", "rate_slot", int(time.time() * 1000))
+        await redis.hset("jobsvc:meta:job5", "rate_slot", str(int(time.time() * 1000)))  # type: ignore[misc]
         return await take("job5")
 
     under_way = await at_its_slot()
-    assert not under_way.go and under_way.wait == pytest.approx(0.1)  # five sends under way
+    assert not under_way.go
+    assert under_way.wait == pytest.approx(0.1)
     for verdict in verdicts[:5]:
         await end_send(redis, "email", windows, verdict.token)
     just_ended = await at_its_slot()
-    assert not just_ended.go and 0.7 < just_ended.wait <= 0.75  # a second after they ended
+    assert not just_ended.go
+    assert 0.7 < just_ended.wait <= 0.75
     sent = "jobsvc:rate:email:5/1000:sent"
     await redis.zadd(sent, {member: 0 for member in await redis.zrange(sent, 0, -1)})
     free = await at_its_slot()
-    assert free.go and free.wait == 0
-    assert await redis.hgetall("jobsvc:meta:job5") == {}
+    assert free.go
+    assert free.wait == 0
+    assert await redis.hgetall("jobsvc:meta:job5") == {}  # type: ignore[misc]
     assert await redis.zcard("jobsvc:rate:email:5/1000:sending") == 1
-    assert await redis.llen("jobsvc:rate:email:5/1000:slots") == 5
-    assert await redis.llen("jobsvc:rate:email:7/60000:slots") == 7
+    assert await redis.llen("jobsvc:rate:email:5/1000:slots") == 5  # type: ignore[misc]
+    assert await redis.llen("jobsvc:rate:email:7/60000:slots") == 7  # type: ignore[misc]
