@@ -27,8 +27,8 @@ MIN_TOKEN_LENGTH = 16  # short tokens can be guessed; secrets.token_urlsafe() gi
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")  # asyncpg takes both
 SIGNING_SECRET_PREFIX = "whsec_"  # noqa: S105 (the Standard Webhooks key prefix, not a key)
 MAX_SIGNING_SECRETS = 2
-# sends one rate-limit window may allow: Redis keeps one entry (about 10 bytes) per send
-MAX_RATE_PER_WINDOW = 1_000_000
+# sends one rate-limit window may allow: Redis keeps about 100 bytes per send it counts
+MAX_RATE_PER_WINDOW = 100_000
 
 
 @dataclass
