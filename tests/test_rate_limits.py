@@ -161,8 +161,9 @@ async def test_two_workers_send_no_more_emails_in_any_second_than_the_limit(
     )
     assert len(smtp_server.messages) == EMAILS
     assert worst <= PER_SECOND
-    # the first PER_SECOND go at once, each of the others waits for its slot once: no churn
-    assert EMAILS - PER_SECOND <= postponed <= EMAILS
+    # the first PER_SECOND go at once, each of the others waits for its slot once (a few
+    # twice, on a loaded machine): no churn. Re-checking once a second would cost 60 or more
+    assert EMAILS - PER_SECOND <= postponed <= EMAILS - PER_SECOND // 2
     for task_id in ids:
         status = await status_of(client, task_id)
         assert status["status"] == "SUCCESS", status

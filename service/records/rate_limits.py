@@ -18,10 +18,10 @@ refusals a second. So a job is first given a slot from a schedule ("slots": the 
 MARGIN), and a slot more than LEAD away is booked: the job's tracking hash keeps it
 (``rate_slot``, with ``waiting_for`` for the status API), the try the claim counted is given
 back, and the job goes back to the queue to come LEAD before it. Then the same call finds the
-booking and checks admission at the slot; the worker sleeps the rest (at most LEAD, a little
-more when earlier sends ended late). Each email waiting for the limit is postponed once; only
-a booked job whose slot the exact check still refuses beyond LEAD is postponed again (its
-sends under way outlasting the schedule's margin), to the time the window frees.
+booking and checks admission at the slot; the worker sleeps the rest (up to twice LEAD, when
+earlier sends ended late). Each email waiting for the limit is postponed once; only a booked
+job whose window the exact check finds freeing later than that is postponed again (earlier
+sends outlasting the schedule's margin), to the time the window frees.
 
 One Lua call reads Redis's own clock, checks and books, so every worker sees one count.
 Why not the ``limits`` library the web app uses for its own limits: its moving window can
@@ -136,7 +136,7 @@ end
 
 local start = free_at(slot)
 if start == nil then return postpone(now + unknown, unknown) end
-if start - now > lead then return postpone(start, start - lead - now) end
+if start - now > 2 * lead then return postpone(start, start - lead - now) end
 local token = redis.call('INCR', KEYS[4])
 redis.call('PEXPIRE', KEYS[4], lead + lease + 86400000)
 for _, w in ipairs(windows) do
