@@ -56,8 +56,11 @@ JOB_KEY_MARGIN_MS = 86_400_000
 _HOUSEKEEPING = """
 local function tidy(sending, sent, period, now)
   local ended = redis.call('ZRANGEBYSCORE', sending, '-inf', now, 'WITHSCORES')
-  for j = 1, #ended, 2 do redis.call('ZADD', sent, ended[j + 1], ended[j]) end
-  redis.call('ZREMRANGEBYSCORE', sending, '-inf', now)
+  if #ended > 0 then
+    for j = 1, #ended, 2 do redis.call('ZADD', sent, ended[j + 1], ended[j]) end
+    redis.call('ZREMRANGEBYSCORE', sending, '-inf', now)
+    redis.call('PEXPIRE', sent, period + 1000)
+  end
   redis.call('ZREMRANGEBYSCORE', sent, '-inf', now - period)
 end
 """
@@ -138,10 +141,10 @@ local start = free_at(slot)
 if start == nil then return postpone(now + unknown, unknown) end
 if start - now > 2 * lead then return postpone(start, start - lead - now) end
 local token = redis.call('INCR', KEYS[4])
-redis.call('PEXPIRE', KEYS[4], lead + lease + 86400000)
+redis.call('PEXPIRE', KEYS[4], 2 * lead + lease + 86400000)
 for _, w in ipairs(windows) do
   redis.call('ZADD', w.sending, start + lease, token)
-  redis.call('PEXPIRE', w.sending, lead + lease + w.period)
+  redis.call('PEXPIRE', w.sending, 2 * lead + lease + w.period)
 end
 if booked then redis.call('HDEL', KEYS[1], 'rate_slot', 'waiting_for') end
 return {1, start - now, token}
