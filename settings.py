@@ -27,6 +27,8 @@ MIN_TOKEN_LENGTH = 16  # short tokens can be guessed; secrets.token_urlsafe() gi
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")  # asyncpg takes both
 SIGNING_SECRET_PREFIX = "whsec_"  # noqa: S105 (the Standard Webhooks key prefix, not a key)
 MAX_SIGNING_SECRETS = 2
+# sends one rate-limit window may allow: Redis keeps about 100 bytes per send it counts
+MAX_RATE_PER_WINDOW = 100_000
 
 
 @dataclass
@@ -140,6 +142,10 @@ class Settings(BaseSettings):
     breaker_cooldown: float = Field(30.0, gt=0, le=86_400)
     breaker_cooldown_max: float = Field(600.0, gt=0, le=86_400)
     breaker_max_destinations: int = Field(1000, ge=1, le=100_000)
+    # sends shared by every worker (service.worker.rate_gate): all emails together, and the
+    # webhooks to each host on their own; "10/second;50000/day", empty: no limit
+    email_rate_limit: str = ""
+    webhook_host_rate_limit: str = ""
     # largest request body (bytes) that queues a webhook / an event, by its route or POST /jobs;
     # the job holds it in Redis until it has run: 413 beyond
     webhook_max_payload_bytes: int = Field(64 * 1024, ge=1024, le=64 * MiB)
@@ -281,6 +287,25 @@ class Settings(BaseSettings):
             except ValueError as exc:
                 raise ValueError(f"not a rate limit like '100/minute;1000/hour' ({exc})") from None
         return value
+
+    @field_validator("email_rate_limit", "webhook_host_rate_limit")
+    @classmethod
+    def _check_send_rate(cls, value: str) -> str:
+        """Several windows (``;``), each at least one send and at most MAX_RATE_PER_WINDOW:
+        Redis keeps one entry per send a window allows (service.records.rate_limits)."""
+        if not value.strip():
+            return ""
+        try:
+            windows = parse_many(value)
+        except ValueError as exc:
+            raise ValueError(f"not a rate limit like '10/second;50000/day' ({exc})") from None
+        for window in windows:
+            if not 1 <= window.amount <= MAX_RATE_PER_WINDOW:
+                raise ValueError(
+                    f"{window.amount} per {window.get_expiry()} s: each window allows from 1 to "
+                    f"{MAX_RATE_PER_WINDOW:,} sends"
+                )
+        return value.strip()
 
     @field_validator("log_format", mode="before")
     @classmethod

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import StringConstraints
 
-from jobs.mail import MailContext, message_id_for, send_mail, smtp_breaker
+from jobs.mail import EMAIL_RATE, MailContext, message_id_for, send_mail, smtp_breaker
 from service.runtime import HeaderText, Job, JobInput, MailRecipient, job_key
 
 
@@ -47,6 +47,7 @@ JOB = Job(
     run=send_email,
     input=SendEmail,
     time_limit=lambda settings: settings.email_job_timeout,
+    rate=EMAIL_RATE,
     api=True,
     search_keys=lambda job: [job.to],
     destination=smtp_breaker,

@@ -21,6 +21,7 @@ from service.runtime import (
     JobContext,
     JobInput,
     PermanentError,
+    RateLimit,
     SlotLimit,
     TransientError,
     connection_problem,
@@ -155,6 +156,12 @@ def destination_host(kwargs: Mapping[str, Any]) -> str | None:
     return normalize_host(host) if host else None
 
 
+def rate_scope(kwargs: Mapping[str, Any]) -> str | None:
+    """WEBHOOK_HOST_RATE_LIMIT counts each target host on its own."""
+    host = destination_host(kwargs)
+    return None if host is None else f"webhook:{host}"
+
+
 JOB = Job(
     name="deliver_webhook",
     run=deliver_webhook,
@@ -165,6 +172,11 @@ JOB = Job(
     replayable=True,
     slots=SlotLimit(
         key=destination_host, per_key=lambda settings: settings.webhook_host_concurrency
+    ),
+    rate=RateLimit(
+        scope=rate_scope,
+        limit=lambda settings: settings.webhook_host_rate_limit,
+        setting="WEBHOOK_HOST_RATE_LIMIT",
     ),
     search_keys=lambda job: [URL(job.url).host or ""],
     destination=breaker_destination,

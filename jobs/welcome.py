@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from jobs.mail import MailContext, send_mail, smtp_breaker
+from jobs.mail import EMAIL_RATE, MailContext, send_mail, smtp_breaker
 from service.runtime import Job, JobInput, PermanentError, TransientError, job_key
 
 
@@ -68,6 +68,7 @@ JOB = Job(
     run=send_welcome_email,
     input=SendWelcomeEmail,
     time_limit=lambda settings: settings.email_job_timeout,
+    rate=EMAIL_RATE,
     search_keys=lambda job: [f"user:{job.user_id}"],
     destination=smtp_breaker,
 )

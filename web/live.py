@@ -159,7 +159,7 @@ def _merge(status: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
     """The status document after ``change``; a new attempt drops the last one's error."""
     merged = {**status, **change}
     if change.get("status") == TaskState.STARTED:
-        for stale in ("error", "next_attempt_at", "scheduled_for"):
+        for stale in ("error", "next_attempt_at", "scheduled_for", "waiting_for"):
             merged.pop(stale, None)
     return merged
 

@@ -60,8 +60,9 @@ class TaskStatus(BaseModel):
     history: list[dict[str, Any]] | None = None
     replay_of: str | None = None  # the job this one re-sends (POST /jobs/{id}/replay)
     replays: list[str] | None = None  # this job's replays, newest first
-    # held back, unstarted, by its destination's circuit breaker: "webhook host example.com
-    # (circuit breaker open)"
+    # what a job put back in the queue before it started waits for: its destination's
+    # circuit breaker ("webhook host example.com (circuit breaker open)") or a rate limit
+    # ("rate limit (EMAIL_RATE_LIMIT)")
     waiting_for: str | None = None
 
 

@@ -6,6 +6,15 @@ A job that sends mail takes a :class:`MailContext` and calls :func:`send_mail`.
 
 from jobs.mail.config import MailContext, SmtpConfig, smtp_breaker
 from jobs.mail.mailer import message_id_for, send_mail
+from jobs.mail.rate import EMAIL_RATE
 from jobs.mail.smtp_pool import SmtpPool
 
-__all__ = ["MailContext", "SmtpConfig", "SmtpPool", "message_id_for", "send_mail", "smtp_breaker"]
+__all__ = [
+    "EMAIL_RATE",
+    "MailContext",
+    "SmtpConfig",
+    "SmtpPool",
+    "message_id_for",
+    "send_mail",
+    "smtp_breaker",
+]

@@ -149,6 +149,14 @@ class JobMetrics:
             buckets=WAIT_SECONDS_BUCKETS,
             registry=registry,
         )
+        self.postponed = Counter(
+            "jobservice_jobs_postponed",
+            "Jobs put back in the queue before they started, using up no try, by reason: "
+            "rate_limit (EMAIL_RATE_LIMIT, WEBHOOK_HOST_RATE_LIMIT), host_slots "
+            "(WEBHOOK_HOST_CONCURRENCY).",
+            ["function", "reason"],
+            registry=registry,
+        )
         self.emails_sent = Counter(
             "jobservice_emails_sent", "Emails accepted by the SMTP server.", registry=registry
         )

@@ -125,8 +125,9 @@ def _from_queue(
     if "cancel_requested_at" in meta:
         status["cancel_requested_at"] = iso_from_ms(meta["cancel_requested_at"])
     if state is not TaskState.STARTED and meta.get("waiting_for"):
-        # held back by its destination's circuit breaker (service.worker.breakers): not run,
-        # not an attempt; cleared as it is let through
+        # held back by its destination's circuit breaker (service.worker.breakers) or by a
+        # rate limit (service.worker.rate_gate): not run, not an attempt; cleared as it is
+        # let through
         status["waiting_for"] = meta["waiting_for"]
     if state is TaskState.RETRY:
         status["error"] = meta.get("last_error") or "attempt interrupted"

@@ -12,7 +12,8 @@ job"). import-linter keeps jobs/ to this package: what a job may use is exactly 
   how a job fails; the message is what the status API shows, so keep internals out of it
   (raise it ``from`` the error with the details: the worker's log shows them);
   :func:`connection_problem` names a connection failure without its address;
-- :class:`Job`, :class:`Cron`, :class:`RetryPolicy`, :class:`SlotLimit`: the declaration;
+- :class:`Job`, :class:`Cron`, :class:`RetryPolicy`, :class:`SlotLimit`,
+  :class:`RateLimit`: the declaration;
   :class:`JobInput`, :class:`NoInput` and the field types :data:`EmailAddress`,
   :data:`MailRecipient`, :data:`HeaderText` for its input model; :func:`settings_in` for validators;
   :func:`text_refusal`: why a text may not go into a mail header (service.runtime.text);
@@ -33,7 +34,14 @@ from service.records.breakers import smtp_destination, webhook_destination
 from service.records.progress import Progress
 from service.records.stats import count_today, day_counts, today
 from service.runtime.context import JobContext
-from service.runtime.declaration import Cron, Job, Registry, RetryPolicy, SlotLimit
+from service.runtime.declaration import (
+    Cron,
+    Job,
+    RateLimit,
+    Registry,
+    RetryPolicy,
+    SlotLimit,
+)
 from service.runtime.errors import PermanentError, TransientError, connection_problem
 from service.runtime.inputs import (
     EmailAddress,
@@ -63,6 +71,7 @@ __all__ = [
     "NoInput",
     "PermanentError",
     "Progress",
+    "RateLimit",
     "Registry",
     "RetryPolicy",
     "SlotLimit",

@@ -88,6 +88,22 @@ class SlotLimit:
     per_key: Callable[[Settings], int]
 
 
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """Sends shared by every worker: the job's runs with the same ``scope`` start at most as
+    often as ``limit(settings)`` says (``"10/second;50000/day"``; empty: no limit).
+
+    ``scope`` reads the job's keyword arguments (``None``: this run is not limited); jobs that
+    return the same scope share one limit (every email job: ``"email"``). A run over the
+    limit is put back in the queue until its booked slot, using up no try; ``setting`` names
+    the limit in its status (``waiting_for``). See service.worker.rate_gate.
+    """
+
+    scope: Callable[[Mapping[str, Any]], str | None]
+    limit: Callable[[Settings], str]
+    setting: str
+
+
 def _default_time_limit(settings: Settings) -> float:
     return settings.job_timeout
 
@@ -120,6 +136,7 @@ class Job:
     # webhook_destination, smtp_destination; None: none): while that destination's circuit
     # breaker is open the job waits in the queue, unstarted (service.worker.breakers)
     destination: Destination | None = None
+    rate: RateLimit | None = None  # how often runs may start, across workers, per scope
     # what an operator searches its runs by (GET /jobs?key=...), read from its input when it is
     # queued: a recipient address, "user:<id>", a webhook host. Matched whole, in any case
     search_keys: SearchKeys | None = None

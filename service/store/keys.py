@@ -10,6 +10,7 @@ PREFIX = "jobsvc:"
 
 def job_meta(job_id: str) -> str:
     """Hash: function, attempts, started_at, finished_at, outcome, last_error, retry_at;
+    rate_slot and waiting_for (a send slot booked, service.records.rate_limits);
     replay_of (the job this one replays), replay_kwargs (a replayable job's kept arguments)."""
     return f"{PREFIX}meta:{job_id}"
 
@@ -144,6 +145,20 @@ def breaker_waiting(destination: str) -> str:
 def breakers() -> str:
     """Sorted set of the destinations whose breakers are tracked (score: last failure, ms)."""
     return f"{PREFIX}breakers"
+
+
+def rate_window(scope: str, amount: int, period_ms: int, part: str) -> str:
+    """One rate-limit window's records for ``scope`` ("email", "webhook:<host>"), by ``part``
+    (service.records.rate_limits): "slots", the list of send times handed out, oldest first,
+    at most ``amount`` long; "sending", the sorted set of sends under way (scored by when
+    their lease ends); "sent", the sorted set of sends that ended within the last period
+    (scored by when). A changed limit starts records of its own."""
+    return f"{PREFIX}rate:{scope}:{amount}/{period_ms}:{part}"
+
+
+def rate_tokens(scope: str) -> str:
+    """Counter naming each send of ``scope`` in its windows' "sending" and "sent" sets."""
+    return f"{PREFIX}rate:{scope}:n"
 
 
 def job_key(*parts: str | int) -> str:

@@ -24,6 +24,7 @@ from service.store.redis_checks import check_redis
 from service.store.serialization import deserialize, serialize
 from service.worker.breakers import guarded
 from service.worker.observe import observed
+from service.worker.rate_gate import rate_limited
 from service.worker.resources import close_resources, open_resources
 from service.worker.schedules import catch_up, steered
 from service.worker.slots import KeyedSlots, limited
@@ -42,12 +43,13 @@ OTHER_WORKERS_RUNNING = 1000
 
 
 def _wrapped(job: Job, settings: Settings, slots: KeyedSlots | None) -> WorkerCoroutine:
-    """A job as arq registers it: held back while its destination's circuit breaker is open
-    and to its slot limit (``slots``; neither for a cron run), observed, tracked, and typed as
-    arq's coroutine protocol."""
+    """A job as arq registers it: held back while its destination's circuit breaker is open,
+    to its slot limit (``slots``) and to its rate limit (none of them for a cron run:
+    ``slots`` None), observed, tracked, and typed as arq's coroutine protocol."""
     run = observed(job.name, tracked(job))
     if slots is not None:
-        run = guarded(job, settings, limited(job, settings, slots, run))
+        run = limited(job, settings, slots, rate_limited(job, settings, run))
+        run = guarded(job, settings, run)
     return cast(WorkerCoroutine, run)
 
 

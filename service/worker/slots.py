@@ -6,7 +6,7 @@ second kept all 50 busy and every other job waited behind them (an email 9.8 s i
 A job over its key's limit is not run: the claim's try is given back (arq's retry counter,
 decremented), and the job goes back to the queue about a second later
 (service.engine.postpone), so waiting uses up neither a try nor a slot. It never starts, so it
-writes no attempt, no log line and no metrics.
+writes no attempt and no log line; the worker's metrics count the postponement.
 
 The count is this worker's own, in memory: the harm is one worker's slots all taken, which a
 per-worker count prevents at no cost; a count across workers would cost two Redis round trips
@@ -28,6 +28,7 @@ from settings import Settings
 
 JobFunction = Callable[..., Awaitable[Any]]
 
+REASON = "host_slots"  # the postponement's label in the worker's metrics
 WAIT = 1.0  # seconds a job over its limit waits in the queue, give or take half (jitter)
 
 
@@ -70,6 +71,7 @@ def limited(job: Job, settings: Settings, slots: KeyedSlots, fn: JobFunction) ->
             return await fn(ctx, *args, **kwargs)
         if not slots.take(key, per_key):
             await ctx["redis"].decr(retry_key_prefix + ctx["job_id"])  # this was not a try
+            ctx["metrics"].postponed.labels(job.name, REASON).inc()
             raise Postponed(defer=WAIT * random.uniform(0.5, 1.5))
         try:
             return await fn(ctx, *args, **kwargs)
