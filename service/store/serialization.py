@@ -54,8 +54,14 @@ def serialize(data: dict[str, Any]) -> bytes:
     return json.dumps(data, default=_encode_extra, separators=(",", ":")).encode()
 
 
-def deserialize(raw: bytes) -> dict[str, Any]:
-    data = json.loads(raw, object_hook=_decode_extra)
+# one decoder for every job: json.loads(raw, object_hook=...) builds a new one per call, and
+# guessing the encoding of bytes costs as much again (every stored job is UTF-8 JSON)
+_DECODER = json.JSONDecoder(object_hook=_decode_extra)
+
+
+def deserialize(raw: bytes | str) -> dict[str, Any]:
+    text = raw if isinstance(raw, str) else raw.decode()
+    data = _DECODER.decode(text)
     if not isinstance(data, dict):
         raise ValueError("a stored job must be a JSON object")
     return data
