@@ -1,10 +1,14 @@
-"""Times as the status API shows them: what datetime writes, formatted once a second."""
+"""Times as the records hold them: what datetime writes, worked out once a second."""
 
 from __future__ import annotations
 
 import random
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
+import pytest
+
+from service.records import stats
 from service.records.times import iso_from_ms
 
 
@@ -23,3 +27,17 @@ def test_times_read_as_datetime_writes_them() -> None:
     assert iso_from_ms("1764633600999") == "2025-12-02T00:00:00.999+00:00"
     assert iso_from_ms(None) is None
     assert iso_from_ms(b"") is None
+
+
+@pytest.mark.parametrize(
+    "zone", ["UTC", "Europe/Paris", "America/St_Johns", "Asia/Kathmandu", "Pacific/Chatham"]
+)
+def test_the_day_a_counter_counts_for_is_found_once_a_second_without_error(zone: str) -> None:
+    """records.stats.today keeps each second's date: a zone's day must begin on a whole
+    second, including the zones whose offsets are not whole hours."""
+    tz = ZoneInfo(zone)
+    midnight = datetime(2026, 3, 29, tzinfo=tz).timestamp()  # a DST change in Europe too
+    for second in range(int(midnight) - 2, int(midnight) + 3):
+        for fraction in (0.0, 0.5, 0.999999):
+            expected = datetime.fromtimestamp(second + fraction, tz).date()
+            assert stats._day_of(second, tz) == expected, (zone, second, fraction)

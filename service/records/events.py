@@ -17,8 +17,12 @@ from service.store import keys
 EventKind = Literal["status", "progress", "graphs"]  # graphs: new counts (records.tallies)
 
 
+# json.dumps(..., separators=(",", ":"), default=str), without an encoder built per event
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+
+
 def encode(kind: EventKind, data: dict[str, Any]) -> str:
-    return json.dumps({"kind": kind, "data": data}, separators=(",", ":"), default=str)
+    return _ENCODER.encode({"kind": kind, "data": data})
 
 
 def decode(raw: bytes | str) -> tuple[EventKind, dict[str, Any]] | None:

@@ -12,6 +12,10 @@ from typing import Any
 
 EXCEPTION_TAG = "__exception__"
 
+# json.dumps(value, separators=(",", ":"), ensure_ascii=False) without building an encoder per
+# call, as json.dumps does for any non-default option: the records every attempt writes use it
+compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
 
 class JobError(Exception):
     """A failed job's exception, rebuilt from its stored type name and message."""
