@@ -1,10 +1,14 @@
 """A quick before/after check for one lever: how fast one in-process worker drains no-op jobs.
 
-``python -m bench.micro [--jobs N] [--loop uvloop] [--profile]`` starts a private
-redis-server, queues N ``log_event`` jobs with the service's own enqueue, runs the service's
-worker (its production options) in this process until the queue is empty, and prints jobs/s
-and CPU time per job (steadier than jobs/s on a busy machine; cProfile's top entries with
-``--profile``). Not a benchmark to quote: ``make bench`` is.
+``python -m bench.micro [--jobs N] [--loop uvloop] [--profile] [--raw] [--pause S]`` starts a
+private redis-server, queues N ``log_event`` jobs with the service's own enqueue, runs the
+service's worker (its production options) in this process until the queue is empty, and prints
+jobs/s and CPU time per job (steadier than jobs/s on a busy machine; cProfile's top entries with
+``--profile``). ``--raw`` runs the same engine with a bare no-op function in place of the
+product's wrapped job (no tracking, logs or metrics): the floor the product's bookkeeping is
+measured against. ``--pause`` waits that long between queueing and draining, for a sampling
+profiler to attach (``py-spy record --pid``; bench/where.py reads its output). Not a
+benchmark to quote: ``make bench`` is.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
+from arq import func
 from redis.asyncio import Redis
 
 from bench.procs import Process
@@ -32,13 +37,26 @@ from service.worker.options import worker_options
 from settings import Settings
 
 
-async def drain(jobs: int, data_dir: Path, port: int) -> tuple[float, float]:
+async def bare_noop(ctx: dict[str, Any], **kwargs: Any) -> None:
+    """The raw engine's job: arq's contract and nothing else."""
+
+
+async def drain(
+    jobs: int, data_dir: Path, port: int, *, raw: bool = False, pause: float = 0
+) -> tuple[float, float]:
     settings = Settings(redis_url=f"redis://127.0.0.1:{port}/0", data_dir=data_dir)
     pool = await open_pool(settings)
     await pool.flushall()
     for n in range(jobs):
         await enqueue(pool, "log_event", {"event": {"n": n}})
-    worker = Worker(**{**worker_options(settings), "handle_signals": False})
+    options = {**worker_options(settings), "handle_signals": False}
+    if raw:
+        options["functions"] = [func(bare_noop, name="log_event", keep_result=0)]
+        options["after_job_end"] = None
+    if pause:
+        print(f"queued; draining in {pause:g} s (pid {os.getpid()})", flush=True)
+        await asyncio.sleep(pause)
+    worker = Worker(**options)
     task = asyncio.create_task(worker.async_run())
     started, cpu = time.perf_counter(), time.process_time()
     while await pool.zcard(settings.queue_name):
@@ -54,6 +72,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=3000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--raw", action="store_true", help="a bare no-op job: the engine alone")
+    parser.add_argument("--pause", type=float, default=0, help="seconds before draining")
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     args = parser.parse_args()
     if args.loop == "uvloop":
@@ -72,7 +92,9 @@ def main() -> None:
             profile = cProfile.Profile() if args.profile else None
             if profile:
                 profile.enable()
-            rate, cpu_us = asyncio.run(drain(args.jobs, Path(scratch), port))
+            rate, cpu_us = asyncio.run(
+                drain(args.jobs, Path(scratch), port, raw=args.raw, pause=args.pause)
+            )
             if profile:
                 profile.disable()
                 pstats.Stats(profile).sort_stats("tottime").print_stats(25)

@@ -189,3 +189,25 @@ def test_json_lines_time_is_what_datetime_writes(created: float) -> None:
         line = json.loads(formatter.format(record))
         expected = datetime.fromtimestamp(when, tz=UTC).isoformat(timespec="milliseconds")
         assert line["time"] == expected
+
+
+class _EarlyField(logging.LogRecord):
+    """A record factory's record that sets a field before LogRecord's own attributes."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.tenant = "t-1"
+        super().__init__(*args, **kwargs)
+
+
+def test_every_extra_field_is_on_the_line_whatever_order_the_record_was_built_in() -> None:
+    """Lines look for their fields past LogRecord's own attributes (logs.record_fields) only
+    when the record was laid out by LogRecord.__init__; any other record is read whole."""
+    formatter = JsonFormatter()
+    early = _EarlyField("jobservice.test", logging.INFO, "", 0, "hi", (), None)
+    assert json.loads(formatter.format(early))["tenant"] == "t-1"
+    logger = logging.getLogger("jobservice.test")
+    made = logger.makeRecord(logger.name, logging.INFO, "", 0, "hi", (), None, extra={"n": 1})
+    made.message = "already formatted by another handler"  # a standard name: never a field
+    line = json.loads(formatter.format(made))
+    assert (line["n"], line["message"]) == (1, "hi")
+    assert {"msg", "args", "levelno", "created", "thread", "taskName"}.isdisjoint(line)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.observability.masking import masked
+from service.store.serialization import compact_json
 
 CUT = "…"
 # What the dashboard shows of a finished job's arguments: every finished job keeps this for
@@ -35,15 +36,11 @@ class Arguments:
     truncated: bool = False
 
     def encode(self) -> str:
-        return json.dumps(
-            {"args": self.args, "kwargs": self.kwargs, "truncated": self.truncated},
-            separators=(",", ":"),
-            ensure_ascii=False,
-        )
+        return compact_json({"args": self.args, "kwargs": self.kwargs, "truncated": self.truncated})
 
 
 def _size(args: Any, kwargs: Any) -> int:
-    return len(json.dumps([args, kwargs], separators=(",", ":"), ensure_ascii=False).encode())
+    return len(compact_json([args, kwargs]).encode())
 
 
 def _cut(value: Any, chars: int, items: int, depth: int = 0) -> Any:

@@ -13,6 +13,7 @@ from typing import Any, Literal, NotRequired, TypedDict
 from redis.asyncio import Redis
 
 from service.store import keys
+from service.store.serialization import compact_json
 
 Outcome = Literal["success", "retry", "failure", "interrupted", "cancelled", "timeout"]
 
@@ -61,7 +62,7 @@ def make_attempt(
 def encode(attempt: Attempt) -> str:
     """An attempt as stored in the history list (UTF-8: a receiver's text in a ledger entry
     costs its own size, not six bytes a character)."""
-    return json.dumps(attempt, separators=(",", ":"), ensure_ascii=False)
+    return compact_json(attempt)
 
 
 async def record(redis: Redis, job_id: str, attempt: Attempt, *, keep: int, ttl: int) -> None:

@@ -18,8 +18,12 @@ EventKind = Literal["status", "progress", "graphs", "breakers"]
 # graphs: new counts (records.tallies); breakers: one opened or closed (records.breakers)
 
 
+# json.dumps(..., separators=(",", ":"), default=str), without an encoder built per event
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+
+
 def encode(kind: EventKind, data: dict[str, Any]) -> str:
-    return json.dumps({"kind": kind, "data": data}, separators=(",", ":"), default=str)
+    return _ENCODER.encode({"kind": kind, "data": data})
 
 
 def decode(raw: bytes | str) -> tuple[EventKind, dict[str, Any]] | None:

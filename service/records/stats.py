@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import time
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
@@ -14,7 +16,13 @@ STATS_TTL_SECONDS = 8 * 86_400  # a week of history, plus a day for the report t
 
 def today(tz: ZoneInfo) -> date:
     """Today in ``tz`` (CRON_TIMEZONE): the day a counter written now counts for."""
-    return datetime.now(tz).date()
+    return _day_of(int(time.time()), tz)
+
+
+@functools.lru_cache(maxsize=4)
+def _day_of(second: int, tz: ZoneInfo) -> date:
+    """Found once a second, not once per attempt (a time zone's days begin on whole seconds)."""
+    return datetime.fromtimestamp(second, tz).date()
 
 
 async def count_today(redis: Redis, tz: ZoneInfo, **increments: int) -> None:

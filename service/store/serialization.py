@@ -12,6 +12,10 @@ from typing import Any
 
 EXCEPTION_TAG = "__exception__"
 
+# json.dumps(value, separators=(",", ":"), ensure_ascii=False) without building an encoder per
+# call, as json.dumps does for any non-default option: the records every attempt writes use it
+compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
 
 class JobError(Exception):
     """A failed job's exception, rebuilt from its stored type name and message."""
@@ -54,8 +58,14 @@ def serialize(data: dict[str, Any]) -> bytes:
     return json.dumps(data, default=_encode_extra, separators=(",", ":")).encode()
 
 
-def deserialize(raw: bytes) -> dict[str, Any]:
-    data = json.loads(raw, object_hook=_decode_extra)
+# one decoder for every job: json.loads(raw, object_hook=...) builds a new one per call, and
+# guessing the encoding of bytes costs as much again (every stored job is UTF-8 JSON)
+_DECODER = json.JSONDecoder(object_hook=_decode_extra)
+
+
+def deserialize(raw: bytes | str) -> dict[str, Any]:
+    text = raw if isinstance(raw, str) else raw.decode()
+    data = _DECODER.decode(text)
     if not isinstance(data, dict):
         raise ValueError("a stored job must be a JSON object")
     return data
