@@ -311,7 +311,6 @@ class BatchWorker(Worker):
         metrics = self.ctx.get("metrics")
         if isinstance(metrics, JobMetrics):
             metrics.count_queue(counts.waiting, counts.deferred, counts.running)
-            await self._count_named_queues(metrics)
         info = (
             f"{datetime.now():%b-%d %H:%M:%S} j_complete={self.jobs_complete} "
             f"j_failed={self.jobs_failed} j_retried={self.jobs_retried} "
@@ -322,6 +321,8 @@ class BatchWorker(Worker):
         await self.pool.psetex(
             self.health_check_key, int((self.health_check_interval + 1) * 1000), info.encode()
         )
+        if isinstance(metrics, JobMetrics):  # after the line: this worker counts itself
+            await self._count_named_queues(metrics)
         log_suffix = info[info.index("j_complete=") :]
         if self._last_health_check_log and log_suffix != self._last_health_check_log:
             logger.info("recording health: %s", info)

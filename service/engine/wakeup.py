@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from service.engine.arq_api import timestamp_ms
-from service.engine.queues import DEFAULT_QUEUE
+from service.engine.queues import DEFAULT_QUEUE, queue_keys
 from service.store.autopipeline import AutoPipelineRedis
 from service.store.outage import RedisOutage, outage_of, retry_handshakes
 from service.store.redis import new_client
@@ -66,6 +66,18 @@ class WakingRedis(AutoPipelineRedis):
         if self.worker_health_key is not None and name == self.health_check_key:
             await super().psetex(self.worker_health_key, time_ms, value)
         return result
+
+    async def zcard(self, name: Any) -> Any:
+        """Redis's, except that arq's own queue counts every queue this worker serves: arq's
+        burst mode stops once ``zcard(queue_name)`` is 0, and must not while a served named
+        queue or priority (service.engine.queues) still holds jobs."""
+        if name != self.default_queue_name:
+            return await super().zcard(name)
+        served = [key for queue in self.served_queues for key in queue_keys(str(name), queue)]
+        async with self.pipeline(transaction=False) as pipe:
+            for key in served:
+                pipe.zcard(key)
+            return sum(await pipe.execute())
 
     async def enqueue_job(self, function: str, *args: Any, **kwargs: Any) -> Any:
         """arq's, except that a cron schedule's run (arq's cron queues them here, on the
