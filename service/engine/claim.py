@@ -41,43 +41,54 @@ from service.store.scripts import LuaScript
 CLAIM_SCRIPT = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return {0} end
 local n = #KEYS - 2
-local heads, at, offset = {}, {}, {}
+local heads, filled, only = {}, 0, 0
 for q = 1, n do
   heads[q] = redis.call('ZRANGEBYSCORE', KEYS[q + 2], '-inf', ARGV[1],
     'WITHSCORES', 'LIMIT', 0, ARGV[4])
-  at[q] = 1
-  offset[q] = tonumber(ARGV[7 + q])
+  if #heads[q] > 0 then filled, only = filled + 1, q end
 end
 local want = tonumber(ARGV[2])
-local out = {0}
-local taken = 0
-while taken < want do
-  local best, best_due = 0, 0
-  for q = 1, n do
-    local i = at[q]
-    if i < #heads[q] then
-      local due = tonumber(heads[q][i + 1]) + offset[q]
-      if best == 0 or due < best_due then best, best_due = q, due end
-    end
-  end
-  if best == 0 then break end
-  local i = at[best]
-  at[best] = i + 2
-  local id = heads[best][i]
+local out, k, taken = {0}, 1, 0
+local function take(id, score, q)
   if redis.call('EXISTS', ARGV[5] .. id) == 1 then
     out[1] = 1
-  else
-    redis.call('PSETEX', ARGV[5] .. id, ARGV[3], '1')
-    local tries = redis.call('INCR', ARGV[7] .. id)
-    redis.call('EXPIRE', ARGV[7] .. id, 88400)
-    local data = redis.call('GET', ARGV[6] .. id)
-    out[#out + 1] = id
-    out[#out + 1] = heads[best][i + 1]
-    out[#out + 1] = data or ''
-    out[#out + 1] = tries
-    out[#out + 1] = redis.call('ZREM', KEYS[1], id)
-    out[#out + 1] = best
-    taken = taken + 1
+    return
+  end
+  redis.call('PSETEX', ARGV[5] .. id, ARGV[3], '1')
+  local tries = redis.call('INCR', ARGV[7] .. id)
+  redis.call('EXPIRE', ARGV[7] .. id, 88400)
+  local data = redis.call('GET', ARGV[6] .. id)
+  out[k + 1], out[k + 2], out[k + 3], out[k + 4] = id, score, data or '', tries
+  out[k + 5], out[k + 6] = redis.call('ZREM', KEYS[1], id), q
+  k = k + 6
+  taken = taken + 1
+end
+if filled == 1 then
+  -- one queue has due jobs (the usual case): its order is the order, nothing to merge
+  local due = heads[only]
+  for i = 1, #due, 2 do
+    if taken >= want then break end
+    take(due[i], due[i + 1], only)
+  end
+elseif filled > 1 then
+  local at, offset = {}, {}
+  for q = 1, n do
+    at[q] = 1
+    offset[q] = tonumber(ARGV[7 + q])
+  end
+  while taken < want do
+    local best, best_due = 0, 0
+    for q = 1, n do
+      local i = at[q]
+      if i < #heads[q] then
+        local due = tonumber(heads[q][i + 1]) + offset[q]
+        if best == 0 or due < best_due then best, best_due = q, due end
+      end
+    end
+    if best == 0 then break end
+    local i = at[best]
+    at[best] = i + 2
+    take(heads[best][i], heads[best][i + 1], best)
   end
 end
 return out
