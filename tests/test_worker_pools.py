@@ -232,3 +232,20 @@ async def test_the_metrics_count_each_queue_and_its_workers(
     assert 'jobservice_named_queue_jobs{queue="images",state="deferred"} 0.0' in own
     assert 'jobservice_queue_workers{queue="images"} 1.0' in own
     assert 'jobservice_queue_workers{queue="default"} 1.0' in own
+
+
+async def test_arqs_cron_queues_a_run_on_its_schedules_queue(
+    settings: Settings, redis: ArqRedis
+) -> None:
+    nightly = Job(name="nightly", run=_nothing, input=NoInput, cron=Cron(hour=3), queue="images")
+    options = worker_options(settings, Registry([*REGISTRY, nightly]))
+    pool = options["redis_pool"]
+    try:  # as arq's run_cron calls it, naming the worker's own queue
+        await pool.enqueue_job(
+            "cron:nightly", _job_id="cron:nightly:1", _queue_name=settings.queue_name
+        )
+        await pool.enqueue_job("cron:daily_report", _job_id="cron:daily_report:1")
+    finally:
+        await pool.aclose(close_connection_pool=True)
+    assert await redis.zrange(f"{settings.queue_name}:images", 0, -1) == [b"cron:nightly:1"]
+    assert await redis.zrange(settings.queue_name, 0, -1) == [b"cron:daily_report:1"]
