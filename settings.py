@@ -29,6 +29,9 @@ SIGNING_SECRET_PREFIX = "whsec_"  # noqa: S105 (the Standard Webhooks key prefix
 MAX_SIGNING_SECRETS = 2
 # sends one rate-limit window may allow: Redis keeps about 100 bytes per send it counts
 MAX_RATE_PER_WINDOW = 100_000
+# a queue's name, as service.engine.queues checks it (settings imports nothing of service/)
+QUEUE_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
+PRIORITY_NAMES = ("high", "normal", "low")
 
 
 @dataclass
@@ -122,6 +125,12 @@ class Settings(BaseSettings):
     report_max_age_days: int = Field(400, ge=0, le=36_500)
 
     worker_max_jobs: int = Field(50, ge=1)
+    # the named queues this worker takes jobs from (empty: every declared queue); a name no
+    # job declares stops the worker at start (service.worker.options)
+    worker_queues: Annotated[tuple[str, ...], NoDecode] = ()
+    # a job due this many seconds longer than another counts one priority level higher
+    # (service.engine.queues): no low-priority job starves under steady high-priority load
+    priority_ageing_seconds: float = Field(30, gt=0, le=86_400)
     job_timeout: float = Field(300, gt=0)
     job_max_tries: int = Field(5, ge=1)
     job_result_ttl: int = Field(86_400, ge=1)
@@ -211,6 +220,7 @@ class Settings(BaseSettings):
         "redis_sentinels",
         "trusted_proxies",
         "webhook_signing_secret",
+        "worker_queues",
         mode="before",
     )
     @classmethod
@@ -218,6 +228,18 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("worker_queues")
+    @classmethod
+    def _check_worker_queues(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        """Each a queue's name (service.engine.queues.check_queue_name's rule), once."""
+        for name in value:
+            if not QUEUE_NAME.fullmatch(name) or name in PRIORITY_NAMES:
+                raise ValueError(
+                    f"{name!r} is not a queue name (lower-case letters, digits and _, "
+                    "starting with a letter)"
+                )
+        return tuple(dict.fromkeys(value))
 
     @field_validator("redis_sentinels")
     @classmethod

@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 from bench.procs import Process, cpu_seconds
 from bench.systems import TOKEN, Ours
 from service.engine.arq_api import timestamp_ms
-from service.engine.claim import claim
+from service.engine.claim import claim, single_queue
 from service.queue.enqueue import enqueue_job
 from service.store.redis import open_pool
 from settings import Settings
@@ -119,7 +119,7 @@ async def _costs(pool: ArqRedis, redis_pid: int) -> dict[str, float]:
         started = time.perf_counter()
         jobs, _ = await claim(
             pool,
-            QUEUE,
+            **single_queue(QUEUE),
             now_ms=timestamp_ms(),
             count=50,
             lock_ms=10_000,

@@ -86,4 +86,5 @@ JOB = Job(
     run=process_image,
     input=ProcessImage,
     time_limit=lambda settings: settings.image_job_timeout,
+    queue="images",  # CPU-bound: a pool of its own can serve it (WORKER_QUEUES=images)
 )

@@ -26,6 +26,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from arq.connections import ArqRedis
 from blockbuster import BlockBuster
 
+from jobs.registry import REGISTRY
 from service.engine.loop import BatchWorker as Worker
 from service.store.redis import open_pool
 from service.worker.options import worker_options
@@ -279,8 +280,12 @@ async def client(
 
 
 async def queued(redis: ArqRedis, settings: Settings) -> list[str]:
-    """Ids of the jobs waiting in the queue."""
-    return [raw.decode() for raw in await redis.zrange(settings.queue_name, 0, -1)]
+    """Ids of the jobs waiting in the queues (every named queue and priority, arq's own
+    queue first: service.engine.queues)."""
+    found = []
+    for key in REGISTRY.layout(settings).all_keys():
+        found += [raw.decode() for raw in await redis.zrange(key, 0, -1)]
+    return found
 
 
 async def status_of(client: TestClient[Any, Any], task_id: str) -> dict[str, Any]:

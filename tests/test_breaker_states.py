@@ -34,7 +34,7 @@ async def test_five_consecutive_failures_open_it_and_a_success_resets_the_count(
 ) -> None:
     for _ in range(4):
         assert await fail(redis, T0) == "closed"
-    assert await breakers.succeeded(redis, HOST, QUEUE, T0) == "none"  # reset, not a close
+    assert await breakers.succeeded(redis, HOST, [QUEUE], T0) == "none"  # reset, not a close
     assert await redis.exists(keys.breaker(HOST)) == 0  # nothing left to remember
     for _ in range(4):
         assert await fail(redis, T0) == "closed"
@@ -52,7 +52,7 @@ async def test_an_announced_outage_opens_it_at_once_until_the_longer_wait(
     (breaker,) = await breakers.tracked(redis)
     assert breaker.next_probe == T0 + 120_000  # Retry-After beats the 30 s cool-down
     # a Retry-After without "unavailable" (a 500 that sent one) is just a failure
-    await breakers.close(redis, HOST, QUEUE, T0)
+    await breakers.close(redis, HOST, [QUEUE], T0)
     assert await fail(redis, T0, retry_after=120.0) == "closed"
 
 
@@ -101,7 +101,7 @@ async def test_a_failed_probe_doubles_the_cool_down_up_to_the_cap(redis: ArqRedi
 async def test_a_successful_probe_closes_it(redis: ArqRedis) -> None:
     await fail(redis, T0, unavailable=True)
     assert (await breakers.admit(redis, HOST, "p", T0 + 30_000, LEASE, 60)).probe
-    assert await breakers.succeeded(redis, HOST, QUEUE, T0) == "closed"
+    assert await breakers.succeeded(redis, HOST, [QUEUE], T0) == "closed"
     assert await breakers.tracked(redis) == []
     assert await redis.exists(keys.breaker(HOST), keys.breakers()) == 0
 
@@ -122,14 +122,14 @@ async def test_a_lost_probe_is_replaced_after_its_lease_and_a_released_one_at_on
 
 async def test_a_success_while_open_does_not_close_it(redis: ArqRedis) -> None:
     await fail(redis, T0, unavailable=True)
-    assert await breakers.succeeded(redis, HOST, QUEUE, T0) == "none"
+    assert await breakers.succeeded(redis, HOST, [QUEUE], T0) == "none"
     assert [b.state for b in await breakers.tracked(redis)] == ["open"]
 
 
 async def test_close_now_forgets_it(redis: ArqRedis) -> None:
-    assert not await breakers.close(redis, HOST, QUEUE, T0)  # nothing open: nothing done
+    assert not await breakers.close(redis, HOST, [QUEUE], T0)  # nothing open: nothing done
     await fail(redis, T0, unavailable=True)
-    assert await breakers.close(redis, HOST, QUEUE, T0)
+    assert await breakers.close(redis, HOST, [QUEUE], T0)
     assert (await breakers.admit(redis, HOST, "j", T0 + 1, LEASE, 60)).wait is None
 
 
@@ -150,16 +150,18 @@ async def test_at_most_max_tracked_destinations_and_idle_ones_expire(redis: ArqR
 
 async def test_closing_makes_the_jobs_it_held_due_at_once(redis: ArqRedis) -> None:
     await fail(redis, T0, retry_after=3600.0, unavailable=True)
-    for job in ("a", "b"):
+    high = f"{QUEUE}:high"  # a held job goes back to its own priority's queue key
+    for job, key in (("a", QUEUE), ("b", QUEUE), ("c", high)):
         assert (await breakers.admit(redis, HOST, job, T0 + 1, LEASE, 60)).wait
-        await redis.zadd(QUEUE, {job: T0 + 3_600_000})  # as the job loop postpones it
+        await redis.zadd(key, {job: T0 + 3_600_000})  # as the job loop postpones it
     await redis.zadd(QUEUE, {"other": T0 + 3_600_000})
-    assert await breakers.close(redis, HOST, QUEUE, T0 + 5)
+    assert await breakers.close(redis, HOST, [QUEUE, high], T0 + 5)
     assert await redis.zrange(QUEUE, 0, -1, withscores=True) == [
         (b"a", T0 + 5),
         (b"b", T0 + 5),
         (b"other", T0 + 3_600_000),
     ]
+    assert await redis.zrange(high, 0, -1, withscores=True) == [(b"c", T0 + 5)]
     assert await redis.exists(keys.breaker_waiting(HOST)) == 0
 
 

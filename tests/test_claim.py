@@ -11,7 +11,7 @@ from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix,
 from arq.utils import timestamp_ms
 from arq.worker import func
 
-from service.engine.claim import claim
+from service.engine.claim import claim, single_queue
 from service.engine.loop import BatchWorker as Worker
 from service.queue.enqueue import enqueue
 from service.worker.options import worker_options
@@ -25,7 +25,12 @@ HEALTH_KEY = "test:health-check"
 
 async def _claim(redis: ArqRedis, settings: Settings, count: int, scan: int = 100) -> list[str]:
     jobs, _ = await claim(
-        redis, settings.queue_name, now_ms=timestamp_ms(), count=count, lock_ms=LOCK_MS, scan=scan
+        redis,
+        **single_queue(settings.queue_name),
+        now_ms=timestamp_ms(),
+        count=count,
+        lock_ms=LOCK_MS,
+        scan=scan,
     )
     return [job.job_id for job in jobs]
 
@@ -35,7 +40,12 @@ async def test_a_claim_takes_due_jobs_oldest_first_and_locks_them(
 ) -> None:
     ids = [await enqueue(redis, "log_event", {"event": {"n": n}}) for n in range(3)]
     jobs, running_seen = await claim(
-        redis, settings.queue_name, now_ms=timestamp_ms(), count=2, lock_ms=LOCK_MS, scan=100
+        redis,
+        **single_queue(settings.queue_name),
+        now_ms=timestamp_ms(),
+        count=2,
+        lock_ms=LOCK_MS,
+        scan=100,
     )
     assert [job.job_id for job in jobs] == (await queued(redis, settings))[:2]
     assert not running_seen
@@ -73,7 +83,12 @@ async def test_a_claim_skips_running_and_deferred_jobs(redis: ArqRedis, settings
     later = await redis.enqueue_job("log_event", event={"n": 3}, _defer_by=60)
     assert later is not None
     jobs, running_seen = await claim(
-        redis, settings.queue_name, now_ms=timestamp_ms(), count=10, lock_ms=LOCK_MS, scan=100
+        redis,
+        **single_queue(settings.queue_name),
+        now_ms=timestamp_ms(),
+        count=10,
+        lock_ms=LOCK_MS,
+        scan=100,
     )
     assert [job.job_id for job in jobs] == [ready]
     assert running_seen
@@ -103,7 +118,12 @@ async def test_a_claim_reports_an_abort_asked_before_the_start_and_clears_it(
     job_id = await enqueue(redis, "log_event", {"event": {"n": 1}})
     await redis.zadd(abort_jobs_ss, {job_id: timestamp_ms()})
     [job], _ = await claim(
-        redis, settings.queue_name, now_ms=timestamp_ms(), count=1, lock_ms=LOCK_MS, scan=10
+        redis,
+        **single_queue(settings.queue_name),
+        now_ms=timestamp_ms(),
+        count=1,
+        lock_ms=LOCK_MS,
+        scan=10,
     )
     assert job.abort_requested
     assert await redis.zscore(abort_jobs_ss, job_id) is None
@@ -115,7 +135,12 @@ async def test_a_claimed_job_whose_data_expired_comes_without_data(
     job_id = await enqueue(redis, "log_event", {"event": {"n": 1}})
     await redis.delete(job_key_prefix + job_id)
     [job], _ = await claim(
-        redis, settings.queue_name, now_ms=timestamp_ms(), count=1, lock_ms=LOCK_MS, scan=10
+        redis,
+        **single_queue(settings.queue_name),
+        now_ms=timestamp_ms(),
+        count=1,
+        lock_ms=LOCK_MS,
+        scan=10,
     )
     assert job.data is None
 

@@ -32,11 +32,16 @@ async def test_health_without_a_worker_counts_what_waits(client: TestClient[Any,
         "paused_at": None,
         "open_breakers": [],
         "jobs": {"waiting": 0, "deferred": 0, "running": 0},
+        "queues": {
+            "default": {"waiting": 0, "deferred": 0, "running": 0, "workers": 0},
+            "images": {"waiting": 0, "deferred": 0, "running": 0, "workers": 0},
+        },
     }
     await client.post("/events", json={"event": {"n": 1}})
     body = await (await client.get("/health")).json()
     assert body["queued"] == 1
     assert body["jobs"] == {"waiting": 1, "deferred": 0, "running": 0}
+    assert body["queues"]["default"]["waiting"] == 1
 
 
 async def test_a_dependency_that_does_not_answer_makes_health_degraded_not_down(

@@ -17,7 +17,7 @@ from arq.connections import ArqRedis
 from arq.utils import timestamp_ms
 from pytest_aiohttp import AiohttpServer
 
-from service.engine.claim import claim
+from service.engine.claim import claim, single_queue
 from service.engine.loop import BatchWorker as Worker
 from service.queue.enqueue import enqueue
 from service.store import keys
@@ -46,7 +46,12 @@ async def worker(settings: Settings, redis: ArqRedis) -> AsyncIterator[Worker]:
 
 async def _claimed(redis: ArqRedis, settings: Settings) -> list[str]:
     jobs, _ = await claim(
-        redis, settings.queue_name, now_ms=timestamp_ms(), count=10, lock_ms=5000, scan=100
+        redis,
+        **single_queue(settings.queue_name),
+        now_ms=timestamp_ms(),
+        count=10,
+        lock_ms=5000,
+        scan=100,
     )
     return [job.job_id for job in jobs]
 

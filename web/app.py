@@ -23,6 +23,7 @@ from web.health import add_dependency_check
 from web.keys import (
     DB,
     DECLARED,
+    QUEUES,
     REDIS,
     REGISTRY,
     SETTINGS,
@@ -126,6 +127,7 @@ def create_app(settings: Settings, registry: Registry = JOBS) -> web.Application
     app[SETTINGS] = settings
     app[REGISTRY] = registry
     app[DECLARED] = registry.declared(settings)
+    app[QUEUES] = registry.layout(settings)
     app[WEB_METRICS] = WebMetrics(new_registry())
     app.on_response_prepare.extend(
         [echo_request_id, _plain_server_header, strict_transport_security, _not_stored]

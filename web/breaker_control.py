@@ -14,7 +14,7 @@ from service.records import breakers
 from service.records.breakers import Breaker
 from service.records.times import iso_from_ms, now_ms
 from web.errors import ApiError
-from web.keys import REDIS, SETTINGS
+from web.keys import QUEUES, REDIS
 
 NOT_OPEN = "no circuit breaker is open for this destination"
 
@@ -38,7 +38,7 @@ async def close_or_refuse(request: web.Request) -> str:
     if not breakers.DESTINATION_PATTERN.fullmatch(destination):
         raise ApiError(404, NOT_OPEN)
     closed = await breakers.close(
-        request.app[REDIS], destination, request.app[SETTINGS].queue_name, now_ms()
+        request.app[REDIS], destination, request.app[QUEUES].all_keys(), now_ms()
     )
     if not closed:
         raise ApiError(404, NOT_OPEN)

@@ -38,7 +38,7 @@ from web.job_control import (
     replay_or_refuse,
     requeue_failed,
 )
-from web.keys import DECLARED, REDIS, REGISTRY, SETTINGS, STORAGE
+from web.keys import DECLARED, QUEUES, REDIS, REGISTRY, SETTINGS, STORAGE
 from web.pages import render
 from web.ratelimit import RATE_LIMITS, check_mail_recipients
 from web.sessions import (
@@ -73,7 +73,7 @@ def _safe_next(target: str | None) -> str:
 
 async def overview(request: web.Request) -> web.Response:
     redis, settings = request.app[REDIS], request.app[SETTINGS]
-    state = await read_overview(redis, settings)
+    state = await read_overview(redis, settings, request.app[QUEUES])
     registry = request.app[REGISTRY]
     crons = await cron_schedules(redis, settings, registry)
     jobs = catalog(registry, settings)
@@ -98,7 +98,7 @@ async def job_page(request: web.Request) -> web.Response:
     view = None
     if JOB_ID_PATTERN.fullmatch(job_id):
         view = await job_view(
-            request.app[REDIS], request.app[SETTINGS].queue_name, job_id, request.app[DECLARED]
+            request.app[REDIS], request.app[QUEUES].all_keys(), job_id, request.app[DECLARED]
         )
     if view is None:
         return render(request, "missing.html", status=404, job_id=job_id)
@@ -163,7 +163,10 @@ async def run_cron_now(request: web.Request) -> web.Response:
     # what it would mail counts as if asked through the API (the daily report's recipients)
     await check_mail_recipients(request.app, job, job.input())
     index = SearchIndex.from_settings(request.app[SETTINGS])
-    job_id = await enqueue(request.app[REDIS], job.name, {}, index=index)
+    queue, priority = request.app[QUEUES].route(job.name)
+    job_id = await enqueue(
+        request.app[REDIS], job.name, {}, index=index, queue=queue, priority=priority
+    )
     return see_other(f"{HOME}/jobs/{job_id}")
 
 

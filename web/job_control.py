@@ -18,7 +18,7 @@ from service.records.status import JOB_ID_PATTERN, task_status
 from service.records.times import iso_from_ms
 from web.auth import TOKEN_ID
 from web.errors import ApiError
-from web.keys import DECLARED, REDIS, REGISTRY, SETTINGS
+from web.keys import DECLARED, QUEUES, REDIS, REGISTRY, SETTINGS
 from web.ratelimit import RATE_LIMITS
 
 DEFAULT_PAGE = 20
@@ -61,7 +61,7 @@ ARGUMENTS_CUT = (
 async def status_document(request: web.Request, job_id: str) -> dict[str, Any] | None:
     """``job_id``'s status as ``GET /task-status`` shows it, or None for an unknown job."""
     app = request.app
-    return await task_status(app[REDIS], app[SETTINGS].queue_name, job_id, app[DECLARED])
+    return await task_status(app[REDIS], app[QUEUES].all_keys(), job_id, app[DECLARED])
 
 
 def job_id_from(request: web.Request, name: str = "task_id") -> str:
@@ -80,7 +80,7 @@ async def requeue_failed(request: web.Request, job_id: str) -> None:
     """
     redis, settings = request.app[REDIS], request.app[SETTINGS]
     try:
-        await retry_as_configured(redis, settings, job_id)
+        await retry_as_configured(redis, settings, job_id, request.app[QUEUES])
     except ArgumentsCutError:
         raise ApiError(409, ARGUMENTS_CUT) from None
 
@@ -102,9 +102,12 @@ async def replay_or_refuse(request: web.Request, job_id: str) -> str:
     if token_id is not None:  # its payload goes back into Redis, like a new request's body
         await app[RATE_LIMITS].check_payload(token_id, replay.size)
     job = next(job for job in app[REGISTRY] if job.name == replay.function)
+    queue, priority = app[QUEUES].route(job.name)
     return await queue_replay(
         app[REDIS],
         replay,
+        queue=queue,
+        priority=priority,
         ttl=app[SETTINGS].job_result_ttl,
         index=SearchIndex.from_settings(app[SETTINGS]),
         search_keys=job.business_keys(job.input.model_construct(**replay.kwargs)),
@@ -119,7 +122,7 @@ async def cancel_or_refuse(request: web.Request, job_id: str) -> CancelOutcome:
     redis, settings = request.app[REDIS], request.app[SETTINGS]
     try:
         return await cancel_job(
-            redis, settings.queue_name, job_id, result_ttl=settings.job_result_ttl
+            redis, request.app[QUEUES].all_keys(), job_id, result_ttl=settings.job_result_ttl
         )
     except JobNotFoundError:
         raise ApiError(404, f"no task with id {job_id!r}") from None
@@ -171,7 +174,7 @@ async def cancel(request: web.Request) -> web.Response:
     job_id = job_id_from(request)
     outcome = await cancel_or_refuse(request, job_id)
     status = await task_status(
-        request.app[REDIS], request.app[SETTINGS].queue_name, job_id, request.app[DECLARED]
+        request.app[REDIS], request.app[QUEUES].all_keys(), job_id, request.app[DECLARED]
     )
     status = status or {"task_id": job_id}
     return web.json_response(status, status=200 if outcome is CancelOutcome.CANCELLED else 202)
@@ -179,7 +182,7 @@ async def cancel(request: web.Request) -> web.Response:
 
 async def _known_or_404(request: web.Request, job_id: str) -> None:
     known = await task_status(
-        request.app[REDIS], request.app[SETTINGS].queue_name, job_id, request.app[DECLARED]
+        request.app[REDIS], request.app[QUEUES].all_keys(), job_id, request.app[DECLARED]
     )
     if known is None:
         raise ApiError(404, f"no task with id {job_id!r}")

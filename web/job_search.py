@@ -29,7 +29,7 @@ from service.records.search_index import normalize_key
 from service.records.times import iso_from_ms
 from service.runtime import Registry
 from web.errors import ApiError
-from web.keys import REDIS, REGISTRY, SETTINGS
+from web.keys import QUEUES, REDIS, REGISTRY, SETTINGS
 from web.schemas import BulkRequest, parse_json
 
 FILTERS = ("function", "state", "key", "prefix", "since", "until")
@@ -126,8 +126,8 @@ async def run_search(
     request: web.Request, query: SearchQuery, limit: int, cursor: Cursor | None
 ) -> SearchPage:
     """One page of ``query``'s matches (shared by ``GET /jobs`` and the search page)."""
-    settings = request.app[SETTINGS]
-    return await search(request.app[REDIS], settings.queue_name, query, limit=limit, cursor=cursor)
+    queues = request.app[QUEUES].all_keys()
+    return await search(request.app[REDIS], queues, query, limit=limit, cursor=cursor)
 
 
 async def search_jobs(request: web.Request) -> web.Response:
@@ -151,7 +151,12 @@ async def bulk_jobs(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     try:
         outcome = await bulk_act(
-            request.app[REDIS], settings, query, BulkAction(form.action), form.expected
+            request.app[REDIS],
+            settings,
+            query,
+            BulkAction(form.action),
+            form.expected,
+            request.app[QUEUES],
         )
     except CountChangedError as exc:
         body = {"error": f"{exc}: nothing was done; search again", "count": exc.count}

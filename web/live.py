@@ -42,7 +42,7 @@ from service.store.subscriptions import REDIS_DOWN, Listener, SharedSubscription
 from web.auth import TOKEN_ID
 from web.errors import ApiError
 from web.job_control import status_document
-from web.keys import REDIS, SETTINGS, SUBSCRIPTIONS
+from web.keys import QUEUES, REDIS, SETTINGS, SUBSCRIPTIONS
 
 RECHECK_SECONDS = 3.0
 OVERVIEW_PAUSE = 1.0  # seconds between two "changed" events of the overview stream
@@ -240,9 +240,10 @@ async def _queue_signature(request: web.Request) -> tuple[int, ...]:
     """What changes on the overview without a job changing state: jobs queued, workers,
     the queue paused or resumed."""
     async with request.app[REDIS].pipeline(transaction=False) as pipe:
-        pipe.zcard(request.app[SETTINGS].queue_name)
         pipe.zcard(keys.workers())
         pipe.exists(keys.paused(request.app[SETTINGS].queue_name))  # the pause banner
+        for queue_key in request.app[QUEUES].all_keys():  # every named queue and priority
+            pipe.zcard(queue_key)
         return tuple(await pipe.execute())
 
 

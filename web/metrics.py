@@ -11,7 +11,15 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from service.engine.queue_counts import queue_counts
-from service.observability.metrics import exposition, queue_jobs_gauge, set_queue_jobs
+from service.engine.queues import QueueLayout
+from service.observability.metrics import (
+    exposition,
+    named_queue_gauges,
+    queue_jobs_gauge,
+    set_named_queue_jobs,
+    set_queue_jobs,
+)
+from service.records import workers
 from service.records.times import now_ms
 from service.store import keys
 
@@ -64,6 +72,9 @@ class WebMetrics:
         )
         self.queue_jobs = queue_jobs_gauge(registry, "read at scrape time")
 
+        self.named_queue_jobs, self.queue_workers = named_queue_gauges(
+            registry, "read at scrape time"
+        )
         self.queue_paused = Gauge(
             "jobservice_queue_paused",
             "1 while the queue is paused (POST /queue/pause): workers take no job; read at "
@@ -91,13 +102,17 @@ class WebMetrics:
         children[0].inc()
         children[1].observe(seconds)
 
-    async def render(self, redis: Redis, queue_name: str) -> bytes:
-        """The text exposition, with the queue's counts and pause read from Redis just now."""
+    async def render(self, redis: Redis, layout: QueueLayout) -> bytes:
+        """The text exposition, with the queues' counts, their workers and the pause read
+        from Redis just now."""
         try:
             async with asyncio.timeout(DEPTH_TIMEOUT):
-                counts, paused = await asyncio.gather(
-                    queue_counts(redis, queue_name, now_ms()),
-                    redis.exists(keys.paused(queue_name)),
+                now = now_ms()
+                counts, paused, alive, *named = await asyncio.gather(
+                    queue_counts(redis, layout.all_keys(), now),
+                    redis.exists(keys.paused(layout.base)),
+                    workers.alive(redis, layout.base),
+                    *(queue_counts(redis, layout.keys_of(queue), now) for queue in layout.queues),
                 )
         except (RedisError, OSError, TimeoutError):
             self.queue_depth.set(float("nan"))
@@ -107,4 +122,9 @@ class WebMetrics:
             self.queue_depth.set(counts.queued)
             set_queue_jobs(self.queue_jobs, counts.waiting, counts.deferred, counts.running)
             self.queue_paused.set(paused)
+            for queue, depth in zip(layout.queues, named, strict=True):
+                set_named_queue_jobs(
+                    self.named_queue_jobs, queue, depth.waiting, depth.deferred, depth.running
+                )
+                self.queue_workers.labels(queue).set(sum(w.serves(queue) for w in alive))
         return await exposition(self.registry)

@@ -19,6 +19,7 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from service.engine.queues import PRIORITIES
 from service.records.breakers import DESTINATION_PATTERN
 from service.records.status import JOB_ID_PATTERN
 from service.runtime import Registry
@@ -115,6 +116,14 @@ UPLOAD_ANSWERS: Mapping[int, Answer] = {
     415: _error("not a JPEG, PNG, GIF or WebP image"),
 }
 UPLOAD_FORM = {"file": {"type": "string", "format": "binary"}}
+# every route that queues a job takes it (README "Priorities and queues")
+PRIORITY = {
+    "priority": {
+        "type": "string",
+        "enum": list(PRIORITIES),
+        "description": "the job's priority; default: its declaration's (normal)",
+    }
+}
 
 
 def _json_job(summary: str, queued: str, job: str, *, body_required: bool = True) -> Operation:
@@ -124,6 +133,7 @@ def _json_job(summary: str, queued: str, job: str, *, body_required: bool = True
         {202: _queued(queued), 400: BAD_BODY, 413: TOO_LARGE},
         job=job,
         body_required=body_required,
+        query=PRIORITY,
         idempotent=True,
         tags=("jobs",),
     )
@@ -140,6 +150,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             413: TOO_LARGE,
         },
         any_job=True,
+        query=PRIORITY,
         idempotent=True,
         tags=("jobs",),
     ),
@@ -152,6 +163,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Upload an image; a job makes its thumbnail",
         UPLOAD_ANSWERS,
         multipart=UPLOAD_FORM,
+        query=PRIORITY,
         idempotent=True,
         tags=("jobs",),
     ),
@@ -169,6 +181,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             503: _error("Redis or the users database is unreachable: try again shortly"),
         },
         body=schemas.RegisterRequest,
+        query=PRIORITY,
         idempotent=True,
         tags=("jobs",),
     ),

@@ -15,7 +15,7 @@ from service.queue import pause
 from service.queue.pause import PauseState
 from service.records.times import iso_from_ms, now_ms
 from web.errors import ApiError
-from web.keys import REDIS, SETTINGS
+from web.keys import QUEUES, REDIS, SETTINGS
 
 DRAIN_DEFAULT = 30  # seconds POST /queue/drain waits for running jobs, unless ?timeout= says
 DRAIN_MAX = 120  # longer than most proxies let a request wait: call again instead
@@ -34,7 +34,7 @@ async def _answer(
 ) -> web.Response:
     """The queue's state; ``running`` counted now unless given, ``drained`` for a drain;
     ``queued`` as /health says it: waiting + deferred, running jobs not included."""
-    counts = await queue_counts(request.app[REDIS], request.app[SETTINGS].queue_name, now_ms())
+    counts = await queue_counts(request.app[REDIS], request.app[QUEUES].all_keys(), now_ms())
     body = describe(state, counts.running if running is None else running, counts.queued)
     if drained is not None:
         body["drained"] = drained
@@ -74,5 +74,7 @@ async def drain_queue(request: web.Request) -> web.Response:
     after ``timeout`` seconds with jobs still running (202: call again)."""
     within = _drain_timeout(request)
     redis, queue_name = request.app[REDIS], request.app[SETTINGS].queue_name
-    drained = await pause.drain(redis, queue_name, within=within)
+    drained = await pause.drain(
+        redis, queue_name, within=within, queues=request.app[QUEUES].all_keys()
+    )
     return await _answer(request, drained.pause, drained.running, drained.drained)

@@ -25,6 +25,7 @@ from pydantic import (
     create_model,
 )
 
+from service.engine.queues import Priority, check_priority
 from service.runtime import EmailAddress, Job, JobInput, no_control_characters, untrimmed_at_most
 from settings import Settings
 from web.errors import ApiError
@@ -120,6 +121,27 @@ class ApiJobRequest(Scheduling):
 
     function: str
     kwargs: JobInput
+    priority: Priority | None = Field(
+        default=None, description="the job's priority; default: its declaration's"
+    )
+
+
+def requested_priority(request: web.Request, in_body: Priority | None = None) -> Priority | None:
+    """The priority a request asks for: its ``priority`` query parameter (every route that
+    queues a job), or ``in_body`` (``POST /jobs``'s field); None: the job's declared one.
+    400 for an unknown value, or two that differ, before anything is queued."""
+    given = request.query.getall("priority", [])
+    if len(given) > 1:
+        raise ApiError(400, "priority: give it once")
+    asked: Priority | None = None
+    if given:
+        try:
+            asked = check_priority(given[0])
+        except ValueError as exc:
+            raise ApiError(400, f"priority: {exc}") from None
+    if asked is not None and in_body is not None and asked != in_body:
+        raise ApiError(400, "priority: the query parameter and the body say different things")
+    return asked or in_body
 
 
 @functools.cache

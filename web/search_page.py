@@ -17,7 +17,7 @@ from service.records.search import JobState
 from web.errors import ApiError
 from web.job_search import FILTERS, next_link, page_params, run_search
 from web.job_search import search_query as parse_query
-from web.keys import REDIS, REGISTRY, SETTINGS
+from web.keys import QUEUES, REDIS, REGISTRY, SETTINGS
 from web.pages import render
 
 PAGE = "/dashboard/search"
@@ -70,7 +70,7 @@ async def confirm(request: web.Request) -> web.Response:
     filters = _filled({name: request.query.get(name) for name in FILTERS})
     action = _action(request.query.get("action"))
     query = parse_query(filters, request.app[REGISTRY])
-    found = await matching(request.app[REDIS], request.app[SETTINGS], query)
+    found = await matching(request.app[REDIS], request.app[SETTINGS], query, request.app[QUEUES])
     return render(
         request,
         "search_confirm.html",
@@ -93,9 +93,9 @@ async def bulk(request: web.Request) -> web.Response:
     query = parse_query(filters, request.app[REGISTRY])
     redis, settings = request.app[REDIS], request.app[SETTINGS]
     try:
-        outcome = await bulk_act(redis, settings, query, action, int(expected))
+        outcome = await bulk_act(redis, settings, query, action, int(expected), request.app[QUEUES])
     except CountChangedError as exc:
-        found = await matching(redis, settings, query)
+        found = await matching(redis, settings, query, request.app[QUEUES])
         return render(
             request,
             "search_confirm.html",

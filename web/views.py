@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from redis.exceptions import RedisError
 
 from service.engine.queue_counts import queue_counts
+from service.engine.queues import Priority
 from service.observability.metrics import CONTENT_TYPE
 from service.queue.enqueue import enqueue
 from service.records import breakers, workers
@@ -28,7 +29,7 @@ from web.errors import ApiError
 from web.health import dependency_states
 from web.idempotency import UPLOAD_DIGEST
 from web.job_control import status_document
-from web.keys import DB, REDIS, REGISTRY, SETTINGS, STORAGE, WEB_METRICS
+from web.keys import DB, QUEUES, REDIS, REGISTRY, SETTINGS, STORAGE, WEB_METRICS
 from web.ratelimit import RATE_LIMITS, check_mail_recipients
 from web.schemas import (
     Addressed,
@@ -39,6 +40,7 @@ from web.schemas import (
     parse_body,
     parse_json,
     request_model,
+    requested_priority,
     validated,
 )
 from web.uploads import OTHER_FIELDS_LIMIT, receive_image, skip_part
@@ -79,10 +81,13 @@ async def _queue(
     when: Scheduling,
     message: str | None,
     size: int,
+    priority: Priority | None = None,
 ) -> web.Response:
     """Queue a validated job: its recipients counted, its body's ``size`` counted against the
-    token's payload quota, at the time asked for."""
+    token's payload quota, at the time asked for, on its queue at ``priority`` (None: its
+    declared one)."""
     run_at_ms = when.run_at_ms()
+    queue, priority = request.app[QUEUES].route(job.name, priority)
     limits, token_id = request.app[RATE_LIMITS], request.get(TOKEN_ID)
     if token_id is not None:  # looked at first: a refusal here uses up no recipient's limit
         await limits.check_payload(token_id, size, count=False)
@@ -97,6 +102,8 @@ async def _queue(
         run_at_ms=run_at_ms,
         index=SearchIndex.from_settings(request.app[SETTINGS]),
         search_keys=job.business_keys(job_input),
+        queue=queue,
+        priority=priority,
     )
     return accepted(task_id, message, run_at_ms)
 
@@ -107,12 +114,13 @@ def queue_job(name: str, message: str | None = None, *, optional_body: bool = Fa
 
     async def handler(request: web.Request) -> web.Response:
         job = request.app[REGISTRY][name]
+        priority = requested_priority(request)
         _within_payload_limit(request, job, request.content_length)  # before reading it
         raw = await request.read()
         _within_payload_limit(request, job, len(raw))  # a chunked body says no length
         settings = request.app[SETTINGS]
         body = parse_body(raw, request_model(job), settings=settings, optional=optional_body)
-        return await _queue(request, job, body, body, message, len(raw))
+        return await _queue(request, job, body, body, message, len(raw), priority)
 
     handler.__name__ = handler.__qualname__ = name  # as the OpenAPI test and logs name it
     return handler
@@ -120,6 +128,7 @@ def queue_job(name: str, message: str | None = None, *, optional_body: bool = Fa
 
 async def queue_any_job(request: web.Request) -> web.Response:
     """``POST /jobs``: any job the registry lets the API queue, by name."""
+    requested_priority(request)  # a bad query parameter is refused before the body is read
     raw = await request.read()
     name = validated(Addressed, raw).function
     job = request.app[REGISTRY].get(name)
@@ -127,7 +136,8 @@ async def queue_any_job(request: web.Request) -> web.Response:
         raise ApiError(404, f"no job named {name!r} may be queued through the API")
     _within_payload_limit(request, job, len(raw))
     body = validated(api_request_model(job), raw, request.app[SETTINGS])
-    return await _queue(request, job, body.kwargs, body, "Job queued!", len(raw))
+    priority = requested_priority(request, body.priority)
+    return await _queue(request, job, body.kwargs, body, "Job queued!", len(raw), priority)
 
 
 async def get_task_status(request: web.Request) -> web.Response:
@@ -140,6 +150,7 @@ async def get_task_status(request: web.Request) -> web.Response:
 
 async def upload(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
+    queue, priority = request.app[QUEUES].route(PROCESS_IMAGE, requested_priority(request))
     if request.content_length and request.content_length > settings.max_upload_bytes + 64 * 1024:
         raise ApiError(413, f"file is larger than the {settings.max_upload_bytes}-byte limit")
     if not request.content_type.startswith("multipart/"):
@@ -167,6 +178,8 @@ async def upload(request: web.Request) -> web.Response:
             PROCESS_IMAGE,
             {"upload": name},
             index=SearchIndex.from_settings(settings),
+            queue=queue,
+            priority=priority,
         )
     except BaseException:
         await _forget_upload(request.app[STORAGE], name)  # no object without its job
@@ -184,6 +197,7 @@ async def _forget_upload(storage: Storage, name: str) -> None:
 
 
 async def register(request: web.Request) -> web.Response:
+    queue, priority = request.app[QUEUES].route(SEND_WELCOME_EMAIL, requested_priority(request))
     form = await parse_json(request, RegisterRequest)
     await request.app[RATE_LIMITS].check_recipient(form.email)  # the welcome email's recipient
     db = request.app[DB]
@@ -201,6 +215,8 @@ async def register(request: web.Request) -> web.Response:
             {"user_id": user.id},
             index=SearchIndex.from_settings(request.app[SETTINGS]),
             search_keys=search_keys,
+            queue=queue,
+            priority=priority,
         )
     except BaseException:
         await _undo_sign_up(db, user.id)  # no welcome email could be queued
@@ -221,16 +237,18 @@ async def _undo_sign_up(db: Database, user_id: int) -> None:
 async def health(request: web.Request) -> web.Response:
     """Redis, every other dependency (web.health), the workers, and the jobs waiting,
     deferred and running (service.engine.queue_counts)."""
-    redis = request.app[REDIS]
+    redis, layout = request.app[REDIS], request.app[QUEUES]
     queue_name = request.app[SETTINGS].queue_name
     try:
         async with asyncio.timeout(HEALTH_TIMEOUT):
-            counts, paused_at, alive, dependencies, held = await asyncio.gather(
-                queue_counts(redis, queue_name, now_ms()),
+            now = now_ms()
+            counts, paused_at, alive, dependencies, held, *named = await asyncio.gather(
+                queue_counts(redis, layout.all_keys(), now),
                 redis.get(keys.paused(queue_name)),
                 workers.alive(redis, queue_name),
                 dependency_states(request.app),
                 breakers.open_ones(redis),
+                *(queue_counts(redis, layout.keys_of(queue), now) for queue in layout.queues),
             )
     except (RedisError, OSError, TimeoutError):
         down = {"status": "unavailable", "redis": "unreachable", "worker": None, "queued": None}
@@ -244,18 +262,33 @@ async def health(request: web.Request) -> web.Response:
     body: dict[str, Any] = {"status": status, "redis": "ok", "dependencies": dependencies}
     jobs = {"waiting": counts.waiting, "deferred": counts.deferred, "running": counts.running}
     pause = {"paused": paused_at is not None, "paused_at": iso_from_ms(paused_at)}
+    queues = {
+        queue: {
+            "waiting": depth.waiting,
+            "deferred": depth.deferred,
+            "running": depth.running,
+            "workers": sum(w.serves(queue) for w in alive),
+        }
+        for queue, depth in zip(layout.queues, named, strict=True)
+    }
     # an open breaker is a destination's outage, not this service's: listed, status unchanged
     open_breakers = {"open_breakers": [describe_breaker(breaker) for breaker in held]}
     return web.json_response(
-        {**body, "worker": worker, "queued": counts.queued, "jobs": jobs, **pause, **open_breakers}
+        {
+            **body,
+            "worker": worker,
+            "queued": counts.queued,
+            "jobs": jobs,
+            "queues": queues,
+            **pause,
+            **open_breakers,
+        }
     )
 
 
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text format; the worker serves its own on WORKER_METRICS_PORT."""
-    body = await request.app[WEB_METRICS].render(
-        request.app[REDIS], request.app[SETTINGS].queue_name
-    )
+    body = await request.app[WEB_METRICS].render(request.app[REDIS], request.app[QUEUES])
     response = web.Response(body=body)
     response.headers["Content-Type"] = CONTENT_TYPE
     return response

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,9 +61,10 @@ def _attempts(status: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 async def job_view(
-    redis: Redis, queue_name: str, job_id: str, declared: Declared
+    redis: Redis, queues: str | Sequence[str], job_id: str, declared: Declared
 ) -> JobView | None:
-    status = await task_status(redis, queue_name, job_id, declared)
+    """The job page's content; ``queues``: every sorted set the job may wait in."""
+    status = await task_status(redis, queues, job_id, declared)
     if status is None:
         return None
     async with redis.pipeline(transaction=False) as pipe:

@@ -10,7 +10,8 @@ from the tracking wrapper's capped history; failures from the failed-jobs list
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
@@ -18,6 +19,7 @@ from redis.asyncio import Redis
 from service.dashboard.masking import short_arguments
 from service.engine.arq_api import in_progress_key_prefix, job_key_prefix, result_key_prefix
 from service.engine.queue_counts import queue_counts
+from service.engine.queues import QueueLayout
 from service.records import arguments, failed_jobs
 from service.records.failed_jobs import DeadJob
 from service.records.workers import WorkerState, alive
@@ -53,15 +55,25 @@ class QueueState:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueDepth:
+    """One named queue (all its priorities): its jobs and the live workers serving it."""
+
+    name: str
+    state: QueueState
+    workers: int
+
+
+@dataclass(frozen=True, slots=True)
 class Overview:
     now: float
-    queue: QueueState
+    queue: QueueState  # every queue together
     running: list[JobLine]
     waiting: list[JobLine]  # deferred or retrying: due later
     successes: list[JobLine]
     failures: list[JobLine]
     failures_total: int
     workers: list[WorkerState]
+    queues: list[QueueDepth] = field(default_factory=list)
 
 
 def _seconds(ms: Any) -> float | None:
@@ -106,10 +118,11 @@ def _line(job_id: str, stored: bytes | None, meta: dict[str, str], **extra: Any)
     )
 
 
-async def queue_state(redis: Redis, queue_name: str, now_ms: int) -> QueueState:
+async def queue_state(redis: Redis, queues: str | Sequence[str], now_ms: int) -> QueueState:
     """Waiting, deferred and running apart (service.engine.queue_counts): jobs stay in arq's
-    queue while they run, so its size and its oldest due entry would count them as waiting."""
-    counts = await queue_counts(redis, queue_name, now_ms)
+    queue while they run, so its size and its oldest due entry would count them as waiting.
+    ``queues``: one sorted set or several, summed (service.engine.queues)."""
+    counts = await queue_counts(redis, queues, now_ms)
     return QueueState(
         waiting=counts.waiting,
         deferred=counts.deferred,
@@ -153,11 +166,13 @@ async def running_jobs(redis: Redis) -> list[JobLine]:
     return await _lines(redis, live[:LISTED], job_key_prefix)
 
 
-async def waiting_jobs(redis: Redis, queue_name: str, now_ms: int) -> list[JobLine]:
-    """Deferred and retrying jobs (due later), soonest first."""
-    due = await redis.zrangebyscore(
-        queue_name, f"({now_ms}", "+inf", start=0, num=LISTED, withscores=True
-    )
+async def waiting_jobs(redis: Redis, queues: str | Sequence[str], now_ms: int) -> list[JobLine]:
+    """Deferred and retrying jobs (due later) of every one of ``queues``, soonest first."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for key in [queues] if isinstance(queues, str) else queues:
+            pipe.zrangebyscore(key, f"({now_ms}", "+inf", start=0, num=LISTED, withscores=True)
+        pages: list[list[tuple[bytes, float]]] = await pipe.execute()
+    due = sorted((row for page in pages for row in page), key=lambda row: row[1])[:LISTED]
     ids = [raw.decode() for raw, _ in due]
     at = {raw.decode(): {"next_attempt_at": score / 1000} for raw, score in due}
     return await _lines(redis, ids, job_key_prefix, at)
@@ -188,10 +203,28 @@ def _failed_line(job: DeadJob) -> JobLine:
     )
 
 
-async def overview(redis: Redis, settings: Settings) -> Overview:
+async def queue_depths(
+    redis: Redis, layout: QueueLayout, workers: list[WorkerState], now_ms: int
+) -> list[QueueDepth]:
+    """Each named queue's jobs and the live workers serving it."""
+    return [
+        QueueDepth(
+            name=queue,
+            state=await queue_state(redis, layout.keys_of(queue), now_ms),
+            workers=sum(worker.serves(queue) for worker in workers),
+        )
+        for queue in layout.queues
+    ]
+
+
+async def overview(redis: Redis, settings: Settings, layout: QueueLayout | None = None) -> Overview:
+    """Everything the dashboard's overview shows, over every queue of ``layout`` (None:
+    the default queue only)."""
     now = time.time()
     now_ms = int(now * 1000)
-    queue_name = settings.queue_name
+    layout = layout or QueueLayout(base=settings.queue_name)
+    all_keys = layout.all_keys()
+    workers = await alive(redis, settings.queue_name)
     failed = await failed_jobs.page(
         redis,
         offset=0,
@@ -201,11 +234,12 @@ async def overview(redis: Redis, settings: Settings) -> Overview:
     )
     return Overview(
         now=now,
-        queue=await queue_state(redis, queue_name, now_ms),
+        queue=await queue_state(redis, all_keys, now_ms),
         running=await running_jobs(redis),
-        waiting=await waiting_jobs(redis, queue_name, now_ms),
+        waiting=await waiting_jobs(redis, all_keys, now_ms),
         successes=await recent_successes(redis),
         failures=[_failed_line(job) for job in failed.jobs],
         failures_total=failed.total,
-        workers=await alive(redis, queue_name),
+        workers=workers,
+        queues=await queue_depths(redis, layout, workers, now_ms),
     )

@@ -73,8 +73,10 @@ from service.engine.arq_api import (
 from service.engine.claim import ClaimedJob, claim
 from service.engine.postpone import Postponed
 from service.engine.queue_counts import queue_counts
+from service.engine.queues import DEFAULT_QUEUE, ageing_offsets, queue_keys, wake_key
 from service.engine.wakeup import WakingRedis
 from service.observability.metrics import JobMetrics
+from service.store import keys
 from service.store.outage import RedisOutage
 
 logger = logging.getLogger("arq.worker")  # the lines arq itself would write
@@ -94,6 +96,8 @@ class BatchWorker(Worker):
     _finishing_ids: set[str] | None = None
     _stopping: asyncio.Task[None] | None = None  # the wait for the grace, once signalled
     _slot_event: asyncio.Event | None = None
+    _claim_keys: list[tuple[str, int]] | None = None
+    _queue_of_job: dict[str, str] | None = None
 
     async def main(self) -> None:
         self._slot_event = asyncio.Event()
@@ -105,6 +109,29 @@ class BatchWorker(Worker):
         if self._slot_event is None:
             self._slot_event = asyncio.Event()
         return self._slot_event
+
+    @property
+    def claim_keys(self) -> list[tuple[str, int]]:
+        """The sorted sets this worker claims from, each with its ageing offset
+        (service.engine.queues), the default queue's normal one (arq's) first."""
+        if self._claim_keys is None:
+            pool = self._waking_pool
+            ageing_ms = 0 if pool is None else pool.ageing_ms
+            self._claim_keys = ageing_offsets(self.served_queues, self.queue_name, ageing_ms)
+        return self._claim_keys
+
+    @property
+    def served_queues(self) -> tuple[str, ...]:
+        """The named queues this worker takes jobs from (WORKER_QUEUES): its client carries
+        them (service.worker.options), as arq's CLI passes the worker only arq's settings."""
+        pool = self._waking_pool
+        return (DEFAULT_QUEUE,) if pool is None else pool.served_queues
+
+    def _queue_of(self, job_id: str) -> str:
+        """The sorted set ``job_id`` was claimed from: its finishing writes go there."""
+        if self._queue_of_job is None:
+            return self.queue_name
+        return self._queue_of_job.get(job_id, self.queue_name)
 
     @property
     def _finishing(self) -> set[str]:
@@ -280,7 +307,7 @@ class BatchWorker(Worker):
         if (now_ts - self._last_health_check) < self.health_check_interval:
             return
         self._last_health_check = now_ts
-        counts = await queue_counts(self.pool, self.queue_name, timestamp_ms())
+        counts = await queue_counts(self.pool, [key for key, _ in self.claim_keys], timestamp_ms())
         metrics = self.ctx.get("metrics")
         if isinstance(metrics, JobMetrics):
             metrics.count_queue(counts.waiting, counts.deferred, counts.running)
@@ -288,16 +315,37 @@ class BatchWorker(Worker):
             f"{datetime.now():%b-%d %H:%M:%S} j_complete={self.jobs_complete} "
             f"j_failed={self.jobs_failed} j_retried={self.jobs_retried} "
             f"j_ongoing={self.job_counter} queued={counts.queued} waiting={counts.waiting} "
-            f"deferred={counts.deferred} running={counts.running}"
+            f"deferred={counts.deferred} running={counts.running} "
+            f"queues={','.join(self.served_queues)}"
         )
         await self.pool.psetex(
             self.health_check_key, int((self.health_check_interval + 1) * 1000), info.encode()
         )
+        if isinstance(metrics, JobMetrics):  # after the line: this worker counts itself
+            await self._count_named_queues(metrics)
         log_suffix = info[info.index("j_complete=") :]
         if self._last_health_check_log and log_suffix != self._last_health_check_log:
             logger.info("recording health: %s", info)
         if log_suffix != self._last_health_check_log:
             self._last_health_check_log = log_suffix
+
+    async def _count_named_queues(self, metrics: JobMetrics) -> None:
+        """Each served queue's jobs and the live workers serving it, for the metrics (read
+        with the health line: every health_check_interval, not per job)."""
+        now = timestamp_ms()
+        lines = await self.pool.mget(await self._health_keys()) if self.served_queues else []
+        for queue in self.served_queues:
+            counts = await queue_counts(self.pool, queue_keys(self.queue_name, queue), now)
+            serving = sum(1 for line in lines if line is not None and _serves(line.decode(), queue))
+            metrics.count_named_queue(
+                queue, counts.waiting, counts.deferred, counts.running, serving
+            )
+
+    async def _health_keys(self) -> list[str]:
+        """Every live worker's own health key (service.records.workers lists them)."""
+        names = await self.pool.zrange(keys.workers(), 0, -1)
+        prefix = f"{self.queue_name}:health-check:"
+        return [prefix + raw.decode() for raw in names] or [prefix]
 
     def _free_slots(self) -> int:
         running = self.job_counter
@@ -318,7 +366,11 @@ class BatchWorker(Worker):
         jobs, running_seen = await self._claim(free)
         pool = self._waking_pool
         if not jobs and pool is not None and pool.wait_for_work:
-            await pool.wait_for_jobs(self.queue_name, busy=running_seen or bool(self.tasks))
+            await pool.wait_for_jobs(
+                [key for key, _ in self.claim_keys],
+                [wake_key(self.queue_name, queue) for queue in self.served_queues],
+                busy=running_seen or bool(self.tasks),
+            )
             if not self.allow_pick_jobs:
                 return  # a SIGTERM came while waiting: take nothing more
             jobs, _ = await self._claim(free)
@@ -333,7 +385,8 @@ class BatchWorker(Worker):
         lock_ms = pool.start_lock_ms if pool is not None else 0
         return await claim(
             self.pool,
-            self.queue_name,
+            self.claim_keys,
+            pause_flag=keys.paused(self.queue_name),
             now_ms=timestamp_ms(),
             count=count,
             lock_ms=lock_ms or int(self.in_progress_timeout_s * 1000),
@@ -342,6 +395,10 @@ class BatchWorker(Worker):
 
     def _start(self, job: ClaimedJob) -> None:
         self.job_counter += 1
+        if job.queue_key != self.queue_name:
+            if self._queue_of_job is None:
+                self._queue_of_job = {}
+            self._queue_of_job[job.job_id] = job.queue_key
         slot = _Slot(self, job.job_id)
         task = self.loop.create_task(self._run(job, slot.free))
         task.add_done_callback(slot.end)
@@ -567,9 +624,9 @@ class BatchWorker(Worker):
                     pipe.set(result_key_prefix + job_id, result_data, px=to_ms(expire))
                 pipe.delete(retry_key_prefix + job_id, job_key_prefix + job_id)
                 pipe.zrem(abort_jobs_ss, job_id)
-                pipe.zrem(self.queue_name, job_id)
+                pipe.zrem(self._queue_of(job_id), job_id)
             elif incr_score:
-                pipe.zincrby(self.queue_name, incr_score, job_id)
+                pipe.zincrby(self._queue_of(job_id), incr_score, job_id)
             if keep_in_progress is None:
                 pipe.delete(in_progress_key)
             else:
@@ -581,12 +638,18 @@ class BatchWorker(Worker):
         async with self.pool.pipeline(transaction=False) as pipe:
             pipe.delete(retry_key_prefix + job_id, job_key_prefix + job_id)
             pipe.zrem(abort_jobs_ss, job_id)
-            pipe.zrem(self.queue_name, job_id)
+            pipe.zrem(self._queue_of(job_id), job_id)
             if result_data is not None and (self.keep_result_forever or self.keep_result_s > 0):
                 expire = 0 if self.keep_result_forever else self.keep_result_s
                 pipe.set(result_key_prefix + job_id, result_data, px=to_ms(expire))
             pipe.delete(in_progress_key_prefix + job_id)
             await pipe.execute()
+
+
+def _serves(health_line: str, queue: str) -> bool:
+    """Whether a worker's health line (record_health) names ``queue`` among its queues."""
+    _, found, served = health_line.partition(" queues=")
+    return queue in (served.split(" ", 1)[0].split(",") if found else ("default",))
 
 
 def _exception_extra(exc: BaseException) -> Any:
@@ -618,6 +681,8 @@ class _Slot:
     def end(self, _task: object = None) -> None:
         self.free()
         self._worker._finishing.discard(self._job_id)
+        if self._worker._queue_of_job is not None:
+            self._worker._queue_of_job.pop(self._job_id, None)
         self._worker._slot_free.set()  # one fewer finishing: that bound may allow more
 
 

@@ -18,6 +18,7 @@ or of the whole queue: /health, the dashboard, the worker's health line and the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -27,35 +28,43 @@ from service.store import keys
 from service.store.scripts import LuaScript
 
 PAGE = 100  # due entries read at a time while looking for the oldest waiting one
-# KEYS: queue, running set. ARGV: now (ms), in-progress prefix, page size.
-# Returns {waiting, deferred, running, oldest waiting job's score or -1}.
+# KEYS: running set, then the queues (a named queue's priorities, or several queues' keys,
+# service.engine.queues). ARGV: now (ms), in-progress prefix, page size.
+# Returns {waiting, deferred, running, oldest waiting job's score or -1}, summed over the queues.
 COUNT_SCRIPT = """
 local now = tonumber(ARGV[1])
-local due = redis.call('ZCOUNT', KEYS[1], '-inf', now)
-local deferred = redis.call('ZCOUNT', KEYS[1], '(' .. ARGV[1], '+inf')
-local running, running_due = 0, 0
-for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-  local score = redis.call('ZSCORE', KEYS[1], id)
-  if score and redis.call('EXISTS', ARGV[2] .. id) == 1 then
-    running = running + 1
-    if tonumber(score) <= now then running_due = running_due + 1 end
-  end
-end
-local oldest = -1
 local page = tonumber(ARGV[3])
-local offset = 0
-while oldest == -1 and offset <= running_due do
-  local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', offset, page)
-  if #ids == 0 then break end
-  for i = 1, #ids, 2 do
-    if redis.call('EXISTS', ARGV[2] .. ids[i]) == 0 then
-      oldest = ids[i + 1]
-      break
+local waiting, deferred, running, oldest, oldest_raw = 0, 0, 0, -1, '-1'
+local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
+for q = 2, #KEYS do
+  local due = redis.call('ZCOUNT', KEYS[q], '-inf', now)
+  deferred = deferred + redis.call('ZCOUNT', KEYS[q], '(' .. ARGV[1], '+inf')
+  local running_due = 0
+  for _, id in ipairs(ids) do
+    local score = redis.call('ZSCORE', KEYS[q], id)
+    if score and redis.call('EXISTS', ARGV[2] .. id) == 1 then
+      running = running + 1
+      if tonumber(score) <= now then running_due = running_due + 1 end
     end
   end
-  offset = offset + page
+  waiting = waiting + math.max(0, due - running_due)
+  local found, found_raw = -1, nil
+  local offset = 0
+  while due > 0 and found == -1 and offset <= running_due do
+    local page_ids = redis.call('ZRANGEBYSCORE', KEYS[q], '-inf', now,
+      'WITHSCORES', 'LIMIT', offset, page)
+    if #page_ids == 0 then break end
+    for i = 1, #page_ids, 2 do
+      if redis.call('EXISTS', ARGV[2] .. page_ids[i]) == 0 then
+        found, found_raw = tonumber(page_ids[i + 1]), page_ids[i + 1]
+        break
+      end
+    end
+    offset = offset + page
+  end
+  if found ~= -1 and (oldest == -1 or found < oldest) then oldest, oldest_raw = found, found_raw end
 end
-return {due - running_due, deferred, running, tostring(oldest)}
+return {waiting, deferred, running, oldest_raw}
 """
 _COUNT = LuaScript(COUNT_SCRIPT)
 
@@ -79,10 +88,12 @@ class QueueCounts:
         return max(0.0, (now_ms - self.oldest_waiting_ms) / 1000)
 
 
-async def queue_counts(redis: Redis, queue_name: str, now_ms: int) -> QueueCounts:
-    """The queue's waiting, deferred and running jobs as of ``now_ms``."""
+async def queue_counts(redis: Redis, queues: str | Sequence[str], now_ms: int) -> QueueCounts:
+    """The waiting, deferred and running jobs of ``queues`` (one sorted set, or several
+    summed: a named queue's priorities, every queue) as of ``now_ms``."""
+    queue_keys = [queues] if isinstance(queues, str) else list(queues)
     waiting, deferred, running, oldest = await _COUNT.run(
-        redis, [queue_name, keys.running()], [now_ms, in_progress_key_prefix, PAGE]
+        redis, [keys.running(), *queue_keys], [now_ms, in_progress_key_prefix, PAGE]
     )
     oldest_ms = int(float(oldest))
     return QueueCounts(

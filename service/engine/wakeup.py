@@ -20,10 +20,11 @@ nothing to take; the client is the worker's own, which arq also hands to jobs as
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 from service.engine.arq_api import timestamp_ms
-from service.store import keys
+from service.engine.queues import DEFAULT_QUEUE, queue_keys
 from service.store.autopipeline import AutoPipelineRedis
 from service.store.outage import RedisOutage, outage_of, retry_handshakes
 from service.store.redis import new_client
@@ -46,6 +47,13 @@ class WakingRedis(AutoPipelineRedis):
         0  # the lock a claimed job starts with (service.worker.timeouts, step 1); 0: arq's
     )
 
+    # the named queues this worker serves (WORKER_QUEUES) and the priorities' ageing step in
+    # ms (service.engine.queues), which the job loop reads from here
+    served_queues: tuple[str, ...] = (DEFAULT_QUEUE,)
+    ageing_ms = 0
+    # each cron schedule's queue key ("cron:<job>" -> key): arq's cron queues its runs there
+    cron_queues: dict[str, str] | None = None
+
     # arq writes its health line under one key per queue (what `arq --check` reads); a copy under
     # this worker's own key lets /health and the dashboard tell several workers apart.
     health_check_key: str | None = None
@@ -59,21 +67,45 @@ class WakingRedis(AutoPipelineRedis):
             await super().psetex(self.worker_health_key, time_ms, value)
         return result
 
-    async def wait_for_jobs(self, queue: str, *, busy: bool) -> None:
-        """Block until a job is queued, the next deferred one is due, or the wait runs out."""
+    async def zcard(self, name: Any) -> Any:
+        """Redis's, except that arq's own queue counts every queue this worker serves: arq's
+        burst mode stops once ``zcard(queue_name)`` is 0, and must not while a served named
+        queue or priority (service.engine.queues) still holds jobs."""
+        if name != self.default_queue_name:
+            return await super().zcard(name)
+        served = [key for queue in self.served_queues for key in queue_keys(str(name), queue)]
+        async with self.pipeline(transaction=False) as pipe:
+            for key in served:
+                pipe.zcard(key)
+            return sum(await pipe.execute())
+
+    async def enqueue_job(self, function: str, *args: Any, **kwargs: Any) -> Any:
+        """arq's, except that a cron schedule's run (arq's cron queues them here, on the
+        worker's default queue) goes to its schedule's own queue (``cron_queues``)."""
+        if self.cron_queues and function in self.cron_queues:
+            kwargs["_queue_name"] = self.cron_queues[function]
+        return await super().enqueue_job(function, *args, **kwargs)
+
+    async def wait_for_jobs(
+        self, queues: Sequence[str], wake_lists: Sequence[str], *, busy: bool
+    ) -> None:
+        """Block until a job is queued on one of ``wake_lists``' queues, the next deferred
+        job of ``queues`` is due, or the wait runs out."""
         now = timestamp_ms()
         wait = self.busy_wait if busy else self.idle_wait
-        upcoming: list[tuple[bytes, float]] = await self.zrangebyscore(
-            queue, f"({now}", "+inf", start=0, num=1, withscores=True
-        )
-        if upcoming:
-            wait = min(wait, (upcoming[0][1] - now) / 1000)
+        async with self.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                pipe.zrangebyscore(queue, f"({now}", "+inf", start=0, num=1, withscores=True)
+            upcoming: list[list[tuple[bytes, float]]] = await pipe.execute()
+        due = [rows[0][1] for rows in upcoming if rows]
+        if due:
+            wait = min(wait, (min(due) - now) / 1000)
         if wait <= 0:
             return
         if wait < BLOCK_RESOLUTION:
             await asyncio.sleep(wait)
             return
-        await self.blpop([keys.wake(queue)], timeout=wait)  # type: ignore[arg-type, misc]
+        await self.blpop(list(wake_lists), timeout=wait)  # type: ignore[arg-type, misc]
 
 
 def waking_pool(redis: ServiceRedisSettings, queue_name: str) -> WakingRedis:

@@ -43,6 +43,33 @@ def queue_jobs_gauge(registry: CollectorRegistry, when: str) -> Gauge:
     )
 
 
+def named_queue_gauges(registry: CollectorRegistry, when: str) -> tuple[Gauge, Gauge]:
+    """``jobservice_named_queue_jobs{queue,state}`` (each named queue's jobs, all its
+    priorities, by state) and ``jobservice_queue_workers{queue}`` (live workers serving it),
+    read from Redis ``when`` (service.engine.queues)."""
+    jobs = Gauge(
+        "jobservice_named_queue_jobs",
+        f"Jobs of each named queue by state: waiting, deferred, running; {when}.",
+        ["queue", "state"],
+        registry=registry,
+    )
+    workers = Gauge(
+        "jobservice_queue_workers",
+        f"Live workers serving each named queue (WORKER_QUEUES); {when}.",
+        ["queue"],
+        registry=registry,
+    )
+    return jobs, workers
+
+
+def set_named_queue_jobs(
+    gauge: Gauge, queue: str, waiting: float, deferred: float, running: float
+) -> None:
+    gauge.labels(queue, "waiting").set(waiting)
+    gauge.labels(queue, "deferred").set(deferred)
+    gauge.labels(queue, "running").set(running)
+
+
 def set_queue_jobs(gauge: Gauge, waiting: float, deferred: float, running: float) -> None:
     gauge.labels("waiting").set(waiting)
     gauge.labels("deferred").set(deferred)
@@ -164,11 +191,22 @@ class JobMetrics:
             registry, "refreshed with the worker's health line (every 10 s)"
         )
         self.breakers = BreakerMetrics(registry)
+        self.named_queue_jobs, self.queue_workers = named_queue_gauges(
+            registry, "refreshed with the worker's health line (every 10 s)"
+        )
         self._functions: dict[str, FunctionMetrics] = {}
 
     def count_queue(self, waiting: int, deferred: int, running: int) -> None:
         """The queue's jobs by state, as this worker last read them (all workers' jobs)."""
         set_queue_jobs(self.queue_jobs, waiting, deferred, running)
+
+    def count_named_queue(
+        self, queue: str, waiting: int, deferred: int, running: int, workers: int
+    ) -> None:
+        """One named queue this worker serves: its jobs by state, and the live workers
+        serving it (this one included), as this worker last read them."""
+        set_named_queue_jobs(self.named_queue_jobs, queue, waiting, deferred, running)
+        self.queue_workers.labels(queue).set(workers)
 
     def of(self, function: str) -> FunctionMetrics:
         """The metrics of one job function (success, retry, interrupted, failure outcomes)."""

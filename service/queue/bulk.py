@@ -18,6 +18,7 @@ from enum import StrEnum
 
 from redis.asyncio import Redis
 
+from service.engine.queues import QueueLayout
 from service.queue.cancel import JobFinishedError, JobNotFoundError, cancel_job
 from service.queue.retry import retry_as_configured
 from service.records import failed_jobs
@@ -60,12 +61,16 @@ class BulkOutcome:
     skipped: dict[str, str] = field(default_factory=dict)  # job id -> why
 
 
-async def matching(redis: Redis, settings: Settings, query: SearchQuery) -> Matches:
-    """The jobs a bulk action on ``query`` would touch now."""
+async def matching(
+    redis: Redis, settings: Settings, query: SearchQuery, layout: QueueLayout | None = None
+) -> Matches:
+    """The jobs a bulk action on ``query`` would touch now, whatever their queue
+    (``layout``; None: only the default queue's)."""
     most = settings.bulk_max_jobs
+    layout = layout or QueueLayout(base=settings.queue_name)
     page = await search(
         redis,
-        settings.queue_name,
+        layout.all_keys(),
         query,
         limit=most + 1,  # one more than it takes tells whether others are left
         scan_max=max(SCAN_MAX, 4 * most),
@@ -75,11 +80,17 @@ async def matching(redis: Redis, settings: Settings, query: SearchQuery) -> Matc
 
 
 async def bulk_act(
-    redis: Redis, settings: Settings, query: SearchQuery, action: BulkAction, expected: int
+    redis: Redis,
+    settings: Settings,
+    query: SearchQuery,
+    action: BulkAction,
+    expected: int,
+    layout: QueueLayout | None = None,
 ) -> BulkOutcome:
-    """Act on every job ``query`` matches, once; CountChangedError when they are not
-    ``expected`` many (nothing is done then)."""
-    found = await matching(redis, settings, query)
+    """Act on every job ``query`` matches, once, whatever its queue (``layout``);
+    CountChangedError when they are not ``expected`` many (nothing is done then)."""
+    layout = layout or QueueLayout(base=settings.queue_name)
+    found = await matching(redis, settings, query, layout)
     if len(found.jobs) != expected:
         raise CountChangedError(expected, len(found.jobs))
     outcome = BulkOutcome(action, found.more)
@@ -88,7 +99,7 @@ async def bulk_act(
 
     async def one(job_id: str) -> None:
         async with gate:
-            skipped = await act(redis, settings, job_id)
+            skipped = await act(redis, settings, layout, job_id)
         if skipped is None:
             outcome.done.append(job_id)
         else:
@@ -98,9 +109,9 @@ async def bulk_act(
     return outcome
 
 
-async def _retry(redis: Redis, settings: Settings, job_id: str) -> str | None:
+async def _retry(redis: Redis, settings: Settings, layout: QueueLayout, job_id: str) -> str | None:
     try:
-        await retry_as_configured(redis, settings, job_id)
+        await retry_as_configured(redis, settings, job_id, layout)
     except NotFailedError:
         return "not in the failed-jobs list (not failed, or already retried)"
     except ArgumentsCutError:
@@ -108,9 +119,10 @@ async def _retry(redis: Redis, settings: Settings, job_id: str) -> str | None:
     return None
 
 
-async def _cancel(redis: Redis, settings: Settings, job_id: str) -> str | None:
+async def _cancel(redis: Redis, settings: Settings, layout: QueueLayout, job_id: str) -> str | None:
     try:
-        await cancel_job(redis, settings.queue_name, job_id, result_ttl=settings.job_result_ttl)
+        keys = layout.all_keys()
+        await cancel_job(redis, keys, job_id, result_ttl=settings.job_result_ttl)
     except JobFinishedError:
         return "already finished"
     except JobNotFoundError:
@@ -118,13 +130,14 @@ async def _cancel(redis: Redis, settings: Settings, job_id: str) -> str | None:
     return None
 
 
-async def _delete(redis: Redis, settings: Settings, job_id: str) -> str | None:
+async def _delete(redis: Redis, settings: Settings, layout: QueueLayout, job_id: str) -> str | None:
     if await failed_jobs.discard(redis, job_id):
         return None
     return "not in the failed-jobs list"
 
 
-_ACTIONS: dict[BulkAction, Callable[[Redis, Settings, str], Awaitable[str | None]]] = {
+Action = Callable[[Redis, Settings, QueueLayout, str], Awaitable[str | None]]
+_ACTIONS: dict[BulkAction, Action] = {
     BulkAction.RETRY: _retry,
     BulkAction.CANCEL: _cancel,
     BulkAction.DELETE: _delete,

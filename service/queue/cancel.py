@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from enum import StrEnum
 
 from redis.asyncio import Redis
@@ -47,14 +48,14 @@ class JobFinishedError(Exception):
     """The job already finished (succeeded, failed or was cancelled): nothing to cancel."""
 
 
-# KEYS: job, in-progress, result, retry, queue, meta, abort set.
+# KEYS: job, in-progress, result, retry, meta, abort set, then every queue it may wait in.
 # ARGV: job id, the job bytes as read, cancelled result bytes, now ms, reason, meta ttl.
 # Returns 'queued' (cancelled now), 'running' (abort requested), 'finished', 'missing' or
 # 'changed' (the job moved on between the read and this script: read again).
 _CANCEL = LuaScript(
     """
-local job_key, progress_key, result_key, retry_key, queue, meta, aborts =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local job_key, progress_key, result_key, retry_key, meta, aborts =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local job_id, job, result, now, reason, ttl =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
 if redis.call('exists', result_key) == 1 then return 'finished' end
@@ -67,7 +68,7 @@ if redis.call('exists', progress_key) == 1 then
   return 'running'
 end
 if current ~= job then return 'changed' end
-redis.call('zrem', queue, job_id)
+for q = 7, #KEYS do redis.call('zrem', KEYS[q], job_id) end
 redis.call('del', job_key, retry_key)
 redis.call('psetex', progress_key, 2000, 'cancelled')
 redis.call('set', result_key, result, 'EX', ttl)
@@ -107,17 +108,24 @@ def _cancelled_result(job_id: str, job: bytes, reason: str, now: int, queue_name
 
 
 async def cancel_job(
-    redis: Redis, queue_name: str, job_id: str, *, result_ttl: int, reason: str = CANCEL_REASON
+    redis: Redis,
+    queues: str | Sequence[str],
+    job_id: str,
+    *,
+    result_ttl: int,
+    reason: str = CANCEL_REASON,
 ) -> CancelOutcome:
-    """Cancel ``job_id`` if it is queued or running.
+    """Cancel ``job_id`` if it is queued or running, in whichever of ``queues`` (every
+    sorted set it may wait in, the default queue's first: service.engine.queues) it is.
 
     Raises :class:`JobNotFoundError` for an unknown id and :class:`JobFinishedError` for a
     job that already finished.
     """
+    queue_keys = [queues] if isinstance(queues, str) else list(queues)
     for _ in range(MAX_READS):
         job = await redis.get(job_key_prefix + job_id)
         now = int(time.time() * 1000)
-        result = b"" if job is None else _cancelled_result(job_id, job, reason, now, queue_name)
+        result = b"" if job is None else _cancelled_result(job_id, job, reason, now, queue_keys[0])
         answer = await _CANCEL.run(
             redis,
             [
@@ -125,9 +133,9 @@ async def cancel_job(
                 in_progress_key_prefix + job_id,
                 result_key_prefix + job_id,
                 retry_key_prefix + job_id,
-                queue_name,
                 keys.job_meta(job_id),
                 abort_jobs_ss,
+                *queue_keys,
             ],
             [job_id, job or b"", result, now, reason, result_ttl],
         )

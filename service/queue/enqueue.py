@@ -14,9 +14,9 @@ from typing import Any
 from arq.connections import ArqRedis
 
 from service.engine.arq_api import job_key_prefix, result_key_prefix, serialize_job, timestamp_ms
+from service.engine.queues import DEFAULT_QUEUE, NORMAL, Priority, queue_key, wake_key
 from service.observability.origin import REQUEST_ID_KWARG, current_origin
 from service.records.search_index import SearchIndex, index_lines, member
-from service.store import keys
 from service.store.scripts import LuaScript
 
 # Wake one idle worker (service.engine.wakeup): the list holds at most one token, and it
@@ -62,6 +62,8 @@ async def enqueue_job(
     run_at_ms: int | None = None,
     index: SearchIndex | None = None,
     search_keys: Sequence[str] = (),
+    queue: str = DEFAULT_QUEUE,
+    priority: Priority = NORMAL,
 ) -> bool:
     """Queue a job in arq's own format and wake a worker; False when the id already exists.
 
@@ -71,17 +73,19 @@ async def enqueue_job(
     together; each returns once its own job is in Redis, and with REDIS_MIN_REPLICAS_ACK once
     that many replicas hold it (else ReplicasBehindError: the API answers 503).
     With ``index`` the job is also added to the search index, under its function and each
-    of ``search_keys``, in the same call: no round trip of its own.
+    of ``search_keys``, in the same call: no round trip of its own. It waits in ``queue``'s
+    sorted set of ``priority`` (service.engine.queues; the default queue's normal one is
+    arq's own) and wakes a worker serving that queue.
     """
     now = timestamp_ms()
     score = now if run_at_ms is None else max(run_at_ms, now)
     payload = serialize_job(function, (), kwargs, None, now, serializer=redis.job_serializer)
-    queue_name = redis.default_queue_name
+    base = redis.default_queue_name
     script_keys = [
         job_key_prefix + job_id,
         result_key_prefix + job_id,
-        queue_name,
-        keys.wake(queue_name),
+        queue_key(base, queue, priority),
+        wake_key(base, queue),
     ]
     args: list[Any] = [payload, score - now + redis.expires_extra_ms, score, job_id]
     if index is not None:
@@ -100,11 +104,13 @@ async def enqueue(
     job_id: str | None = None,
     index: SearchIndex | None = None,
     search_keys: Sequence[str] = (),
+    queue: str = DEFAULT_QUEUE,
+    priority: Priority = NORMAL,
 ) -> str:
     """Queue ``function(**kwargs)`` under a fresh, unguessable id (or ``job_id``, one made
     so beforehand) and return that id; ``run_at_ms`` (ms since the epoch) defers it until then;
     with ``index`` it can be found by job search, also by each of ``search_keys`` (see
-    :func:`enqueue_job`).
+    :func:`enqueue_job`); it waits in ``queue`` at ``priority``.
 
     Inside a web request the request's id goes along (service.observability.origin) and is
     counted.
@@ -114,7 +120,15 @@ async def enqueue(
     if origin is not None:
         kwargs = {**kwargs, REQUEST_ID_KWARG: origin.request_id}
     queued = await enqueue_job(
-        redis, function, job_id, kwargs, run_at_ms=run_at_ms, index=index, search_keys=search_keys
+        redis,
+        function,
+        job_id,
+        kwargs,
+        run_at_ms=run_at_ms,
+        index=index,
+        search_keys=search_keys,
+        queue=queue,
+        priority=priority,
     )
     if not queued:
         raise EnqueueError(f"job id {job_id} already exists")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -91,22 +92,25 @@ async def pause_state(redis: Redis, queue_name: str) -> PauseState:
     return _state(await redis.get(keys.paused(queue_name)))
 
 
-async def running_count(redis: Redis, queue_name: str) -> int:
+async def running_count(redis: Redis, queues: str | Sequence[str]) -> int:
     """Jobs some worker runs now: the running set's entries whose arq lock is still held
     (a killed worker's entry counts until its lock expires, as its job may still run), as
-    /health counts them (service.engine.queue_counts)."""
-    return (await queue_counts(redis, queue_name, now_ms())).running
+    /health counts them (service.engine.queue_counts), in any of ``queues``."""
+    return (await queue_counts(redis, queues, now_ms())).running
 
 
-async def drain(redis: Redis, queue_name: str, *, within: float) -> DrainState:
-    """Pause, then wait up to ``within`` seconds until no job runs; the queue stays paused
-    either way, and the answer says how many still run."""
+async def drain(
+    redis: Redis, queue_name: str, *, within: float, queues: Sequence[str] = ()
+) -> DrainState:
+    """Pause, then wait up to ``within`` seconds until no job runs in ``queue_name`` or any
+    of ``queues`` (every named queue and priority: the pause covers them all); the queue
+    stays paused either way, and the answer says how many still run."""
     state = await pause(redis, queue_name)
     assert state.paused_at_ms is not None
     settled_at = state.paused_at_ms / 1000 + SETTLE_SECONDS
     deadline = time.monotonic() + within
     while True:
-        running = await running_count(redis, queue_name)
+        running = await running_count(redis, list(dict.fromkeys([queue_name, *queues])))
         settled = time.time() >= settled_at
         if (running == 0 and settled) or time.monotonic() >= deadline:
             return DrainState(state, running, settled)

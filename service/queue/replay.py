@@ -14,6 +14,7 @@ from typing import Any
 
 from arq.connections import ArqRedis
 
+from service.engine.queues import DEFAULT_QUEUE, NORMAL, Priority
 from service.queue.enqueue import enqueue
 from service.records import replays
 from service.records.search_index import SearchIndex
@@ -66,9 +67,12 @@ async def queue_replay(
     ttl: int,
     index: SearchIndex | None = None,
     search_keys: Sequence[str] = (),
+    queue: str = DEFAULT_QUEUE,
+    priority: Priority = NORMAL,
 ) -> str:
     """Queue ``replay`` under a new id, linked to its original first; that id. With ``index``
-    job search finds it as it finds any queued job (by ``search_keys`` too)."""
+    job search finds it as it finds any queued job (by ``search_keys`` too); it waits in
+    ``queue`` at ``priority`` (its declaration's)."""
     new_id = uuid.uuid4().hex
     await replays.link(redis, replay.original_id, new_id, ttl=ttl)
     return await enqueue(
@@ -78,4 +82,6 @@ async def queue_replay(
         job_id=new_id,
         index=index,
         search_keys=search_keys,
+        queue=queue,
+        priority=priority,
     )

@@ -17,6 +17,7 @@ from service.engine.arq_api import (
     retry_key_prefix,
     serialize_job,
 )
+from service.engine.queues import QueueLayout, queue_key, wake_key
 from service.queue.enqueue import wake_a_worker
 from service.records.failed_jobs import (
     ArgumentsCutError,
@@ -63,14 +64,15 @@ return 1
 
 async def retry(
     redis: Redis,
-    queue_name: str,
+    layout: QueueLayout,
     job_id: str,
     *,
     meta_ttl: int,
     max_jobs: int,
     max_age: float,
 ) -> DeadJob:
-    """Queue the failed job ``job_id`` again (same id, function and arguments).
+    """Queue the failed job ``job_id`` again (same id, function and arguments), on its
+    function's queue at its declared priority (``layout``).
 
     Raises :class:`NotFailedError` when the job is not in the failed-jobs list (including
     when another caller re-queued it first), :class:`ArgumentsCutError` when the list kept
@@ -82,6 +84,7 @@ async def retry(
         raise NotFailedError(job_id)
     if job.truncated:
         raise ArgumentsCutError(job_id)
+    queue, priority = layout.route(job.function)
     now = now_ms()
     payload = serialize_job(
         job.function, tuple(job.args), job.kwargs, None, now, serializer=serialize
@@ -95,9 +98,9 @@ async def retry(
             result_key_prefix + job_id,
             retry_key_prefix + job_id,
             in_progress_key_prefix + job_id,
-            queue_name,
+            queue_key(layout.base, queue, priority),
             keys.job_meta(job_id),
-            keys.wake(queue_name),
+            wake_key(layout.base, queue),
         ],
         [job_id, payload, now, RETRIED_JOB_EXPIRES_MS, meta_ttl],
     )
@@ -106,12 +109,15 @@ async def retry(
     return job
 
 
-async def retry_as_configured(redis: Redis, settings: Settings, job_id: str) -> DeadJob:
-    """:func:`retry` with the queue, record lifetime and failed-jobs bounds the settings give:
-    what the retry route, the dashboard and bulk retry all run."""
+async def retry_as_configured(
+    redis: Redis, settings: Settings, job_id: str, layout: QueueLayout | None = None
+) -> DeadJob:
+    """:func:`retry` with the record lifetime and failed-jobs bounds the settings give, on
+    the job's declared queue and priority (``layout``; None: the default queue): what the
+    retry route, the dashboard and bulk retry all run."""
     return await retry(
         redis,
-        settings.queue_name,
+        layout or QueueLayout(base=settings.queue_name),
         job_id,
         meta_ttl=settings.job_result_ttl,
         max_jobs=settings.dead_letter_max_jobs,

@@ -25,7 +25,7 @@ IDLE_SECONDS after its next probe time expires.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -132,7 +132,8 @@ return {transition, state}
 
 # Closing a breaker puts the jobs it held back at the head of the queue (those still in it),
 # due now, instead of each waiting out the rest of its postponement.
-# KEYS: breaker, index, waiting jobs, queue. ARGV: destination, now ms.
+# KEYS: breaker, index, waiting jobs, then every queue key a held job may wait in (XX: only
+# where it is). ARGV: destination, now ms.
 _FORGET = """
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
@@ -143,7 +144,7 @@ for i = 1, #waiting, 500 do
     batch[#batch + 1] = ARGV[2]
     batch[#batch + 1] = waiting[j]
   end
-  redis.call('ZADD', KEYS[4], 'XX', unpack(batch))
+  for k = 4, #KEYS do redis.call('ZADD', KEYS[k], 'XX', unpack(batch)) end
 end
 redis.call('DEL', KEYS[3])
 """
@@ -302,20 +303,17 @@ async def failed(
     return "none", _text(reply[1])
 
 
-def _forget_keys(destination: str, queue_name: str) -> list[str]:
-    return [
-        keys.breaker(destination),
-        keys.breakers(),
-        keys.breaker_waiting(destination),
-        queue_name,
-    ]
+def _forget_keys(destination: str, queues: Sequence[str]) -> list[str]:
+    return [keys.breaker(destination), keys.breakers(), keys.breaker_waiting(destination), *queues]
 
 
-async def succeeded(redis: Redis, destination: str, queue_name: str, now_ms: int) -> Transition:
+async def succeeded(
+    redis: Redis, destination: str, queues: Sequence[str], now_ms: int
+) -> Transition:
     """A success: the failures are forgotten; "closed" when it closed a half-open breaker
     (the jobs it held back are due at once)."""
     before = _text(
-        await _SUCCEEDED.run(redis, _forget_keys(destination, queue_name), [destination, now_ms])
+        await _SUCCEEDED.run(redis, _forget_keys(destination, queues), [destination, now_ms])
     )
     if before == "half_open":
         await _changed(redis)
@@ -328,11 +326,11 @@ async def released(redis: Redis, destination: str, job_id: str) -> None:
     await _RELEASED.run(redis, [keys.breaker(destination)], [job_id])
 
 
-async def close(redis: Redis, destination: str, queue_name: str, now_ms: int) -> bool:
+async def close(redis: Redis, destination: str, queues: Sequence[str], now_ms: int) -> bool:
     """An operator's "close now": forget the breaker, its held jobs due at once; whether it
     was open or half-open."""
     before = _text(
-        await _CLOSE.run(redis, _forget_keys(destination, queue_name), [destination, now_ms])
+        await _CLOSE.run(redis, _forget_keys(destination, queues), [destination, now_ms])
     )
     if before:
         await _changed(redis)

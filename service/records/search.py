@@ -15,6 +15,7 @@ import base64
 import binascii
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -117,13 +118,16 @@ class SearchPage:
 
 
 # Each job's state, as service.records.status derives it, from the same keys.
-# KEYS: queue, failed-jobs set, then per job: result, job, in-progress, retry, meta.
-# ARGV: now ms, then the job ids. Returns one state per job ('' when Redis has forgotten it).
+# KEYS: failed-jobs set, then per job: result, job, in-progress, retry, meta, then the queues.
+# ARGV: now ms, how many jobs, then the job ids.
+# Returns one state per job ('' when Redis has forgotten it).
 _STATES = LuaScript("""
 local now = tonumber(ARGV[1])
+local jobs = tonumber(ARGV[2])
+local first_queue = 2 + jobs * 5
 local out = {}
-for i = 2, #ARGV do
-  local b = 3 + (i - 2) * 5
+for i = 3, #ARGV do
+  local b = 2 + (i - 3) * 5
   local id = ARGV[i]
   local outcome = redis.call('HGET', KEYS[b + 4], 'outcome')
   local state = ''
@@ -141,12 +145,19 @@ for i = 2, #ARGV do
     if redis.call('EXISTS', KEYS[b + 2]) == 1 then state = 'running'
     elseif attempts > 0 then state = 'retrying'
     else
-      local due = tonumber(redis.call('ZSCORE', KEYS[1], id) or '0')
+      local due = 0
+      for q = first_queue, #KEYS do
+        local score = redis.call('ZSCORE', KEYS[q], id)
+        if score then
+          due = tonumber(score)
+          break
+        end
+      end
       state = due > now and 'deferred' or 'waiting'
     end
   elseif outcome == 'success' then state = 'succeeded'
   elseif outcome == 'cancelled' then state = 'cancelled'
-  elseif outcome or redis.call('ZSCORE', KEYS[2], id) then state = 'failed'
+  elseif outcome or redis.call('ZSCORE', KEYS[1], id) then state = 'failed'
   end
   out[#out + 1] = state
 end
@@ -154,11 +165,14 @@ return out
 """)
 
 
-async def job_states(redis: Redis, queue_name: str, job_ids: list[str]) -> list[JobState | None]:
-    """The state of each job, in one script call; None for a job Redis no longer knows."""
+async def job_states(
+    redis: Redis, queues: str | Sequence[str], job_ids: list[str]
+) -> list[JobState | None]:
+    """The state of each job, in one script call; None for a job Redis no longer knows.
+    ``queues``: every sorted set a job may wait in (service.engine.queues)."""
     if not job_ids:
         return []
-    script_keys = [queue_name, keys.dead_letters()]
+    script_keys = [keys.dead_letters()]
     for job_id in job_ids:
         script_keys += [
             result_key_prefix + job_id,
@@ -167,14 +181,15 @@ async def job_states(redis: Redis, queue_name: str, job_ids: list[str]) -> list[
             retry_key_prefix + job_id,
             keys.job_meta(job_id),
         ]
+    script_keys += [queues] if isinstance(queues, str) else queues
     now = int(time.time() * 1000)
-    reply: list[bytes] = await _STATES.run(redis, script_keys, [now, *job_ids])
+    reply: list[bytes] = await _STATES.run(redis, script_keys, [now, len(job_ids), *job_ids])
     return [JobState(state.decode()) if state else None for state in reply]
 
 
 async def search(
     redis: Redis,
-    queue_name: str,
+    queues: str | Sequence[str],
     query: SearchQuery,
     *,
     limit: int,
@@ -206,7 +221,7 @@ async def search(
             if not _seen(raw, score, cursor)
         ]
         ids = [job_id for job_id, function, *_ in entries if query.admits(job_id, function)]
-        states = dict(zip(ids, await job_states(redis, queue_name, ids), strict=True))
+        states = dict(zip(ids, await job_states(redis, queues, ids), strict=True))
         for job_id, function, score, raw in entries:
             last = Cursor(score, raw)
             state = states.get(job_id)

@@ -8,7 +8,7 @@ RETRY, waiting for its next one.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -161,9 +161,11 @@ def _from_meta(job_id: str, meta: dict[str, str]) -> dict[str, Any]:
 
 
 async def task_status(
-    redis: Redis, queue_name: str, job_id: str, declared: Declared
+    redis: Redis, queues: str | Sequence[str], job_id: str, declared: Declared
 ) -> dict[str, Any] | None:
-    """The status document for ``job_id``, or None when no such job is known."""
+    """The status document for ``job_id``, or None when no such job is known; ``queues``
+    are every sorted set it may wait in (service.engine.queues.QueueLayout.all_keys)."""
+    queue_keys = [queues] if isinstance(queues, str) else list(queues)
     if not JOB_ID_PATTERN.fullmatch(job_id):
         return None
     async with redis.pipeline(transaction=False) as pipe:
@@ -171,12 +173,14 @@ async def task_status(
         pipe.get(job_key_prefix + job_id)
         pipe.exists(in_progress_key_prefix + job_id)
         pipe.get(retry_key_prefix + job_id)
-        pipe.zscore(queue_name, job_id)
         pipe.hgetall(keys.job_meta(job_id))
         pipe.lrange(keys.job_attempts(job_id), 0, -1)
         pipe.lrange(keys.job_replays(job_id), 0, -1)
+        for key in queue_keys:
+            pipe.zscore(key, job_id)
         replies = await pipe.execute()
-    result_raw, job_raw, in_progress, tries, score, meta_raw, history, replays = replies
+    result_raw, job_raw, in_progress, tries, meta_raw, history, replays = replies[:7]
+    score = next((found for found in replies[7:] if found is not None), None)
     meta = {k.decode(): v.decode() for k, v in meta_raw.items()}
     status = _status(
         job_id, result_raw, job_raw, meta, bool(in_progress), int(tries or 0), score, declared

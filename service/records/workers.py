@@ -21,6 +21,7 @@ from service.store import keys
 RECORD_TTL = 7 * 86_400  # a killed worker's record outlives its health key; this bounds it
 FORGET_AFTER = 3600  # seconds: a registered worker with no health key for this long is dropped
 ONGOING = re.compile(r"j_ongoing=(\d+)")
+QUEUES = re.compile(r"queues=([a-z0-9_,]+)")  # the named queues it serves (WORKER_QUEUES)
 
 
 def worker_name() -> str:
@@ -41,6 +42,10 @@ class WorkerState:
     running: int | None
     max_jobs: int | None
     started_at: float | None  # seconds since the epoch
+    queues: tuple[str, ...] = ("default",)  # the named queues it takes jobs from
+
+    def serves(self, queue: str) -> bool:
+        return queue in self.queues
 
 
 async def register(redis: Redis, name: str, max_jobs: int) -> None:
@@ -96,6 +101,7 @@ async def _forget_long_silent(redis: Redis, names: list[str]) -> None:
 
 def _state(name: str, line: str, record: bytes | None) -> WorkerState:
     ongoing = ONGOING.search(line)
+    queues = QUEUES.search(line)
     info = json.loads(record) if record else {}
     return WorkerState(
         name=name,
@@ -103,4 +109,5 @@ def _state(name: str, line: str, record: bytes | None) -> WorkerState:
         running=int(ongoing.group(1)) if ongoing else None,
         max_jobs=info.get("max_jobs"),
         started_at=info.get("started_at"),
+        queues=tuple(queues.group(1).split(",")) if queues else ("default",),
     )

@@ -27,7 +27,7 @@ job"). import-linter keeps jobs/ to this package: what a job may use is exactly 
   reports, with its areas :data:`UPLOADS` and :data:`REPORTS`; it raises
   :class:`StorageUnavailableError` while it does not answer (make that a TransientError).
 
-May import: ``records``, ``store``, ``observability``.
+May import: ``records``, ``engine`` (its queue layout), ``store``, ``observability``.
 """
 
 from service.records.breakers import smtp_destination, webhook_destination

@@ -19,6 +19,14 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
+from service.engine.queues import (
+    DEFAULT_QUEUE,
+    NORMAL,
+    Priority,
+    QueueLayout,
+    check_priority,
+    check_queue_name,
+)
 from service.records.search_index import normalize_key
 from service.records.status import Declared
 from service.store import keys
@@ -140,6 +148,10 @@ class Job:
     # what an operator searches its runs by (GET /jobs?key=...), read from its input when it is
     # queued: a recipient address, "user:<id>", a webhook host. Matched whole, in any case
     search_keys: SearchKeys | None = None
+    # the named queue it waits in (a worker pool serves some queues: WORKER_QUEUES) and its
+    # priority when whoever queues it names none (service.engine.queues)
+    queue: str = DEFAULT_QUEUE
+    priority: Priority = NORMAL
 
     @property
     def summary(self) -> str:
@@ -182,6 +194,8 @@ class Registry:
                 raise ValueError(f"two jobs are declared as {job.name!r}")
             if not job.name.isidentifier():
                 raise ValueError(f"a job's name must be an identifier, not {job.name!r}")
+            check_queue_name(job.queue)
+            check_priority(job.priority)
             self._jobs[job.name] = job
 
     def __iter__(self) -> Iterator[Job]:
@@ -210,6 +224,15 @@ class Registry:
     def scheduled(self) -> list[Job]:
         """The jobs with a cron schedule."""
         return [job for job in self if job.cron is not None]
+
+    def layout(self, settings: Settings) -> QueueLayout:
+        """Every declared queue, and each job's (and schedule's) queue and priority."""
+        routes: dict[str, tuple[str, Priority]] = {}
+        for job in self:
+            routes[job.name] = (job.queue, job.priority)
+            if job.cron_name is not None:
+                routes[job.cron_name] = (job.queue, job.priority)
+        return QueueLayout(base=settings.queue_name, routes=routes)
 
     def declared(self, settings: Settings) -> Declared:
         """What a status document shows of each job's declaration, with these settings."""

@@ -30,6 +30,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from service.engine.postpone import Postponed
+from service.engine.queues import queue_keys
 from service.observability.metrics import BreakerMetrics
 from service.records import breakers
 from service.records.times import now_ms
@@ -96,18 +97,18 @@ def guarded(job: Job, settings: Settings, fn: JobFunction) -> JobFunction:
             await _ended_badly(ctx, destination, exc, verdict.probe, judged_by)
             raise
         if verdict.probe or verdict.failures:
-            await _succeeded(ctx, destination, settings.queue_name)
+            await _succeeded(ctx, destination, queue_keys(settings.queue_name, job.queue))
         return result
 
     return run
 
 
-async def _succeeded(ctx: JobContext, destination: str, queue_name: str) -> None:
+async def _succeeded(ctx: JobContext, destination: str, queues: list[str]) -> None:
     """Tell the breaker about a success; the job has succeeded whatever Redis says here (a
     probe whose word is lost is replaced once its lease runs out)."""
     shown = ctx["metrics"].breakers
     with contextlib.suppress(RedisError, OSError):
-        closed = await breakers.succeeded(ctx["redis"], destination, queue_name, now_ms())
+        closed = await breakers.succeeded(ctx["redis"], destination, queues, now_ms())
         if closed == "closed":
             shown.closed.labels(breakers.kind_of(destination)).inc()
             logger.info("circuit breaker closed: %s", breakers.describe(destination))

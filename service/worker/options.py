@@ -15,6 +15,7 @@ from arq import cron, func
 
 from jobs.registry import REGISTRY
 from service.engine.arq_api import CronJob, Function, WorkerCoroutine, health_check_key_suffix
+from service.engine.queues import QueueLayout, queue_key
 from service.engine.wakeup import waking_pool
 from service.observability.logs import configure_logging
 from service.records.workers import health_key, worker_name
@@ -29,7 +30,7 @@ from service.worker.resources import close_resources, open_resources
 from service.worker.schedules import catch_up, steered
 from service.worker.slots import KeyedSlots, limited
 from service.worker.tracking import arq_failures, tracked
-from settings import Settings
+from settings import Settings, SettingsError
 
 HEALTH_CHECK_INTERVAL = 10  # seconds; /health calls a worker dead once its key is this stale
 # With slots free, an idle worker waits on the wake list (service.engine.wakeup), not on this
@@ -78,18 +79,43 @@ def _cron(job: Job, settings: Settings) -> CronJob:
     )
 
 
+def served_queues(settings: Settings, layout: QueueLayout) -> tuple[str, ...]:
+    """The queues this worker takes jobs from: WORKER_QUEUES, or every declared one; a name
+    no job declares is a start-up error (a typo would leave its jobs waiting for ever)."""
+    if not settings.worker_queues:
+        return layout.queues
+    unknown = layout.unknown(settings.worker_queues)
+    if unknown:
+        raise SettingsError(
+            f"invalid settings: WORKER_QUEUES names {', '.join(unknown)}, which no job "
+            f"declares; the queues are {', '.join(layout.queues)}"
+        )
+    return settings.worker_queues
+
+
 def worker_options(settings: Settings, registry: Registry = REGISTRY) -> dict[str, Any]:
     """Keyword arguments for ``arq.Worker``; also the body of ``WorkerSettings``."""
     redis = worker_redis_settings(settings)
+    layout = registry.layout(settings)
+    served = served_queues(settings, layout)
+    scheduled = [job for job in registry.scheduled() if job.queue in served]
     pool = waking_pool(redis, settings.queue_name)
     pool.start_lock_ms = int(settings.job_lock_margin * 1000)  # service.worker.lease, step 1
+    pool.served_queues = served
+    pool.ageing_ms = int(settings.priority_ageing_seconds * 1000)
+    # arq's cron queues a schedule's run on the worker's queue: it goes to the schedule's own
+    pool.cron_queues = {
+        str(job.cron_name): queue_key(settings.queue_name, job.queue, job.priority)
+        for job in scheduled
+    }
     pool.health_check_key = settings.queue_name + health_check_key_suffix
     pool.worker_health_key = health_key(settings.queue_name, worker_name())
     slots = KeyedSlots()  # this worker's: its jobs' slots per key (webhooks per host)
     return {
         "functions": [_function(job, settings, slots) for job in registry],
-        "cron_jobs": [_cron(job, settings) for job in registry.scheduled()],
-        "on_startup": _catching_up(settings, registry, open_resources(settings)),
+        # a schedule is queued only by workers that serve its queue
+        "cron_jobs": [_cron(job, settings) for job in scheduled],
+        "on_startup": _catching_up(settings, registry, served, open_resources(settings)),
         "on_shutdown": close_resources,
         "after_job_end": arq_failures(registry),
         "allow_abort_jobs": True,  # DELETE /jobs/{id} on a running job
@@ -113,12 +139,16 @@ def worker_options(settings: Settings, registry: Registry = REGISTRY) -> dict[st
     }
 
 
-def _catching_up(settings: Settings, registry: Registry, on_startup: Any) -> Any:
-    """``on_startup``, then the schedules' missed runs queued (CRON_CATCH_UP)."""
+def _catching_up(
+    settings: Settings, registry: Registry, served: tuple[str, ...], on_startup: Any
+) -> Any:
+    """``on_startup``, then the missed runs of the schedules of the ``served`` queues queued
+    (CRON_CATCH_UP)."""
 
     async def start_then_catch_up(ctx: dict[str, Any]) -> None:
         await on_startup(ctx)
-        await catch_up(ctx["redis"], settings, registry, datetime.now(settings.timezone))
+        now = datetime.now(settings.timezone)
+        await catch_up(ctx["redis"], settings, registry, now, served=served)
 
     return start_then_catch_up
 

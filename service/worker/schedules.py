@@ -70,14 +70,22 @@ def latest_due(fields: dict[str, Any], now: datetime, window: float) -> datetime
 
 
 async def catch_up(
-    redis: ArqRedis, settings: Settings, registry: Registry, now: datetime
+    redis: ArqRedis,
+    settings: Settings,
+    registry: Registry,
+    now: datetime,
+    *,
+    served: tuple[str, ...] | None = None,
 ) -> list[str]:
-    """Queue each schedule's missed run (see the module docstring); the run ids queued."""
+    """Queue each schedule's missed run (see the module docstring), on its own queue; only
+    the schedules of the ``served`` queues (None: all); the run ids queued."""
     window = settings.cron_catch_up
     if window <= 0:
         return []
     queued = []
     for job in registry.scheduled():
+        if served is not None and job.queue not in served:
+            continue
         assert job.cron is not None
         assert job.cron_name is not None
         due = latest_due(job.cron.fields(), now, window)
@@ -87,7 +95,9 @@ async def catch_up(
         seen = await redis.set(
             keys.schedule_run_seen(missed), "catch-up", nx=True, ex=window + SEEN_MARGIN
         )
-        if seen and await enqueue_job(redis, job.cron_name, missed, {}):
+        if seen and await enqueue_job(
+            redis, job.cron_name, missed, {}, queue=job.queue, priority=job.priority
+        ):
             logger.info("cron %s missed its run due at %s: queued now", job.name, due)
             queued.append(missed)
     logger.info("cron catch-up done: %d missed run(s) queued", len(queued))
