@@ -112,6 +112,22 @@ async def test_a_key_reused_with_a_different_body_is_422_and_changes_nothing(
     assert await queued(redis, settings) == [task_id]
 
 
+async def test_a_key_reused_with_another_priority_is_422_and_queues_nothing(
+    client: TestClient[Any, Any], redis: ArqRedis, settings: Settings
+) -> None:
+    """The query string is part of the request: ``?priority=high`` is not the first send."""
+    first = await client.post("/send-email", json=EMAIL, headers=key("k9"))
+    assert first.status == 202
+    again = await client.post("/send-email", json=EMAIL, headers=key("k9"))
+    assert again.status == 200, "the same request still gets the first answer"
+    other = await client.post(
+        "/send-email", json=EMAIL, params={"priority": "high"}, headers=key("k9")
+    )
+    assert other.status == 422
+    assert await redis.zcard(f"{settings.queue_name}:high") == 0
+    assert await queued(redis, settings) == [(await first.json())["task_id"]]
+
+
 async def test_a_key_on_another_endpoint_is_a_different_request(
     client: TestClient[Any, Any], redis: ArqRedis, settings: Settings
 ) -> None:

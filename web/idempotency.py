@@ -37,6 +37,13 @@ UPLOAD_DIGEST = web.RequestKey("upload_digest", str)
 Fingerprint = Callable[[web.Request], Awaitable[str]]
 
 
+async def _request_print(request: web.Request, fingerprint: Fingerprint) -> str:
+    """The route's fingerprint of what was sent, with the query string: a repeat asking for
+    another ``priority`` is another request (422), not the first one's answer."""
+    query = request.rel_url.raw_query_string
+    return await fingerprint(request) + (f"?{query}" if query else "")
+
+
 async def body_fingerprint(request: web.Request) -> str:
     """The request as sent: method, path and body bytes (aiohttp keeps the body once read)."""
     digest = hashlib.sha256(f"{request.method} {request.path}\n".encode())
@@ -109,12 +116,12 @@ def idempotent(handler: Handler, fingerprint: Fingerprint = body_fingerprint) ->
         except KeyInUseError:
             raise ApiError(409, f"a request with this {HEADER} is still being handled") from None
         if earlier is not None:
-            if await fingerprint(request) != earlier.fingerprint:
+            if await _request_print(request, fingerprint) != earlier.fingerprint:
                 raise ApiError(422, f"this {HEADER} was already used for a different request")
             return _replay(earlier)
         try:
             response = await handler(request)
-            answer = _answer(response, await fingerprint(request))
+            answer = _answer(response, await _request_print(request, fingerprint))
         except BaseException:
             await asyncio.shield(hold.release())
             raise
