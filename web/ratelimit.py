@@ -9,7 +9,8 @@ window (one entry per email; those limits are small, and ``Retry-After`` is exac
 
 A third, per token too, counts bytes instead of requests: the request bodies that queued jobs
 (PAYLOAD_QUOTA_PER_TOKEN per PAYLOAD_QUOTA_WINDOW seconds), what the token's jobs make Redis
-hold, so one token cannot fill Redis's memory even within its request limit.
+hold, so one token cannot fill Redis's memory even within its request limit
+(web/payload_quota.py: one script call through the auto-pipelined client).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from limits import RateLimitItem, RateLimitItemPerSecond, parse_many
+from limits import RateLimitItem, parse_many
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import (
     MovingWindowRateLimiter,
@@ -37,6 +38,7 @@ from web.auth import TOKEN_ID
 from web.errors import ApiError
 from web.keys import REDIS, SETTINGS
 from web.mailboxes import canonical_mailbox
+from web.payload_quota import PayloadQuota
 
 KEY_PREFIX = "jobsvc:ratelimit"
 # Dashboard sign-in attempts per client address: tokens are long enough not to be guessed,
@@ -71,11 +73,18 @@ class RateLimits:
         self._per_recipient = parse_limits(per_recipient)
         self._sign_in = parse_limits(SIGN_IN_LIMIT)
         quota, window = payload_quota  # bytes per window (seconds); 0 bytes: no quota
-        self._payload = [RateLimitItemPerSecond(quota, window)] if quota else []
+        self._redis = redis
+        self._payload = PayloadQuota(quota, window) if quota else None
 
     async def check_token(self, token_id: str) -> None:
         """Count one request for the token; 429 when a limit is used up."""
         await _hit(self._token_limiter, self._per_token, "token", token_id)
+
+    @property
+    def counts_recipients(self) -> bool:
+        """Whether RATE_LIMIT_PER_RECIPIENT is set: a request may then be refused for a
+        recipient after its payload was looked at."""
+        return bool(self._per_recipient)
 
     async def check_recipient(self, address: str) -> None:
         """Count one email to ``address``'s mailbox (web.mailboxes: tags and Gmail's dots
@@ -88,20 +97,17 @@ class RateLimits:
     async def check_payload(self, token_id: str, size: int, *, count: bool = True) -> None:
         """Count ``size`` bytes queued by the token; 429 when its quota would be exceeded.
         With ``count=False`` only look: a request refused later must not use up the quota."""
-        for item in self._payload:
-            limiter = self._token_limiter
-            if count:
-                fits = await limiter.hit(item, "payload", token_id, cost=size)
-            else:
-                fits = await limiter.test(item, "payload", token_id, cost=size)
-            if not fits:
-                wait = await _wait(limiter, item, "payload", token_id)
-                raise ApiError(
-                    429,
-                    f"{size} more bytes of job payloads would pass this token's quota"
-                    f" ({item.amount} bytes per {item.multiples} s): retry in {wait} s",
-                    {"Retry-After": str(wait)},
-                )
+        if self._payload is None:
+            return
+        wait = await self._payload.take(self._redis, token_id, size, count=count)
+        if wait:
+            quota = self._payload
+            raise ApiError(
+                429,
+                f"{size} more bytes of job payloads would pass this token's quota"
+                f" ({quota.quota} bytes per {quota.window_ms // 1000} s): retry in {wait} s",
+                {"Retry-After": str(wait)},
+            )
 
     async def check_sign_in(self, client: str) -> None:
         """Count one dashboard sign-in attempt from ``client``; 429 when too many."""

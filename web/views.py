@@ -89,7 +89,8 @@ async def _queue(
     run_at_ms = when.run_at_ms()
     queue, priority = request.app[QUEUES].route(job.name, priority)
     limits, token_id = request.app[RATE_LIMITS], request.get(TOKEN_ID)
-    if token_id is not None:  # looked at first: a refusal here uses up no recipient's limit
+    if token_id is not None and limits.counts_recipients:
+        # looked at first: a refusal here uses up no recipient's limit
         await limits.check_payload(token_id, size, count=False)
     await check_mail_recipients(request.app, job, job_input)
     if token_id is not None:
