@@ -17,6 +17,7 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from bench.procs import Process
+from jobs.registry import REGISTRY
 from service.queue.enqueue import enqueue_job
 from service.store.redis import open_pool
 from settings import Settings
@@ -119,6 +120,9 @@ class System:
         raise NotImplementedError
 
 
+# where this service's jobs wait: one sorted set per named queue and priority
+QUEUE_KEYS = REGISTRY.layout(Settings()).all_keys()
+
 # two web processes, as the Flask baseline runs two gunicorn workers
 OUR_WEB_PROCESSES = 2
 
@@ -182,7 +186,11 @@ class Ours(System):
             await pool.aclose(close_connection_pool=True)
 
     async def finished(self, redis: Redis, queued: int) -> int:
-        return queued - int(await redis.zcard("arq:queue"))
+        # every named queue and priority (thumbnails wait in arq:queue:images)
+        pipe = redis.pipeline(transaction=False)
+        for key in QUEUE_KEYS:
+            pipe.zcard(key)
+        return queued - sum(int(n) for n in await pipe.execute())
 
     async def started_at(self, redis: Redis, task_id: str) -> float | None:
         raw = await redis.hget(f"jobsvc:meta:{task_id}", "started_at")  # type: ignore[misc]
