@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -182,6 +183,22 @@ class SmtpRecorder:
         mail_from = envelope.mail_from or ""
         self.messages.append(ReceivedMail(mail_from, list(envelope.rcpt_tos), message))
         return "250 OK"
+
+
+@contextlib.asynccontextmanager
+async def background_worker(settings: Settings, **overrides: Any) -> AsyncIterator[Worker]:
+    """A real worker running in this event loop (no signal handlers) until the block ends:
+    for tests that need one polling the queue throughout, as in production."""
+    options = worker_options(settings)
+    options.update(handle_signals=False, **overrides)
+    running = Worker(**options)
+    task = asyncio.create_task(running.main())
+    try:
+        yield running
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await running.close()
 
 
 @pytest.fixture

@@ -22,9 +22,8 @@ from arq.connections import ArqRedis
 from service.engine.loop import BatchWorker as Worker
 from service.observability.metrics import exposition
 from service.records import breakers
-from service.worker.options import worker_options
 from settings import Settings
-from tests.conftest import SmtpRecorder, accepted_task, free_port, status_of
+from tests.conftest import SmtpRecorder, accepted_task, background_worker, free_port, status_of
 from tests.dashboard_client import Dashboard
 from tests.processes import ServiceProcess
 from tests.test_worker_process import service_env
@@ -84,14 +83,8 @@ def settings(settings: Settings) -> Settings:
 
 @pytest.fixture
 async def worker(settings: Settings, redis: ArqRedis) -> AsyncIterator[Worker]:
-    options = worker_options(settings)
-    options.update(handle_signals=False, poll_delay=0.01)
-    running = Worker(**options)
-    task = asyncio.create_task(running.main())
-    yield running
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    await running.close()
+    async with background_worker(settings, poll_delay=0.01) as running:
+        yield running
 
 
 async def breaker_of(redis: ArqRedis, destination: str) -> breakers.Breaker | None:

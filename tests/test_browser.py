@@ -26,10 +26,9 @@ from service.queue.pause import pause, resume
 from service.records import failed_jobs
 from service.records.search import JobState, job_states
 from service.records.search_index import SearchIndex
-from service.worker.options import worker_options
 from settings import Settings
 from tests import files
-from tests.conftest import TEST_API_TOKEN, SmtpRecorder
+from tests.conftest import TEST_API_TOKEN, SmtpRecorder, background_worker
 from tests.images import image_bytes
 from tests.waiting import wait_until
 from web import create_app
@@ -70,14 +69,8 @@ async def server(aiohttp_server: AiohttpServer, settings: Settings, redis: ArqRe
 @pytest.fixture
 async def worker(settings: Settings, redis: ArqRedis) -> AsyncIterator[Worker]:
     """A real arq worker polling the queue for the whole test, as in production."""
-    options = worker_options(settings)
-    options.update(handle_signals=False, poll_delay=0.05)
-    running = Worker(**options)
-    task = asyncio.create_task(running.main())
-    yield running
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    await running.close()
+    async with background_worker(settings, poll_delay=0.05) as running:
+        yield running
 
 
 @pytest.fixture

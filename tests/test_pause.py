@@ -21,9 +21,8 @@ from service.engine.claim import claim, single_queue
 from service.engine.loop import BatchWorker as Worker
 from service.queue.enqueue import enqueue
 from service.store import keys
-from service.worker.options import worker_options
 from settings import Settings
-from tests.conftest import ClientFactory, queued, status_of
+from tests.conftest import ClientFactory, background_worker, queued, status_of
 from tests.dashboard_client import Dashboard
 from tests.scraping import sample
 from tests.waiting import wait_until
@@ -34,14 +33,8 @@ from web import create_app
 @pytest.fixture
 async def worker(settings: Settings, redis: ArqRedis) -> AsyncIterator[Worker]:
     """A real worker waiting for work for the whole test, as in production (not burst)."""
-    options = worker_options(settings)
-    options.update(handle_signals=False)
-    running = Worker(**options)
-    task = asyncio.create_task(running.main())
-    yield running
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    await running.close()
+    async with background_worker(settings) as running:
+        yield running
 
 
 async def _claimed(redis: ArqRedis, settings: Settings) -> list[str]:

@@ -20,9 +20,8 @@ from aiohttp.test_utils import TestClient
 from arq.connections import ArqRedis
 
 from service.engine.loop import BatchWorker as Worker
-from service.worker.options import worker_options
 from settings import Settings
-from tests.conftest import SmtpRecorder, accepted_task, status_of
+from tests.conftest import SmtpRecorder, accepted_task, background_worker, status_of
 from tests.waiting import wait_until
 from tests.webhook_targets import ServerFactory, hook_url, queue_webhook
 
@@ -69,14 +68,8 @@ def settings(settings: Settings) -> Settings:
 
 @pytest.fixture
 async def worker(settings: Settings, redis: ArqRedis) -> AsyncIterator[Worker]:
-    options = worker_options(settings)
-    options.update(handle_signals=False)
-    running = Worker(**options)
-    task = asyncio.create_task(running.main())
-    yield running
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    await running.close()
+    async with background_worker(settings) as running:
+        yield running
 
 
 @pytest.mark.timeout(120)
