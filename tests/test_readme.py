@@ -69,21 +69,49 @@ def test_every_route_is_named_in_the_http_api_section() -> None:
 ROOT = Path(__file__).parent.parent
 
 
+def _layout_rows() -> dict[str, str]:
+    """The Layout table: each row's first cell (a path, or paths) -> what it says lives there."""
+    return dict(re.findall(r"^\| (.+?) \| (.*) \|$", _section("Layout"), re.M))
+
+
+def _modules() -> list[Path]:
+    """The tree's Python modules: every one of the packages; the top level of bench/ and
+    scripts/ (bench/baselines/ holds the other systems' apps, named by its folder)."""
+    packages = [m for p in ("service", "jobs", "web", "tools") for m in (ROOT / p).rglob("*.py")]
+    scripts = [m for p in ("bench", "scripts") for m in (ROOT / p).glob("*.py")]
+    return sorted(packages + scripts)
+
+
 def test_the_layout_section_names_every_module_of_the_tree() -> None:
-    rows = dict(re.findall(r"^\| (.+?) \| (.*) \|$", _section("Layout"), re.M))
+    rows = _layout_rows()
     folders = [key.strip("`") for key in rows if re.fullmatch(r"`[\w/]+/`", key)]
     missing = []
-    for package in ("service", "jobs", "web", "tools"):
-        for module in sorted((ROOT / package).rglob("*.py")):
-            relative = module.relative_to(ROOT).as_posix()
-            if any(f"`{relative}`" in key for key in rows):
-                continue  # a row of its own
-            if module.name == "__init__.py":
-                continue  # a package's docstring: its folder has the row
-            folder = max((f for f in folders if relative.startswith(f)), key=len, default=None)
-            if folder is None or f"`{module.name}`" not in rows[f"`{folder}`"]:
-                missing.append(relative)
+    for module in _modules():
+        relative = module.relative_to(ROOT).as_posix()
+        if any(f"`{relative}`" in key for key in rows):
+            continue  # a row of its own
+        if module.name == "__init__.py":
+            continue  # a package's docstring: its folder has the row
+        folder = max((f for f in folders if relative.startswith(f)), key=len, default=None)
+        if folder is None or f"`{module.name}`" not in rows[f"`{folder}`"]:
+            missing.append(relative)
+    assert len(missing) < len(_modules()) // 2  # the rows were read
     assert missing == [], "modules the README's Layout table does not name"
+
+
+def test_every_file_the_layout_section_names_exists() -> None:
+    """The other way round: a module moved or removed leaves no stale name in the table."""
+    stale = []
+    for key, text in _layout_rows().items():
+        paths = re.findall(r"`([^`]+)`", key)
+        stale += [path for path in paths if not (ROOT / path).exists()]
+        folder = paths[0] if len(paths) == 1 and paths[0].endswith("/") else None
+        if folder is None:
+            continue
+        for name in re.findall(r"`([\w./]+\.(?:py|js|html|md|png))`", text):
+            if not any((ROOT / folder).rglob(name)):
+                stale.append(f"{folder}{name}")
+    assert stale == [], "names in the README's Layout table with no such file in the tree"
 
 
 def test_the_layout_section_states_the_layers_the_contracts_enforce() -> None:
