@@ -161,15 +161,17 @@ async def test_an_idempotency_key_on_post_jobs_queues_once(
     assert len(await queued(redis, settings)) == 1
 
 
+DEDICATED_ROUTES = [
+    ("/send-email", EMAIL),
+    ("/webhooks", {"url": "http://127.0.0.1:9/hook", "payload": {"n": 1}}),
+    ("/events", {"event": {"n": 1}}),
+    ("/reports/daily", {"day": RECENT_DAY}),
+]
+
+
 @pytest.mark.parametrize(
     ("path", "body"),
-    [
-        ("/send-email", EMAIL),
-        ("/webhooks", {"url": "http://127.0.0.1:9/hook", "payload": {"n": 1}}),
-        ("/events", {"event": {"n": 1}}),
-        ("/reports/daily", {"day": RECENT_DAY}),
-        ("/jobs", {"function": "log_event", "kwargs": {"event": {"n": 1}}}),
-    ],
+    [*DEDICATED_ROUTES, ("/jobs", {"function": "log_event", "kwargs": {"event": {"n": 1}}})],
 )
 async def test_every_job_route_takes_a_delay_and_the_job_waits_for_it(
     client: TestClient[Any, Any],
@@ -190,6 +192,30 @@ async def test_every_job_route_takes_a_delay_and_the_job_waits_for_it(
     # the stored job outlives its wait (arq drops a job whose key expired before it ran)
     ttl_ms = await redis.pttl(f"arq:job:{answer['task_id']}")
     assert ttl_ms > 3600 * 1000
+
+
+@pytest.mark.parametrize(("path", "body"), DEDICATED_ROUTES)
+@pytest.mark.parametrize(
+    ("scheduling", "reason"),
+    [
+        ({"delay": -1}, "delay:"),
+        ({"delay": 366 * 86400}, "delay:"),
+        ({"run_at": "2030-01-01T00:00:00"}, "run_at:"),
+        ({"run_at": "2999-01-01T00:00:00Z"}, "at most a year"),
+        ({"delay": 5, "run_at": "2030-01-01T00:00:00Z"}, "not both"),
+    ],
+)
+async def test_a_job_route_refuses_a_bad_time_with_400_and_queues_nothing(
+    client: TestClient[Any, Any],
+    redis: ArqRedis,
+    settings: Settings,
+    path: str,
+    body: dict[str, Any],
+    scheduling: dict[str, Any],
+    reason: str,
+) -> None:
+    response = await client.post(path, json={**body, **scheduling})
+    await assert_refused(response, 400, reason, redis, settings)
 
 
 async def test_run_at_takes_any_offset_and_stores_the_instant(
