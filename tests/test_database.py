@@ -403,6 +403,31 @@ async def test_a_user_reads_back_as_written_and_is_welcomed_once(db: Database) -
     assert await db.get_user(user.id) is None
 
 
+@pytest.mark.parametrize("pool_size", [1, 3])
+async def test_a_process_holds_at_most_database_pool_size_postgresql_connections(
+    settings: Settings, pool_size: int
+) -> None:
+    """Many sign-ups at once share DATABASE_POOL_SIZE connections: the pool opens that many
+    (it keeps idle ones for minutes), never more, and the rest wait their turn."""
+    async with scratch_database() as url:
+        database = await open_database(
+            settings.model_copy(update={"database_url": url, "database_pool_size": pool_size})
+        )
+        try:
+            await asyncio.gather(
+                *(database.create_user(f"User {n}", f"user{n}@example.com") for n in range(30))
+            )
+            [(connections,)] = await query(
+                url,
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            )
+            assert await database.count_registered(*WIDE) == 30
+        finally:
+            await database.close()
+    assert connections == pool_size
+
+
 @pytest.mark.parametrize(
     ("first", "second"),
     [

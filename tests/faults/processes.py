@@ -82,14 +82,23 @@ class RedisServer:
     always), as a production Redis must for "nothing accepted is lost" to survive a restart;
     ``options`` are more redis-server options (``--replicaof``, ``--maxmemory-policy``...);
     ``host`` is the address it listens on (loopback, or a test host's address in a network
-    namespace: tests/netns.py)."""
+    namespace: tests/netns.py); ``password``, when given, is required of its clients
+    (``requirepass``) and given to its master when it is a replica (``masterauth``)."""
 
     def __init__(
-        self, binary: str, port: int, folder: Path, *options: str, host: str = "127.0.0.1"
+        self,
+        binary: str,
+        port: int,
+        folder: Path,
+        *options: str,
+        host: str = "127.0.0.1",
+        password: str | None = None,
     ) -> None:
         self.port = port
         self.folder = folder
         self.host = host
+        self.password = password
+        login = ("--requirepass", password, "--masterauth", password) if password else ()
         argv = [
             binary,
             "--port", str(port),
@@ -101,6 +110,7 @@ class RedisServer:
             # without a password Redis answers loopback only; a test host's address is on a
             # network that only the test's own namespaces share
             "--protected-mode", "yes" if host == "127.0.0.1" else "no",
+            *login,
             *options,
         ]  # fmt: skip
         self.process = Process(f"redis:{port}", argv, dict(os.environ), folder / "redis.log")
@@ -111,7 +121,11 @@ class RedisServer:
     def answers(self) -> bool:
         return ping_answered(
             redis_py.Redis(
-                host=self.host, port=self.port, socket_connect_timeout=0.2, socket_timeout=0.5
+                host=self.host,
+                port=self.port,
+                password=self.password,
+                socket_connect_timeout=0.2,
+                socket_timeout=0.5,
             )
         )
 

@@ -31,14 +31,19 @@ SENTINELS = 3
 READY = 30  # seconds the group may take to find itself (sentinels say hello every 2 s)
 
 
-def _client(port: int, host: str) -> Redis:
+def _client(port: int, host: str, password: str | None = None) -> Redis:
     return Redis(
-        host=host, port=port, socket_connect_timeout=1, socket_timeout=2, decode_responses=True
+        host=host,
+        port=port,
+        password=password,
+        socket_connect_timeout=1,
+        socket_timeout=2,
+        decode_responses=True,
     )
 
 
-async def _answers(port: int, host: str) -> bool:
-    client = _client(port, host)
+async def _answers(port: int, host: str, password: str | None) -> bool:
+    client = _client(port, host, password)
     try:
         return bool(await client.ping())
     except (RedisError, OSError):
@@ -49,24 +54,41 @@ async def _answers(port: int, host: str) -> bool:
 
 class SentinelGroup:
     """``replicas`` replicas of a master, watched by three sentinels (quorum two), all
-    listening on ``host``."""
+    listening on ``host``. With ``password``, the master and replicas require it (and the
+    sentinels know it); with ``sentinel_password``, the sentinels require theirs."""
 
     def __init__(
-        self, binary: str, folder: Path, replicas: int = 1, host: str = "127.0.0.1"
+        self,
+        binary: str,
+        folder: Path,
+        replicas: int = 1,
+        host: str = "127.0.0.1",
+        password: str | None = None,
+        sentinel_password: str | None = None,
     ) -> None:
         self.binary = binary
         self.folder = folder
         self.host = host
+        self.password = password
+        self.sentinel_password = sentinel_password
         # persistence as in production (AOF), fsync once a second: a failover, not a restart,
         # is what these tests are about; a replica's first sync starts at once, not after
         # Redis's default 5 s wait for more replicas to share it
         options = ("--appendfsync", "everysec", "--repl-diskless-sync-delay", "0")
-        self.master = RedisServer(binary, free_port(host), folder / "master", *options, host=host)
+        self.master = RedisServer(
+            binary, free_port(host), folder / "master", *options, host=host, password=password
+        )
         self.options = options
         follow = ("--replicaof", host, str(self.master.port))
         self.replicas = [
             RedisServer(
-                binary, free_port(host), folder / f"replica{n}", *options, *follow, host=host
+                binary,
+                free_port(host),
+                folder / f"replica{n}",
+                *options,
+                *follow,
+                host=host,
+                password=password,
             )
             for n in range(1, replicas + 1)
         ]
@@ -80,7 +102,7 @@ class SentinelGroup:
         return tuple(f"{self.host}:{port}" for port in self.sentinel_ports)
 
     def sentinel(self, n: int = 0) -> Redis:
-        return _client(self.sentinel_ports[n], self.host)
+        return _client(self.sentinel_ports[n], self.host, self.sentinel_password)
 
     async def start(self) -> None:
         """Start every process, then wait until the replicas hold the master's data and each
@@ -104,6 +126,10 @@ class SentinelGroup:
             f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}",
             f"sentinel failover-timeout {MASTER_NAME} 10000",
         ]
+        if self.password:  # what the sentinels give the master and replicas
+            lines.append(f"sentinel auth-pass {MASTER_NAME} {self.password}")
+        if self.sentinel_password:  # asked of clients, and given to the other sentinels
+            lines.append(f"requirepass {self.sentinel_password}")
 
         def write() -> None:
             folder.mkdir(parents=True, exist_ok=True)
@@ -117,12 +143,12 @@ class SentinelGroup:
         async def up() -> bool:
             if not process.running():
                 raise AssertionError("sentinel exited:\n" + await process.output())
-            return await _answers(port, self.host)
+            return await _answers(port, self.host, self.sentinel_password)
 
         await wait_until(up, within=10)
 
     async def _ready(self) -> bool:
-        client = _client(self.master.port, self.host)
+        client = _client(self.master.port, self.host, self.password)
         try:  # the master counts a replica once it has acknowledged its sync (once a second)
             if await client.wait(len(self.replicas), 100) < len(self.replicas):
                 return False
@@ -153,7 +179,13 @@ class SentinelGroup:
         ``master_port``; the sentinels pick it up from the master."""
         follow = ("--replicaof", self.host, str(master_port))
         again = RedisServer(
-            self.binary, server.port, server.folder, *self.options, *follow, host=self.host
+            self.binary,
+            server.port,
+            server.folder,
+            *self.options,
+            *follow,
+            host=self.host,
+            password=self.password,
         )
         self.servers[self.servers.index(server)] = again
         await again.start()
@@ -164,7 +196,12 @@ class SentinelGroup:
         """Within the block, a future that gets the new master's port once the sentinels
         announce a switch (``+switch-master``)."""
         # no socket timeout: the announcement may take longer than any read timeout
-        client = Redis(host=self.host, port=self.sentinel_ports[0], decode_responses=True)
+        client = Redis(
+            host=self.host,
+            port=self.sentinel_ports[0],
+            password=self.sentinel_password,
+            decode_responses=True,
+        )
         pubsub = client.pubsub()
         await pubsub.subscribe("+switch-master")
         switched: asyncio.Future[int] = asyncio.get_running_loop().create_future()
