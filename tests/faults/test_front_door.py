@@ -125,6 +125,18 @@ async def _exchange(
         await asyncio.gather(writer.wait_closed(), return_exceptions=True)
 
 
+def _smuggled() -> bytes:
+    """An email a client may send, framed by both Content-Length and chunked (the ground of
+    request smuggling): were either framing believed, it would be queued."""
+    email = json.dumps({"to": "ann@example.com", "subject": MARKER, "body": "x"}).encode()
+    chunked = f"{len(email):x}\r\n".encode() + email + b"\r\n0\r\n\r\n"
+    auth = "".join(f"{name}: {value}\r\n" for name, value in AUTH_HEADERS.items())
+    return (
+        f"POST /send-email HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n"
+        f"Content-Length: {len(chunked)}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ).encode() + chunked
+
+
 MALFORMED = {
     "not HTTP at all": f"{MARKER} garbage\r\n\r\n".encode(),
     "a bad method": f"G{MARKER}ET( / HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
@@ -133,15 +145,12 @@ MALFORMED = {
     "a header line without a colon": f"GET / HTTP/1.1\r\n{MARKER} no colon\r\n\r\n".encode(),
     "an oversized header": b"GET / HTTP/1.1\r\nX-Big: " + MARKER.encode() * 2000 + b"\r\n\r\n",
     "a TLS hello on the plain port": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\0" * 64,
-    "both Content-Length and chunked": (
-        b"POST /send-email HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
-        b"Transfer-Encoding: chunked\r\n\r\n" + MARKER.encode()
-    ),
+    "both Content-Length and chunked": _smuggled(),
 }
 
 
 async def test_requests_the_parser_refuses_get_the_services_own_short_json_answer(
-    web: str, settings: Settings
+    web: str, settings: Settings, server: Redis
 ) -> None:
     for case, request in MALFORMED.items():
         answer = await _exchange(settings.web_port, request)
@@ -150,6 +159,7 @@ async def test_requests_the_parser_refuses_get_the_services_own_short_json_answe
         assert MARKER.encode() not in answer.body, case
         assert answer.error() == "malformed HTTP request", case
         assert len(answer.body) < 100, case
+    assert await _queued(server, settings) == 0  # the smuggled email above included
     # a well-formed request still gets its usual answer afterwards
     async with aiohttp.ClientSession(web) as http, http.get("/health") as response:
         assert response.status == 200
