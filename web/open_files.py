@@ -1,14 +1,16 @@
-"""The web process's open-files limit, raised to what its own caps need.
+"""The web process's open-files limit, raised from the soft limit to the hard one.
 
-Every live stream holds a socket and every Redis connection of the web pool a descriptor, so
-a process may hold about LIVE_STREAMS_PER_PROCESS + WEB_REDIS_MAX_CONNECTIONS of them on
-purpose, plus its other requests, the database and files. A process at its open-files limit
-cannot accept a connection at all, so ``/health`` answers with resets and the stream cap's
-``429`` never goes out: the caps only hold if the limit is above them. systemd and most shells
-start a process with a soft limit of 1,024 (and a hard one far above), which the default caps
-(1,000 streams, 100 connections) already pass. So ``python -m web`` raises its soft limit to
-what the caps need, before gunicorn forks (its processes inherit it); when the hard limit is
-lower still, it raises the soft one as far as allowed and says which settings to lower.
+Every connection holds a descriptor: each live stream and each request whose body is still
+arriving, and each Redis connection of the web pool. A process at its open-files limit cannot
+accept a connection at all, so ``/health`` answers with resets and the caps' ``429`` never
+goes out: the caps only hold below the limit. systemd and most shells start a process with a
+soft limit of 1,024 (the hard one far above: 524,288 under systemd), which the default stream
+cap and Redis pool already pass (1,000 + 100), and which one token alone could fill with slow
+bodies: at RATE_LIMIT_PER_TOKEN's 100 requests a second, each taking REQUEST_BODY_TIMEOUT's
+30 s, about 3,000 at once. So ``python -m web`` raises its soft limit to the hard one (the soft
+limit exists for programs using select(), which this one does not), before gunicorn forks: its
+processes inherit it. When even the hard limit is below what the caps need, it says which
+settings to lower.
 """
 
 from __future__ import annotations
@@ -29,13 +31,15 @@ def needed(settings: Settings) -> int:
 
 
 def raise_open_files_limit(settings: Settings) -> None:
-    """Raise RLIMIT_NOFILE's soft limit to ``needed(settings)``, within the hard limit."""
+    """Raise RLIMIT_NOFILE's soft limit to the hard one; warn when that is below
+    ``needed(settings)``."""
     need = needed(settings)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or soft >= need:
-        return
-    target = need if hard == resource.RLIM_INFINITY else min(need, hard)
-    if target > soft:
+    if hard == resource.RLIM_INFINITY:  # not on Linux, whose ceiling is fs.nr_open
+        target = soft if soft == resource.RLIM_INFINITY else max(soft, need)
+    else:
+        target = hard
+    if target != soft:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     if target < need:
         logger.warning(
