@@ -10,6 +10,7 @@ from service.store.database import DatabaseOpenError, open_database
 from service.store.redis_checks import check_redis_at_start
 from service.store.storage import open_storage
 from settings import Settings, load_settings
+from web.open_files import raise_open_files_limit
 from web.server import serve
 
 NO_TOKENS_HELP = """\
@@ -38,6 +39,7 @@ def main() -> None:
     if not settings.api_tokens:
         sys.exit(NO_TOKENS_HELP)
     configure_logging(settings)
+    raise_open_files_limit(settings)  # before gunicorn forks: its processes inherit it
     try:
         asyncio.run(_check_dependencies(settings))
         serve(settings)  # the app opens both again, and would stop the same way

@@ -6,15 +6,19 @@ stored, queued or left on disk."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import random
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
+from PIL import Image
 from redis.asyncio import Redis
 
+from jobs.registry import REGISTRY
 from service.store import keys
 from settings import Settings
 from tests.conftest import AUTH_HEADERS, TEST_API_TOKEN
@@ -28,6 +32,7 @@ HEAD_LIMIT = 2.0
 BODY_LIMIT = 2.0
 UPLOAD_LIMIT = 4.0  # MAX_UPLOAD_BYTES / UPLOAD_MIN_BYTES_PER_SECOND, above BODY_LIMIT
 MAX_UPLOAD = 100_000
+UPLOAD_RATE = MAX_UPLOAD / UPLOAD_LIMIT  # UPLOAD_MIN_BYTES_PER_SECOND: 25,000
 LATE = 2.5  # seconds past its limit a cut-off may come on this loaded machine
 DRIP = 0.25  # seconds between two bytes of a slow client
 MARKER = "zqxjmarker"  # sent in malformed requests: never echoed back
@@ -40,7 +45,7 @@ async def web(settings: Settings, spawn: Spawn) -> str:
         request_header_timeout=HEAD_LIMIT,
         request_body_timeout=BODY_LIMIT,
         max_upload_bytes=MAX_UPLOAD,
-        upload_min_bytes_per_second=MAX_UPLOAD / UPLOAD_LIMIT,
+        upload_min_bytes_per_second=UPLOAD_RATE,
     )
     base = f"http://127.0.0.1:{settings.web_port}"
     async with aiohttp.ClientSession(base) as http:
@@ -120,6 +125,18 @@ async def _exchange(
         await asyncio.gather(writer.wait_closed(), return_exceptions=True)
 
 
+def _smuggled() -> bytes:
+    """An email a client may send, framed by both Content-Length and chunked (the ground of
+    request smuggling): were either framing believed, it would be queued."""
+    email = json.dumps({"to": "ann@example.com", "subject": MARKER, "body": "x"}).encode()
+    chunked = f"{len(email):x}\r\n".encode() + email + b"\r\n0\r\n\r\n"
+    auth = "".join(f"{name}: {value}\r\n" for name, value in AUTH_HEADERS.items())
+    return (
+        f"POST /send-email HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n"
+        f"Content-Length: {len(chunked)}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ).encode() + chunked
+
+
 MALFORMED = {
     "not HTTP at all": f"{MARKER} garbage\r\n\r\n".encode(),
     "a bad method": f"G{MARKER}ET( / HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
@@ -128,15 +145,12 @@ MALFORMED = {
     "a header line without a colon": f"GET / HTTP/1.1\r\n{MARKER} no colon\r\n\r\n".encode(),
     "an oversized header": b"GET / HTTP/1.1\r\nX-Big: " + MARKER.encode() * 2000 + b"\r\n\r\n",
     "a TLS hello on the plain port": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\0" * 64,
-    "both Content-Length and chunked": (
-        b"POST /send-email HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
-        b"Transfer-Encoding: chunked\r\n\r\n" + MARKER.encode()
-    ),
+    "both Content-Length and chunked": _smuggled(),
 }
 
 
 async def test_requests_the_parser_refuses_get_the_services_own_short_json_answer(
-    web: str, settings: Settings
+    web: str, settings: Settings, server: Redis
 ) -> None:
     for case, request in MALFORMED.items():
         answer = await _exchange(settings.web_port, request)
@@ -145,6 +159,7 @@ async def test_requests_the_parser_refuses_get_the_services_own_short_json_answe
         assert MARKER.encode() not in answer.body, case
         assert answer.error() == "malformed HTTP request", case
         assert len(answer.body) < 100, case
+    assert await _queued(server, settings) == 0  # the smuggled email above included
     # a well-formed request still gets its usual answer afterwards
     async with aiohttp.ClientSession(web) as http, http.get("/health") as response:
         assert response.status == 200
@@ -202,30 +217,68 @@ async def test_a_sign_in_body_too_large_or_over_the_rate_limit_is_refused_before
     assert answer.first < 1.5
 
 
-async def test_an_upload_sent_slowly_is_cut_off_and_leaves_nothing(
-    web: str, settings: Settings, server: Redis
-) -> None:
-    image = image_bytes((400, 300))
+def _upload(image: bytes) -> bytes:
+    """An authenticated ``POST /upload`` of ``image``: its head and its body."""
     boundary = "slowboundary"
     opening = (
         f"--{boundary}\r\n"
-        'Content-Disposition: form-data; name="file"; filename="photo.jpg"\r\n'
-        "Content-Type: image/jpeg\r\n\r\n"
+        'Content-Disposition: form-data; name="file"; filename="photo"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
     ).encode()
     body = opening + image + f"\r\n--{boundary}--\r\n".encode()
     head = (
         f"POST /upload HTTP/1.1\r\nHost: x\r\n{_auth()}"
         f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     ).encode()
-    # the first 8 KiB at once (a temporary file is open by then), the rest dripping
-    answer = await _exchange(settings.web_port, head + body[:8192], body[8192:])
+    return head + body
+
+
+async def test_an_upload_sent_slowly_is_cut_off_and_leaves_nothing(
+    web: str, settings: Settings, server: Redis
+) -> None:
+    request = _upload(image_bytes((400, 300)))  # about 8.3 KB
+    start = request.index(b"\r\n\r\n") + 4
+    # the first 8 KiB of the body at once (a temporary file is open by then), the rest dripping
+    answer = await _exchange(settings.web_port, request[: start + 8192], request[start + 8192 :])
     assert answer.status == 408
-    assert "did not arrive within 4 s" in answer.error()
-    assert UPLOAD_LIMIT <= answer.seconds < UPLOAD_LIMIT + LATE
+    assert "slower than 25000 bytes a second" in answer.error()
+    # its limit is BODY_LIMIT plus a second per UPLOAD_RATE bytes received: about 2.3 s, not
+    # UPLOAD_LIMIT (4 s; by default 160 s, which a byte a second held whole before)
+    paced = BODY_LIMIT + 8192 / UPLOAD_RATE
+    assert paced <= answer.seconds < min(paced + LATE, UPLOAD_LIMIT), answer.seconds
     uploads = settings.data_dir / "uploads"
     assert await asyncio.to_thread(_files_in, uploads) == []  # no upload, no .incoming- file
-    assert await server.zcard(settings.queue_name) == 0
+    assert await _queued(server, settings) == 0
+
+
+async def test_an_upload_that_keeps_the_minimum_rate_may_take_longer_than_a_form(
+    web: str, settings: Settings, server: Redis
+) -> None:
+    noise = Image.frombytes("RGB", (170, 170), random.Random(7).randbytes(170 * 170 * 3))
+    png = io.BytesIO()
+    noise.save(png, format="PNG")  # incompressible: about 87 KB, under MAX_UPLOAD
+    request = _upload(png.getvalue())
+    started = time.monotonic()
+    reader, writer = await asyncio.open_connection("127.0.0.1", settings.web_port)
+    try:
+        for at in range(0, len(request), 8192):  # 32 KiB a second: above UPLOAD_RATE
+            writer.write(request[at : at + 8192])
+            await writer.drain()
+            await asyncio.sleep(0.25)
+        raw = await asyncio.wait_for(reader.read(), 15)
+    finally:
+        writer.close()
+        await asyncio.gather(writer.wait_closed(), return_exceptions=True)
+    assert time.monotonic() - started > BODY_LIMIT, "it took longer than a form may"
+    answer = Answer(raw, 0, 0)
+    assert answer.status == 202, answer.body
+    assert await _queued(server, settings) == 1
+
+
+async def _queued(server: Redis, settings: Settings) -> int:
+    """Jobs waiting in every queue and priority (a thumbnail waits in the images queue)."""
+    return sum([await server.zcard(key) for key in REGISTRY.layout(settings).all_keys()])
 
 
 def _auth() -> str:
