@@ -1,4 +1,10 @@
-"""The outermost job wrapper: a log line at each attempt's start and end, and its metrics.
+"""The outermost job wrapper: a log line at each attempt's end (and at its start, once it has run
+for LOG_JOB_START_AFTER), and its metrics.
+
+A line costs the worker about a tenth of a no-op job's CPU, so a quick attempt writes one: its
+``job_end`` line carries the queue wait too. An attempt that runs longer also gets its
+``job_start`` line, written LOG_JOB_START_AFTER seconds in (a timer the end cancels), so the
+log of a worker killed mid-job still names the jobs it was running, the ones a kill can cost.
 
 It takes the enqueuing request's id out of the job's keyword arguments (the job function never
 sees it) and puts it, with the job id, function and attempt, on every log line written while
@@ -55,6 +61,12 @@ def _logged(error: BaseException) -> str:
     return full_text(error)
 
 
+def _log_start(wait_ms: float, running: float) -> None:
+    """The attempt's ``job_start`` line; ``running``: seconds it had run when written."""
+    extra = {"event": "job_start", "queue_wait_ms": wait_ms, "running_ms": round(running * 1000)}
+    logger.info("job started", extra=extra)
+
+
 def observed(name: str, fn: JobCoroutine) -> JobCoroutine:
     """Log and measure each attempt of the job ``name``; ``fn``'s result and errors pass
     through."""
@@ -76,9 +88,15 @@ def observed(name: str, fn: JobCoroutine) -> JobCoroutine:
         metrics.started.inc()
         metrics.queue_wait.observe(wait)
         metrics.in_progress.inc()
-        logger.info(
-            "job started", extra={"event": "job_start", "queue_wait_ms": round(wait * 1000, 1)}
-        )
+        wait_ms = round(wait * 1000, 1)
+        start_after = ctx["settings"].log_job_start_after
+        late: asyncio.TimerHandle | None = None
+        if start_after <= 0:
+            _log_start(wait_ms, 0.0)
+        else:  # runs in a copy of this context: the line carries the attempt's fields
+            late = asyncio.get_running_loop().call_later(
+                start_after, _log_start, wait_ms, start_after
+            )
         started = time.perf_counter()
         error: BaseException | None = None
         try:
@@ -87,6 +105,8 @@ def observed(name: str, fn: JobCoroutine) -> JobCoroutine:
             error = exc
             raise
         finally:
+            if late is not None:
+                late.cancel()
             seconds = time.perf_counter() - started
             outcome = run_outcome(error)
             metrics.in_progress.dec()
@@ -97,6 +117,7 @@ def observed(name: str, fn: JobCoroutine) -> JobCoroutine:
                 "event": "job_end",
                 "outcome": outcome,
                 "duration_ms": round(seconds * 1000, 1),
+                "queue_wait_ms": wait_ms,
             }
             if outcome in ("failure", "retry") and error is not None:
                 extra["error"] = _logged(error)
