@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import Context, copy_context
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -67,6 +69,42 @@ def _log_start(wait_ms: float, running: float) -> None:
     logger.info("job started", extra=extra)
 
 
+class _LateStarts:
+    """The attempts of this process that have not logged their start yet, each logged once it
+    has run ``after`` seconds: one timer for all of them, not one per attempt (a timer made and
+    cancelled per attempt cost about what the line it saves)."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[int, tuple[float, float, float, Context]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def add(self, attempt: int, wait_ms: float, after: float) -> None:
+        """Log ``attempt``'s start ``after`` seconds from now, with the log fields it has now."""
+        loop = asyncio.get_running_loop()
+        due = loop.time() + after
+        self._waiting[attempt] = (due, wait_ms, after, copy_context())
+        if self._timer is None or self._loop is not loop:  # none set, or on a loop now gone
+            self._loop, self._timer = loop, loop.call_at(due, self._log_due)
+
+    def discard(self, attempt: int) -> None:
+        self._waiting.pop(attempt, None)
+
+    def _log_due(self) -> None:
+        loop, next_due = asyncio.get_running_loop(), math.inf
+        now = loop.time()
+        for attempt, (due, wait_ms, after, context) in list(self._waiting.items()):
+            if due <= now:
+                del self._waiting[attempt]
+                context.run(_log_start, wait_ms, after)  # with the attempt's log fields
+            else:
+                next_due = min(next_due, due)
+        self._timer = None if next_due == math.inf else loop.call_at(next_due, self._log_due)
+
+
+_late_starts = _LateStarts()
+
+
 def observed(name: str, fn: JobCoroutine) -> JobCoroutine:
     """Log and measure each attempt of the job ``name``; ``fn``'s result and errors pass
     through."""
@@ -90,13 +128,10 @@ def observed(name: str, fn: JobCoroutine) -> JobCoroutine:
         metrics.in_progress.inc()
         wait_ms = round(wait * 1000, 1)
         start_after = ctx["settings"].log_job_start_after
-        late: asyncio.TimerHandle | None = None
         if start_after <= 0:
             _log_start(wait_ms, 0.0)
-        else:  # runs in a copy of this context: the line carries the attempt's fields
-            late = asyncio.get_running_loop().call_later(
-                start_after, _log_start, wait_ms, start_after
-            )
+        else:
+            _late_starts.add(id(fields), wait_ms, start_after)
         started = time.perf_counter()
         error: BaseException | None = None
         try:
@@ -105,8 +140,7 @@ def observed(name: str, fn: JobCoroutine) -> JobCoroutine:
             error = exc
             raise
         finally:
-            if late is not None:
-                late.cancel()
+            _late_starts.discard(id(fields))
             seconds = time.perf_counter() - started
             outcome = run_outcome(error)
             metrics.in_progress.dec()
