@@ -3,7 +3,7 @@ for LOG_JOB_START_AFTER), and its metrics.
 
 A line costs the worker about a tenth of a no-op job's CPU, so a quick attempt writes one: its
 ``job_end`` line carries the queue wait too. An attempt that runs longer also gets its
-``job_start`` line, written LOG_JOB_START_AFTER seconds in (a timer the end cancels), so the
+``job_start`` line, written LOG_JOB_START_AFTER seconds in (unless it has ended by then), so the
 log of a worker killed mid-job still names the jobs it was running, the ones a kill can cost.
 
 It takes the enqueuing request's id out of the job's keyword arguments (the job function never
