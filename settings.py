@@ -210,6 +210,9 @@ class Settings(BaseSettings):
 
     log_format: Literal["json", "text"] = "json"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # a job attempt's job_start line is written once it has run this long (0: at its start);
+    # its job_end line says everything else, so a quick job costs one line, not two
+    log_job_start_after: float = Field(1.0, ge=0)
     worker_metrics_host: str = "127.0.0.1"
     worker_metrics_port: int = Field(0, ge=0, le=65535)  # 0: the worker serves no /metrics
 

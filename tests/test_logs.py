@@ -1,5 +1,6 @@
-"""JSON log lines from the real processes: one per request, one per job start and end, and
-the request's id on the lines of the jobs it queued."""
+"""JSON log lines from the real processes: one per request, one per job attempt's end (and its
+start, for an attempt still running after LOG_JOB_START_AFTER), and the request's id on the
+lines of the jobs it queued."""
 
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ from tests.processes import ServiceProcess as Process
 from tests.scraping import sample
 from tests.test_worker_process import service_env
 from tests.waiting import wait_until
+from tests.webhook_targets import HeldTarget, hook_url
+
+START_LINE_AFTER = 0.3  # seconds: the worker's LOG_JOB_START_AFTER in these tests
 
 
 @pytest.fixture
@@ -35,6 +39,8 @@ def services(settings: Settings, tmp_path: Path) -> Iterator[tuple[str, str, Pro
         WORKER_METRICS_PORT=str(metrics_port),
         LOG_FORMAT="json",
         API_TOKENS=TEST_API_TOKEN,
+        LOG_JOB_START_AFTER=str(START_LINE_AFTER),
+        WEBHOOK_ALLOWED_HOSTS="127.0.0.1",  # the held webhook target below
     )
     web = Process(["-m", "web"], env, tmp_path / "web.log")
     worker_command = ["-m", "arq", "service.WorkerSettings", "--custom-log-dict", "service.LOGGING"]
@@ -101,17 +107,71 @@ async def test_one_request_id_finds_the_request_and_its_jobs_lines(
 
     mine = [line for line in worker_lines if line.get("request_id") == request_id]
     events = [line.get("event") for line in mine]
-    assert events[0] == "job_start"
+    # a quick attempt writes one line, at its end, which carries the queue wait too
+    assert "job_start" not in events
     assert events[-1] == "job_end"
-    start, end = mine[0], mine[-1]
-    for line in (start, end):
-        assert line["job_id"] == task_id
-        assert line["function"] == "log_event"
-        assert line["attempt"] == 1
+    end = mine[-1]
+    assert end["job_id"] == task_id
+    assert end["function"] == "log_event"
+    assert end["attempt"] == 1
     assert end["outcome"] == "success"
     assert end["duration_ms"] >= 0
+    assert end["queue_wait_ms"] >= 0
     # the job's own line (the logged event) carries the request id too
     assert any(line["logger"] == "jobservice.events" for line in mine)
+
+
+def _written(process: Process) -> list[dict[str, Any]]:
+    """The whole lines a running process has written so far."""
+    text = process.log.read_text()
+    return [json.loads(line) for line in text.splitlines() if line.endswith("}")]
+
+
+async def test_an_attempt_still_running_gets_its_start_line_while_it_runs(
+    services: tuple[str, str, Process, Process], aiohttp_server: Any
+) -> None:
+    web_url, _, _, worker = services
+    target = HeldTarget()
+    url = await hook_url(aiohttp_server, target.handle)
+    async with aiohttp.ClientSession(headers=AUTH_HEADERS) as session:
+        await wait_until(lambda: _answers(session, f"{web_url}/health"), within=30)
+        async with session.post(f"{web_url}/webhooks", json={"url": url, "payload": {}}) as answer:
+            assert answer.status == 202
+            task_id = (await answer.json())["task_id"]
+        await asyncio.wait_for(target.arrived.wait(), 30)
+
+        async def start_lines() -> list[dict[str, Any]]:
+            return [
+                line
+                for line in await asyncio.to_thread(_written, worker)
+                if line.get("event") == "job_start" and line.get("job_id") == task_id
+            ]
+
+        async def started() -> bool:
+            return bool(await start_lines())
+
+        # written while the attempt is still held at the target: a log read after a kill
+        # would name it
+        await wait_until(started, within=10)
+        [start] = await start_lines()
+        assert target.finished == 0
+        assert start["function"] == "deliver_webhook"
+        assert start["attempt"] == 1
+        assert start["running_ms"] == START_LINE_AFTER * 1000
+        assert start["queue_wait_ms"] >= 0
+        target.release.set()
+
+        async def succeeded() -> bool:
+            async with session.get(f"{web_url}/task-status/{task_id}") as status:
+                return bool((await status.json())["status"] == "SUCCESS")
+
+        await wait_until(succeeded, within=30)
+    await asyncio.to_thread(worker.stop)
+    lines = await asyncio.to_thread(worker.lines)
+    mine = [line for line in lines if line.get("job_id") == task_id]
+    events = [line.get("event") for line in mine if line.get("event")]
+    assert events == ["job_start", "job_end"]
+    assert mine[-1]["duration_ms"] >= START_LINE_AFTER * 1000
 
 
 def test_an_unsafe_request_id_is_replaced() -> None:

@@ -1,4 +1,10 @@
-"""The outermost job wrapper: a log line at each attempt's start and end, and its metrics.
+"""The outermost job wrapper: a log line at each attempt's end (and at its start, once it has run
+for LOG_JOB_START_AFTER), and its metrics.
+
+A line costs the worker about a tenth of a no-op job's CPU, so a quick attempt writes one: its
+``job_end`` line carries the queue wait too. An attempt that runs longer also gets its
+``job_start`` line, written LOG_JOB_START_AFTER seconds in (unless it has ended by then), so the
+log of a worker killed mid-job still names the jobs it was running, the ones a kill can cost.
 
 It takes the enqueuing request's id out of the job's keyword arguments (the job function never
 sees it) and puts it, with the job id, function and attempt, on every log line written while
@@ -10,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import Context, copy_context
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -55,6 +63,48 @@ def _logged(error: BaseException) -> str:
     return full_text(error)
 
 
+def _log_start(wait_ms: float, running: float) -> None:
+    """The attempt's ``job_start`` line; ``running``: seconds it had run when written."""
+    extra = {"event": "job_start", "queue_wait_ms": wait_ms, "running_ms": round(running * 1000)}
+    logger.info("job started", extra=extra)
+
+
+class _LateStarts:
+    """The attempts of this process that have not logged their start yet, each logged once it
+    has run ``after`` seconds: one timer for all of them, not one per attempt (a timer made and
+    cancelled per attempt cost about what the line it saves)."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[int, tuple[float, float, float, Context]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def add(self, attempt: int, wait_ms: float, after: float) -> None:
+        """Log ``attempt``'s start ``after`` seconds from now, with the log fields it has now."""
+        loop = asyncio.get_running_loop()
+        due = loop.time() + after
+        self._waiting[attempt] = (due, wait_ms, after, copy_context())
+        if self._timer is None or self._loop is not loop:  # none set, or on a loop now gone
+            self._loop, self._timer = loop, loop.call_at(due, self._log_due)
+
+    def discard(self, attempt: int) -> None:
+        self._waiting.pop(attempt, None)
+
+    def _log_due(self) -> None:
+        loop, next_due = asyncio.get_running_loop(), math.inf
+        now = loop.time()
+        for attempt, (due, wait_ms, after, context) in list(self._waiting.items()):
+            if due <= now:
+                del self._waiting[attempt]
+                context.run(_log_start, wait_ms, after)  # with the attempt's log fields
+            else:
+                next_due = min(next_due, due)
+        self._timer = None if next_due == math.inf else loop.call_at(next_due, self._log_due)
+
+
+_late_starts = _LateStarts()
+
+
 def observed(name: str, fn: JobCoroutine) -> JobCoroutine:
     """Log and measure each attempt of the job ``name``; ``fn``'s result and errors pass
     through."""
@@ -76,9 +126,12 @@ def observed(name: str, fn: JobCoroutine) -> JobCoroutine:
         metrics.started.inc()
         metrics.queue_wait.observe(wait)
         metrics.in_progress.inc()
-        logger.info(
-            "job started", extra={"event": "job_start", "queue_wait_ms": round(wait * 1000, 1)}
-        )
+        wait_ms = round(wait * 1000, 1)
+        start_after = ctx["settings"].log_job_start_after
+        if start_after <= 0:
+            _log_start(wait_ms, 0.0)
+        else:
+            _late_starts.add(id(fields), wait_ms, start_after)
         started = time.perf_counter()
         error: BaseException | None = None
         try:
@@ -87,6 +140,7 @@ def observed(name: str, fn: JobCoroutine) -> JobCoroutine:
             error = exc
             raise
         finally:
+            _late_starts.discard(id(fields))
             seconds = time.perf_counter() - started
             outcome = run_outcome(error)
             metrics.in_progress.dec()
@@ -97,6 +151,7 @@ def observed(name: str, fn: JobCoroutine) -> JobCoroutine:
                 "event": "job_end",
                 "outcome": outcome,
                 "duration_ms": round(seconds * 1000, 1),
+                "queue_wait_ms": wait_ms,
             }
             if outcome in ("failure", "retry") and error is not None:
                 extra["error"] = _logged(error)

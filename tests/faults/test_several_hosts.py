@@ -218,6 +218,9 @@ def _settings(ready: dict[str, Any], web: Host) -> Settings:
         retry_backoff_max=1,
         report_recipients=("ops@example.com",),
         api_tokens=(TEST_API_TOKEN,),
+        # a job_start line at every attempt's start: the test reads from the worker logs which
+        # attempts the killed host was running, however long they had run
+        log_job_start_after=0,
         rate_limit_per_token="",
         rate_limit_per_recipient="",
         web_host=web.address,
