@@ -142,6 +142,18 @@ async def test_a_job_past_its_time_limit_counts_as_failed(
     )
 
 
+@pytest.mark.parametrize(
+    "query", ["range=1h", "range=", "range=5M", "range=²", "range=5m&range=30d"]
+)
+async def test_a_bad_range_is_400_and_names_the_ranges(
+    client: TestClient[Any, Any], query: str
+) -> None:
+    response = await client.get(f"/stats/throughput?{query}")
+    assert response.status == 400
+    error = (await response.json())["error"]
+    assert error in ("range must be one of 5m, 24h, 30d", "give range once"), error
+
+
 async def test_series_put_each_count_in_its_step_and_drop_what_is_out_of_range(
     redis: ArqRedis,
 ) -> None:
