@@ -1,5 +1,6 @@
-"""The throughput graphs' counters and the per-function figures: written by a real worker in
-the script call that closes each attempt, read back by GET /stats/*, bounded in Redis."""
+"""The throughput graphs' counters and the per-function figures: gathered by a real worker as
+its attempts end and written once a second (records.tallies), read back by GET /stats/*,
+bounded in Redis."""
 
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ async def test_a_worker_counts_finished_jobs_per_second_minute_and_hour(
         latest = max(i for i, count in enumerate(body["completed"]) if count)
         assert points - latest <= 1 + math.ceil(30 / step), (span, latest)
     assert (await _json(client, "/stats/throughput"))["range"] == "5m"
-    # every counter the attempts' script wrote expires (it sets the TTL on a field's first count)
+    # every counter the worker wrote expires (its once-a-second write sets each hash's TTL)
     written = [key async for key in redis.scan_iter(match=f"{keys.PREFIX}tp:*")]
     written += [key async for key in redis.scan_iter(match=f"{keys.PREFIX}fn:*")]
     assert len(written) >= 3 + 3, written
