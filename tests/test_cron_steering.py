@@ -7,6 +7,8 @@ paused schedule obeyed by several processes, are in tests/faults/test_cron_steer
 
 from __future__ import annotations
 
+import re
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -218,3 +220,31 @@ async def test_dashboard_pause_and_resume_a_schedule_with_csrf(
     assert await schedules.paused(redis) == {}
     page = await board.page("/dashboard")
     assert "badge-paused" not in page
+
+
+async def test_the_overview_lists_a_schedules_next_five_runs_and_its_last_runs(
+    aiohttp_client: ClientFactory, settings: Settings, redis: ArqRedis, run_worker: RunWorker
+) -> None:
+    berlin = settings.model_copy(update={"cron_timezone": "Europe/Berlin"})
+    ran = await _scheduled_run(redis, "cron:cleanup_old_files", datetime.now(UTC))
+    await run_worker(berlin)
+    await schedules.pause(redis, "cron:cleanup_old_files", round(time.time() * 1000))
+    tomorrow = datetime.now(UTC) + timedelta(days=1)
+    skipped = await _scheduled_run(redis, "cron:cleanup_old_files", tomorrow)
+    await run_worker(berlin)
+
+    board = Dashboard(await aiohttp_client(create_app(berlin)))
+    assert (await board.sign_in()).status == 303
+    page = await board.page("/dashboard")
+    detail = page.split('id="cron-cleanup_old_files"')[1].split("</details>")[0]
+    assert "next 5 runs · last 2 runs" in detail
+    # in CRON_TIMEZONE, with its zone's name for the day (CET, or CEST in summer)
+    assert len(re.findall(r'<li class="time">\w{3} [\d-]{10} 02:00 CES?T</li>', detail)) == 5
+    rows = detail.split('<table class="runs">')[1].split("<tbody>")[1].split("<tr>")[1:]
+    assert len(rows) == 2, rows  # newest first
+    assert "badge-skipped" in rows[0]
+    assert skipped not in rows[0], "a skipped run never ran: no job page to link"
+    assert '<td class="time">—</td>' in rows[0]
+    assert "badge-success" in rows[1]
+    assert f'href="/dashboard/jobs/{ran}"' in rows[1]
+    assert re.search(r'<td class="time">\d+(\.\d)? m?s</td>', rows[1]), rows[1]

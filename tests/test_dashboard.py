@@ -389,9 +389,12 @@ async def test_mail_page_is_off_outside_development(dashboard: Dashboard) -> Non
 
 
 async def test_static_files_are_public(anonymous: TestClient[Any, Any]) -> None:
-    for name in ["dashboard.css", "dashboard.js"]:
+    for name in ["dashboard.css", "dashboard.js", "graphs.js", "vendor/uplot/uPlot.iife.min.js"]:
         response = await anonymous.get(f"/dashboard/static/{name}")
         assert response.status == 200
+    licence = await anonymous.get("/dashboard/static/vendor/uplot/LICENSE")  # served beside it
+    assert licence.status == 200
+    assert "The MIT License" in await licence.text()
     for path in ["/dashboard/static/../templates/base.html", "/dashboard/static/%2e%2e/app.py"]:
         response = await anonymous.get(URL(path, encoded=True))
         assert response.status in {401, 403, 404}

@@ -1,5 +1,6 @@
-"""The throughput graphs' counters and the per-function figures: written by a real worker in
-the script call that closes each attempt, read back by GET /stats/*, bounded in Redis."""
+"""The throughput graphs' counters and the per-function figures: gathered by a real worker as
+its attempts end and written once a second (records.tallies), read back by GET /stats/*,
+bounded in Redis."""
 
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ async def test_a_worker_counts_finished_jobs_per_second_minute_and_hour(
         latest = max(i for i, count in enumerate(body["completed"]) if count)
         assert points - latest <= 1 + math.ceil(30 / step), (span, latest)
     assert (await _json(client, "/stats/throughput"))["range"] == "5m"
-    # every counter the attempts' script wrote expires (it sets the TTL on a field's first count)
+    # every counter the worker wrote expires (its once-a-second write sets each hash's TTL)
     written = [key async for key in redis.scan_iter(match=f"{keys.PREFIX}tp:*")]
     written += [key async for key in redis.scan_iter(match=f"{keys.PREFIX}fn:*")]
     assert len(written) >= 3 + 3, written
@@ -140,6 +141,18 @@ async def test_a_job_past_its_time_limit_counts_as_failed(
         1,
         1.0,
     )
+
+
+@pytest.mark.parametrize(
+    "query", ["range=1h", "range=", "range=5M", "range=²", "range=5m&range=30d"]
+)
+async def test_a_bad_range_is_400_and_names_the_ranges(
+    client: TestClient[Any, Any], query: str
+) -> None:
+    response = await client.get(f"/stats/throughput?{query}")
+    assert response.status == 400
+    error = (await response.json())["error"]
+    assert error in ("range must be one of 5m, 24h, 30d", "give range once"), error
 
 
 async def test_series_put_each_count_in_its_step_and_drop_what_is_out_of_range(

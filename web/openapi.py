@@ -294,7 +294,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "hour for 30 days",
         {
             200: Answer("counts per step, oldest first", responses.Throughput),
-            400: _error("range is not one of 5m, 24h, 30d"),
+            400: _error("range is not one of 5m, 24h, 30d, or given twice"),
         },
         query={"range": {"type": "string", "enum": ["5m", "24h", "30d"], "default": "5m"}},
         tags=("operations",),

@@ -17,6 +17,8 @@ RANGES: tuple[str, ...] = get_args(Span)
 async def throughput(request: web.Request) -> web.Response:
     """Jobs completed and failed per step over ``range`` (5m per second, 24h per minute, 30d
     per hour)."""
+    if len(request.query.getall("range", ())) > 1:
+        raise ApiError(400, "give range once")
     span = request.query.get("range", "5m")
     if span not in RANGES:
         raise ApiError(400, f"range must be one of {', '.join(RANGES)}")
