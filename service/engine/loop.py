@@ -71,6 +71,7 @@ from service.engine.arq_api import (
     use_worker_class,
 )
 from service.engine.claim import ClaimedJob, claim
+from service.engine.finish import finish_run
 from service.engine.postpone import Postponed
 from service.engine.queue_counts import queue_counts
 from service.engine.queues import DEFAULT_QUEUE, ageing_offsets, queue_keys, wake_key
@@ -614,24 +615,19 @@ class BatchWorker(Worker):
         incr_score: int | None,
         keep_in_progress: float | None,
     ) -> None:
-        """arq's writes, batched with other jobs' (no MULTI): the job leaves the queue before
-        its lock goes, so no other worker can take it in between."""
-        in_progress_key = in_progress_key_prefix + job_id
-        async with self.pool.pipeline(transaction=False) as pipe:
-            if finish:
-                if result_data:
-                    expire = None if keep_result_forever else result_timeout_s
-                    pipe.set(result_key_prefix + job_id, result_data, px=to_ms(expire))
-                pipe.delete(retry_key_prefix + job_id, job_key_prefix + job_id)
-                pipe.zrem(abort_jobs_ss, job_id)
-                pipe.zrem(self._queue_of(job_id), job_id)
-            elif incr_score:
-                pipe.zincrby(self._queue_of(job_id), incr_score, job_id)
-            if keep_in_progress is None:
-                pipe.delete(in_progress_key)
-            else:
-                pipe.pexpire(in_progress_key, to_ms(keep_in_progress))
-            await pipe.execute()
+        """arq's writes in one script call (service.engine.finish), batched with other jobs'
+        calls by the auto-pipelined pool."""
+        expire = None if keep_result_forever else result_timeout_s
+        await finish_run(
+            self.pool,
+            job_id,
+            self._queue_of(job_id),
+            finished=finish,
+            result=result_data,
+            result_ms=to_ms(expire),
+            incr_score=incr_score,
+            lock_ms=None if keep_in_progress is None else to_ms(keep_in_progress),
+        )
 
     async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
         """arq's writes for a job that failed before it ran, batched like finish_job."""
