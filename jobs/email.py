@@ -27,8 +27,8 @@ async def send_email(ctx: MailContext, *, to: str, subject: str, body: str) -> d
     """
     redis, settings = ctx["redis"], ctx["settings"]
     marker = job_key("sent", ctx["job_id"])
-    # on a job's first start there is no earlier run whose marker could exist: no round trip
-    previous = None if ctx.get("first_start") else await redis.get(marker)
+    # an earlier run's marker: read in the round trip that carries the attempt's start
+    previous = await redis.get(marker)
     if previous is not None:
         result: dict[str, str] = json.loads(previous)
         return result

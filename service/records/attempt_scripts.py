@@ -11,6 +11,7 @@ in, so the key layout stays in service.store.keys.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -66,7 +67,7 @@ return 1
 """)
 
 
-async def record_start(
+def submit_start(
     redis: Redis,
     job_id: str,
     *,
@@ -77,9 +78,10 @@ async def record_start(
     ttl: int,
     status_event: str,
     expected: str,
-) -> list[bytes | None]:
-    """Write an attempt's start; returns the status hash's open_attempt, started_at and
-    requeued as they were before (what a dead last attempt left)."""
+) -> Awaitable[list[bytes | None]]:
+    """Send an attempt's start now (service.store.scripts: it leaves before anything sent
+    after it); awaited, the status hash's open_attempt, started_at and requeued as they were
+    before (what a dead last attempt left)."""
     script_keys = [
         in_progress_key_prefix + job_id,
         keys.job_meta(job_id),
@@ -89,7 +91,7 @@ async def record_start(
     ]
     args: list[Any] = [lock_ms, function, attempt, started_ms, ttl, job_id, status_event]
     args.append(expected)
-    reply: list[bytes | None] = await _START.run(redis, script_keys, args)
+    reply: Awaitable[list[bytes | None]] = _START.submit(redis, script_keys, args)
     return reply
 
 

@@ -40,9 +40,6 @@ class JobContext(TypedDict):
     lease: float
     # set by service.engine: gives the job's place among max_jobs to the next job
     free_slot: NotRequired[Callable[[], None]]
-    # no attempt of this job id has started before this one, so there is no earlier run's
-    # record (an email's "sent" marker, say) to look for
-    first_start: NotRequired[bool]
     # set by the tracking wrapper when the attempt's task was cancelled (time limit, shutdown)
     attempt_interrupted: NotRequired[bool]
     # set by the tracking wrapper: the attempt's arguments, for a failure arq decides itself

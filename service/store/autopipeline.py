@@ -78,15 +78,20 @@ class _Batcher:
 
     async def run(self, commands: CommandStack) -> list[Any]:
         """Replies to ``commands`` in order; a command's error comes back as its reply."""
-        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        return await self.submit(commands)
+
+    def submit(self, commands: CommandStack) -> asyncio.Future[list[Any]]:
+        """Queue ``commands`` in the next batch now; their replies, as :meth:`run` gives them,
+        once it is back. The caller goes on meanwhile (and must await the future)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
         self._waiting.append((commands, future))
         if self._flusher is None:
             # a task's first step runs after the callbacks already scheduled: the tasks
             # that are ready now add their commands to this batch before it leaves. It runs
             # in an empty context, as it serves many jobs (no one job's log fields).
-            loop = asyncio.get_running_loop()
             self._flusher = loop.create_task(self._flush(), context=contextvars.Context())
-        return await future
+        return future
 
     async def _flush(self) -> None:
         try:
@@ -202,6 +207,13 @@ class AutoPipelineRedis(ArqRedis):
         if isinstance(reply, ResponseError):
             raise reply
         return reply
+
+    def submit_command(self, *args: Any) -> asyncio.Future[list[Any]] | None:
+        """Queue one command in the next batch now, its reply (or its error, as a value) in
+        the future's one-item list; None for a command that cannot join a batch."""
+        if str(args[0]).upper() in DIRECT_COMMANDS or self.single_connection_client:
+            return None
+        return self._batcher.submit([(args, {})])
 
     def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
         pipe = AutoPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)

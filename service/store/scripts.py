@@ -8,12 +8,13 @@ auto-pipelined client (service.store.autopipeline) concurrent calls share a roun
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from service.store.autopipeline import AutoPipelineRedis
 
@@ -32,6 +33,49 @@ class LuaScript:
         except NoScriptError:
             await redis.script_load(self.source)
             return await redis.evalsha(self.sha, len(keys), *keys, *args)  # type: ignore[misc]
+
+    def submit(self, redis: Redis, keys: Sequence[Any], args: Sequence[Any]) -> Awaitable[Any]:
+        """Send the call now and give its reply later: through an auto-pipelined client the
+        call joins the next batch at once, so the caller's own work overlaps its round trip
+        and the call still leaves before anything the caller sends afterwards. A Redis that
+        does not know the script gets it and the call again as soon as it says so, not when
+        the reply is awaited (a start must not wait on the caller's work). The result must be
+        awaited."""
+        if isinstance(redis, AutoPipelineRedis):
+            sent = redis.submit_command("EVALSHA", self.sha, len(keys), *keys, *args)
+            if sent is not None:
+                reply: asyncio.Future[Any] = sent.get_loop().create_future()
+                sent.add_done_callback(lambda done: self._answer(done, reply, redis, keys, args))
+                return reply
+        return asyncio.ensure_future(self.run(redis, keys, args))
+
+    def _answer(
+        self,
+        sent: asyncio.Future[list[Any]],
+        reply: asyncio.Future[Any],
+        redis: Redis,
+        keys: Sequence[Any],
+        args: Sequence[Any],
+    ) -> None:
+        """``sent``'s outcome onto ``reply``; a NOSCRIPT answer loads the script and calls
+        again at once."""
+        if reply.done():  # the caller gave up (cancelled)
+            return
+        if sent.cancelled():
+            reply.cancel()
+            return
+        error = sent.exception()
+        if error is not None:
+            reply.set_exception(error)
+            return
+        (answer,) = sent.result()
+        if isinstance(answer, NoScriptError):
+            again = asyncio.ensure_future(self.run(redis, keys, args))
+            again.add_done_callback(lambda done: _pass_on(done, reply))
+        elif isinstance(answer, ResponseError):
+            reply.set_exception(answer)
+        else:
+            reply.set_result(answer)
 
     async def run_confirmed(self, redis: Redis, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """The script's reply, once the replicas ``redis`` asks for hold its writes
@@ -54,3 +98,15 @@ class LuaScript:
         pipe.evalsha(self.sha, len(keys), *keys, *args)
         (reply,) = await pipe.execute()
         return reply
+
+
+def _pass_on(done: asyncio.Future[Any], reply: asyncio.Future[Any]) -> None:
+    """``done``'s outcome onto ``reply``, unless the caller has given up on it."""
+    if reply.done():
+        return
+    if done.cancelled():
+        reply.cancel()
+    elif (error := done.exception()) is not None:
+        reply.set_exception(error)
+    else:
+        reply.set_result(done.result())

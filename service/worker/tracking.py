@@ -121,19 +121,37 @@ class _Run:
     kept_for_replay: str | None = None
 
 
-async def _start(
+@dataclass(frozen=True, slots=True)
+class _Starting:
+    """An attempt whose start is on its way to Redis while the job's code runs."""
+
+    name: str
+    attempt: int
+    started_at: int
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    clock: float
+    reply: Awaitable[list[bytes | None]]
+
+
+def _start(
     ctx: JobContext, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], *, last: bool
-) -> _Run:
-    """One script call: arq's in-progress lock set to this attempt's lease (service.worker.lease),
-    the attempt recorded and marked open (reading what the last attempt left), the last
-    attempt's progress cleared, the start announced. ``last``: no try is left after this one."""
+) -> _Starting:
+    """Send the attempt's start, one script call: arq's in-progress lock set to this attempt's
+    lease (service.worker.lease), the attempt recorded and marked open (reading what the last
+    attempt left), the last attempt's progress cleared, the start announced. ``last``: no try
+    is left after this one.
+
+    It is sent, not awaited: the job's code starts at once instead of a round trip later
+    (pickup latency, and a busy worker's next jobs start before the last ones' bookkeeping),
+    and every write the job makes leaves after it. :func:`_started` reads its reply."""
     settings, job_id = ctx["settings"], ctx["job_id"]
     attempt, started = ctx["job_try"], now_ms()
     status = {"status": "STARTED", "attempts": attempt, "started_at": iso_from_ms(started)}
     expected = ""
     if last:  # filed as failed if this attempt is lost
         expected = _dead_job(ctx, name, args, kwargs, failed_jobs.LAST_ATTEMPT_LOST).to_json()
-    lost, last_start, requeued = await attempt_scripts.record_start(
+    reply = attempt_scripts.submit_start(
         ctx["redis"],
         job_id,
         lock_ms=int(ctx["lease"] * 1000),
@@ -144,12 +162,27 @@ async def _start(
         status_event=events.encode("status", status),
         expected=expected,
     )
-    this = _Run(name, int(requeued or 0) + 1, attempt, started, args, kwargs, time.perf_counter())
-    # the status hash outlives every record a job writes (its ttl is renewed at the end)
-    ctx["first_start"] = attempt == 1 and last_start is None and requeued is None
+    return _Starting(name, attempt, started, args, kwargs, time.perf_counter(), reply)
+
+
+async def _started(ctx: JobContext, starting: _Starting) -> _Run:
+    """The attempt once its start is written; an earlier attempt that a dead worker left open
+    is recorded as interrupted (before this attempt's end, which is written after this)."""
+    lost, last_start, requeued = await starting.reply
+    run = int(requeued or 0) + 1
+    this = _Run(
+        starting.name,
+        run,
+        starting.attempt,
+        starting.started_at,
+        starting.args,
+        starting.kwargs,
+        starting.clock,
+    )
     if lost is not None:  # the worker running the last attempt died before closing it
+        settings = ctx["settings"]
         entry = attempts.make_attempt(
-            run=this.run,
+            run=run,
             attempt=int(lost),
             started_at=int(last_start or 0),
             finished_at=None,
@@ -314,10 +347,8 @@ def tracked(job: Job) -> JobFunction:
         ctx.pop("delivery", None)  # each attempt tells its own
         ctx["arguments"] = (args, kwargs)  # for after_job: arq's result keeps none
         attempt = ctx["job_try"]
-        this = await _start(ctx, name, args, kwargs, last=attempt >= tries)
-        if job.replayable:
-            kept = replays.kept_arguments(kwargs, settings.replay_max_argument_bytes)
-            this = dataclasses.replace(this, kept_for_replay=kept)
+        starting = _start(ctx, name, args, kwargs, last=attempt >= tries)
+        failure: Exception | asyncio.CancelledError | None = None
         try:
             try:
                 result = await fn(ctx, *args, **kwargs)
@@ -327,6 +358,21 @@ def tracked(job: Job) -> JobFunction:
                 raise _database_unavailable(exc) from exc
             finally:
                 _free_slot(ctx)
+        except (Exception, asyncio.CancelledError) as exc:
+            failure = exc
+        if isinstance(failure, asyncio.CancelledError):
+            with contextlib.suppress(Exception):
+                await _interrupted(ctx, await _started(ctx, starting))
+            raise failure
+        this = await _started(ctx, starting)
+        if job.replayable:
+            kept = replays.kept_arguments(kwargs, settings.replay_max_argument_bytes)
+            this = dataclasses.replace(this, kept_for_replay=kept)
+        if failure is None:
+            await _finish(ctx, this, "success", result=result)
+            return result
+        try:
+            raise failure
         except TransientError as exc:
             said = mask_text(exc.reason)  # the job's own reason: what clients read
             if attempt >= tries:
@@ -346,18 +392,12 @@ def tracked(job: Job) -> JobFunction:
             fields: dict[str, str | int] = {"last_error": said, "retry_at": retry_at}
             await _close(ctx, this, "retry", said, status=status, counted=True, meta=fields)
             raise Retry(defer=delay) from exc
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await _interrupted(ctx, this)
-            raise
         except Exception as exc:
             await _finish(ctx, this, "failure", public_reason(exc))
             if isinstance(exc, Retry):
                 raise  # arq's own retry, raised by a job's code: arq must still see it
             # arq stores what it is given as the result: the public reason, never exc's text
             raise public_error(exc) from exc
-        await _finish(ctx, this, "success", result=result)
-        return result
 
     return run
 
