@@ -179,7 +179,8 @@ def write(results: dict[str, Any], out: Path) -> None:
         "# Benchmark results",
         "",
         f"Run on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(results['started']))} "
-        f"with `make bench` ({reps} repetitions, {minutes:.1f} min). Medians [min-max] over the "
+        f"with `{results.get('command', 'make bench')}` ({reps} repetitions, {minutes:.1f} "
+        "min). Medians [min-max] over the "
         "repetitions; ratios are taken within each repetition, then summarised. The machine is "
         "shared with other jobs, so only the ratios mean much.",
         "",

@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -121,6 +122,9 @@ async def run(sizes: Sizes, reps: int, only: set[str]) -> dict[str, Any]:
             system.results_db = results_db
     concurrency = {"ours": max_jobs, "celery": os.cpu_count() or 1, "arq": 10}
     results: dict[str, Any] = {"started": time.time(), "sizes": asdict(sizes), "reps": reps}
+    # the report says how it was run: `make bench` only when run without arguments
+    arguments = " ".join(shlex.quote(argument) for argument in sys.argv[1:])
+    results["command"] = f".venv/bin/python -m bench.run {arguments}" if arguments else "make bench"
     try:
         await wait_redis(redis)
         async with aiohttp.ClientSession(
