@@ -37,20 +37,26 @@ def _copy(tmp_path: Path) -> Path:
     return source
 
 
-def test_building_finds_every_package_and_ships_the_dashboard_files(tmp_path: Path) -> None:
-    source = _copy(tmp_path)
-    built = tmp_path / "lib"
-    commands = ["egg_info", "--egg-base", str(tmp_path), "build_py", "--build-lib", str(built)]
+def _python(source: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """Run this Python in ``source`` (a copy of the project), which must succeed."""
     run = subprocess.run(
-        [sys.executable, "-c", "import setuptools; setuptools.setup()", *commands],
+        [sys.executable, *argv],
         cwd=source,
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
+    assert run.returncode == 0, run.stdout + run.stderr
+    return run
+
+
+def test_building_finds_every_package_and_ships_the_dashboard_files(tmp_path: Path) -> None:
+    source = _copy(tmp_path)
+    built = tmp_path / "lib"
+    commands = ["egg_info", "--egg-base", str(tmp_path), "build_py", "--build-lib", str(built)]
+    run = _python(source, "-c", "import setuptools; setuptools.setup()", *commands)
     output = run.stdout + run.stderr
-    assert run.returncode == 0, output
     for warning in DATA_WARNINGS:
         assert warning not in output, output
     assert (built / "web" / "static" / "dashboard.js").is_file()
@@ -66,16 +72,8 @@ def test_an_editable_install_is_built_without_a_notice(tmp_path: Path) -> None:
     wheels = tmp_path / "wheels"
     wheels.mkdir()
     hook = f"from setuptools import build_meta; print(build_meta.build_editable({str(wheels)!r}))"
-    run = subprocess.run(
-        [sys.executable, "-W", "default", "-c", hook],
-        cwd=source,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    run = _python(source, "-W", "default", "-c", hook)
     output = run.stdout + run.stderr
-    assert run.returncode == 0, output
     for notice in ("Editable installation", "may take precedence", "Warning:"):
         assert notice not in output, output
     with zipfile.ZipFile(wheels / run.stdout.strip().splitlines()[-1]) as wheel:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from pydantic import SecretStr
 
@@ -20,6 +21,7 @@ from settings import Settings
 from tests.conftest import TEST_API_TOKEN, SmtpRecorder, free_port
 from tests.faults.processes import Process, RedisServer, python
 from tests.faults.sentinels import SentinelGroup
+from tests.waiting import wait_until
 
 Spawn = Callable[..., Awaitable[Process]]
 
@@ -128,3 +130,18 @@ async def spawn(settings: Settings, tmp_path: Path) -> AsyncIterator[Spawn]:
         await process.kill()
         output = await process.output()
         print(f"----- {process.name} (pid {process.pid}) output -----\n{output}")
+
+
+async def web_answers(port: int, *, within: float = 30) -> None:
+    """Wait until ``python -m web`` on ``port`` answers /health with 200 (a process just
+    started may take seconds to import and connect on a busy machine)."""
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
+
+        async def up() -> bool:
+            try:
+                async with http.get("/health") as response:
+                    return response.status == 200
+            except aiohttp.ClientConnectionError:
+                return False
+
+        await wait_until(up, within=within, interval=0.1)

@@ -22,10 +22,9 @@ from jobs.registry import REGISTRY
 from service.store import keys
 from settings import Settings
 from tests.conftest import AUTH_HEADERS, TEST_API_TOKEN
-from tests.faults.conftest import Spawn
+from tests.faults.conftest import Spawn, web_answers
 from tests.faults.processes import RedisServer
 from tests.images import image_bytes
-from tests.waiting import wait_until
 
 STARTUP = 30
 HEAD_LIMIT = 2.0
@@ -48,16 +47,7 @@ async def web(settings: Settings, spawn: Spawn) -> str:
         upload_min_bytes_per_second=UPLOAD_RATE,
     )
     base = f"http://127.0.0.1:{settings.web_port}"
-    async with aiohttp.ClientSession(base) as http:
-
-        async def up() -> bool:
-            try:
-                async with http.get("/health") as response:
-                    return response.status == 200
-            except aiohttp.ClientConnectionError:
-                return False
-
-        await wait_until(up, within=STARTUP, interval=0.1)
+    await web_answers(settings.web_port, within=STARTUP)
     return base
 
 
@@ -294,16 +284,7 @@ async def test_several_web_processes_under_gunicorn_answer_the_same(
 ) -> None:
     # below gunicorn's keep-alive of 2 s, which also closes a connection still without a head
     await spawn("web", web_processes=2, request_header_timeout=1)
-    async with aiohttp.ClientSession(f"http://127.0.0.1:{settings.web_port}") as http:
-
-        async def up() -> bool:
-            try:
-                async with http.get("/health") as response:
-                    return response.status == 200
-            except aiohttp.ClientConnectionError:
-                return False
-
-        await wait_until(up, within=STARTUP, interval=0.1)
+    await web_answers(settings.web_port, within=STARTUP)
     refused = await _exchange(settings.web_port, MALFORMED["a bad method"])
     assert refused.status == 400
     assert refused.headers["server"] == "jobservice"

@@ -17,9 +17,8 @@ import pytest
 
 from settings import Settings
 from tests.conftest import AUTH_HEADERS
-from tests.faults.conftest import service_env
+from tests.faults.conftest import service_env, web_answers
 from tests.faults.processes import Process
-from tests.waiting import wait_until
 from web.open_files import needed
 
 STARTUP = 30
@@ -49,16 +48,7 @@ async def _web(settings: Settings, started: list[Process], soft: int, hard: int)
     argv = [prlimit, f"--nofile={soft}:{hard}", "--", sys.executable, "-m", "web"]
     process = Process("web", argv, env, settings.data_dir.parent / "web.log")
     started.append(await process.start())
-    async with aiohttp.ClientSession(f"http://127.0.0.1:{settings.web_port}") as http:
-
-        async def up() -> bool:
-            try:
-                async with http.get("/health") as response:
-                    return response.status == 200
-            except aiohttp.ClientConnectionError:
-                return False
-
-        await wait_until(up, within=STARTUP, interval=0.1)
+    await web_answers(settings.web_port, within=STARTUP)
     return process
 
 
