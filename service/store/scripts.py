@@ -3,7 +3,9 @@
 Every script of the service (enqueue, claim, tracking, cancel, failed jobs, idempotency keys)
 is sent as EVALSHA: the source goes over the wire only after Redis answers NOSCRIPT (first
 use, or it restarted), and its hash is computed once, not per call. Through an
-auto-pipelined client (service.store.autopipeline) concurrent calls share a round trip.
+auto-pipelined client (service.store.autopipeline) concurrent calls share a round trip. A
+call sent ahead of its caller's work (:meth:`LuaScript.submit`, an attempt's start) carries
+its source instead, so that it never has to be sent again behind that work.
 """
 
 from __future__ import annotations
@@ -37,45 +39,17 @@ class LuaScript:
     def submit(self, redis: Redis, keys: Sequence[Any], args: Sequence[Any]) -> Awaitable[Any]:
         """Send the call now and give its reply later: through an auto-pipelined client the
         call joins the next batch at once, so the caller's own work overlaps its round trip
-        and the call still leaves before anything the caller sends afterwards. A Redis that
-        does not know the script gets it and the call again as soon as it says so, not when
-        the reply is awaited (a start must not wait on the caller's work). The result must be
-        awaited."""
+        and the call still runs before anything the caller sends afterwards. It goes as EVAL,
+        with its source: a Redis that has forgotten the script (a restart, a failover) could
+        otherwise answer NOSCRIPT, and the call sent again would run after the caller's later
+        writes. The result must be awaited."""
         if isinstance(redis, AutoPipelineRedis):
-            sent = redis.submit_command("EVALSHA", self.sha, len(keys), *keys, *args)
+            sent = redis.submit_command("EVAL", self.source, len(keys), *keys, *args)
             if sent is not None:
                 reply: asyncio.Future[Any] = sent.get_loop().create_future()
-                sent.add_done_callback(lambda done: self._answer(done, reply, redis, keys, args))
+                sent.add_done_callback(lambda done: _answer(done, reply))
                 return reply
         return asyncio.ensure_future(self.run(redis, keys, args))
-
-    def _answer(
-        self,
-        sent: asyncio.Future[list[Any]],
-        reply: asyncio.Future[Any],
-        redis: Redis,
-        keys: Sequence[Any],
-        args: Sequence[Any],
-    ) -> None:
-        """``sent``'s outcome onto ``reply``; a NOSCRIPT answer loads the script and calls
-        again at once."""
-        if reply.done():  # the caller gave up (cancelled)
-            return
-        if sent.cancelled():
-            reply.cancel()
-            return
-        error = sent.exception()
-        if error is not None:
-            reply.set_exception(error)
-            return
-        (answer,) = sent.result()
-        if isinstance(answer, NoScriptError):
-            again = asyncio.ensure_future(self.run(redis, keys, args))
-            again.add_done_callback(lambda done: _pass_on(done, reply))
-        elif isinstance(answer, ResponseError):
-            reply.set_exception(answer)
-        else:
-            reply.set_result(answer)
 
     async def run_confirmed(self, redis: Redis, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """The script's reply, once the replicas ``redis`` asks for hold its writes
@@ -100,13 +74,17 @@ class LuaScript:
         return reply
 
 
-def _pass_on(done: asyncio.Future[Any], reply: asyncio.Future[Any]) -> None:
-    """``done``'s outcome onto ``reply``, unless the caller has given up on it."""
+def _answer(sent: asyncio.Future[list[Any]], reply: asyncio.Future[Any]) -> None:
+    """A submitted call's outcome onto ``reply``, unless its caller has given up on it."""
     if reply.done():
         return
-    if done.cancelled():
+    if sent.cancelled():
         reply.cancel()
-    elif (error := done.exception()) is not None:
+    elif (error := sent.exception()) is not None:
         reply.set_exception(error)
     else:
-        reply.set_result(done.result())
+        (answer,) = sent.result()
+        if isinstance(answer, ResponseError):  # the script's own error
+            reply.set_exception(answer)
+        else:
+            reply.set_result(answer)
