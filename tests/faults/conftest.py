@@ -8,6 +8,7 @@ longer than the per-function bound the tests rely on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -42,10 +43,25 @@ async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
 @pytest.fixture
 async def sentinel_group(tmp_path: Path) -> AsyncIterator[SentinelGroup]:
     """A master, a replica and three sentinels (tests/faults/sentinels.py), all stopped after."""
+    async with running_sentinels(tmp_path) as group:
+        yield group
+
+
+@contextlib.asynccontextmanager
+async def running_sentinels(
+    tmp_path: Path, *, password: str | None = None, sentinel_password: str | None = None
+) -> AsyncIterator[SentinelGroup]:
+    """A started SentinelGroup (the servers' and the sentinels' own passwords, if given),
+    stopped on the way out; the test is skipped where redis-server is not installed."""
     binary = await asyncio.to_thread(shutil.which, "redis-server")
     if binary is None:
         pytest.skip("the Sentinel tests need redis-server (apt-get install redis-server)")
-    group = SentinelGroup(binary, tmp_path / "sentinel-group")
+    group = SentinelGroup(
+        binary,
+        tmp_path / "sentinel-group",
+        password=password,
+        sentinel_password=sentinel_password,
+    )
     try:
         await group.start()
         yield group

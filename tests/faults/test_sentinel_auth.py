@@ -10,8 +10,6 @@ finds no master and says so.
 
 from __future__ import annotations
 
-import asyncio
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ from redis.asyncio import Redis
 from service.engine.arq_api import health_check_key_suffix
 from settings import Settings
 from tests.conftest import TEST_API_TOKEN, RunWorker, SmtpRecorder, accepted_task, status_of
-from tests.faults.conftest import Spawn
+from tests.faults.conftest import Spawn, running_sentinels
 from tests.faults.sentinels import MASTER_NAME, SentinelGroup
 
 PASSWORD = "data-secret"  # the master's and the replica's (REDIS_URL's)
@@ -35,20 +33,10 @@ CHECK_WITHIN = 30  # seconds for a --check process, Python's start-up included
 
 @pytest.fixture
 async def sentinel_group(tmp_path: Path) -> AsyncIterator[SentinelGroup]:
-    binary = await asyncio.to_thread(shutil.which, "redis-server")
-    if binary is None:
-        pytest.skip("the Sentinel tests need redis-server (apt-get install redis-server)")
-    group = SentinelGroup(
-        binary,
-        tmp_path / "sentinel-group",
-        password=PASSWORD,
-        sentinel_password=SENTINEL_PASSWORD,
-    )
-    try:
-        await group.start()
+    async with running_sentinels(
+        tmp_path, password=PASSWORD, sentinel_password=SENTINEL_PASSWORD
+    ) as group:
         yield group
-    finally:
-        await group.stop()
 
 
 @pytest.fixture
