@@ -123,14 +123,10 @@ class _Run:
 
 @dataclass(frozen=True, slots=True)
 class _Starting:
-    """An attempt whose start is on its way to Redis while the job's code runs."""
+    """An attempt whose start is on its way to Redis while the job's code runs: all but its
+    run number (``run`` 0), which the start's reply gives."""
 
-    name: str
-    attempt: int
-    started_at: int
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    clock: float
+    this: _Run
     reply: Awaitable[list[bytes | None]]
 
 
@@ -162,7 +158,7 @@ def _start(
         status_event=events.encode("status", status),
         expected=expected,
     )
-    return _Starting(name, attempt, started, args, kwargs, time.perf_counter(), reply)
+    return _Starting(_Run(name, 0, attempt, started, args, kwargs, time.perf_counter()), reply)
 
 
 async def _started(ctx: JobContext, starting: _Starting) -> _Run:
@@ -170,15 +166,7 @@ async def _started(ctx: JobContext, starting: _Starting) -> _Run:
     is recorded as interrupted (before this attempt's end, which is written after this)."""
     lost, last_start, requeued = await starting.reply
     run = int(requeued or 0) + 1
-    this = _Run(
-        starting.name,
-        run,
-        starting.attempt,
-        starting.started_at,
-        starting.args,
-        starting.kwargs,
-        starting.clock,
-    )
+    this = dataclasses.replace(starting.this, run=run)
     if lost is not None:  # the worker running the last attempt died before closing it
         settings = ctx["settings"]
         entry = attempts.make_attempt(
