@@ -2,7 +2,8 @@
 
 A small formatter of our own rather than python-json-logger: all it has to do is put the
 record's standard fields, its ``extra=`` fields and the context's fields (request id, job id)
-into one ``json.dumps`` call, and owning those ~40 lines keeps the field names ours.
+into one JSON encoding (service.observability.json_text: a worker writes a line per attempt),
+and owning those ~40 lines keeps the field names ours.
 
 Every line, its traceback and its text fields go through the one masking rule
 (service.observability.masking): a webhook URL's ``?token=`` or ``user:pass@`` quoted by an
@@ -12,13 +13,13 @@ exception, ours or a library's, never reaches the log.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import logging.config
 import math
 from datetime import UTC, datetime
 from typing import Any
 
+from service.observability.json_text import encoder
 from service.observability.masking import mask_text
 from service.observability.origin import log_fields
 from settings import Settings
@@ -46,8 +47,8 @@ def record_fields(record: logging.LogRecord) -> dict[str, Any]:
     return fields
 
 
-# json.dumps(line, default=str, ensure_ascii=False), without building an encoder per line
-_ENCODER = json.JSONEncoder(default=str, ensure_ascii=False)
+# compact, non-ASCII kept, anything else written as its str()
+_ENCODE = encoder(default=str)
 
 
 class _Clock:
@@ -91,7 +92,7 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             line["exception"] = mask_text(self.formatException(record.exc_info))
-        return _ENCODER.encode(line)
+        return _ENCODE(line)
 
 
 class TextFormatter(logging.Formatter):

@@ -12,12 +12,15 @@ from typing import Any, Literal, NotRequired, TypedDict
 
 from redis.asyncio import Redis
 
+from service.observability.json_text import encoder
 from service.store import keys
-from service.store.serialization import compact_json
 
 Outcome = Literal["success", "retry", "failure", "interrupted", "cancelled", "timeout"]
 
 LOST_ATTEMPT = "the worker stopped during this attempt"
+
+# every attempt writes one entry; a delivery's receiver text in it may be any JSON value
+_ENCODE = encoder(default=None)
 
 
 class Attempt(TypedDict):
@@ -62,7 +65,7 @@ def make_attempt(
 def encode(attempt: Attempt) -> str:
     """An attempt as stored in the history list (UTF-8: a receiver's text in a ledger entry
     costs its own size, not six bytes a character)."""
-    return compact_json(attempt)
+    return _ENCODE(attempt)
 
 
 async def record(redis: Redis, job_id: str, attempt: Attempt, *, keep: int, ttl: int) -> None:

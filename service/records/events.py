@@ -12,18 +12,19 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
+from service.observability.json_text import encoder
 from service.store import keys
 
 EventKind = Literal["status", "progress", "graphs", "breakers"]
 # graphs: new counts (records.tallies); breakers: one opened or closed (records.breakers)
 
 
-# json.dumps(..., separators=(",", ":"), default=str), without an encoder built per event
-_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+# every attempt publishes two: compact, anything else written as its str()
+_ENCODE = encoder(default=str)
 
 
 def encode(kind: EventKind, data: dict[str, Any]) -> str:
-    return _ENCODER.encode({"kind": kind, "data": data})
+    return _ENCODE({"kind": kind, "data": data})
 
 
 def decode(raw: bytes | str) -> tuple[EventKind, dict[str, Any]] | None:
