@@ -18,8 +18,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
-from contextvars import Context, copy_context
+from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -33,6 +32,7 @@ from service.worker.failures import full_text
 logger = logging.getLogger("jobservice.jobs")
 
 JobCoroutine = Callable[..., Awaitable[Any]]
+LogFields = Mapping[str, str | int]
 
 
 def _queue_wait(ctx: JobContext) -> float:
@@ -75,15 +75,16 @@ class _LateStarts:
     cancelled per attempt cost about what the line it saves)."""
 
     def __init__(self) -> None:
-        self._waiting: dict[int, tuple[float, float, float, Context]] = {}
+        self._waiting: dict[int, tuple[float, float, float, LogFields]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def add(self, attempt: int, wait_ms: float, after: float) -> None:
-        """Log ``attempt``'s start ``after`` seconds from now, with the log fields it has now."""
+    def add(self, attempt: int, wait_ms: float, after: float, fields: LogFields) -> None:
+        """Log ``attempt``'s start ``after`` seconds from now, with its log ``fields`` (kept,
+        not a copy of the whole context: the line needs only them)."""
         loop = asyncio.get_running_loop()
         due = loop.time() + after
-        self._waiting[attempt] = (due, wait_ms, after, copy_context())
+        self._waiting[attempt] = (due, wait_ms, after, fields)
         if self._timer is None or self._loop is not loop:  # none set, or on a loop now gone
             self._loop, self._timer = loop, loop.call_at(due, self._log_due)
 
@@ -93,10 +94,14 @@ class _LateStarts:
     def _log_due(self) -> None:
         loop, next_due = asyncio.get_running_loop(), math.inf
         now = loop.time()
-        for attempt, (due, wait_ms, after, context) in list(self._waiting.items()):
+        for attempt, (due, wait_ms, after, fields) in list(self._waiting.items()):
             if due <= now:
                 del self._waiting[attempt]
-                context.run(_log_start, wait_ms, after)  # with the attempt's log fields
+                token = log_fields.set(fields)  # the line carries the attempt's fields
+                try:
+                    _log_start(wait_ms, after)
+                finally:
+                    log_fields.reset(token)
             else:
                 next_due = min(next_due, due)
         self._timer = None if next_due == math.inf else loop.call_at(next_due, self._log_due)
@@ -120,7 +125,8 @@ def observed(name: str, fn: JobCoroutine) -> JobCoroutine:
         if isinstance(request_id, str):
             fields["request_id"] = request_id
             ctx["request_id"] = request_id
-        token = log_fields.set(MappingProxyType(fields))
+        shown = MappingProxyType(fields)
+        token = log_fields.set(shown)
         metrics = ctx["metrics"].of(name)
         wait = _queue_wait(ctx)
         metrics.started.inc()
@@ -131,7 +137,7 @@ def observed(name: str, fn: JobCoroutine) -> JobCoroutine:
         if start_after <= 0:
             _log_start(wait_ms, 0.0)
         else:
-            _late_starts.add(id(fields), wait_ms, start_after)
+            _late_starts.add(id(fields), wait_ms, start_after, shown)
         started = time.perf_counter()
         error: BaseException | None = None
         try:
