@@ -166,3 +166,33 @@ async def test_a_submitted_script_runs_before_what_is_sent_after_it(
     failing = _SET_AND_COUNT.submit(client, ["submitted", "a-list"], ["x"])
     with pytest.raises(ResponseError, match="WRONGTYPE"):  # the script's own error, as raised
         await failing
+
+
+async def test_script_calls_share_a_batch_and_load_a_forgotten_script(
+    client: AutoPipelineRedis, redis: ArqRedis
+) -> None:
+    """LuaScript.run goes straight into the batch: concurrent calls share one pipeline, a
+    Redis that forgot the script gets it loaded once, and a script's error is raised."""
+    await client.ping()
+    await redis.script_flush()
+    sent: list[int] = []
+    original = client.connection_pool.get_connection
+
+    async def counting_get_connection(*args: object, **kwargs: object) -> object:
+        sent.append(1)
+        return await original(*args, **kwargs)
+
+    client.connection_pool.get_connection = counting_get_connection
+    calls = (_SET_AND_COUNT.run(client, [f"run:{n}", "runs"], [n]) for n in range(50))
+    replies = await asyncio.gather(*calls)
+    assert sorted(replies) == list(range(1, 51))  # every call ran once, none lost to NOSCRIPT
+    assert await redis.get("run:49") == b"49"
+    sent.clear()
+    replies = await asyncio.gather(
+        *(_SET_AND_COUNT.run(client, [f"run:{n}", "runs"], [n]) for n in range(50))
+    )
+    assert sorted(replies) == list(range(51, 101))
+    assert len(sent) == 1  # known now: one pipeline carried all 50 calls
+    await redis.lpush("a-list", "x")  # type: ignore[misc]
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await _SET_AND_COUNT.run(client, ["run:0", "a-list"], ["x"])

@@ -208,6 +208,17 @@ class AutoPipelineRedis(ArqRedis):
             raise reply
         return reply
 
+    async def run_batched(self, *args: Any) -> Any:
+        """:meth:`execute_command` for a command known to join batches (a script call),
+        without redis-py's per-command wrapper or the direct-command check: our scripts run
+        three times per job. A client on a single connection still sends it directly."""
+        if self.single_connection_client:
+            return await super().execute_command(*args)  # type: ignore[no-untyped-call]
+        (reply,) = await self._batcher.submit([(args, {})])
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply
+
     def submit_command(self, *args: Any) -> asyncio.Future[list[Any]] | None:
         """Queue one command in the next batch now, its reply (or its error, as a value) in
         the future's one-item list; None for a command that cannot join a batch."""

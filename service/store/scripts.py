@@ -31,10 +31,15 @@ class LuaScript:
     async def run(self, redis: Redis, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """The script's reply; loads it first if Redis has forgotten it."""
         try:
-            return await redis.evalsha(self.sha, len(keys), *keys, *args)  # type: ignore[misc]
+            return await self._evalsha(redis, keys, args)
         except NoScriptError:
             await redis.script_load(self.source)
-            return await redis.evalsha(self.sha, len(keys), *keys, *args)  # type: ignore[misc]
+            return await self._evalsha(redis, keys, args)
+
+    async def _evalsha(self, redis: Redis, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        if isinstance(redis, AutoPipelineRedis):  # straight into the batch
+            return await redis.run_batched("EVALSHA", self.sha, len(keys), *keys, *args)
+        return await redis.evalsha(self.sha, len(keys), *keys, *args)  # type: ignore[misc]
 
     def submit(self, redis: Redis, keys: Sequence[Any], args: Sequence[Any]) -> Awaitable[Any]:
         """Send the call now and give its reply later: through an auto-pipelined client the
