@@ -41,7 +41,7 @@ MARKERS: tuple[tuple[str, str], ...] = (
     ("attempt start", "submit (service/store/scripts.py"),
     ("attempt end", "_finish (service/worker/tracking.py"),
     ("attempt end", "_close (service/worker/tracking.py"),
-    ("attempt end", "record_end (service/records/attempt_scripts.py"),
+    ("attempt end", "end_call (service/records/attempt_scripts.py"),
     ("attempt end", "ended (service/records/tallies.py"),
     ("tracking wrapper", "run (service/worker/tracking.py"),
     ("observation wrapper", "run (service/worker/observe.py"),

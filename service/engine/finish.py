@@ -7,6 +7,9 @@ which costs it more CPU than Redis spends doing them; one EVALSHA carries the sa
 The order within the script is arq's: the job leaves its queue before its lock goes, so no
 other worker can take it in between (a script runs whole, so the order only matters to a
 reader). The keys are passed in, so arq's key layout stays in service.engine.arq_api.
+
+A job's own last write (the tracking wrapper's attempt end) can ride in the same call
+(``then``, service.store.scripts.chained): one call per finished job instead of two.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from service.engine.arq_api import (
     result_key_prefix,
     retry_key_prefix,
 )
-from service.store.scripts import LuaScript
+from service.store.scripts import LuaScript, ScriptCall, chained_call
 
 # KEYS: result, retry count, job data, abort set, queue, lock.
 # ARGV: job id, finished ('1' or ''), result data or '', result ms or '' (kept forever),
@@ -61,10 +64,12 @@ async def finish_run(
     result_ms: int | None,
     incr_score: int | None,
     lock_ms: int | None,
+    then: ScriptCall | None = None,
 ) -> None:
     """End a run: with ``finished``, store ``result`` (for ``result_ms``, or for ever when
     None) and remove the job; else put it back in ``queue`` ``incr_score`` ms later if given.
-    The lock is deleted, or kept ``lock_ms`` (a cron run's)."""
+    The lock is deleted, or kept ``lock_ms`` (a cron run's). ``then`` runs right after, in the
+    same call."""
     script_keys = [
         result_key_prefix + job_id,
         retry_key_prefix + job_id,
@@ -81,4 +86,8 @@ async def finish_run(
         incr_score or "",
         "" if lock_ms is None else lock_ms,
     ]
-    await _FINISH.run(redis, script_keys, args)
+    if then is None:
+        await _FINISH.run(redis, script_keys, args)
+        return
+    call = chained_call(ScriptCall(_FINISH, script_keys, args), then)
+    await call.script.run(redis, call.keys, call.args)

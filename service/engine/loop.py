@@ -28,7 +28,9 @@ Other differences from arq's loop:
 - a stored result keeps no copy of the job's arguments (arq's ``a`` and ``k`` are written
   empty): a result lives for a day, and a client's payload must not be kept that long a
   second time (the status API reads none of it; service.records keeps a bounded copy);
-- no log line per job start and success: service.worker.observe writes one, with more in it.
+- no log line per job start and success: service.worker.observe writes one, with more in it;
+- a job wrapper may leave its own last write in ``ctx["finish_with"]``: it goes in the same
+  script call as the run's end (engine.finish), one call fewer per job.
 
 arq's CLI builds ``arq.worker.Worker`` by name, so :func:`install` points that name here for
 ``arq service.WorkerSettings``. Every arq name this module relies on beyond arq's documented API
@@ -79,6 +81,7 @@ from service.engine.wakeup import WakingRedis
 from service.observability.metrics import JobMetrics
 from service.store import keys
 from service.store.outage import RedisOutage
+from service.store.scripts import ScriptCall
 
 logger = logging.getLogger("arq.worker")  # the lines arq itself would write
 
@@ -500,6 +503,8 @@ class BatchWorker(Worker):
             "enqueue_time": ms_to_datetime(enqueue_time_ms),
             "score": score,
             "free_slot": free_slot,
+            # a wrapper's last write may be put here to go with finish_job's (engine.finish)
+            "finish_with": None,
         }
         if self.on_job_start:
             await self.on_job_start(ctx)
@@ -598,6 +603,7 @@ class BatchWorker(Worker):
                 keep_result_forever,
                 incr_score,
                 keep_in_progress,
+                then=ctx["finish_with"],
             )
         )
 
@@ -614,9 +620,10 @@ class BatchWorker(Worker):
         keep_result_forever: bool,
         incr_score: int | None,
         keep_in_progress: float | None,
+        then: ScriptCall | None = None,
     ) -> None:
         """arq's writes in one script call (service.engine.finish), batched with other jobs'
-        calls by the auto-pipelined pool."""
+        calls by the auto-pipelined pool; ``then``, the job's own last write, in the same call."""
         expire = None if keep_result_forever else result_timeout_s
         await finish_run(
             self.pool,
@@ -627,6 +634,7 @@ class BatchWorker(Worker):
             result_ms=to_ms(expire),
             incr_score=incr_score,
             lock_ms=None if keep_in_progress is None else to_ms(keep_in_progress),
+            then=then,
         )
 
     async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:

@@ -6,7 +6,9 @@ commands they cost the worker more CPU than the no-op job itself (each is built,
 answered separately); as one script call each, the work moves to Redis, which does it in
 microseconds. Every way an attempt ends (success, failure, retry, cancel, interruption) goes
 through the one end script, with what it writes chosen by its arguments; the keys are passed
-in, so the key layout stays in service.store.keys.
+in, so the key layout stays in service.store.keys. A success's end goes in the engine's own
+finishing call (service.engine.finish): such a job costs the worker two calls of its own (the
+start, and the finish carrying the end) besides its share of a claim.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from redis.asyncio import Redis
 from service.engine.arq_api import in_progress_key_prefix
 from service.records.stats import STATS_TTL_SECONDS
 from service.store import keys
-from service.store.scripts import LuaScript
+from service.store.scripts import LuaScript, ScriptCall
 
 # KEYS: lock, meta, running, events channel, expected-dead-letters hash.
 # ARGV: lock ms, function, attempt, started ms, ttl, job id, status event, expected entry or ''.
@@ -95,7 +97,7 @@ def submit_start(
     return reply
 
 
-async def record_end(
+def end_call(
     redis: Redis,
     job_id: str,
     *,
@@ -109,11 +111,12 @@ async def record_end(
     finished_function: str,
     keep_expected: bool,
     status_event: str,
-) -> None:
-    """Close an attempt: history entry, status fields, and as asked the day's counter
-    (``stats_field``), the recent list and last run (``finished_function``: the job is done),
-    the expected failed-jobs entry (dropped unless ``keep_expected``), and the job leaving the
-    running set with ``status_event``."""
+) -> ScriptCall:
+    """The call that closes an attempt, to send or to hand to the engine's finish
+    (service.engine.finish, one call for both): history entry, status fields, and as asked the day's
+    counter (``stats_field``), the recent list and last run (``finished_function``: the job is
+    done), the expected failed-jobs entry (dropped unless ``keep_expected``), and the job
+    leaving the running set with ``status_event``."""
     script_keys = [
         keys.job_attempts(job_id),
         keys.job_meta(job_id),
@@ -128,4 +131,4 @@ async def record_end(
     args += [finished_function, "1" if keep_expected else "", status_event]
     for field, value in meta.items():
         args += [field, value]
-    await _END.run(redis, script_keys, args)
+    return ScriptCall(_END, script_keys, args)

@@ -14,6 +14,7 @@ from service.observability.metrics import JobMetrics
 from service.records.progress import Progress
 from service.records.tallies import Tallies
 from service.store.database import Database
+from service.store.scripts import ScriptCall
 from service.store.storage import Storage
 from settings import Settings
 
@@ -40,6 +41,8 @@ class JobContext(TypedDict):
     lease: float
     # set by service.engine: gives the job's place among max_jobs to the next job
     free_slot: NotRequired[Callable[[], None]]
+    # set (to None) by service.engine: a job wrapper's last write, sent with the engine's own
+    finish_with: NotRequired[ScriptCall | None]
     # set by the tracking wrapper when the attempt's task was cancelled (time limit, shutdown)
     attempt_interrupted: NotRequired[bool]
     # set by the tracking wrapper: the attempt's arguments, for a failure arq decides itself

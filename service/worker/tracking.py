@@ -206,10 +206,16 @@ async def _close(
     status: dict[str, Any] | None = None,
     counted: bool = False,
     meta: dict[str, str | int],
+    last_write: bool = False,
 ) -> int:
     """Close the attempt in one script call (service.records.attempt_scripts): its history entry and
     ``meta``; the day's count for ``outcome`` if ``counted``; ``status`` told to live viewers
-    as the job leaves the running set. Returns when the attempt finished (ms)."""
+    as the job leaves the running set. Returns when the attempt finished (ms).
+
+    ``last_write``: nothing follows it in this attempt, so under our engine the call goes with
+    the engine's finishing call (ctx["finish_with"], service.engine.finish) instead of on its
+    own: one call fewer per job, and a success is announced in the same step as its result
+    is stored."""
     settings, finished = ctx["settings"], now_ms()
     delivery = ctx.pop("delivery", None)  # the job's ledger entry for this attempt, if any
     entry = attempts.make_attempt(
@@ -226,7 +232,7 @@ async def _close(
     graphed = _graphed.get(outcome) if counted else None
     if status is not None and ended:
         status["finished_at"] = iso_from_ms(finished)
-    await attempt_scripts.record_end(
+    end = attempt_scripts.end_call(
         ctx["redis"],
         ctx["job_id"],
         entry=attempts.encode(entry),
@@ -241,6 +247,10 @@ async def _close(
         keep_expected=outcome == "interrupted",
         status_event="" if status is None else events.encode("status", status),
     )
+    if last_write and "finish_with" in ctx:
+        ctx["finish_with"] = end
+    else:
+        await end.script.run(ctx["redis"], end.keys, end.args)
     if graphed is not None:  # counted in memory, written once a second (records.tallies)
         run = time.perf_counter() - this.clock
         wait = max(0, this.started_at - ctx["score"]) / 1000
@@ -260,7 +270,9 @@ async def _finish(
         meta[replays.KEPT_FIELD] = this.kept_for_replay
     if outcome == "success":  # announced last, once everything else is readable
         done = {"status": "SUCCESS", "result": result}
-        await _close(ctx, this, outcome, error, status=done, counted=True, meta=meta)
+        await _close(
+            ctx, this, outcome, error, status=done, counted=True, meta=meta, last_write=True
+        )
         return
     finished = await _close(ctx, this, outcome, error, counted=True, meta=meta)
     settings = ctx["settings"]
