@@ -11,7 +11,8 @@ leaves on the next loop iteration, as before; under load, one round trip carries
 Each call still gets its own replies and its own errors, in order. What it gives up is only
 what a plain pipeline gives up too: other clients' commands may run between two commands of
 one call. Commands that block (BLPOP), hold connection state (WATCH/MULTI, pub/sub) and
-transactional pipelines bypass the batch.
+transactional pipelines bypass the batch. Consecutive calls of one of our scripts in a batch go
+as one call (service.store.script_merge).
 
 Writes that must be on replicas before they are promised (REDIS_MIN_REPLICAS_ACK: the web's
 enqueues) go through :meth:`AutoPipelineRedis.confirmed_pipeline`: such calls form batches of
@@ -32,7 +33,9 @@ from arq.connections import ArqRedis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, ResponseError
 
-CommandStack = list[tuple[tuple[Any, ...], Any]]  # (command and arguments, options)
+from service.store import script_merge
+
+CommandStack = script_merge.CommandStack
 
 # commands that must have a connection to themselves, or wait on the server
 DIRECT_COMMANDS = frozenset(
@@ -106,12 +109,14 @@ class _Batcher:
 
     async def _send(self, batch: list[tuple[CommandStack, asyncio.Future[list[Any]]]]) -> None:
         pipe = Pipeline(self._redis.connection_pool, self._redis.response_callbacks, False, None)
-        for commands, _ in batch:
-            pipe.command_stack.extend(commands)
+        stack, sizes = script_merge.merge(
+            [command for commands, _ in batch for command in commands]
+        )
+        pipe.command_stack = stack
         if self._confirm is not None:
             pipe.command_stack.append((self._confirm.wait_command(), {}))
         try:
-            replies = await pipe.execute(raise_on_error=False)
+            replies = script_merge.split(await pipe.execute(raise_on_error=False), sizes)
         except BaseException as exc:  # the connection failed (after the client's retries)
             for _, future in batch:
                 if not future.done():  # a copy each: callers' tracebacks must not pile up

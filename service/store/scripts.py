@@ -21,6 +21,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, ResponseError
 
+from service.store import script_merge
 from service.store.autopipeline import AutoPipelineRedis
 
 
@@ -30,6 +31,7 @@ class LuaScript:
     def __init__(self, source: str) -> None:
         self.source = source
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+        script_merge.register(self.sha, source)  # a batch may send a run of calls as one
 
     async def run(self, redis: Redis, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """The script's reply; loads it first if Redis has forgotten it."""
