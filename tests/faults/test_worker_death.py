@@ -14,7 +14,9 @@ from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
 
 from jobs.registry import REGISTRY
+from service.engine import finish
 from service.records import attempt_scripts
+from service.store.scripts import chained
 from service.worker.lease import lease_seconds
 from settings import Settings
 from tests.conftest import SmtpRecorder, accepted_task, queued, status_of
@@ -175,8 +177,9 @@ async def test_sigterm_past_the_grace_lets_a_job_writing_its_bookkeeping_finish(
     """The case the stop rule exists for: the email is sent (the job's code has ended) and its
     bookkeeping is still being written when the grace runs out. Cut, it would be queued again
     and run again; instead it is recorded once and the worker stops after writing it."""
-    # the attempt's end script, held on its way to Redis: sent only once the job's code ended
-    end_script = attempt_scripts._END.sha.encode()
+    # the run's finishing call, held on its way to Redis: sent only once the job's code ended,
+    # it carries the attempt's end (service.engine.finish chains the two scripts)
+    end_script = chained(finish._FINISH, attempt_scripts._END).sha.encode()
     async with HoldingRelay(redis_server.port, hold=end_script) as relay:
         worker = await spawn("worker", worker_shutdown_grace=1, redis_url=relay.url())
         task_id = await _post_email(client)
