@@ -25,6 +25,13 @@ Other differences from arq's loop:
 - the health line's ``queued`` leaves out the running jobs, and waiting, deferred and running
   follow it (engine.queue_counts);
 - aborts are looked for at most every ABORT_CHECK_INTERVAL, not on every iteration;
+- a job's code runs in its job task itself, not in a second task under ``asyncio.wait_for``
+  (a task, a waiter, a timer and callbacks less per job): its time limit is one timer that
+  cancels the job task, an abort cancels the job task (``job_tasks`` holds it), and what a
+  job whose code catches the cut ends with is what arq's ``wait_for`` made of it; the
+  cancels are taken back once its code has ended, so the bookkeeping after it is not cut. A
+  context variable the job's code sets and leaves set is now seen by ``on_job_end`` and
+  ``after_job_end`` (arq's second task had a copy of the context);
 - a stored result keeps no copy of the job's arguments (arq's ``a`` and ``k`` are written
   empty): a result lives for a day, and a client's payload must not be kept that long a
   second time (the status API reads none of it; service.records keeps a bounded copy);
@@ -102,6 +109,8 @@ class BatchWorker(Worker):
     _slot_event: asyncio.Event | None = None
     _claim_keys: list[tuple[str, int]] | None = None
     _queue_of_job: dict[str, str] | None = None
+    _stop_cut: set[asyncio.Task[Any]] | None = None
+    _timed_out_tasks: set[asyncio.Task[Any]] | None = None
 
     async def main(self) -> None:
         self._slot_event = asyncio.Event()
@@ -261,12 +270,54 @@ class BatchWorker(Worker):
     def _stop(self, sig: Signals, to_cut: list[asyncio.Task[Any]]) -> None:
         """Cut ``to_cut`` (each is re-queued: arq retries a CancelledError) and end the job
         loop, as arq does; close() then waits for every job task, the finishing ones too."""
+        self._cut_by_stop.update(to_cut)
         for task in to_cut:
             task.cancel()
         if self.main_task:
             self.main_task.cancel()
         if self.on_stop:
             self.on_stop(sig)
+
+    @property
+    def _cut_by_stop(self) -> set[asyncio.Task[Any]]:
+        """The job tasks a stop has cut (_stop)."""
+        if self._stop_cut is None:
+            self._stop_cut = set()
+        return self._stop_cut
+
+    @property
+    def _timed_out(self) -> set[asyncio.Task[Any]]:
+        """The job tasks whose job's code its time limit has cut, until _run has seen it."""
+        if self._timed_out_tasks is None:
+            self._timed_out_tasks = set()
+        return self._timed_out_tasks
+
+    def _time_up(self, task: asyncio.Task[Any]) -> None:
+        """The time limit of the job whose code ``task`` runs has run out: cut its code."""
+        self._timed_out.add(task)
+        task.cancel()
+
+    def _cut_outcome(
+        self, task: asyncio.Task[Any], cancels: int, error: BaseException | None
+    ) -> BaseException | None:
+        """How a job whose task was cancelled while its code ran ended, as arq's wait_for of
+        a task of its own made it: a stop's cut re-queues it whatever its code then did
+        (wait_for raised CancelledError); past the time limit, the CancelledError its code let
+        through becomes TimeoutError (the job fails: arq's time limit); after an abort, what
+        its code did stands, a CancelledError included ("aborted"). Every cancel asked while
+        the code ran is taken back (``uncancel``), so the bookkeeping's own awaits and
+        timeouts in this task work as in any other."""
+        while task.cancelling() > cancels:
+            task.uncancel()
+        timed_out = task in self._timed_out
+        self._timed_out.discard(task)
+        if task in self._cut_by_stop:
+            return error if isinstance(error, asyncio.CancelledError) else asyncio.CancelledError()
+        if timed_out and isinstance(error, asyncio.CancelledError):
+            timeout = TimeoutError()
+            timeout.__cause__ = error
+            return timeout
+        return error
 
     async def close(self) -> None:
         """arq's, except that a job task that ended cancelled does not stop the rest of the
@@ -409,8 +460,9 @@ class BatchWorker(Worker):
         self.tasks[job.job_id] = task
 
     async def _run(self, job: ClaimedJob, free_slot: Callable[[], None]) -> None:  # noqa: C901
-        """arq 0.28's ``run_job``, starting from what the claim returned; ``free_slot`` goes
-        to the job in ctx and is called once the job's function has returned."""
+        """arq 0.28's ``run_job``, starting from what the claim returned, running the job's
+        code in this task (module docstring); ``free_slot`` goes to the job in ctx and is
+        called once the job's function has returned."""
         job_id, score, job_try = job.job_id, job.score, job.job_try
         start_ms = timestamp_ms()
         function_name, enqueue_time_ms = "<unknown>", 0
@@ -512,19 +564,32 @@ class BatchWorker(Worker):
         start_ms = timestamp_ms()
         success = False
         try:
-            self.job_tasks[job_id] = task = self.loop.create_task(
-                function.coroutine(ctx, *args, **kwargs)
-            )
+            # the job's code runs in this task, not in one of its own under wait_for (module
+            # docstring): an abort cancels this task, and so does the time limit's timer
+            task = asyncio.current_task()
+            assert task is not None
+            self.job_tasks[job_id] = task
+            cancels = task.cancelling()  # those asked before the job's code starts: none
+            limit = None
+            if timeout_s is not None:
+                limit = self.loop.call_later(timeout_s, self._time_up, task)
+            error: BaseException | None = None
             try:
-                result = await asyncio.wait_for(task, timeout_s)
+                result = await function.coroutine(ctx, *args, **kwargs)
             except (Exception, asyncio.CancelledError) as e:
-                # as arq: an exception's ``extra`` (or what it returns) goes on the failure's
-                # log line; read here so that an ``extra()`` that raises fails the job instead
-                exc_extra = _exception_extra(e)
-                raise
+                error = e
             finally:
+                if limit is not None:
+                    limit.cancel()
                 del self.job_tasks[job_id]
                 free_slot()
+            if task.cancelling() > cancels:  # cut while its code ran: what wait_for made of it
+                error = self._cut_outcome(task, cancels, error)
+            if error is not None:
+                # as arq: an exception's ``extra`` (or what it returns) goes on the failure's
+                # log line; read here so that an ``extra()`` that raises fails the job instead
+                exc_extra = _exception_extra(error)
+                raise error
         except (Exception, asyncio.CancelledError) as e:
             finished_ms = timestamp_ms()
             t = (finished_ms - start_ms) / 1000
