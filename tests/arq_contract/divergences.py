@@ -18,7 +18,7 @@ _SHUTDOWN_COUNT = (
     "intended: the shutdown line's 'ongoing to cancel' counts the jobs the signal will cut "
     "(those whose own code still runs), not arq's len(self.tasks), which also counts ended "
     "tasks and jobs finishing their bookkeeping that the engine lets finish; the test's tasks "
-    "are MagicMocks, so it expects 2 where the engine counts 0"
+    "are MagicMocks, one of them done, so it expects 2 where the engine counts 1"
 )
 _NO_RESULT_ARGUMENTS = (
     "intended: the test reads a finished job's arguments back from its stored result, which "
