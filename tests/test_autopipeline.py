@@ -28,6 +28,20 @@ async def client(redis: ArqRedis) -> AsyncIterator[AutoPipelineRedis]:
     await auto.aclose(close_connection_pool=True)
 
 
+def count_pipelines(client: AutoPipelineRedis) -> list[int]:
+    """A list that gets an item for each pipeline ``client`` sends from now on (each takes a
+    connection from the pool)."""
+    sent: list[int] = []
+    original = client.connection_pool.get_connection
+
+    async def counting_get_connection(*args: object, **kwargs: object) -> object:
+        sent.append(1)
+        return await original(*args, **kwargs)
+
+    client.connection_pool.get_connection = counting_get_connection
+    return sent
+
+
 async def test_concurrent_commands_get_their_own_replies(client: AutoPipelineRedis) -> None:
     replies = await asyncio.gather(*(client.incr("counter") for _ in range(200)))
     assert sorted(replies) == list(range(1, 201))
@@ -38,14 +52,7 @@ async def test_commands_from_one_tick_leave_in_one_pipeline(
     client: AutoPipelineRedis, redis: ArqRedis
 ) -> None:
     await client.ping()  # connect first
-    sent: list[int] = []
-    original = client.connection_pool.get_connection
-
-    async def counting_get_connection(*args: object, **kwargs: object) -> object:
-        sent.append(1)
-        return await original(*args, **kwargs)
-
-    client.connection_pool.get_connection = counting_get_connection
+    sent = count_pipelines(client)
     await asyncio.gather(*(client.set(f"key:{n}", n) for n in range(100)))
     assert len(sent) == 1  # one pipeline carried all 100 commands
     assert await redis.get("key:99") == b"99"
@@ -175,14 +182,7 @@ async def test_script_calls_share_a_batch_and_load_a_forgotten_script(
     Redis that forgot the script gets it loaded once, and a script's error is raised."""
     await client.ping()
     await redis.script_flush()
-    sent: list[int] = []
-    original = client.connection_pool.get_connection
-
-    async def counting_get_connection(*args: object, **kwargs: object) -> object:
-        sent.append(1)
-        return await original(*args, **kwargs)
-
-    client.connection_pool.get_connection = counting_get_connection
+    sent = count_pipelines(client)
     calls = (_SET_AND_COUNT.run(client, [f"run:{n}", "runs"], [n]) for n in range(50))
     replies = await asyncio.gather(*calls)
     assert sorted(replies) == list(range(1, 51))  # every call ran once, none lost to NOSCRIPT
