@@ -13,7 +13,8 @@ from typing import Any
 EXCEPTION_TAG = "__exception__"
 
 # json.dumps(value, separators=(",", ":"), ensure_ascii=False) without building an encoder per
-# call, as json.dumps does for any non-default option: the records every attempt writes use it
+# call, as json.dumps does for any non-default option: the bounded copies of a job's arguments
+# (service.records.arguments) use it, as a failed job's copy must keep a NaN a client sent
 compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
