@@ -71,16 +71,16 @@ def _script_of(command: tuple[Any, ...]) -> str | None:
 def merge(stack: CommandStack) -> tuple[CommandStack, list[int]]:
     """``stack`` with each run of consecutive calls of one registered script made one call;
     and, per command sent, how many of ``stack``'s commands it stands for (see :func:`split`)."""
+    scripts = [_script_of(command) for command, _ in stack]  # each command looked at once
     merged: CommandStack = []
     sizes: list[int] = []
     i = 0
     while i < len(stack):
-        source = _script_of(stack[i][0])
-        end = i + 1
+        source, end = scripts[i], i + 1
         if source is not None:
-            while end < len(stack) and _script_of(stack[end][0]) == source:
+            while end < len(stack) and scripts[end] == source:
                 end += 1
-        if end - i < 2:
+        if source is None or end - i < 2:
             merged.append(stack[i])
             sizes.append(1)
         else:
@@ -90,7 +90,7 @@ def merge(stack: CommandStack) -> tuple[CommandStack, list[int]]:
     return merged, sizes
 
 
-def _merged_call(source: str | None, run: CommandStack) -> list[Any]:
+def _merged_call(source: str, run: CommandStack) -> list[Any]:
     counts: list[Any] = [len(run)]
     all_keys: list[Any] = []
     all_args: list[Any] = []
@@ -99,7 +99,6 @@ def _merged_call(source: str | None, run: CommandStack) -> list[Any]:
         counts += [nkeys, len(command) - 3 - nkeys]
         all_keys += command[3 : 3 + nkeys]
         all_args += command[3 + nkeys :]
-    assert source is not None
     return ["EVAL", _wrapper(source), len(all_keys), *all_keys, *counts, *all_args]
 
 
