@@ -204,6 +204,33 @@ async def test_a_job_that_frees_its_slot_lets_the_next_start_while_it_finishes(
     assert max(reported) <= 1
 
 
+async def test_a_full_worker_starts_the_next_jobs_before_the_freed_ones_write_their_bookkeeping(
+    redis: ArqRedis, run_worker: RunWorker
+) -> None:
+    """Jobs ending together wait for the jobs taking their slots to start, then write their
+    bookkeeping; the last ones, with nothing left to start, are not kept waiting."""
+    order: list[str] = []
+
+    async def frees(ctx: dict[str, Any], n: int) -> None:
+        order.append(f"start {n}")
+        await asyncio.sleep(0.05)  # both slots held: the loop waits for one to free
+        handoff = ctx["free_slot"]()  # what service.worker.tracking does, then waits
+        if handoff is not None:
+            await asyncio.wait_for(handoff.wait(), 10)
+        order.append(f"bookkeeping {n}")
+
+    for n in range(4):
+        await redis.enqueue_job("frees", n, _job_id=f"job-{n}", _defer_by=n / 1000)
+    worker = await run_worker(max_jobs=2, functions=[func(frees, name="frees")])
+
+    assert worker.jobs_complete == 4
+    assert order.index("start 2") < order.index("bookkeeping 0")
+    assert order.index("start 3") < order.index("bookkeeping 1")
+    assert sorted(order) == sorted(
+        [f"start {n}" for n in range(4)] + [f"bookkeeping {n}" for n in range(4)]
+    )
+
+
 async def test_a_stop_cuts_running_jobs_but_lets_finishing_ones_write_their_bookkeeping(
     redis: ArqRedis, settings: Settings
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -39,8 +40,9 @@ class JobContext(TypedDict):
     # per attempt: seconds until the job may run again elsewhere should this worker die (its
     # time limit + JOB_LOCK_MARGIN); a lock the job takes should expire after as long
     lease: float
-    # set by service.engine: gives the job's place among max_jobs to the next job
-    free_slot: NotRequired[Callable[[], None]]
+    # set by service.engine: gives the job's place among max_jobs to the next job; returns
+    # an event to wait for before writing the attempt's bookkeeping, or None
+    free_slot: NotRequired[Callable[[], asyncio.Event | None]]
     # set (to None) by service.engine: a job wrapper's last write, sent with the engine's own
     finish_with: NotRequired[ScriptCall | None]
     # set by the tracking wrapper when the attempt's task was cancelled (time limit, shutdown)

@@ -325,12 +325,13 @@ def retry_delay(ctx: JobContext, exc: TransientError, job: Job) -> float:
     return delay
 
 
-def _free_slot(ctx: JobContext) -> None:
+def _free_slot(ctx: JobContext) -> asyncio.Event | None:
     """The job's own code has ended: the worker may start the next job while this one's
-    bookkeeping is written (service.engine.loop), so the two share round trips."""
+    bookkeeping is written (service.engine.loop), so the two share round trips. On a full
+    worker, the event returned is set once the next jobs have started: the bookkeeping waits
+    for it, so that the jobs ending together do not hold up those starting."""
     free_slot = ctx.get("free_slot")
-    if free_slot is not None:
-        free_slot()
+    return None if free_slot is None else free_slot()
 
 
 def tracked(job: Job) -> JobFunction:
@@ -357,9 +358,11 @@ def tracked(job: Job) -> JobFunction:
                 # SMTP connection: retried with backoff, the status showing why
                 raise _database_unavailable(exc) from exc
             finally:
-                _free_slot(ctx)
+                handoff = _free_slot(ctx)
         except (Exception, asyncio.CancelledError) as exc:
             failure = exc
+        if handoff is not None and not isinstance(failure, asyncio.CancelledError):
+            await handoff.wait()  # the next jobs start first (service.engine.loop)
         if isinstance(failure, asyncio.CancelledError):
             with contextlib.suppress(Exception):
                 await _interrupted(ctx, await _started(ctx, starting))
