@@ -98,6 +98,29 @@ async def test_a_burst_of_requests_lands_whole_over_one_connection(
     assert await _connected_clients(checker) == 2
 
 
+async def test_a_payload_quota_counts_in_the_enqueues_own_call(
+    aiohttp_client: ClientFactory,
+    own_redis: tuple[Settings, ArqRedis, subprocess.Popen[bytes]],
+) -> None:
+    """With PAYLOAD_QUOTA_PER_TOKEN set, a request still sends Redis one script call: the
+    quota's count goes as the gate of the enqueue's script (service.store.scripts.gated)."""
+    settings, checker, _ = own_redis
+    quota = settings.model_copy(update={"payload_quota_per_token": 1_000_000})
+    client = await aiohttp_client(create_app(quota), headers=AUTH_HEADERS)
+    assert (await client.post("/events", json={"event": {"n": 0}})).status == 202  # loads it
+    await checker.config_resetstat()
+
+    assert (await client.post("/events", json={"event": {"n": 1}})).status == 202
+
+    stats = await checker.info("commandstats")
+    assert stats["cmdstat_evalsha"]["calls"] == 1
+    assert "cmdstat_eval" not in stats
+    assert await checker.zcard(settings.queue_name) == 2
+    counted = await checker.keys("jobsvc:ratelimit:payload:*")
+    assert len(counted) == 1
+    assert int(await checker.get(counted[0])) > 0  # both bodies counted
+
+
 async def test_a_batch_reloads_the_script_when_redis_forgot_it(
     aiohttp_client: ClientFactory,
     own_redis: tuple[Settings, ArqRedis, subprocess.Popen[bytes]],

@@ -38,7 +38,7 @@ from web.auth import TOKEN_ID
 from web.errors import ApiError
 from web.keys import REDIS, SETTINGS
 from web.mailboxes import canonical_mailbox
-from web.payload_quota import PayloadQuota
+from web.payload_quota import PayloadQuota, QuotaCheck
 
 KEY_PREFIX = "jobsvc:ratelimit"
 # Dashboard sign-in attempts per client address: tokens are long enough not to be guessed,
@@ -99,15 +99,27 @@ class RateLimits:
         With ``count=False`` only look: a request refused later must not use up the quota."""
         if self._payload is None:
             return
-        wait = await self._payload.take(self._redis, token_id, size, count=count)
+        check = self._payload.check(token_id, size, count=count)
+        wait = check.wait(await check.call.run(self._redis))
         if wait:
-            quota = self._payload
-            raise ApiError(
-                429,
-                f"{size} more bytes of job payloads would pass this token's quota"
-                f" ({quota.quota} bytes per {quota.window_ms // 1000} s): retry in {wait} s",
-                {"Retry-After": str(wait)},
-            )
+            raise self.payload_refused(check, wait)
+
+    def payload_gate(self, token_id: str, size: int) -> QuotaCheck | None:
+        """The count of ``size`` bytes against the token's quota, to go as the gate of the
+        enqueue it guards (service.queue.enqueue); None when no quota is set."""
+        if self._payload is None:
+            return None
+        return self._payload.check(token_id, size, count=True)
+
+    def payload_refused(self, check: QuotaCheck, wait: int) -> ApiError:
+        """The 429 for bytes that would pass the token's quota for ``wait`` more seconds."""
+        quota = check.quota
+        return ApiError(
+            429,
+            f"{check.size} more bytes of job payloads would pass this token's quota"
+            f" ({quota.quota} bytes per {quota.window_ms // 1000} s): retry in {wait} s",
+            {"Retry-After": str(wait)},
+        )
 
     async def check_sign_in(self, client: str) -> None:
         """Count one dashboard sign-in attempt from ``client``; 429 when too many."""

@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 from service.engine.queue_counts import queue_counts
 from service.engine.queues import Priority
 from service.observability.metrics import CONTENT_TYPE
-from service.queue.enqueue import enqueue
+from service.queue.enqueue import GateClosed, enqueue
 from service.records import breakers, workers
 from service.records.search_index import SearchIndex
 from service.records.times import iso_from_ms, now_ms
@@ -93,19 +93,23 @@ async def _queue(
         # looked at first: a refusal here uses up no recipient's limit
         await limits.check_payload(token_id, size, count=False)
     await check_mail_recipients(request.app, job, job_input)
-    if token_id is not None:
-        await limits.check_payload(token_id, size)
-    kwargs = job_kwargs(job, job_input)
-    task_id = await enqueue(
-        request.app[REDIS],
-        job.name,
-        kwargs,
-        run_at_ms=run_at_ms,
-        index=SearchIndex.from_settings(request.app[SETTINGS]),
-        search_keys=job.business_keys(job_input),
-        queue=queue,
-        priority=priority,
-    )
+    # the bytes are counted in the enqueue's own call: a job over the quota is not queued
+    quota = None if token_id is None else limits.payload_gate(token_id, size)
+    try:
+        task_id = await enqueue(
+            request.app[REDIS],
+            job.name,
+            job_kwargs(job, job_input),
+            run_at_ms=run_at_ms,
+            index=SearchIndex.from_settings(request.app[SETTINGS]),
+            search_keys=job.business_keys(job_input),
+            queue=queue,
+            priority=priority,
+            gate=None if quota is None else quota.call,
+        )
+    except GateClosed as closed:
+        assert quota is not None
+        raise limits.payload_refused(quota, quota.wait(closed.reply)) from None
     return accepted(task_id, message, run_at_ms)
 
 

@@ -109,10 +109,14 @@ class ScriptCall:
     keys: list[Any]
     args: list[Any]
 
+    async def run(self, redis: Redis) -> Any:
+        """Send it on its own: the script's reply."""
+        return await self.script.run(redis, self.keys, self.args)
 
-# Runs ``first`` then ``second``, each with its own KEYS and ARGV: the call's ARGV starts with
-# how many of its KEYS and ARGV are ``first``'s. ``second``'s reply is the call's.
-_CHAIN = """local nkeys, nargs = tonumber(ARGV[1]), tonumber(ARGV[2])
+
+# Two scripts in one, each with its own KEYS and ARGV: the call's ARGV starts with how many of
+# its KEYS and ARGV are ``first``'s. What the two are made to do follows (_CHAIN, _GATE).
+_TWO_SCRIPTS = """local nkeys, nargs = tonumber(ARGV[1]), tonumber(ARGV[2])
 local function part(from, to, list)
   local out = {}
   for i = from, to do out[#out + 1] = list[i] end
@@ -124,9 +128,22 @@ end
 local function second(KEYS, ARGV)
 %s
 end
-first(part(1, nkeys, KEYS), part(3, nargs + 2, ARGV))
-return second(part(nkeys + 1, #KEYS, KEYS), part(nargs + 3, #ARGV, ARGV))
+local function run_first() return first(part(1, nkeys, KEYS), part(3, nargs + 2, ARGV)) end
+local function run_second()
+  return second(part(nkeys + 1, #KEYS, KEYS), part(nargs + 3, #ARGV, ARGV))
+end
 """
+# ``first`` then ``second``; ``second``'s reply is the call's.
+_CHAIN = _TWO_SCRIPTS + "run_first()\nreturn run_second()\n"
+# ``first`` (the gate), then ``second`` only if the gate's reply starts with 1: {1, second's
+# reply}, else {0, the gate's reply}.
+_GATE = (
+    _TWO_SCRIPTS
+    + """local opened = run_first()
+if opened[1] ~= 1 then return {0, opened} end
+return {1, run_second()}
+"""
+)
 
 
 @functools.cache
@@ -138,6 +155,24 @@ def chained(first: LuaScript, second: LuaScript) -> LuaScript:
 
 def chained_call(first: ScriptCall, second: ScriptCall) -> ScriptCall:
     """``first`` and ``second`` as one call to :func:`chained`, replying as ``second``."""
-    script = chained(first.script, second.script)
+    return _two(chained(first.script, second.script), first, second)
+
+
+@functools.cache
+def gated(gate: LuaScript, second: LuaScript) -> LuaScript:
+    """One script doing ``gate``, then ``second`` only if the gate lets it (see
+    :func:`gated_call`): a check and the write it guards in one round trip, and nothing
+    between them."""
+    return LuaScript(_GATE % (gate.source, second.source))
+
+
+def gated_call(gate: ScriptCall, second: ScriptCall) -> ScriptCall:
+    """``gate`` and ``second`` as one call to :func:`gated`. ``gate`` replies with a list
+    whose first element is 1 to let ``second`` run; the call replies ``[1, second's reply]``,
+    or ``[0, gate's reply]`` when the gate said no and ``second`` did not run."""
+    return _two(gated(gate.script, second.script), gate, second)
+
+
+def _two(script: LuaScript, first: ScriptCall, second: ScriptCall) -> ScriptCall:
     counts: list[Any] = [len(first.keys), len(first.args)]
     return ScriptCall(script, first.keys + second.keys, counts + first.args + second.args)
