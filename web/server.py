@@ -20,6 +20,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
 from service.eventloop import install_uvloop, uvloop_available
+from service.gc_tuning import tune_gc
 from service.observability.logs import logging_config
 from settings import Settings
 from web.app import create_app
@@ -34,7 +35,10 @@ def _announce(banner: str) -> None:
 
 
 def serve(settings: Settings) -> None:
-    """Serve until SIGINT/SIGTERM, in this process or in WEB_PROCESSES worker processes."""
+    """Serve until SIGINT/SIGTERM, in this process or in WEB_PROCESSES worker processes.
+    The garbage collector is set for a long-running process first (service.gc_tuning); under
+    gunicorn its workers, forked from this one, inherit the setting and the frozen objects."""
+    tune_gc()
     if settings.web_processes > 1:
         GunicornServer(settings).run()
         return

@@ -91,6 +91,7 @@ from service.engine.postpone import Postponed
 from service.engine.queue_counts import queue_counts
 from service.engine.queues import DEFAULT_QUEUE, ageing_offsets, queue_keys, wake_key
 from service.engine.wakeup import WakingRedis
+from service.gc_tuning import tune_gc
 from service.observability.metrics import JobMetrics
 from service.store import keys
 from service.store.outage import RedisOutage
@@ -174,8 +175,10 @@ class BatchWorker(Worker):
     def run(self) -> None:
         """arq's, except that a worker whose Redis stayed away for REDIS_RETRY_SECONDS exits
         with status 1 after the one line that says so (service.store.outage), not with a
-        traceback, for its supervisor to restart it."""
+        traceback, for its supervisor to restart it. The garbage collector is set for a
+        long-running process first (service.gc_tuning): this is the CLI's path only."""
         outage = self._outage  # read now: close() drops the pool
+        tune_gc()
         try:
             super().run()
         except RedisError:
