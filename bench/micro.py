@@ -7,8 +7,9 @@ jobs/s and CPU time per job (steadier than jobs/s on a busy machine; cProfile's 
 ``--profile``). ``--raw`` runs the same engine with a bare no-op function in place of the
 product's wrapped job (no tracking, logs or metrics): the floor the product's bookkeeping is
 measured against. ``--pause`` waits that long between queueing and draining, for a sampling
-profiler to attach (``py-spy record --pid``; bench/where.py reads its output). Not a
-benchmark to quote: ``make bench`` is.
+profiler to attach (``py-spy record --pid``; bench/where.py reads its output). The collector
+is tuned before the drain as the worker's CLI tunes it (service.gc_tuning), unless
+``--default-gc``. Not a benchmark to quote: ``make bench`` is.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from redis.asyncio import Redis
 from bench.procs import Process
 from bench.run import free_port, start_redis, wait_redis
 from service.engine.loop import BatchWorker as Worker
+from service.gc_tuning import tune_gc
 from service.observability.logs import configure_logging
 from service.queue.enqueue import enqueue
 from service.store.redis import open_pool
@@ -42,7 +44,13 @@ async def bare_noop(ctx: dict[str, Any], **kwargs: Any) -> None:
 
 
 async def drain(
-    jobs: int, data_dir: Path, port: int, *, raw: bool = False, pause: float = 0
+    jobs: int,
+    data_dir: Path,
+    port: int,
+    *,
+    raw: bool = False,
+    pause: float = 0,
+    default_gc: bool = False,
 ) -> tuple[float, float]:
     settings = Settings(redis_url=f"redis://127.0.0.1:{port}/0", data_dir=data_dir)
     pool = await open_pool(settings)
@@ -56,6 +64,8 @@ async def drain(
     if pause:
         print(f"queued; draining in {pause:g} s (pid {os.getpid()})", flush=True)
         await asyncio.sleep(pause)
+    if not default_gc:
+        tune_gc()  # as BatchWorker.run does for ``arq service.WorkerSettings``
     worker = Worker(**options)
     task = asyncio.create_task(worker.async_run())
     started, cpu = time.perf_counter(), time.process_time()
@@ -75,6 +85,9 @@ def main() -> None:
     parser.add_argument("--raw", action="store_true", help="a bare no-op job: the engine alone")
     parser.add_argument("--pause", type=float, default=0, help="seconds before draining")
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    parser.add_argument(
+        "--default-gc", action="store_true", help="CPython's collector settings, untuned"
+    )
     args = parser.parse_args()
     if args.loop == "uvloop":
         import uvloop
@@ -93,7 +106,14 @@ def main() -> None:
             if profile:
                 profile.enable()
             rate, cpu_us = asyncio.run(
-                drain(args.jobs, Path(scratch), port, raw=args.raw, pause=args.pause)
+                drain(
+                    args.jobs,
+                    Path(scratch),
+                    port,
+                    raw=args.raw,
+                    pause=args.pause,
+                    default_gc=args.default_gc,
+                )
             )
             if profile:
                 profile.disable()
