@@ -25,8 +25,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
-
 from service.store.scripts import LuaScript, ScriptCall
 
 KEY_PREFIX = "jobsvc:ratelimit:payload"
@@ -50,7 +48,7 @@ return {1, previous, current}
 @dataclass(frozen=True, slots=True)
 class QuotaCheck:
     """One look at (or count of) a token's quota, not sent yet: its script call, which may go
-    alone (:meth:`PayloadQuota.take`) or as the gate of the enqueue it guards
+    alone (web.ratelimit's ``check_payload``) or as the gate of the enqueue it guards
     (service.queue.enqueue), and what is needed to read its reply."""
 
     quota: PayloadQuota
@@ -82,12 +80,6 @@ class PayloadQuota:
         keys = [f"{KEY_PREFIX}:{token_id}:{index}", f"{KEY_PREFIX}:{token_id}:{index - 1}"]
         args = [self.quota, size, self.window_ms, elapsed, 1 if count else 0]
         return QuotaCheck(self, ScriptCall(_QUOTA, keys, args), size, elapsed)
-
-    async def take(self, redis: Redis, token_id: str, size: int, *, count: bool) -> int:
-        """0 when ``size`` more bytes fit the token's quota (counted, unless ``count`` is
-        false), else the whole seconds until they would (at least 1)."""
-        check = self.check(token_id, size, count=count)
-        return check.wait(await check.call.run(redis))
 
     def wait_ms(self, size: int, previous: int, current: int, elapsed: int) -> float:
         """How long until the weighted count leaves room for ``size`` bytes: the previous

@@ -498,7 +498,9 @@ class BatchWorker(Worker):
         task.add_done_callback(slot.end)
         self.tasks[job.job_id] = task
 
-    async def _run(self, job: ClaimedJob, free_slot: Callable[[], asyncio.Event | None]) -> None:  # noqa: C901
+    async def _run(  # noqa: C901
+        self, job: ClaimedJob, free_slot: Callable[[], asyncio.Event | None]
+    ) -> None:
         """arq 0.28's ``run_job``, starting from what the claim returned, running the job's
         code in this task (module docstring); ``free_slot`` goes to the job in ctx and is
         called once the job's function has returned."""
