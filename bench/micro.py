@@ -3,13 +3,13 @@
 ``python -m bench.micro [--jobs N] [--loop uvloop] [--profile] [--raw] [--pause S]`` starts a
 private redis-server, queues N ``log_event`` jobs with the service's own enqueue, runs the
 service's worker (its production options) in this process until the queue is empty, and prints
-jobs/s and CPU time per job (steadier than jobs/s on a busy machine; cProfile's top entries with
-``--profile``). ``--raw`` runs the same engine with a bare no-op function in place of the
-product's wrapped job (no tracking, logs or metrics): the floor the product's bookkeeping is
-measured against. ``--pause`` waits that long between queueing and draining, for a sampling
-profiler to attach (``py-spy record --pid``; bench/where.py reads its output). The collector
-is tuned before the drain as the worker's CLI tunes it (service.gc_tuning), unless
-``--default-gc``. Not a benchmark to quote: ``make bench`` is.
+jobs/s and CPU time per job, this process's and Redis's (steadier than jobs/s on a busy machine;
+cProfile's top entries with ``--profile``). ``--raw`` runs the same engine with a bare no-op
+function in place of the product's wrapped job (no tracking, logs or metrics): the floor the
+product's bookkeeping is measured against. ``--pause`` waits that long between queueing and
+draining, for a sampling profiler to attach (``py-spy record --pid``; bench/where.py reads its
+output). The collector is tuned before the drain as the worker's CLI tunes it
+(service.gc_tuning), unless ``--default-gc``. Not a benchmark to quote: ``make bench`` is.
 """
 
 from __future__ import annotations
@@ -43,15 +43,22 @@ async def bare_noop(ctx: dict[str, Any], **kwargs: Any) -> None:
     """The raw engine's job: arq's contract and nothing else."""
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds of process ``pid`` so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def drain(
     jobs: int,
     data_dir: Path,
     port: int,
     *,
+    redis_pid: int,
     raw: bool = False,
     pause: float = 0,
     default_gc: bool = False,
-) -> tuple[float, float]:
+) -> tuple[float, float, float]:
     settings = Settings(redis_url=f"redis://127.0.0.1:{port}/0", data_dir=data_dir)
     pool = await open_pool(settings)
     await pool.flushall()
@@ -69,13 +76,15 @@ async def drain(
     worker = Worker(**options)
     task = asyncio.create_task(worker.async_run())
     started, cpu = time.perf_counter(), time.process_time()
+    redis_cpu = cpu_seconds(redis_pid)
     while await pool.zcard(settings.queue_name):
         await asyncio.sleep(0.005)
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    redis_cpu = cpu_seconds(redis_pid) - redis_cpu
     task.cancel()
     await worker.close()
     await pool.aclose()
-    return jobs / elapsed, cpu / jobs * 1e6
+    return jobs / elapsed, cpu / jobs * 1e6, redis_cpu / jobs * 1e6
 
 
 def main() -> None:
@@ -105,11 +114,12 @@ def main() -> None:
             profile = cProfile.Profile() if args.profile else None
             if profile:
                 profile.enable()
-            rate, cpu_us = asyncio.run(
+            rate, cpu_us, redis_us = asyncio.run(
                 drain(
                     args.jobs,
                     Path(scratch),
                     port,
+                    redis_pid=redis.pid,
                     raw=args.raw,
                     pause=args.pause,
                     default_gc=args.default_gc,
@@ -120,7 +130,10 @@ def main() -> None:
                 pstats.Stats(profile).sort_stats("tottime").print_stats(25)
         finally:
             redis.stop()
-    print(f"{rate:,.0f} jobs/s, {cpu_us:,.0f} us of CPU per job (this process)")
+    print(
+        f"{rate:,.0f} jobs/s, {cpu_us:,.0f} us of CPU per job (this process), "
+        f"{redis_us:,.0f} us of Redis's"
+    )
 
 
 if __name__ == "__main__":

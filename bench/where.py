@@ -53,6 +53,7 @@ MARKERS: tuple[tuple[str, str], ...] = (
     ("live-event publish", "encode (service/records/events.py"),
     ("live-event publish", "(service/records/listeners.py"),
     ("redis round trips (shared batches)", "(service/store/autopipeline.py"),
+    ("redis round trips (shared batches)", "(service/store/batcher.py"),
     ("graph tallies (once a second)", "(service/records/tallies.py"),
     ("health check", "record_health (service/engine/loop.py"),
     ("health check", "heart_beat"),

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from arq.connections import ArqRedis
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
@@ -28,17 +30,18 @@ async def client(redis: ArqRedis) -> AsyncIterator[AutoPipelineRedis]:
     await auto.aclose(close_connection_pool=True)
 
 
-def count_pipelines(client: AutoPipelineRedis) -> list[int]:
-    """A list that gets an item for each pipeline ``client`` sends from now on (each takes a
-    connection from the pool)."""
+def count_pipelines(client: AutoPipelineRedis, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A list that gets an item for each write ``client``'s connections make from now on (a
+    batch is one write)."""
     sent: list[int] = []
-    original = client.connection_pool.get_connection
+    original = AbstractConnection.send_packed_command
 
-    async def counting_get_connection(*args: object, **kwargs: object) -> object:
-        sent.append(1)
-        return await original(*args, **kwargs)
+    async def counting_send(self: AbstractConnection, *args: Any, **kwargs: Any) -> None:
+        if self.client_name == CLIENT_NAME:
+            sent.append(1)
+        await original(self, *args, **kwargs)
 
-    client.connection_pool.get_connection = counting_get_connection
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counting_send)
     return sent
 
 
@@ -49,10 +52,10 @@ async def test_concurrent_commands_get_their_own_replies(client: AutoPipelineRed
 
 
 async def test_commands_from_one_tick_leave_in_one_pipeline(
-    client: AutoPipelineRedis, redis: ArqRedis
+    client: AutoPipelineRedis, redis: ArqRedis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await client.ping()  # connect first
-    sent = count_pipelines(client)
+    sent = count_pipelines(client, monkeypatch)
     await asyncio.gather(*(client.set(f"key:{n}", n) for n in range(100)))
     assert len(sent) == 1  # one pipeline carried all 100 commands
     assert await redis.get("key:99") == b"99"
@@ -176,13 +179,13 @@ async def test_a_submitted_script_runs_before_what_is_sent_after_it(
 
 
 async def test_script_calls_share_a_batch_and_load_a_forgotten_script(
-    client: AutoPipelineRedis, redis: ArqRedis
+    client: AutoPipelineRedis, redis: ArqRedis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """LuaScript.run goes straight into the batch: concurrent calls share one pipeline, a
     Redis that forgot the script gets it loaded once, and a script's error is raised."""
     await client.ping()
     await redis.script_flush()
-    sent = count_pipelines(client)
+    sent = count_pipelines(client, monkeypatch)
     calls = (_SET_AND_COUNT.run(client, [f"run:{n}", "runs"], [n]) for n in range(50))
     replies = await asyncio.gather(*calls)
     assert sorted(replies) == list(range(1, 51))  # every call ran once, none lost to NOSCRIPT

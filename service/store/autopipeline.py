@@ -5,8 +5,9 @@ pipelines (tracking, "sent" markers, stats, arq's own finish). Sent one by one, 
 a round trip, and on a loaded or virtualised host a round trip costs far more than the command
 (the other process must wake up). Here a call does not go out at once: it joins a batch that
 is sent as one pipeline once the tasks that are ready to run have had their turn; calls made
-while a batch is in flight wait for the next one (group commit). At low load a call therefore
-leaves on the next loop iteration, as before; under load, one round trip carries many jobs.
+while two batches are in flight on the client's connection wait for the next one (group
+commit: service.store.batcher). At low load a call therefore leaves on the next loop
+iteration, as before; under load, one round trip carries many jobs.
 
 Each call still gets its own replies and its own errors, in order. What it gives up is only
 what a plain pipeline gives up too: other clients' commands may run between two commands of
@@ -24,8 +25,6 @@ the other calls never queue behind a WAIT that replicas are slow to answer.
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,9 +32,7 @@ from arq.connections import ArqRedis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, ResponseError
 
-from service.store import script_merge
-
-CommandStack = script_merge.CommandStack
+from service.store.batcher import Batcher
 
 # commands that must have a connection to themselves, or wait on the server
 DIRECT_COMMANDS = frozenset(
@@ -63,80 +60,10 @@ class ReplicasBehindError(RedisError):
     still be on the master (and survive), or be lost in a failover: nothing is promised."""
 
 
-def _own_copy(exc: BaseException) -> BaseException:
-    try:
-        return copy.copy(exc)
-    except Exception:  # an exception that cannot be copied: shared, then
-        return exc
-
-
-class _Batcher:
-    """Collects command stacks and sends them as one non-transactional pipeline per flush."""
-
-    def __init__(self, redis: ArqRedis, confirm: ReplicaAck | None = None) -> None:
-        self._redis = redis
-        self._confirm = confirm  # each batch ends with WAIT; its reply ends every call's
-        self._waiting: list[tuple[CommandStack, asyncio.Future[list[Any]]]] = []
-        self._flusher: asyncio.Task[None] | None = None
-
-    async def run(self, commands: CommandStack) -> list[Any]:
-        """Replies to ``commands`` in order; a command's error comes back as its reply."""
-        return await self.submit(commands)
-
-    def submit(self, commands: CommandStack) -> asyncio.Future[list[Any]]:
-        """Queue ``commands`` in the next batch now; their replies, as :meth:`run` gives them,
-        once it is back. The caller goes on meanwhile (and must await the future)."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[Any]] = loop.create_future()
-        self._waiting.append((commands, future))
-        if self._flusher is None:
-            # a task's first step runs after the callbacks already scheduled: the tasks
-            # that are ready now add their commands to this batch before it leaves. It runs
-            # in an empty context, as it serves many jobs (no one job's log fields).
-            self._flusher = loop.create_task(self._flush(), context=contextvars.Context())
-        return future
-
-    async def _flush(self) -> None:
-        try:
-            while self._waiting:
-                # a caller cancelled before its batch left sends nothing, as without batching
-                batch = [call for call in self._waiting if not call[1].done()]
-                self._waiting = []
-                if batch:
-                    await self._send(batch)
-        finally:
-            self._flusher = None
-
-    async def _send(self, batch: list[tuple[CommandStack, asyncio.Future[list[Any]]]]) -> None:
-        pipe = Pipeline(self._redis.connection_pool, self._redis.response_callbacks, False, None)
-        stack, sizes = script_merge.merge(
-            [command for commands, _ in batch for command in commands]
-        )
-        pipe.command_stack = stack
-        if self._confirm is not None:
-            pipe.command_stack.append((self._confirm.wait_command(), {}))
-        try:
-            replies = script_merge.split(await pipe.execute(raise_on_error=False), sizes)
-        except BaseException as exc:  # the connection failed (after the client's retries)
-            for _, future in batch:
-                if not future.done():  # a copy each: callers' tracebacks must not pile up
-                    future.set_exception(_own_copy(exc))
-            if not isinstance(exc, Exception):
-                raise
-            return
-        start = 0
-        for commands, future in batch:
-            end = start + len(commands)
-            if not future.done():  # its caller may have been cancelled meanwhile
-                confirmed = [replies[-1]] if self._confirm is not None else []
-                future.set_result(replies[start:end] + confirmed)
-            start = end
-
-
 class AutoPipeline(Pipeline):
     """A pipeline whose ``execute`` joins the client's batch (transactions go on their own)."""
 
-    batcher: _Batcher | None = None
+    batcher: Batcher | None = None
 
     async def execute(self, raise_on_error: bool = True) -> list[Any]:
         if (
@@ -189,8 +116,8 @@ class AutoPipelineRedis(ArqRedis):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._batcher = _Batcher(self)
-        self._confirmed_batcher: _Batcher | None = None
+        self._batcher = Batcher(self)
+        self._confirmed_batcher: Batcher | None = None
 
     def confirmed_pipeline(self) -> Pipeline:
         """A non-transactional pipeline that returns only once ``replica_ack.replicas``
@@ -199,7 +126,7 @@ class AutoPipelineRedis(ArqRedis):
         if self.replica_ack is None:
             return self.pipeline(transaction=False)
         if self._confirmed_batcher is None:
-            self._confirmed_batcher = _Batcher(self, self.replica_ack)
+            self._confirmed_batcher = Batcher(self, self.replica_ack.wait_command())
         pipe = ConfirmedPipeline(self.connection_pool, self.response_callbacks, False, None)
         pipe.batcher = self._confirmed_batcher
         pipe.confirm = self.replica_ack

@@ -25,7 +25,9 @@ class HoldingRelay:
         self._released = asyncio.Event()
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
+        self._pumps: list[list[asyncio.Task[None]]] = []  # each connection's
         self.held = asyncio.Event()  # set once those bytes have arrived, and are held
+        self.received = bytearray()  # every byte a client has sent, held ones included
         self.port = 0
 
     def url(self, db: int = 0) -> str:
@@ -48,10 +50,16 @@ class HoldingRelay:
         self.release()
         assert self._server is not None
         self._server.close()
-        for handler in list(self._handlers):
-            handler.cancel()
+        self.cut()  # each connection's handler then closes both its sockets and ends
         await asyncio.gather(*self._handlers, return_exceptions=True)
         await self._server.wait_closed()
+
+    def cut(self) -> None:
+        """Drop every connection now, as a network failure would: bytes held are lost (the
+        relay goes on accepting new connections)."""
+        for pumps in self._pumps:
+            for pump in pumps:
+                pump.cancel()
 
     async def _serve(self, client: asyncio.StreamReader, to_client: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -61,32 +69,51 @@ class HoldingRelay:
         pumps: list[asyncio.Task[None]] = []
         try:
             from_redis, to_redis = await asyncio.open_connection("127.0.0.1", self._redis_port)
+            chunks: asyncio.Queue[bytes] = asyncio.Queue()
             pumps = [
-                asyncio.create_task(self._pump(client, to_redis, watch=True)),
-                asyncio.create_task(self._pump(from_redis, to_client, watch=False)),
+                asyncio.create_task(self._receive(client, chunks)),
+                asyncio.create_task(self._forward(chunks, to_redis)),
+                asyncio.create_task(self._pump(from_redis, to_client)),
             ]
+            self._pumps.append(pumps)
             # either side closing ends the connection
             await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for pump in pumps:
                 pump.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
+            if pumps in self._pumps:
+                self._pumps.remove(pumps)
             for writer in (to_client, to_redis):
                 if writer is not None:
                     writer.close()
+                    with contextlib.suppress(OSError):
+                        await writer.wait_closed()
             self._handlers.discard(task)
 
-    async def _pump(
-        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, *, watch: bool
-    ) -> None:
-        tail = b""  # the pattern may straddle two reads
+    async def _receive(self, source: asyncio.StreamReader, chunks: asyncio.Queue[bytes]) -> None:
+        """Take the client's bytes as they come, held or not (``received`` has them all)."""
         with contextlib.suppress(ConnectionError):
             while data := await source.read(CHUNK):
-                if watch and not self._released.is_set():
+                self.received += data
+                chunks.put_nowait(data)
+
+    async def _forward(self, chunks: asyncio.Queue[bytes], sink: asyncio.StreamWriter) -> None:
+        tail = b""  # the pattern may straddle two reads
+        with contextlib.suppress(ConnectionError):
+            while True:
+                data = await chunks.get()
+                if not self._released.is_set():
                     seen = tail + data
                     if self._hold in seen:
                         self.held.set()
                         await self._released.wait()
                     tail = seen[-(len(self._hold) - 1) :]
+                sink.write(data)
+                await sink.drain()
+
+    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await source.read(CHUNK):
                 sink.write(data)
                 await sink.drain()
