@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from service.observability.logs import JsonFormatter, TextFormatter
+from service.observability.logs import JsonFormatter, LineHandler, TextFormatter, logging_config
 from service.observability.origin import log_fields, request_id_from
 from settings import Settings, SettingsError, load_settings
 from tests.conftest import AUTH_HEADERS, TEST_API_TOKEN, free_port
@@ -271,3 +271,43 @@ def test_every_extra_field_is_on_the_line_whatever_order_the_record_was_built_in
     line = json.loads(formatter.format(made))
     assert (line["n"], line["message"]) == (1, "hi")
     assert {"msg", "args", "levelno", "created", "thread", "taskName"}.isdisjoint(line)
+
+
+@pytest.mark.parametrize("buffering", [1, 8192], ids=["line-buffered", "block-buffered"])
+def test_each_line_reaches_its_stream_at_once(tmp_path: Path, buffering: int) -> None:
+    """LineHandler leaves out the flush only where the stream flushes at each newline itself
+    (stderr): a line written to a block-buffered stream still reaches the file at once."""
+    path = tmp_path / "log"
+    with path.open("w", buffering=buffering) as stream:
+        handler = LineHandler(stream)
+        handler.setFormatter(JsonFormatter())
+        logger = logging.getLogger(f"test.line_handler.{buffering}")
+        logger.addHandler(handler)
+        logger.propagate = False
+        try:
+            logger.warning("first", extra={"n": 1})
+            assert json.loads(path.read_text())["n"] == 1  # read through another file object
+            logger.warning("second")
+            assert [json.loads(line)["message"] for line in path.read_text().splitlines()] == [
+                "first",
+                "second",
+            ]
+        finally:
+            logger.removeHandler(handler)
+
+
+def test_a_stream_that_fails_is_reported_not_raised(capsys: pytest.CaptureFixture[str]) -> None:
+    class Broken:
+        def write(self, text: str) -> int:
+            raise OSError("disk full")
+
+    handler = LineHandler(Broken())  # type: ignore[call-overload]
+    handler.setFormatter(JsonFormatter())
+    record = logging.LogRecord("test", logging.INFO, __file__, 1, "lost", (), None)
+    handler.handle(record)  # no exception reaches the caller: a job must not fail on its log
+    assert "disk full" in capsys.readouterr().err  # logging's own report of the failure
+
+
+def test_the_service_logs_through_line_handler() -> None:
+    config = logging_config(Settings())
+    assert config["handlers"]["stderr"]["()"] is LineHandler
