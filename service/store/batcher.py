@@ -56,6 +56,8 @@ async def _disconnect(connection: Connection) -> None:
 
 @dataclass(slots=True)
 class _Batch:
+    """One batch sent: its calls, what went on the wire, and whether the write is done."""
+
     calls: list[Call]
     stack: CommandStack  # what is sent: runs of one script merged, WAIT last when confirming
     sizes: list[int]  # per command sent, how many of the calls' commands it stands for
@@ -64,8 +66,15 @@ class _Batch:
     def __post_init__(self) -> None:
         self.written = asyncio.get_running_loop().create_future()
 
+    def _settle(self) -> None:
+        """Mark a failed write's error as seen: a batch answered after a resend, or failed,
+        may never have had it read, and asyncio would log it as never retrieved."""
+        if self.written.done() and not self.written.cancelled():
+            self.written.exception()
+
     def answer(self, replies: list[Any], confirmed: bool) -> None:
         """Each call's replies (its errors as values), the WAIT's reply last if ``confirmed``."""
+        self._settle()
         replies = script_merge.split(replies, self.sizes)
         start = 0
         for commands, future in self.calls:
@@ -75,6 +84,7 @@ class _Batch:
             start = end
 
     def fail(self, exc: BaseException) -> None:
+        self._settle()
         for _, future in self.calls:
             if not future.done():  # a copy each: callers' tracebacks must not pile up
                 future.set_exception(_own_copy(exc))
