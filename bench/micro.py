@@ -28,7 +28,7 @@ from typing import Any, cast
 from arq import func
 from redis.asyncio import Redis
 
-from bench.procs import Process
+from bench.procs import Process, cpu_seconds
 from bench.run import free_port, start_redis, wait_redis
 from service.engine.loop import BatchWorker as Worker
 from service.gc_tuning import tune_gc
@@ -41,12 +41,6 @@ from settings import Settings
 
 async def bare_noop(ctx: dict[str, Any], **kwargs: Any) -> None:
     """The raw engine's job: arq's contract and nothing else."""
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU seconds of process ``pid`` so far, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def drain(
