@@ -51,7 +51,11 @@ class HoldingRelay:
         assert self._server is not None
         self._server.close()
         self.cut()  # each connection's handler then closes both its sockets and ends
-        await asyncio.gather(*self._handlers, return_exceptions=True)
+        if self._handlers:  # one still connecting to Redis has nothing to cut yet: cancelled
+            _, connecting = await asyncio.wait(self._handlers, timeout=5)
+            for handler in connecting:
+                handler.cancel()
+            await asyncio.gather(*connecting, return_exceptions=True)
         await self._server.wait_closed()
 
     def cut(self) -> None:
@@ -87,8 +91,10 @@ class HoldingRelay:
             for writer in (to_client, to_redis):
                 if writer is not None:
                     writer.close()
-                    with contextlib.suppress(OSError):
-                        await writer.wait_closed()
+                    try:
+                        await asyncio.wait_for(writer.wait_closed(), 2)
+                    except (OSError, TimeoutError):  # a peer reading nothing more: drop the rest
+                        writer.transport.abort()
             self._handlers.discard(task)
 
     async def _receive(self, source: asyncio.StreamReader, chunks: asyncio.Queue[bytes]) -> None:
